@@ -1,0 +1,367 @@
+"""xorship: train small MLPs, ship them as verified ONNX artifacts.
+
+This file only wires: it turns options into configs, calls the stage functions in `pipeline/`,
+prints what they return, and maps the pipeline's error family to exit codes (in `_guard`, the one
+place that does). Heavy imports (torch, onnx, onnxruntime) happen inside the stages, so `--help`
+stays quick and `predict` never imports torch.
+"""
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from pipeline import artifacts as A
+from pipeline.archs import ALL, ARCHS, expand
+from pipeline.errors import EXIT_INTERRUPTED, ALL_ERRORS, PipelineError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Train the XOR MLPs, export them to ONNX and prove the shipped file computes what was trained.",
+)
+
+ArchName = enum.Enum("ArchName", {n: n for n in (*ARCHS, ALL)}, type=str)  # type: ignore[misc]
+DeviceName = enum.Enum("DeviceName", {n: n for n in ("auto", "cpu", "cuda")}, type=str)  # type: ignore[misc]
+ProviderName = enum.Enum("ProviderName", {n: n for n in ("auto", "cuda", "cpu")}, type=str)  # type: ignore[misc]
+TrainerName = enum.Enum("TrainerName", {n: n for n in ("auto", "fast", "tutorial")}, type=str)  # type: ignore[misc]
+
+
+def _positive_finite(value: float) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise typer.BadParameter(f"must be a finite number > 0, got {value}")
+    return value
+
+
+def _fraction(value: float) -> float:
+    if not (0.0 <= value <= 1.0):  # also refuses nan
+        raise typer.BadParameter(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _tolerance(value: Optional[float]) -> Optional[float]:
+    if value is not None and (not math.isfinite(value) or value < 0):
+        raise typer.BadParameter(f"must be a finite number >= 0, got {value}")
+    return value
+
+
+# Options, declared once and reused by every command that takes them.
+ArchOpt = Annotated[ArchName, typer.Option("--arch", help="Which model: shallow, wide-deep, or all (both, in turn).")]
+DirOpt = Annotated[Path, typer.Option("--artifacts-dir", help="Folder holding <arch>/model.onnx, weights and manifest.json.")]
+DeviceOpt = Annotated[DeviceName, typer.Option("--device", help="Training device: auto = CUDA when torch sees a GPU.")]
+ProviderOpt = Annotated[ProviderName, typer.Option("--provider", help="onnxruntime provider: auto prefers CUDA when it really runs; cuda fails if it does not.")]
+StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Training steps (the tutorial: 10001).")]
+LrOpt = Annotated[float, typer.Option("--lr", callback=_positive_finite, help="SGD learning rate (> 0).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="torch.manual_seed for the initial weights.")]
+MinAccOpt = Annotated[float, typer.Option("--min-accuracy", callback=_fraction, help="Accuracy gate on the 4 XOR points (0..1).")]
+TrainerOpt = Annotated[TrainerName, typer.Option("--trainer", help="auto: CUDA graph on CUDA, fast loop on CPU; tutorial: the tutorial's own loop.")]
+RequireOpt = Annotated[list[str], typer.Option("--require", help="Runtime that must really run (torch-cpu, torch-cuda, ort-cpu, ort-cuda, onnx-reference, or cuda for both CUDA ones). Repeatable.")]
+AtolOpt = Annotated[Optional[float], typer.Option("--atol", callback=_tolerance, help="Override every runtime's absolute tolerance.")]
+RtolOpt = Annotated[Optional[float], typer.Option("--rtol", callback=_tolerance, help="Override every runtime's relative tolerance.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the JSON report instead of the table.")]
+
+DEFAULT_DIR = Path("artifacts")
+RUNTIMES = ("torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "onnx-reference", "cuda")
+_state = {"debug": os.environ.get("XORSHIP_DEBUG") == "1"}
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of unexpected errors.")] = False) -> None:
+    _state["debug"] = _state["debug"] or debug
+
+
+def _guard(fn: Callable) -> Callable:
+    """The one place where pipeline errors become a one-line message and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PipelineError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: artifacts are as they were before the interrupted step", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            if _state["debug"]:
+                raise
+            first = (str(exc).splitlines() or [""])[0][:300]
+            typer.echo(f"internal error: {exc.__class__.__name__}: {first} (run with --debug for the traceback)", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _echo(msg: str = "") -> None:
+    typer.echo(msg)
+
+
+def _note(msg: str) -> None:
+    typer.echo(f"note: {msg}", err=True)
+
+
+def _progress(arch: str) -> Callable[[int, float], None] | None:
+    """Loss lines every 1000 steps while training, when stdout is a terminal."""
+    if not sys.stdout.isatty():
+        return None
+
+    def on_log(step: int, loss: float) -> None:
+        if step % 1000 == 0:
+            typer.echo(f"  {arch} step {step:>6}  loss {loss:.10f}")
+
+    return on_log
+
+
+def _train_config(arch, steps, lr, seed, device, trainer):
+    from pipeline.train import TrainConfig
+
+    return TrainConfig(arch=arch, steps=steps, lr=lr, seed=seed, device=device.value, trainer=trainer.value)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+@_guard
+def train(
+    arch: ArchOpt = ArchName.shallow,
+    artifacts_dir: DirOpt = DEFAULT_DIR,
+    device: DeviceOpt = DeviceName.auto,
+    steps: StepsOpt = 10001,
+    lr: LrOpt = 1.0,
+    seed: SeedOpt = 777,
+    min_accuracy: MinAccOpt = 1.0,
+    trainer: TrainerOpt = TrainerName.auto,
+) -> None:
+    """Train, apply the accuracy gate, and save weights, loss history and loss.png (only if it passes)."""
+    from pipeline.train import run_stage
+
+    with A.run_lock(artifacts_dir):
+        for a in expand(arch.value):
+            paths = A.ArtifactPaths(artifacts_dir, a.name)
+            A.clean_stale_temporaries(paths.folder)
+            result, validation, _, notices = run_stage(
+                _train_config(a, steps, lr, seed, device, trainer), min_accuracy, paths, _progress(a.name))
+            for n in notices:
+                _note(n)
+            _echo(f"{a.name}: trained on {result.device} ({result.trainer}) in {result.seconds:.2f}s, "
+                  f"loss {result.losses[0]:.7f} -> {result.final_loss:.7f}, accuracy {validation.accuracy:.2f}, "
+                  f"saved to {paths.folder}")
+
+
+@app.command()
+@_guard
+def validate(
+    arch: ArchOpt = ArchName.shallow,
+    artifacts_dir: DirOpt = DEFAULT_DIR,
+    min_accuracy: MinAccOpt = 1.0,
+) -> None:
+    """Re-check saved weights against the accuracy gate (train already applies it)."""
+    from pipeline.validate import run_stage
+
+    with A.run_lock(artifacts_dir):
+        for a in expand(arch.value):
+            r = run_stage(A.ArtifactPaths(artifacts_dir, a.name), a, min_accuracy)
+            probs = ", ".join(f"{p:.5f}" for p in r.probabilities)
+            _echo(f"{a.name}: accuracy {r.accuracy:.2f} >= {r.min_accuracy:.2f}, XOR probabilities [{probs}]")
+
+
+@app.command()
+@_guard
+def export(arch: ArchOpt = ArchName.shallow, artifacts_dir: DirOpt = DEFAULT_DIR) -> None:
+    """Export saved weights to <arch>/model.onnx (dynamo exporter, opset 18, symbolic batch) and check it."""
+    from pipeline.export import run_stage
+
+    with A.run_lock(artifacts_dir):
+        for a in expand(arch.value):
+            r = run_stage(A.ArtifactPaths(artifacts_dir, a.name), a)
+            _echo(f"{a.name}: exported {r.onnx_path} (opset {r.opset}, sha256 {r.sha256[:12]}) in {r.seconds:.2f}s")
+
+
+def _serve_line(name: str, report, providers) -> str:
+    worst = report.worst()
+    return (f"{name}: serve-check passed on {providers.primary} (providers {list(providers.used)}), "
+            f"max |torch - onnx| {worst.max_abs:.3g}, labels on XOR [0, 1, 1, 0]")
+
+
+@app.command("serve-check")
+@_guard
+def serve_check(arch: ArchOpt = ArchName.shallow, artifacts_dir: DirOpt = DEFAULT_DIR, provider: ProviderOpt = ProviderName.auto) -> None:
+    """Run model.onnx in onnxruntime, name the provider that really ran, and compare with torch."""
+    from pipeline.verify import run_serve_check
+
+    with A.run_lock(artifacts_dir):
+        for a in expand(arch.value):
+            report, providers = run_serve_check(A.ArtifactPaths(artifacts_dir, a.name), a, provider.value)
+            if providers.cuda_note:
+                _note(providers.cuda_note)
+            _echo(_serve_line(a.name, report, providers))
+
+
+def _verify_table(report) -> str:
+    lines = [f"{report.arch}: reference = {report.reference}"]
+    lines.append(f"  {'runtime':<15} {'input set':<14} {'rows':>6} {'max abs':>9} {'max rel':>9} {'mean abs':>9} {'labels':>7}  ok")
+    for c in report.comparisons:
+        lines.append(f"  {c.runtime:<15} {c.input_set:<14} {c.rows:>6} {c.max_abs:>9.2e} {c.max_rel:>9.2e} "
+                     f"{c.mean_abs:>9.2e} {c.rows - c.label_disagreements:>7}  {'yes' if c.passed else 'NO'}")
+    for k in report.checks:
+        lines.append(f"  {k.runtime:<15} batch-consistency max {k.batch_consistency_max_abs:.2e}, "
+                     f"repeatable {'yes' if k.repeatable else 'no'}{'' if k.repeat_required else ' (not required)'}")
+    for name, tol in report.tolerances.items():
+        lines.append(f"  tolerance {name:<15} atol {tol['atol']:.1e} x input scale, rtol {tol['rtol']:.1e}  ({tol['basis']})")
+    for name, why in report.skipped.items():
+        lines.append(f"  skipped {name}: {why}")
+    lines.append(f"  verdict: {'PASS' if report.passed else 'FAIL'}")
+    return "\n".join(lines)
+
+
+@app.command()
+@_guard
+def verify(
+    arch: ArchOpt = ArchName.shallow,
+    artifacts_dir: DirOpt = DEFAULT_DIR,
+    require: RequireOpt = [],
+    atol: AtolOpt = None,
+    rtol: RtolOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare every runtime here with a float64 oracle on seeded input sets; writes <arch>/verify.json."""
+    from pipeline.errors import EquivalenceFailed, UsageError
+    from pipeline.verify import run_verify
+
+    for r in require:
+        if r not in RUNTIMES:
+            raise UsageError(f"--require {r!r}: choose from {', '.join(RUNTIMES)}")
+    with A.run_lock(artifacts_dir):
+        for a in expand(arch.value):
+            paths = A.ArtifactPaths(artifacts_dir, a.name)
+            try:
+                report = run_verify(paths, a, require, atol, rtol)
+            except EquivalenceFailed:
+                if paths.verify.exists():  # the failed report is on disk: show it, then fail
+                    _print_report(json.loads(paths.verify.read_text()), as_json)
+                raise
+            _print_report(report, as_json)
+
+
+def _print_report(report, as_json: bool) -> None:
+    if as_json:
+        _echo(json.dumps(report if isinstance(report, dict) else report.as_dict(), indent=2))
+    elif not isinstance(report, dict):
+        _echo(_verify_table(report))
+
+
+@app.command()
+@_guard
+def predict(
+    pairs: Annotated[Optional[list[str]], typer.Argument(help="Input rows as x1,x2 pairs, e.g. 0,1 1,1.")] = None,
+    input_file: Annotated[Optional[Path], typer.Option("--input", help="A .csv (two columns), .npy or .json file; - reads JSON from stdin.")] = None,
+    arch: Annotated[Optional[ArchName], typer.Option("--arch", help="Serve <artifacts-dir>/<arch>/model.onnx (sha256 checked against the manifest).")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="Serve this ONNX file (checked against a manifest beside it, if any).")] = None,
+    artifacts_dir: DirOpt = DEFAULT_DIR,
+    provider: ProviderOpt = ProviderName.auto,
+    as_json: Annotated[bool, typer.Option("--json", help="Per-row probability and label as JSON.")] = False,
+) -> None:
+    """Inference on a shipped model through onnxruntime only; never imports torch."""
+    from pipeline import predict as P
+    from pipeline.errors import UsageError
+
+    if (arch is None) == (model is None):
+        raise UsageError("give exactly one of --arch or --model")
+    if arch is not None and arch.value == ALL:
+        raise UsageError("predict serves one model: --arch shallow or --arch wide-deep")
+    if bool(pairs) == (input_file is not None):
+        raise UsageError("give input rows either as x1,x2 arguments or with --input FILE (or --input - for JSON on stdin)")
+    if input_file is not None and str(input_file) == "-":
+        x = P.parse_json(sys.stdin.read(), "stdin")
+    elif input_file is not None:
+        x = P.parse_file(input_file)
+    else:
+        x = P.parse_pairs(pairs or [])
+    onnx_path, checked = P.resolve_model(artifacts_dir, arch.value if arch else None, model)
+    result = P.predict(onnx_path, x, provider.value, checked)
+    if result.providers.cuda_note and provider.value != "cpu":
+        _note(result.providers.cuda_note)
+    if as_json:
+        _echo(json.dumps(result.as_dict(), indent=2))
+        return
+    _echo(f"{'x1':>12} {'x2':>12} {'probability':>12} label   ({result.model}, {result.providers.primary})")
+    for (a, b), p, lab in zip(result.rows, result.probabilities, result.labels):
+        _echo(f"{a:>12.6g} {b:>12.6g} {p:>12.8f} {lab:>5}")
+
+
+@app.command("all")
+@_guard
+def all_(
+    arch: ArchOpt = ArchName.shallow,
+    artifacts_dir: DirOpt = DEFAULT_DIR,
+    device: DeviceOpt = DeviceName.auto,
+    provider: ProviderOpt = ProviderName.auto,
+    steps: StepsOpt = 10001,
+    lr: LrOpt = 1.0,
+    seed: SeedOpt = 777,
+    min_accuracy: MinAccOpt = 1.0,
+    trainer: TrainerOpt = TrainerName.auto,
+    skip_verify: Annotated[bool, typer.Option("--skip-verify", help="Stop after serve-check (no cross-runtime report).")] = False,
+) -> None:
+    """train -> validate -> export -> serve-check -> verify for each arch, then a summary table."""
+    from pipeline import export as E
+    from pipeline import train as T
+    from pipeline import verify as V
+
+    rows = []
+    with A.run_lock(artifacts_dir):
+        for a in expand(arch.value):
+            paths = A.ArtifactPaths(artifacts_dir, a.name)
+            A.clean_stale_temporaries(paths.folder)
+            times: dict[str, float] = {}
+            t = time.perf_counter()
+            result, validation, manifest, notices = T.run_stage(
+                _train_config(a, steps, lr, seed, device, trainer), min_accuracy, paths, _progress(a.name))
+            times["train"] = time.perf_counter() - t
+            for n in notices:
+                _note(n)
+            t = time.perf_counter()
+            exported = E.export(result.model, paths, manifest)  # the model in memory: no reload
+            times["export"] = time.perf_counter() - t
+            t = time.perf_counter()
+            report, providers = V.run_serve_check(paths, a, provider.value)
+            times["serve"] = time.perf_counter() - t
+            if providers.cuda_note:
+                _note(providers.cuda_note)
+            verdict = "skipped"
+            if not skip_verify:
+                t = time.perf_counter()
+                V.run_verify(paths, a)
+                times["verify"] = time.perf_counter() - t
+                verdict = "pass"
+            rows.append((a.name, result, validation, exported, providers, report.worst().max_abs, verdict, times))
+    _echo(_summary(rows, artifacts_dir))
+
+
+def _summary(rows, root: Path) -> str:
+    head = f"{'arch':<10} {'device':<8} {'steps':>6} {'final loss':>11} {'acc':>4} {'onnx sha256':<12} {'provider':<22} {'max|t-o|':>9} {'verify':<7} time train/export/serve/verify (s)"
+    lines = [head]
+    for name, r, v, e, p, diff, verdict, times in rows:
+        stage_times = "/".join(f"{times[k]:.2f}" if k in times else "-" for k in ("train", "export", "serve", "verify"))
+        lines.append(f"{name:<10} {r.device.split(' ')[0]:<8} {len(r.losses):>6} {r.final_loss:>11.4e} {v.accuracy:>4.2f} "
+                     f"{e.sha256[:12]:<12} {p.primary:<22} {diff:>9.2e} {verdict:<7} {stage_times}")
+    lines.append(f"shipped: {', '.join(str(A.ArtifactPaths(root, r[0]).onnx) for r in rows)}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    app()

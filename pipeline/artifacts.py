@@ -1,0 +1,358 @@
+"""Artifact folders: file names, atomic writes, the manifest, integrity checks and the run lock.
+
+Only this module knows file names. Layout, per architecture:
+
+    <root>/<arch>/weights.safetensors   trained weights (safetensors: no unpickling on load)
+    <root>/<arch>/loss_history.json     loss at every step
+    <root>/<arch>/loss.png              loss curve (only when matplotlib is installed)
+    <root>/<arch>/model.onnx            the shipped model, self-contained
+    <root>/<arch>/verify.json           the cross-runtime equivalence report
+    <root>/<arch>/MODEL_CARD.md         written by `ship`
+    <root>/<arch>/manifest.json         written last; names every file above with its sha256
+    <root>/.lock                        held by a run that writes
+
+Crash safety: every file is written to a temporary file in the same folder, fsynced and moved into
+place with os.replace. A stage first rewrites the manifest without the entries it is about to
+replace (and those that depend on them), then moves its files in, then writes the new manifest. So
+after a kill at any moment each file is the complete old or the complete new one, and the manifest
+never describes a file that is not there or not what it says.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .errors import (
+    ArtifactWriteError,
+    CorruptArtifact,
+    FolderLocked,
+    IntegrityError,
+    MissingArtifact,
+)
+
+MANIFEST_SCHEMA = 1
+WEIGHTS = "weights.safetensors"
+HISTORY = "loss_history.json"
+LOSS_PNG = "loss.png"
+ONNX = "model.onnx"
+VERIFY = "verify.json"
+CARD = "MODEL_CARD.md"
+MANIFEST = "manifest.json"
+LOCK = ".lock"
+TMP_PREFIX = ".tmp-"
+
+# What each stage's output invalidates downstream: (files, manifest sections).
+DOWNSTREAM: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "train": ((ONNX, VERIFY, CARD), ("export", "serve_check", "verify")),
+    "export": ((VERIFY, CARD), ("serve_check", "verify")),
+    "verify": ((CARD,), ()),
+}
+
+
+@dataclass(frozen=True)
+class ArtifactPaths:
+    root: Path
+    arch: str
+
+    @property
+    def folder(self) -> Path:
+        return self.root / self.arch
+
+    def file(self, name: str) -> Path:
+        return self.folder / name
+
+    @property
+    def weights(self) -> Path:
+        return self.file(WEIGHTS)
+
+    @property
+    def history(self) -> Path:
+        return self.file(HISTORY)
+
+    @property
+    def loss_png(self) -> Path:
+        return self.file(LOSS_PNG)
+
+    @property
+    def onnx(self) -> Path:
+        return self.file(ONNX)
+
+    @property
+    def verify(self) -> Path:
+        return self.file(VERIFY)
+
+    @property
+    def card(self) -> Path:
+        return self.file(CARD)
+
+    @property
+    def manifest(self) -> Path:
+        return self.file(MANIFEST)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def _fault_point(name: str) -> None:
+    """Test hook: `XORSHIP_KILL_AT=<name>` SIGKILLs this process here (crash-consistency tests)."""
+    if os.environ.get("XORSHIP_KILL_AT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _write_error(path: Path, exc: OSError) -> ArtifactWriteError:
+    what = {errno.ENOSPC: "disk full", errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
+            errno.EDQUOT: "disk quota exceeded", errno.ENOTDIR: "a parent is not a folder",
+            errno.EPERM: "operation not permitted"}.get(exc.errno or 0, exc.strerror or str(exc))
+    return ArtifactWriteError(f"cannot write {path}: {what}; earlier artifacts are untouched")
+
+
+def ensure_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(folder, exc) from None
+    if not folder.is_dir():
+        raise ArtifactWriteError(f"cannot write {folder}: it is not a folder")
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def stage_file(folder: Path, name: str, write: Callable[[Path], None]) -> Path:
+    """Have `write` fill a temporary file next to `name`, fsync it, and return its path.
+
+    The caller moves it into place through `commit`. On any failure the temporary file is removed.
+    """
+    ensure_folder(folder)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{name}.", dir=folder)
+    except OSError as exc:
+        raise _write_error(folder / name, exc) from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts are ordinary files
+        with open(tmp, "rb+") as f:
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(folder / name, exc) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def stage_bytes(folder: Path, name: str, data: bytes) -> Path:
+    return stage_file(folder, name, lambda p: p.write_bytes(data))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that `path` is always either the old or the new content."""
+    tmp = stage_bytes(path.parent, path.name, data)
+    try:
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, exc) from None
+
+
+def clean_stale_temporaries(folder: Path) -> None:
+    """Remove temporary files a killed run left behind (only called while holding the lock)."""
+    if folder.is_dir():
+        for p in folder.glob(f"{TMP_PREFIX}*"):
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifest
+
+
+def new_manifest(arch: str) -> dict[str, Any]:
+    return {"schema": MANIFEST_SCHEMA, "arch": arch, "files": {}}
+
+
+def read_manifest(paths: ArtifactPaths) -> dict[str, Any]:
+    """The manifest, checked for shape and arch. Missing -> MissingArtifact (run train first)."""
+    if not paths.manifest.exists():
+        raise MissingArtifact(f"no trained model for {paths.arch} in {paths.root}: run train first")
+    try:
+        data = json.loads(paths.manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptArtifact(f"{paths.manifest} is not readable JSON ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        raise CorruptArtifact(f"{paths.manifest} is not a manifest of this tool (no 'files' table)")
+    if data.get("schema") != MANIFEST_SCHEMA:
+        raise CorruptArtifact(f"{paths.manifest} has schema {data.get('schema')!r}; this tool reads {MANIFEST_SCHEMA}")
+    if data.get("arch") != paths.arch:
+        raise CorruptArtifact(f"{paths.manifest} describes arch {data.get('arch')!r}, not {paths.arch!r}")
+    return data
+
+
+def read_manifest_or_new(paths: ArtifactPaths) -> dict[str, Any]:
+    return read_manifest(paths) if paths.manifest.exists() else new_manifest(paths.arch)
+
+
+def require_file(paths: ArtifactPaths, manifest: dict[str, Any], name: str, produced_by: str) -> Path:
+    """Path of `name`, after checking it is recorded, present, and has the recorded sha256."""
+    entry = manifest["files"].get(name)
+    path = paths.file(name)
+    if entry is None:
+        if name == WEIGHTS:
+            raise MissingArtifact(f"no trained model for {paths.arch} in {paths.root}: run train first")
+        raise MissingArtifact(f"no {name} for {paths.arch} in {paths.root}: run {produced_by} first")
+    if not path.exists():
+        raise MissingArtifact(f"{path} is recorded in the manifest but missing: run {produced_by} again")
+    actual = sha256_file(path)
+    if actual != entry.get("sha256"):
+        raise IntegrityError(
+            f"{path} changed after it was written: sha256 {actual} != manifest {entry.get('sha256')}; refusing to load it"
+        )
+    return path
+
+
+def _dump(manifest: dict[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False) + "\n").encode()
+
+
+def commit(
+    paths: ArtifactPaths,
+    stage: str,
+    staged: dict[str, Path],
+    sections: dict[str, Any],
+) -> dict[str, Any]:
+    """Move staged files into place and record them and `sections` in the manifest, crash-safely.
+
+    Files and sections downstream of `stage` (DOWNSTREAM) are dropped: a new model makes the old
+    ONNX file and reports meaningless. Returns the new manifest.
+    """
+    folder = paths.folder
+    try:
+        manifest = read_manifest_or_new(paths)
+    except (CorruptArtifact, MissingArtifact):
+        if stage != "train":
+            for tmp in staged.values():
+                tmp.unlink(missing_ok=True)
+            raise
+        manifest = new_manifest(paths.arch)  # train starts a folder afresh
+    drop_files, drop_sections = DOWNSTREAM.get(stage, ((), ()))
+    try:
+        # 1. Forget what is about to change, so no manifest on disk ever describes a replaced file.
+        forgotten = dict(manifest, files=dict(manifest["files"]))
+        for name in (*staged, *drop_files):
+            forgotten["files"].pop(name, None)
+        for s in (*drop_sections, *sections):
+            forgotten.pop(s, None)
+        if forgotten != manifest:
+            write_atomic(paths.manifest, _dump(forgotten))
+        _fault_point(f"{stage}:forgotten")
+        # 2. Stale downstream files go; new files come in.
+        for name in drop_files:
+            with contextlib.suppress(FileNotFoundError):
+                paths.file(name).unlink()
+        for name, tmp in staged.items():
+            os.replace(tmp, paths.file(name))
+            _fault_point(f"{stage}:replaced:{name}")
+        fsync_dir(folder)
+        # 3. The new manifest, last.
+        new = dict(forgotten, files=dict(forgotten["files"]))
+        for name in staged:
+            p = paths.file(name)
+            new["files"][name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        new.update(sections)
+        new["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        write_atomic(paths.manifest, _dump(new))
+        _fault_point(f"{stage}:committed")
+        return new
+    except OSError as exc:
+        raise _write_error(folder, exc) from None
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+
+
+def update_sections(paths: ArtifactPaths, sections: dict[str, Any]) -> dict[str, Any]:
+    """Record report sections that describe no new file (serve-check)."""
+    return commit(paths, "report", {}, sections)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lock
+
+
+@contextlib.contextmanager
+def run_lock(root: Path) -> Iterator[None]:
+    """Exclusive, non-blocking lock on an artifacts folder for the whole of a writing run."""
+    import fcntl
+
+    ensure_folder(root)
+    lock_path = root / LOCK
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise _write_error(lock_path, exc) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise FolderLocked(
+                f"{root} is in use by another run (pid {holder}); wait for it to finish, or use another --artifacts-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the interpreter and libraries that matter, read without importing them."""
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in ("torch", "onnx", "onnxscript", "onnxruntime-gpu", "onnxruntime", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out

@@ -1,0 +1,94 @@
+"""The pipeline's one exception family. Only `cli.py` turns these into messages and exit codes.
+
+Each class carries its exit code; the README's table is written from this file.
+"""
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every error the pipeline raises on purpose. The message is one line for the user."""
+
+    exit_code = 1
+
+
+class UsageError(PipelineError):
+    """Bad option values or bad input data (predict)."""
+
+    exit_code = 2
+
+
+class DeviceUnavailable(PipelineError):
+    """CUDA was asked for (torch device or onnxruntime provider) but cannot really run."""
+
+    exit_code = 3
+
+
+class MissingArtifact(PipelineError):
+    """A stage needs an artifact an earlier stage has not produced (or the manifest is absent)."""
+
+    exit_code = 4
+
+
+class CorruptArtifact(PipelineError):
+    """An artifact exists but cannot be read: bad JSON, not ONNX, wrong shape, other arch."""
+
+    exit_code = 5
+
+
+class IntegrityError(PipelineError):
+    """An artifact differs from what the manifest recorded, or points outside its folder."""
+
+    exit_code = 6
+
+
+class TrainingFailed(PipelineError):
+    """Training diverged (non-finite or exploding loss)."""
+
+    exit_code = 7
+
+
+class GateFailed(PipelineError):
+    """The trained model missed the accuracy gate: it is not saved and not exported."""
+
+    exit_code = 8
+
+
+class ExportFailed(PipelineError):
+    """torch.onnx.export failed or its output did not pass the post-export checks."""
+
+    exit_code = 9
+
+
+class EquivalenceFailed(PipelineError):
+    """serve-check or verify found outputs outside tolerance, or a required runtime did not run."""
+
+    exit_code = 10
+
+
+class ArtifactWriteError(PipelineError):
+    """The artifacts folder cannot be written (permissions, disk full); earlier artifacts are untouched."""
+
+    exit_code = 11
+
+
+class FolderLocked(PipelineError):
+    """Another run holds the artifacts folder's lock."""
+
+    exit_code = 12
+
+
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+
+ALL_ERRORS: tuple[type[PipelineError], ...] = (
+    UsageError,
+    DeviceUnavailable,
+    MissingArtifact,
+    CorruptArtifact,
+    IntegrityError,
+    TrainingFailed,
+    GateFailed,
+    ExportFailed,
+    EquivalenceFailed,
+    ArtifactWriteError,
+    FolderLocked,
+)

@@ -1,0 +1,386 @@
+"""Stage 1: train an MLP on XOR with BCE loss and plain SGD, as the tutorial does, only faster.
+
+Three loops, one set of numbers:
+- `tutorial`: the tutorial's loop verbatim (modules, BCELoss, torch.optim.SGD, zero_grad/backward/step).
+  The reference the others are tested against, and the baseline `bench` measures.
+- `fast`: the same arithmetic with the per-step overhead removed: direct calls to the ops the modules
+  call, `torch.autograd.grad` instead of `.grad` bookkeeping, one `_foreach_add_` for SGD's update
+  (what `torch.optim.SGD` runs for plain SGD), and the loss read back only at log steps. Weights and
+  loss history are bit-identical to `tutorial` on the same device.
+- `cuda-graph`: on CUDA, `fast`'s step captured once in a CUDA graph and replayed; losses stay in a
+  device buffer read once per log interval. Falls back to eager `fast` with a notice if capture fails.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from .archs import Arch, init_model, xor_tensors
+from .errors import DeviceUnavailable, TrainingFailed
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+TRAINERS = ("auto", "fast", "tutorial")
+DIVERGENCE_FACTOR = 10.0  # a loss above 10x the step-0 loss is an explosion, not learning
+WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graphs asks
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: Arch
+    steps: int = 10001
+    lr: float = 1.0
+    seed: int = 777
+    device: str = "auto"  # auto | cpu | cuda
+    trainer: str = "auto"  # auto (cuda-graph on CUDA, fast on CPU) | fast | tutorial
+    log_every: int = 100
+    tutorial_init: bool = True  # draw initial weights in the tutorial's order (see archs.init_model)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    arch: Arch
+    config: TrainConfig
+    device: str  # "cpu" or "cuda:0 (<card name>)"
+    trainer: str  # the loop that actually ran
+    losses: tuple[float, ...]  # one per step
+    seconds: float
+    model: "torch.nn.Sequential" = field(repr=False)  # trained, on the CPU, eval mode
+    notices: tuple[str, ...] = ()
+
+    @property
+    def final_loss(self) -> float:
+        return self.losses[-1]
+
+    def logged(self) -> list[tuple[int, float]]:
+        """(step, loss) at every log step, plus the last step: what the tutorial prints."""
+        every = self.config.log_every
+        out = [(s, self.losses[s]) for s in range(0, len(self.losses), every)]
+        if out[-1][0] != len(self.losses) - 1:
+            out.append((len(self.losses) - 1, self.losses[-1]))
+        return out
+
+
+def resolve_device(device: str) -> "torch.device":
+    import torch
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise DeviceUnavailable(f"unknown device {device!r}: choose auto, cpu or cuda")
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        built = torch.version.cuda or "no CUDA (CPU-only build)"
+        raise DeviceUnavailable(
+            f"--device cuda: torch {torch.__version__} (built for {built}) sees no CUDA device; use --device cpu or auto"
+        )
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def describe_device(dev: "torch.device") -> str:
+    import torch
+
+    if dev.type == "cuda":
+        return f"cuda:{dev.index} ({torch.cuda.get_device_name(dev)})"
+    return "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# Loops. Each takes the model, the data and the hyper-parameters explicitly, trains the model's
+# parameters in place and returns the loss at every step as a (steps,) tensor on the device.
+
+LogFn = Callable[[int, float], None]
+
+
+def tutorial_loop(model, x, y, steps: int, lr: float, monitor: "Monitor"):
+    """The tutorial's loop. The loss history is kept as detached tensors (no sync per step)."""
+    import torch
+
+    criterion = torch.nn.BCELoss().to(x.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        hypothesis = model(x)
+        cost = criterion(hypothesis, y)
+        cost.backward()
+        optimizer.step()
+        history.append(cost.detach())
+        if step % monitor.log_every == 0:
+            monitor.check_history(history, step)
+    monitor.check_history(history, steps - 1)
+    return torch.stack(history)
+
+
+def make_step(params: list, x, y, lr: float, losses, cursor) -> Callable[[], None]:
+    """One SGD step with no host synchronisation: forward, BCE, autograd, in-place update, and the
+    loss written to `losses[cursor]` (cursor is a 1-element int64 tensor on the device, advanced in
+    place). The CPU `fast` loop calls it eagerly; the CUDA-graph loop captures exactly this function.
+
+    params: [w0, b0, w1, b1, ...] leaf tensors; x: (4, 2); y: (4, 1); losses: (steps,).
+    """
+    import torch
+
+    linear = torch._C._nn.linear  # what nn.Linear.forward calls
+    bce = torch._C._nn.binary_cross_entropy  # what nn.BCELoss calls; reduction 1 = mean
+    sigmoid = torch.sigmoid
+    grad = torch.autograd.grad
+    foreach_add_ = torch._foreach_add_
+    pairs = list(zip(params[0::2], params[1::2]))
+    one = torch.ones((), dtype=cursor.dtype, device=cursor.device)
+
+    def step() -> None:
+        h = x  # (batch, widths[0])
+        for w, b in pairs:
+            h = sigmoid(linear(h, w, b))  # (batch, widths[i+1])
+        loss = bce(h, y, None, 1)  # scalar
+        grads = grad(loss, params)
+        with torch.no_grad():
+            foreach_add_(params, grads, alpha=-lr)  # torch.optim.SGD's update for plain SGD
+            losses.index_copy_(0, cursor, loss.reshape(1))
+            cursor.add_(one)
+
+    return step
+
+
+def fast_loop(model, x, y, steps: int, lr: float, monitor: "Monitor"):
+    import torch
+
+    params = list(model.parameters())
+    losses = torch.empty(steps, dtype=x.dtype, device=x.device)
+    cursor = torch.zeros(1, dtype=torch.int64, device=x.device)
+    step_fn = make_step(params, x, y, lr, losses, cursor)
+    for step in range(steps):
+        step_fn()
+        if step % monitor.log_every == 0:
+            monitor.check_buffer(losses, step)
+    monitor.check_buffer(losses, steps - 1)
+    return losses
+
+
+def cuda_graph_loop(model, x, y, steps: int, lr: float, monitor: "Monitor"):
+    """`fast`'s step captured in a CUDA graph. Raises RuntimeError if capture is not possible."""
+    import torch
+
+    params = list(model.parameters())
+    losses = torch.empty(steps, dtype=x.dtype, device=x.device)
+    cursor = torch.zeros(1, dtype=torch.int64, device=x.device)
+    step_fn = make_step(params, x, y, lr, losses, cursor)
+    eager = min(WARMUP_STEPS, steps)
+    # Warm-up on a side stream (torch.cuda.graphs docs); these are real training steps.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(eager):
+            step_fn()
+    torch.cuda.current_stream().wait_stream(side)
+    monitor.check_buffer(losses, eager - 1)
+    if eager == steps:
+        return losses
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step_fn()  # recorded, not run: parameters and cursor are untouched by capture
+    for step in range(eager, steps):
+        graph.replay()
+        if step % monitor.log_every == 0:
+            monitor.check_buffer(losses, step)
+    torch.cuda.synchronize()
+    monitor.check_buffer(losses, steps - 1)
+    return losses
+
+
+class Monitor:
+    """Reads losses back at log steps only: checks them for divergence and reports progress."""
+
+    def __init__(self, log_every: int, on_log: LogFn | None = None):
+        self.log_every = log_every
+        self.on_log = on_log
+        self.checked = 0  # steps already checked
+        self.loss0: float | None = None
+
+    def check(self, values: list[float], upto: int) -> None:
+        """`values` are the losses of steps self.checked .. upto (inclusive)."""
+        start = self.checked
+        self.checked = upto + 1
+        if self.loss0 is None and values:
+            self.loss0 = values[0]
+        for i, v in enumerate(values):
+            if not math.isfinite(v) or v > DIVERGENCE_FACTOR * self.loss0:
+                raise TrainingFailed(
+                    f"training diverged at step {start + i}: loss {v:.6g} (step 0: {self.loss0:.6g}); lower --lr"
+                )
+        if self.on_log is not None and upto % self.log_every == 0:
+            self.on_log(upto, values[-1])
+
+    def check_buffer(self, losses, upto: int) -> None:
+        """One device->host read of losses[checked : upto + 1]."""
+        if upto >= self.checked:
+            self.check(losses[self.checked : upto + 1].tolist(), upto)
+
+    def check_history(self, history: list, upto: int) -> None:
+        import torch
+
+        if upto >= self.checked:
+            self.check(torch.stack(history[self.checked : upto + 1]).tolist(), upto)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, on_log: LogFn | None = None) -> TrainResult:
+    """Train `config.arch` from its seeded initialisation; the model comes back on the CPU."""
+    import torch
+
+    dev = resolve_device(config.device)
+    model = init_model(config.arch, config.seed, config.tutorial_init).to(dev)
+    model.train()
+    x, y = xor_tensors(dev)
+    trainer = config.trainer
+    if trainer == "auto":
+        trainer = "cuda-graph" if dev.type == "cuda" else "fast"
+    notices: list[str] = []
+    start = time.perf_counter()
+    losses = _run(trainer, model, x, y, config, on_log, notices)
+    if trainer == "cuda-graph" and notices:
+        trainer = "fast"
+    history = losses.tolist()  # one sync at the end
+    seconds = time.perf_counter() - start
+    model = model.cpu().eval()
+    return TrainResult(
+        arch=config.arch,
+        config=config,
+        device=describe_device(dev),
+        trainer=trainer,
+        losses=tuple(history),
+        seconds=seconds,
+        model=model,
+        notices=tuple(notices),
+    )
+
+
+def _run(trainer: str, model, x, y, config: TrainConfig, on_log, notices: list[str]):
+    def args():
+        return (model, x, y, config.steps, config.lr, Monitor(config.log_every, on_log))
+
+    if trainer == "tutorial":
+        return tutorial_loop(*args())
+    if trainer == "fast":
+        return fast_loop(*args())
+    if trainer == "cuda-graph":
+        if x.device.type != "cuda":
+            raise DeviceUnavailable("the cuda-graph trainer needs --device cuda")
+        snapshot = [p.detach().clone() for p in model.parameters()]
+        try:
+            return cuda_graph_loop(*args())
+        except TrainingFailed:
+            raise
+        except RuntimeError as exc:  # capture not supported here: same numbers, eagerly
+            import torch
+
+            with torch.no_grad():
+                for p, s in zip(model.parameters(), snapshot):
+                    p.copy_(s)
+            notices.append(f"CUDA graph capture failed ({str(exc).splitlines()[0]}); trained eagerly instead")
+            return fast_loop(*args())
+    raise ValueError(f"unknown trainer {trainer!r}")
+
+
+def state_dict_numpy(model) -> dict:
+    """{name: float32 ndarray}, contiguous, on the CPU."""
+    return {k: v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
+
+
+def load_model(arch: Arch, weights_path) -> "torch.nn.Sequential":
+    """Rebuild the model from saved weights (safetensors: no code runs on load)."""
+    from safetensors.torch import load_file
+
+    from .archs import build_model
+    from .errors import CorruptArtifact
+
+    try:
+        tensors = load_file(str(weights_path))
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise CorruptArtifact(f"{weights_path} is not a readable safetensors file ({exc})") from None
+    model = build_model(arch)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CorruptArtifact(f"{weights_path} does not hold {arch.name} weights ({first})") from None
+    return model.eval()
+
+
+def save(result: TrainResult, validation, paths) -> tuple[dict, tuple[str, ...]]:
+    """Write weights, loss history and (with matplotlib) loss.png, then the manifest.
+
+    Returns the new manifest and notices for the user. Only a model that passed the gate gets here.
+    """
+    import json
+
+    from safetensors.numpy import save_file
+
+    from . import artifacts as A
+    from .plot import matplotlib_missing, uses_tutorial_settings, write_loss_png
+
+    cfg = result.config
+    folder = paths.folder
+    weights = state_dict_numpy(result.model)
+    staged = {
+        A.WEIGHTS: A.stage_file(folder, A.WEIGHTS, lambda p: save_file(weights, str(p), metadata={"arch": cfg.arch.name})),
+        A.HISTORY: A.stage_bytes(folder, A.HISTORY, json.dumps({"arch": cfg.arch.name, "loss": list(result.losses)}).encode()),
+    }
+    notices = list(result.notices)
+    missing = matplotlib_missing()
+    if missing:
+        notices.append(missing)
+    else:
+        overlay = uses_tutorial_settings(cfg.arch.name, cfg.steps, cfg.lr, cfg.seed, cfg.tutorial_init)
+        staged[A.LOSS_PNG] = A.stage_file(
+            folder, A.LOSS_PNG, lambda p: write_loss_png(p, cfg.arch.name, result.losses, overlay)
+        )
+    sections = {
+        "versions": A.versions(),
+        "config": {
+            "arch": cfg.arch.name,
+            "widths": list(cfg.arch.widths),
+            "n_params": cfg.arch.n_params,
+            "steps": cfg.steps,
+            "lr": cfg.lr,
+            "seed": cfg.seed,
+            "loss": "BCE (mean)",
+            "optimizer": "SGD",
+            "tutorial_init": cfg.tutorial_init,
+            "log_every": cfg.log_every,
+        },
+        "train": {
+            "device": result.device,
+            "trainer": result.trainer,
+            "seconds": round(result.seconds, 4),
+            "final_loss": result.final_loss,
+            "loss_log": [[s, v] for s, v in result.logged()],
+        },
+        "validation": validation.as_dict(),
+    }
+    return A.commit(paths, "train", staged, sections), tuple(notices)
+
+
+def load_trained(paths, arch: Arch):
+    """(manifest, model) from an artifacts folder, after checking the weights' sha256."""
+    from . import artifacts as A
+
+    manifest = A.read_manifest(paths)
+    weights = A.require_file(paths, manifest, A.WEIGHTS, "train")
+    return manifest, load_model(arch, weights)
+
+
+def run_stage(config: TrainConfig, min_accuracy: float, paths, on_log: LogFn | None = None):
+    """Train, gate, save: (TrainResult, ValidationResult, manifest, notices). Nothing is written
+    unless the model passes the gate, so a failed retrain leaves the previous artifacts alone."""
+    from .validate import evaluate, gate
+
+    result = train(config, on_log)
+    validation = gate(evaluate(result.model, config.arch, result.final_loss, min_accuracy))
+    manifest, notices = save(result, validation, paths)
+    return result, validation, manifest, notices

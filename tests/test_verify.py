@@ -1,0 +1,142 @@
+"""The comparison engine, against an independent float64 numpy oracle."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from pipeline import artifacts as A
+from pipeline import verify as V
+from pipeline.archs import ARCHS
+from pipeline.errors import EquivalenceFailed
+from pipeline.train import load_model
+from tests.conftest import load_weights, numpy_mlp
+
+SETS = [s.name for s in V.input_sets()]
+RUNTIMES = [
+    "torch-cpu",
+    "ort-cpu",
+    "onnx-reference",
+    pytest.param("torch-cuda", marks=pytest.mark.cuda),
+    pytest.param("ort-cuda", marks=pytest.mark.cuda),
+]
+
+
+@pytest.fixture(scope="module")
+def runtimes(shipped):
+    out = {}
+    for arch in ARCHS.values():
+        folder = shipped / arch.name
+        model = load_model(arch, folder / "weights.safetensors")
+        onnx_path = folder / "model.onnx"
+        build = {  # default arguments bind this iteration's model and file
+            "torch-cpu": lambda m=model: V.torch_runtime(m, "cpu"),
+            "torch-cuda": lambda m=model: V.torch_runtime(m, "cuda"),
+            "ort-cpu": lambda p=onnx_path: V.ort_runtime(p, "cpu")[0],
+            "ort-cuda": lambda p=onnx_path: V.ort_runtime(p, "cuda")[0],
+            "onnx-reference": lambda p=onnx_path: V.reference_evaluator_runtime(p),
+        }
+        out[arch.name] = (build, load_weights(folder))
+    return out
+
+
+@pytest.mark.parametrize("set_name", SETS)
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_runtime_matches_numpy_float64(runtimes, arch, runtime, set_name):
+    build, weights = runtimes[arch]
+    rt = build[runtime]()
+    s = next(s for s in V.input_sets() if s.name == set_name)
+    ref = numpy_mlp(weights, s.x)
+    out = rt.run(s.x).reshape(-1).astype(np.float64)
+    bound = rt.tolerance.bound(ref, s.x)
+    worst = int(np.argmax(np.abs(out - ref) - bound))
+    assert np.all(np.abs(out - ref) <= bound), f"row {worst}: x={s.x[worst]} got {out[worst]} want {ref[worst]}"
+    cmp = V.compare_one(rt, s, out, ref)
+    assert cmp.passed and cmp.label_disagreements == 0
+    if s.expected_labels:
+        assert tuple(int(v > 0.5) for v in out) == s.expected_labels
+
+
+def test_the_engines_oracle_agrees_with_numpy(shipped):
+    arch = ARCHS["wide-deep"]
+    model = load_model(arch, shipped / arch.name / "weights.safetensors")
+    oracle = V.torch_runtime(model, "cpu", "float64", name="oracle")
+    for s in V.input_sets():
+        np.testing.assert_allclose(oracle.run(s.x).reshape(-1), numpy_mlp(load_weights(shipped / arch.name), s.x), rtol=1e-12, atol=1e-15)
+
+
+def test_input_sets_are_seeded_and_cover_the_promised_cases():
+    a, b = V.input_sets(seed=5), V.input_sets(seed=5)
+    assert [s.name for s in a] == [s.name for s in b]
+    assert all(np.array_equal(x.x, y.x) for x, y in zip(a, b))
+    assert not np.array_equal(V.input_sets(seed=6)[1].x, a[1].x)
+    names = {s.name for s in a}
+    assert {"xor", "uniform-1", "uniform-4", "uniform-1000", "wide-65536", "edge"} <= names
+    edge = next(s for s in a if s.name == "edge").x
+    assert np.any(np.signbit(edge) & (edge == 0))  # -0 is there
+    assert np.max(np.abs(edge)) >= 1e30 and np.min(np.abs(edge[edge != 0])) <= 1e-44
+    assert all(s.seed is not None for s in a if s.name.startswith(("uniform", "wide")))
+
+
+def test_verify_report_is_written_and_says_what_ran(shipped):
+    for arch in ARCHS:
+        data = json.loads((shipped / arch / "verify.json").read_text())
+        assert data["passed"] and data["failures"] == []
+        assert {"torch-cpu", "ort-cpu", "onnx-reference"} <= set(data["ran"])
+        assert set(data["tolerances"]) == set(data["ran"])
+        assert all(c["passed"] for c in data["comparisons"])
+        assert {k["runtime"] for k in data["checks"] if k["repeat_required"]} >= {"torch-cpu", "ort-cpu"}
+        assert all(k["repeatable"] for k in data["checks"] if k["repeat_required"])
+        assert data["rel_floor"] == V.REL_FLOOR
+
+
+def _perturb(onnx_path, delta: float):
+    model = onnx.load(str(onnx_path))
+    init = model.graph.initializer[0]
+    arr = onnx.numpy_helper.to_array(init).copy()
+    arr.flat[0] += delta
+    init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    onnx.save(model, str(onnx_path))
+
+
+def test_a_perturbed_weight_fails_verify_and_names_the_worst_input(shipped_copy):
+    paths = A.ArtifactPaths(shipped_copy, "shallow")
+    _perturb(paths.onnx, 0.01)
+    model = load_model(ARCHS["shallow"], paths.weights)
+    report = V.verify(model, "shallow", paths.onnx, "n/a")
+    assert not report.passed
+    assert report.ran["torch-cpu"] and all(c.passed for c in report.comparisons if c.runtime == "torch-cpu")
+    bad = [c for c in report.comparisons if not c.passed]
+    assert {c.runtime for c in bad} == {"ort-cpu", "onnx-reference"}
+    with pytest.raises(EquivalenceFailed, match=r"worst row \d+ x=\[.*\] gave .* reference"):
+        V.raise_on_failure(report, "verify.json")
+
+
+def test_require_cuda_fails_closed_on_this_machine(shipped):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    model = load_model(ARCHS["shallow"], shipped / "shallow" / "weights.safetensors")
+    report = V.verify(model, "shallow", shipped / "shallow" / "model.onnx", "n/a", require=("cuda",), batches=(4,))
+    assert report.required_missing == ["torch-cuda", "ort-cuda"] and not report.passed
+    with pytest.raises(EquivalenceFailed, match="required runtime torch-cuda did not run"):
+        V.raise_on_failure(report, "verify.json")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    x=arrays(np.float32, st.tuples(st.integers(1, 64), st.just(2)),
+             elements=st.floats(-100, 100, allow_nan=False, width=32)),
+)
+def test_onnxruntime_matches_float64_on_random_batches(runtimes, x):
+    for arch in ARCHS:
+        build, weights = runtimes[arch]
+        rt = build["ort-cpu"]()
+        ref = numpy_mlp(weights, x)
+        out = rt.run(x).reshape(-1)
+        assert np.all(np.abs(out - ref) <= rt.tolerance.bound(ref, x))
