@@ -363,5 +363,21 @@ def _summary(rows, root: Path) -> str:
     return "\n".join(lines)
 
 
+@app.command()
+@_guard
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="A few seconds' smoke run: fewer steps, rows and repeats.")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("bench.json"),
+) -> None:
+    """Measure in one run: tutorial loop vs our trainer, torch vs onnxruntime inference, stage times, start-up."""
+    from pipeline import bench as B
+
+    report = B.run(B.BenchConfig(quick=quick), Path(__file__).resolve())
+    A.ensure_folder(out.parent if str(out.parent) else Path("."))
+    A.write_atomic(out, (json.dumps(report.as_dict(), indent=2) + "\n").encode())
+    _echo(B.table(report))
+    _echo(f"written: {out}")
+
+
 if __name__ == "__main__":
     app()

@@ -114,12 +114,12 @@ def tutorial_loop(model, x, y, steps: int, lr: float, monitor: "Monitor"):
     return torch.stack(history)
 
 
-def make_step(params: list, x, y, lr: float, losses, cursor) -> Callable[[], None]:
-    """One SGD step with no host synchronisation: forward, BCE, autograd, in-place update, and the
-    loss written to `losses[cursor]` (cursor is a 1-element int64 tensor on the device, advanced in
-    place). The CPU `fast` loop calls it eagerly; the CUDA-graph loop captures exactly this function.
+def make_step(params: list, x, y, lr: float) -> Callable[[], "torch.Tensor"]:
+    """One SGD step with no host synchronisation: forward, BCE, autograd, in-place update; returns
+    the loss (a 0-dim tensor on the device). The CPU `fast` loop calls it eagerly; the CUDA-graph
+    loop captures it (with `recording_step`).
 
-    params: [w0, b0, w1, b1, ...] leaf tensors; x: (4, 2); y: (4, 1); losses: (steps,).
+    params: [w0, b0, w1, b1, ...] leaf tensors; x: (4, 2); y: (4, 1).
     """
     import torch
 
@@ -129,45 +129,58 @@ def make_step(params: list, x, y, lr: float, losses, cursor) -> Callable[[], Non
     grad = torch.autograd.grad
     foreach_add_ = torch._foreach_add_
     pairs = list(zip(params[0::2], params[1::2]))
-    one = torch.ones((), dtype=cursor.dtype, device=cursor.device)
+    storage = [p.detach() for p in params]  # same memory; updating these needs no no_grad() context
 
-    def step() -> None:
+    def step():
         h = x  # (batch, widths[0])
         for w, b in pairs:
             h = sigmoid(linear(h, w, b))  # (batch, widths[i+1])
         loss = bce(h, y, None, 1)  # scalar
-        grads = grad(loss, params)
-        with torch.no_grad():
-            foreach_add_(params, grads, alpha=-lr)  # torch.optim.SGD's update for plain SGD
-            losses.index_copy_(0, cursor, loss.reshape(1))
-            cursor.add_(one)
+        foreach_add_(storage, grad(loss, params), alpha=-lr)  # torch.optim.SGD's update for plain SGD
+        return loss
 
     return step
+
+
+def recording_step(step: Callable, losses, cursor) -> Callable[[], None]:
+    """`step` plus `losses[cursor] = loss; cursor += 1`, all on the device (what a graph replays).
+
+    losses: (steps,) tensor; cursor: (1,) int64 tensor, both on the training device.
+    """
+    import torch
+
+    one = torch.ones((), dtype=cursor.dtype, device=cursor.device)
+
+    def run() -> None:
+        loss = step()
+        losses.index_copy_(0, cursor, loss.detach().reshape(1))
+        cursor.add_(one)
+
+    return run
 
 
 def fast_loop(model, x, y, steps: int, lr: float, monitor: "Monitor"):
     import torch
 
-    params = list(model.parameters())
-    losses = torch.empty(steps, dtype=x.dtype, device=x.device)
-    cursor = torch.zeros(1, dtype=torch.int64, device=x.device)
-    step_fn = make_step(params, x, y, lr, losses, cursor)
+    step_fn = make_step(list(model.parameters()), x, y, lr)
+    history = []
+    append = history.append
+    every = monitor.log_every
     for step in range(steps):
-        step_fn()
-        if step % monitor.log_every == 0:
-            monitor.check_buffer(losses, step)
-    monitor.check_buffer(losses, steps - 1)
-    return losses
+        append(step_fn().detach())
+        if step % every == 0:
+            monitor.check_history(history, step)
+    monitor.check_history(history, steps - 1)
+    return torch.stack(history)
 
 
 def cuda_graph_loop(model, x, y, steps: int, lr: float, monitor: "Monitor"):
     """`fast`'s step captured in a CUDA graph. Raises RuntimeError if capture is not possible."""
     import torch
 
-    params = list(model.parameters())
     losses = torch.empty(steps, dtype=x.dtype, device=x.device)
     cursor = torch.zeros(1, dtype=torch.int64, device=x.device)
-    step_fn = make_step(params, x, y, lr, losses, cursor)
+    step_fn = recording_step(make_step(list(model.parameters()), x, y, lr), losses, cursor)
     eager = min(WARMUP_STEPS, steps)
     # Warm-up on a side stream (torch.cuda.graphs docs); these are real training steps.
     side = torch.cuda.Stream()

@@ -95,3 +95,20 @@ def test_cuda_graph_is_identical_to_eager_on_the_card(arch):
     assert torch.equal(h_eager, h_graph)
     for p, q in zip(eager.parameters(), graphed.parameters()):
         assert torch.equal(p, q)
+
+
+def test_the_step_a_cuda_graph_replays_matches_the_fast_loop_on_cpu():
+    """`recording_step(make_step(...))` is what cuda_graph_loop captures; run eagerly it must give
+    the fast loop's (and so the tutorial's) numbers exactly."""
+    from pipeline.train import make_step, recording_step
+
+    x, y = xor_tensors()
+    a, b = init_model(ARCHS["wide-deep"], 777), init_model(ARCHS["wide-deep"], 777)
+    losses = torch.empty(300)
+    cursor = torch.zeros(1, dtype=torch.int64)
+    step = recording_step(make_step(list(a.parameters()), x, y, 1.0), losses, cursor)
+    for _ in range(300):
+        step()
+    assert cursor.item() == 300
+    assert torch.equal(losses, fast_loop(b, x, y, 300, 1.0, Monitor(100)))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
