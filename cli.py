@@ -365,6 +365,25 @@ def _summary(rows, root: Path) -> str:
 
 @app.command()
 @_guard
+def ship(
+    out: Annotated[Path, typer.Option("--out", help="Triton model repository folder to create or add a version to.")],
+    arch: ArchOpt = ArchName.shallow,
+    artifacts_dir: DirOpt = DEFAULT_DIR,
+    max_batch_size: Annotated[int, typer.Option("--max-batch-size", min=1, help="Triton max_batch_size.")] = 1024,
+    instance_kind: Annotated[str, typer.Option("--instance-kind", help="auto (GPU where Triton sees one), gpu or cpu.")] = "auto",
+    instances: Annotated[int, typer.Option("--instances", min=1, help="Model instances per device.")] = 1,
+) -> None:
+    """Build a Triton model repository (and <arch>/MODEL_CARD.md) from verified artifacts only."""
+    from pipeline.ship import ship as do_ship
+
+    with A.run_lock(artifacts_dir):
+        for a in expand(arch.value):
+            r = do_ship(artifacts_dir, a.name, out, max_batch_size, instance_kind, instances)
+            _echo(f"{a.name}: shipped {r.model_name} version {r.version} to {r.model_path.parent.parent}; card {r.card_path}")
+
+
+@app.command()
+@_guard
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="A few seconds' smoke run: fewer steps, rows and repeats.")] = False,
     out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("bench.json"),
