@@ -172,7 +172,7 @@ def validate(
     """Re-check saved weights against the accuracy gate (train already applies it)."""
     from pipeline.validate import run_stage
 
-    with A.run_lock(artifacts_dir):
+    with A.run_lock(artifacts_dir, create=False):
         for a in expand(arch.value):
             r = run_stage(A.ArtifactPaths(artifacts_dir, a.name), a, min_accuracy)
             probs = ", ".join(f"{p:.5f}" for p in r.probabilities)
@@ -185,7 +185,7 @@ def export(arch: ArchOpt = ArchName.shallow, artifacts_dir: DirOpt = DEFAULT_DIR
     """Export saved weights to <arch>/model.onnx (dynamo exporter, opset 18, symbolic batch) and check it."""
     from pipeline.export import run_stage
 
-    with A.run_lock(artifacts_dir):
+    with A.run_lock(artifacts_dir, create=False):
         for a in expand(arch.value):
             r = run_stage(A.ArtifactPaths(artifacts_dir, a.name), a)
             _echo(f"{a.name}: exported {r.onnx_path} (opset {r.opset}, sha256 {r.sha256[:12]}) in {r.seconds:.2f}s")
@@ -203,7 +203,7 @@ def serve_check(arch: ArchOpt = ArchName.shallow, artifacts_dir: DirOpt = DEFAUL
     """Run model.onnx in onnxruntime, name the provider that really ran, and compare with torch."""
     from pipeline.verify import run_serve_check
 
-    with A.run_lock(artifacts_dir):
+    with A.run_lock(artifacts_dir, create=False):
         for a in expand(arch.value):
             report, providers = run_serve_check(A.ArtifactPaths(artifacts_dir, a.name), a, provider.value)
             if providers.cuda_note:
@@ -239,29 +239,18 @@ def verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Compare every runtime here with a float64 oracle on seeded input sets; writes <arch>/verify.json."""
-    from pipeline.errors import EquivalenceFailed, UsageError
-    from pipeline.verify import run_verify
+    from pipeline.errors import UsageError
+    from pipeline.verify import raise_on_failure, run_verify
 
     for r in require:
         if r not in RUNTIMES:
             raise UsageError(f"--require {r!r}: choose from {', '.join(RUNTIMES)}")
-    with A.run_lock(artifacts_dir):
+    with A.run_lock(artifacts_dir, create=False):
         for a in expand(arch.value):
             paths = A.ArtifactPaths(artifacts_dir, a.name)
-            try:
-                report = run_verify(paths, a, require, atol, rtol)
-            except EquivalenceFailed:
-                if paths.verify.exists():  # the failed report is on disk: show it, then fail
-                    _print_report(json.loads(paths.verify.read_text()), as_json)
-                raise
-            _print_report(report, as_json)
-
-
-def _print_report(report, as_json: bool) -> None:
-    if as_json:
-        _echo(json.dumps(report if isinstance(report, dict) else report.as_dict(), indent=2))
-    elif not isinstance(report, dict):
-        _echo(_verify_table(report))
+            report = run_verify(paths, a, require, atol, rtol)
+            _echo(json.dumps(report.as_dict(), indent=2) if as_json else _verify_table(report))
+            raise_on_failure(report, str(paths.verify))  # shown first, then fail closed
 
 
 @app.command()
@@ -345,7 +334,7 @@ def all_(
             verdict = "skipped"
             if not skip_verify:
                 t = time.perf_counter()
-                V.run_verify(paths, a)
+                V.raise_on_failure(V.run_verify(paths, a), str(paths.verify))
                 times["verify"] = time.perf_counter() - t
                 verdict = "pass"
             rows.append((a.name, result, validation, exported, providers, report.worst().max_abs, verdict, times))
@@ -376,7 +365,7 @@ def ship(
     """Build a Triton model repository (and <arch>/MODEL_CARD.md) from verified artifacts only."""
     from pipeline.ship import ship as do_ship
 
-    with A.run_lock(artifacts_dir):
+    with A.run_lock(artifacts_dir, create=False):
         for a in expand(arch.value):
             r = do_ship(artifacts_dir, a.name, out, max_batch_size, instance_kind, instances)
             _echo(f"{a.name}: shipped {r.model_name} version {r.version} to {r.model_path.parent.parent}; card {r.card_path}")

@@ -123,7 +123,7 @@ def _fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _write_error(path: Path, exc: OSError) -> ArtifactWriteError:
+def write_error(path: Path, exc: OSError) -> ArtifactWriteError:
     what = {errno.ENOSPC: "disk full", errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
             errno.EDQUOT: "disk quota exceeded", errno.ENOTDIR: "a parent is not a folder",
             errno.EPERM: "operation not permitted"}.get(exc.errno or 0, exc.strerror or str(exc))
@@ -134,7 +134,7 @@ def ensure_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _write_error(folder, exc) from None
+        raise write_error(folder, exc) from None
     if not folder.is_dir():
         raise ArtifactWriteError(f"cannot write {folder}: it is not a folder")
 
@@ -156,7 +156,7 @@ def stage_file(folder: Path, name: str, write: Callable[[Path], None]) -> Path:
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{name}.", dir=folder)
     except OSError as exc:
-        raise _write_error(folder / name, exc) from None
+        raise write_error(folder / name, exc) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -167,7 +167,7 @@ def stage_file(folder: Path, name: str, write: Callable[[Path], None]) -> Path:
             os.fsync(f.fileno())
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise _write_error(folder / name, exc) from None
+        raise write_error(folder / name, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -186,7 +186,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         fsync_dir(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise _write_error(path, exc) from None
+        raise write_error(path, exc) from None
 
 
 def clean_stale_temporaries(folder: Path) -> None:
@@ -298,7 +298,7 @@ def commit(
         _fault_point(f"{stage}:committed")
         return new
     except OSError as exc:
-        raise _write_error(folder, exc) from None
+        raise write_error(folder, exc) from None
     finally:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
@@ -314,16 +314,23 @@ def update_sections(paths: ArtifactPaths, sections: dict[str, Any]) -> dict[str,
 
 
 @contextlib.contextmanager
-def run_lock(root: Path) -> Iterator[None]:
-    """Exclusive, non-blocking lock on an artifacts folder for the whole of a writing run."""
+def run_lock(root: Path, create: bool = True) -> Iterator[None]:
+    """Exclusive, non-blocking lock on an artifacts folder for the whole of a writing run.
+
+    create=False (stages that only add to existing artifacts): a folder that does not exist is not
+    made; there is nothing to guard, and the stage reports what is missing.
+    """
     import fcntl
 
+    if not create and not root.is_dir():
+        yield
+        return
     ensure_folder(root)
     lock_path = root / LOCK
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise _write_error(lock_path, exc) from None
+        raise write_error(lock_path, exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

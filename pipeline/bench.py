@@ -151,15 +151,16 @@ def _throughput(fn, rows: int) -> float:
     return rows / statistics.median(times)
 
 
-def bench_inference(arch_name: str, onnx_path: Path, cfg: BenchConfig, report: BenchReport) -> None:
+def bench_inference(arch_name: str, paths, cfg: BenchConfig, report: BenchReport) -> None:
+    """torch eager and onnxruntime on the same device, same inputs, the shipped weights."""
     import numpy as np
     import torch
 
-    from .runtime import CUDA_EP, open_session
     from .errors import DeviceUnavailable
+    from .runtime import CUDA_EP, open_session
+    from .train import load_model
 
-    model = init_model(ARCHS[arch_name], 777).eval()
-    runners: dict[str, callable] = {}
+    model = load_model(ARCHS[arch_name], paths.weights)
 
     def torch_runner(dev):
         m = model.to(dev)
@@ -191,48 +192,41 @@ def bench_inference(arch_name: str, onnx_path: Path, cfg: BenchConfig, report: B
             return lambda: (session.run_with_iobinding(binding), binding.synchronize_outputs())
         return make
 
-    runners["torch-eager-cpu"] = torch_runner("cpu")
-    cpu_session, _ = open_session(onnx_path, "cpu")
-    runners["ort-cpu"] = ort_runner(cpu_session, False)
-    if torch.cuda.is_available():
-        runners["torch-eager-cuda"] = torch_runner("cuda")
+    # (torch name, torch runner, ORT name, ORT runner) per device: each ORT figure is compared with
+    # torch on the same device.
+    pairs = [("torch-eager-cpu", torch_runner("cpu"), "ort-cpu", ort_runner(open_session(paths.onnx, "cpu")[0], False))]
     try:
-        cuda_session, prov = open_session(onnx_path, "cuda")
-        if prov.primary == CUDA_EP:
-            runners["ort-cuda-iobinding"] = ort_runner(cuda_session, True)
+        cuda_session, prov = open_session(paths.onnx, "cuda")
+        if prov.primary == CUDA_EP and torch.cuda.is_available():
+            pairs.append(("torch-eager-cuda", torch_runner("cuda"), "ort-cuda-iobinding", ort_runner(cuda_session, True)))
     except DeviceUnavailable as exc:
-        report.notes.append(f"ort-cuda not measured: {exc}")
+        note = f"ort-cuda not measured: {exc}"
+        if note not in report.notes:
+            report.notes.append(note)
     rng = np.random.default_rng(0)
-    torch_ref: dict[str, float] = {}
-    for batch in (1, 4):
-        x = rng.uniform(0, 1, (batch, 2)).astype(np.float32)
-        for name, make in runners.items():
-            p50, p99 = _latency(make(x), cfg.latency_calls)
-            key = f"latency batch {batch}"
-            if name.startswith("torch"):
-                torch_ref[key + name[-4:]] = p50
-            ref = torch_ref.get(key + name[-4:].replace("ding", "cuda")) if name.startswith("ort") else None
-            ratio = (ref / p50) if ref else None
-            report.inference.append(InferBench(arch_name, name, key, p50_us=p50, p99_us=p99, vs_torch=ratio))
-    for rows in cfg.throughput_rows:
+    cases = [(f"latency batch {b}", b) for b in (1, 4)] + [(f"throughput {n}", n) for n in cfg.throughput_rows]
+    for metric, rows in cases:
         x = rng.uniform(0, 1, (rows, 2)).astype(np.float32)
-        for name, make in runners.items():
-            rps = _throughput(make(x), rows)
-            key = f"throughput {rows}"
-            if name.startswith("torch"):
-                torch_ref[key + name[-4:]] = rps
-            ref = torch_ref.get(key + name[-4:].replace("ding", "cuda")) if name.startswith("ort") else None
-            report.inference.append(InferBench(arch_name, name, key, rows_per_s=rps, vs_torch=(rps / ref) if ref else None))
+        for torch_name, torch_make, ort_name, ort_make in pairs:
+            if metric.startswith("latency"):
+                t50, t99 = _latency(torch_make(x), cfg.latency_calls)
+                o50, o99 = _latency(ort_make(x), cfg.latency_calls)
+                report.inference.append(InferBench(arch_name, torch_name, metric, p50_us=t50, p99_us=t99))
+                report.inference.append(InferBench(arch_name, ort_name, metric, p50_us=o50, p99_us=o99, vs_torch=t50 / o50))
+            else:
+                t_rps, o_rps = _throughput(torch_make(x), rows), _throughput(ort_make(x), rows)
+                report.inference.append(InferBench(arch_name, torch_name, metric, rows_per_s=t_rps))
+                report.inference.append(InferBench(arch_name, ort_name, metric, rows_per_s=o_rps, vs_torch=o_rps / t_rps))
 
 
-def bench_stages(root: Path, cfg: BenchConfig, report: BenchReport) -> dict[str, Path]:
-    """One pass of the pipeline per arch through the stage functions, timed; returns ONNX paths."""
+def bench_stages(root: Path, cfg: BenchConfig, report: BenchReport) -> dict:
+    """One pass of the pipeline per arch through the stage functions, timed; returns the paths."""
     from . import artifacts as A
     from .export import export
     from .train import TrainConfig, run_stage
-    from .verify import run_serve_check, run_verify
+    from .verify import raise_on_failure, run_serve_check, run_verify
 
-    onnx_paths = {}
+    shipped = {}
     for arch in ARCHS.values():
         paths = A.ArtifactPaths(root, arch.name)
         t = time.perf_counter()
@@ -245,10 +239,10 @@ def bench_stages(root: Path, cfg: BenchConfig, report: BenchReport) -> dict[str,
         run_serve_check(paths, arch, "auto")
         report.stages_s[f"{arch.name} serve-check"] = time.perf_counter() - t
         t = time.perf_counter()
-        run_verify(paths, arch)
+        raise_on_failure(run_verify(paths, arch), str(paths.verify))
         report.stages_s[f"{arch.name} verify"] = time.perf_counter() - t
-        onnx_paths[arch.name] = paths.onnx
-    return onnx_paths
+        shipped[arch.name] = paths
+    return shipped
 
 
 def help_startup(cli_path: Path, runs: int) -> float:
@@ -269,9 +263,8 @@ def run(cfg: BenchConfig, cli_path: Path) -> BenchReport:
         for arch in ARCHS:
             report.training.append(bench_training(arch, device, cfg))
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_paths = bench_stages(Path(tmp), cfg, report)
-        for arch, path in onnx_paths.items():
-            bench_inference(arch, path, cfg, report)
+        for arch, paths in bench_stages(Path(tmp), cfg, report).items():
+            bench_inference(arch, paths, cfg, report)
     report.help_startup_s = help_startup(cli_path, 3 if cfg.quick else 7)
     return report
 

@@ -53,7 +53,7 @@ def _quiet():
             lg.setLevel(logging.ERROR)
         with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             warnings.simplefilter("ignore")
-            yield sink
+            yield
     finally:
         for lg, lv in zip(loggers, levels):
             lg.setLevel(lv)
@@ -63,7 +63,7 @@ def _to_onnx(model, path: Path) -> None:
     import torch
 
     example = torch.zeros(4, 2, dtype=torch.float32)  # (batch, 2); batch is symbolic below
-    with _quiet() as log:
+    with _quiet():
         try:
             torch.onnx.export(
                 model,
@@ -80,7 +80,6 @@ def _to_onnx(model, path: Path) -> None:
         except Exception as exc:  # the exporter raises many types; all mean the same to the user
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             raise ExportFailed(f"torch.onnx.export failed: {detail}") from None
-    del log
 
 
 def check_exported(path: Path) -> None:

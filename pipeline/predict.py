@@ -164,21 +164,12 @@ def resolve_model(root: Path, arch: str | None, model: Path | None) -> tuple[Pat
     beside the file is used when present (and must then match); otherwise the file is loaded as is.
     """
     if model is not None:
-        manifest_path = model.parent / A.MANIFEST
         if not model.exists():
             raise MissingArtifact(f"{model} does not exist")
-        if not manifest_path.exists():
+        if not (model.parent / A.MANIFEST).exists():
             return model, False
         paths = A.ArtifactPaths(model.parent.parent, model.parent.name)
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            entry = manifest["files"].get(model.name)
-        except (OSError, ValueError, KeyError, AttributeError, TypeError):
-            raise CorruptArtifact(f"{manifest_path} is not a readable manifest") from None
-        if entry is None:
-            raise MissingArtifact(f"{manifest_path} does not list {model.name}: run export again")
-        A.require_file(A.ArtifactPaths(paths.root, paths.arch), {"files": manifest["files"]}, model.name, "export")
-        return model, True
+        return A.require_file(paths, A.read_manifest(paths), model.name, "export"), True
     assert arch is not None
     paths = A.ArtifactPaths(root, arch)
     manifest = A.read_manifest(paths)

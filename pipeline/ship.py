@@ -166,5 +166,5 @@ def ship(root: Path, arch: str, out: Path, max_batch_size: int = 1024, instance_
         A.write_atomic(model_dir / "config.pbtxt", config_pbtxt(name, paths.onnx, max_batch_size, instance_kind, instances).encode())
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise A._write_error(model_dir, exc) from None
+        raise A.write_error(model_dir, exc) from None
     return ShipResult(name, version, model_dir / "config.pbtxt", model_dir / str(version) / "model.onnx", paths.card)

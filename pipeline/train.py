@@ -23,7 +23,6 @@ from .errors import DeviceUnavailable, TrainingFailed
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-TRAINERS = ("auto", "fast", "tutorial")
 DIVERGENCE_FACTOR = 10.0  # a loss above 10x the step-0 loss is an explosion, not learning
 WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graphs asks
 

@@ -40,7 +40,7 @@ def shipped(tmp_path_factory) -> Path:
         result, _, manifest, _ = T.run_stage(T.TrainConfig(arch, device="cpu"), 1.0, paths)
         E.export(result.model, paths, manifest)
         V.run_serve_check(paths, arch, "cpu")
-        V.run_verify(paths, arch)
+        V.raise_on_failure(V.run_verify(paths, arch), str(paths.verify))
     return root
 
 

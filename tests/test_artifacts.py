@@ -52,7 +52,7 @@ def test_disk_full_during_train_keeps_previous_artifacts(shipped_copy, monkeypat
 
     def failing(folder, name, write):
         if name == A.HISTORY:
-            raise A._write_error(folder / name, OSError(errno.ENOSPC, "full"))
+            raise A.write_error(folder / name, OSError(errno.ENOSPC, "full"))
         return real(folder, name, write)
 
     monkeypatch.setattr(A, "stage_file", failing)

@@ -132,3 +132,10 @@ def test_help_does_not_import_torch_or_onnx():
 def test_exit_codes_are_distinct():
     codes = [e.exit_code for e in errors.ALL_ERRORS if e is not errors.UsageError]
     assert len(codes) == len(set(codes)) and 0 not in codes and 1 not in codes and 2 not in codes
+
+
+@pytest.mark.parametrize("command", ["validate", "export", "serve-check", "verify"])
+def test_stages_that_need_artifacts_do_not_create_the_folder(tmp_path, command):
+    missing = tmp_path / "nowhere"
+    r = invoke(command, "--arch", "shallow", "--artifacts-dir", str(missing))
+    assert r.exit_code == errors.MissingArtifact.exit_code and not missing.exists()
