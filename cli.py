@@ -13,15 +13,20 @@ import json
 import math
 import os
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated
 
 import typer
 
+import pipeline
 from pipeline import artifacts as A
-from pipeline.archs import ALL, ARCHS, expand
-from pipeline.errors import EXIT_INTERRUPTED, ALL_ERRORS, PipelineError
+from pipeline.archs import ALL, ARCH_CHOICES, TUTORIAL
+from pipeline.errors import EXIT_INTERRUPTED, PipelineError, UsageError
+from pipeline.runtimes import PROVIDERS
+from pipeline.ship import INSTANCE_KINDS
+from pipeline.train import DEVICES, TRAINERS
+from pipeline.verify import REQUIRE_CHOICES
 
 app = typer.Typer(
     add_completion=False,
@@ -31,10 +36,12 @@ app = typer.Typer(
     help="Train the XOR MLPs, export them to ONNX and prove the shipped file computes what was trained.",
 )
 
-ArchName = enum.Enum("ArchName", {n: n for n in (*ARCHS, ALL)}, type=str)  # type: ignore[misc]
-DeviceName = enum.Enum("DeviceName", {n: n for n in ("auto", "cpu", "cuda")}, type=str)  # type: ignore[misc]
-ProviderName = enum.Enum("ProviderName", {n: n for n in ("auto", "cuda", "cpu")}, type=str)  # type: ignore[misc]
-TrainerName = enum.Enum("TrainerName", {n: n for n in ("auto", "fast", "tutorial")}, type=str)  # type: ignore[misc]
+# Choices come from the library, never written here again.
+ArchName = enum.Enum("ArchName", {n: n for n in ARCH_CHOICES}, type=str)  # type: ignore[misc]
+DeviceName = enum.Enum("DeviceName", {n: n for n in DEVICES}, type=str)  # type: ignore[misc]
+ProviderName = enum.Enum("ProviderName", {n: n for n in PROVIDERS}, type=str)  # type: ignore[misc]
+TrainerName = enum.Enum("TrainerName", {n: n for n in TRAINERS}, type=str)  # type: ignore[misc]
+InstanceKind = enum.Enum("InstanceKind", {n: n for n in INSTANCE_KINDS}, type=str)  # type: ignore[misc]
 
 
 def _positive_finite(value: float) -> float:
@@ -49,7 +56,7 @@ def _fraction(value: float) -> float:
     return value
 
 
-def _tolerance(value: Optional[float]) -> Optional[float]:
+def _tolerance(value: float | None) -> float | None:
     if value is not None and (not math.isfinite(value) or value < 0):
         raise typer.BadParameter(f"must be a finite number >= 0, got {value}")
     return value
@@ -65,13 +72,12 @@ LrOpt = Annotated[float, typer.Option("--lr", callback=_positive_finite, help="S
 SeedOpt = Annotated[int, typer.Option("--seed", help="torch.manual_seed for the initial weights.")]
 MinAccOpt = Annotated[float, typer.Option("--min-accuracy", callback=_fraction, help="Accuracy gate on the 4 XOR points (0..1).")]
 TrainerOpt = Annotated[TrainerName, typer.Option("--trainer", help="auto: CUDA graph on CUDA, fast loop on CPU; tutorial: the tutorial's own loop.")]
-RequireOpt = Annotated[list[str], typer.Option("--require", help="Runtime that must really run (torch-cpu, torch-cuda, ort-cpu, ort-cuda, onnx-reference, or cuda for both CUDA ones). Repeatable.")]
-AtolOpt = Annotated[Optional[float], typer.Option("--atol", callback=_tolerance, help="Override every runtime's absolute tolerance.")]
-RtolOpt = Annotated[Optional[float], typer.Option("--rtol", callback=_tolerance, help="Override every runtime's relative tolerance.")]
+RequireOpt = Annotated[list[str], typer.Option("--require", help=f"Runtime that must really run ({', '.join(REQUIRE_CHOICES[:-1])}, or cuda for both CUDA ones). Repeatable.")]
+AtolOpt = Annotated[float | None, typer.Option("--atol", callback=_tolerance, help="Override every runtime's absolute tolerance.")]
+RtolOpt = Annotated[float | None, typer.Option("--rtol", callback=_tolerance, help="Override every runtime's relative tolerance.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the JSON report instead of the table.")]
 
 DEFAULT_DIR = Path("artifacts")
-RUNTIMES = ("torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "onnx-reference", "cuda")
 _state = {"debug": os.environ.get("XORSHIP_DEBUG") == "1"}
 
 
@@ -113,22 +119,16 @@ def _note(msg: str) -> None:
     typer.echo(f"note: {msg}", err=True)
 
 
-def _progress(arch: str) -> Callable[[int, float], None] | None:
+def _progress() -> Callable[[str, int, float], None] | None:
     """Loss lines every 1000 steps while training, when stdout is a terminal."""
     if not sys.stdout.isatty():
         return None
 
-    def on_log(step: int, loss: float) -> None:
+    def on_log(arch: str, step: int, loss: float) -> None:
         if step % 1000 == 0:
             typer.echo(f"  {arch} step {step:>6}  loss {loss:.10f}")
 
     return on_log
-
-
-def _train_config(arch, steps, lr, seed, device, trainer):
-    from pipeline.train import TrainConfig
-
-    return TrainConfig(arch=arch, steps=steps, lr=lr, seed=seed, device=device.value, trainer=trainer.value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,26 +140,21 @@ def train(
     arch: ArchOpt = ArchName.shallow,
     artifacts_dir: DirOpt = DEFAULT_DIR,
     device: DeviceOpt = DeviceName.auto,
-    steps: StepsOpt = 10001,
-    lr: LrOpt = 1.0,
-    seed: SeedOpt = 777,
-    min_accuracy: MinAccOpt = 1.0,
+    steps: StepsOpt = TUTORIAL.steps,
+    lr: LrOpt = TUTORIAL.lr,
+    seed: SeedOpt = TUTORIAL.seed,
+    min_accuracy: MinAccOpt = TUTORIAL.min_accuracy,
     trainer: TrainerOpt = TrainerName.auto,
 ) -> None:
     """Train, apply the accuracy gate, and save weights, loss history and loss.png (only if it passes)."""
-    from pipeline.train import run_stage
-
-    with A.run_lock(artifacts_dir):
-        for a in expand(arch.value):
-            paths = A.ArtifactPaths(artifacts_dir, a.name)
-            A.clean_stale_temporaries(paths.folder)
-            result, validation, _, notices = run_stage(
-                _train_config(a, steps, lr, seed, device, trainer), min_accuracy, paths, _progress(a.name))
-            for n in notices:
-                _note(n)
-            _echo(f"{a.name}: trained on {result.device} ({result.trainer}) in {result.seconds:.2f}s, "
-                  f"loss {result.losses[0]:.7f} -> {result.final_loss:.7f}, accuracy {validation.accuracy:.2f}, "
-                  f"saved to {paths.folder}")
+    for t in pipeline.train_models(arch.value, artifacts_dir, steps=steps, lr=lr, seed=seed, device=device.value,
+                                   trainer=trainer.value, min_accuracy=min_accuracy, on_log=_progress()):
+        for n in t.notices:
+            _note(n)
+        r = t.result
+        _echo(f"{r.arch.name}: trained on {r.device} ({r.trainer}) in {r.seconds:.2f}s, "
+              f"loss {r.losses[0]:.7f} -> {r.final_loss:.7f}, accuracy {t.validation.accuracy:.2f}, "
+              f"saved to {t.paths.folder}")
 
 
 @app.command()
@@ -167,28 +162,20 @@ def train(
 def validate(
     arch: ArchOpt = ArchName.shallow,
     artifacts_dir: DirOpt = DEFAULT_DIR,
-    min_accuracy: MinAccOpt = 1.0,
+    min_accuracy: MinAccOpt = TUTORIAL.min_accuracy,
 ) -> None:
     """Re-check saved weights against the accuracy gate (train already applies it)."""
-    from pipeline.validate import run_stage
-
-    with A.run_lock(artifacts_dir, create=False):
-        for a in expand(arch.value):
-            r = run_stage(A.ArtifactPaths(artifacts_dir, a.name), a, min_accuracy)
-            probs = ", ".join(f"{p:.5f}" for p in r.probabilities)
-            _echo(f"{a.name}: accuracy {r.accuracy:.2f} >= {r.min_accuracy:.2f}, XOR probabilities [{probs}]")
+    for r in pipeline.validate_models(arch.value, artifacts_dir, min_accuracy=min_accuracy):
+        probs = ", ".join(f"{p:.5f}" for p in r.probabilities)
+        _echo(f"{r.arch}: accuracy {r.accuracy:.2f} >= {r.min_accuracy:.2f}, XOR probabilities [{probs}]")
 
 
 @app.command()
 @_guard
 def export(arch: ArchOpt = ArchName.shallow, artifacts_dir: DirOpt = DEFAULT_DIR) -> None:
     """Export saved weights to <arch>/model.onnx (dynamo exporter, opset 18, symbolic batch) and check it."""
-    from pipeline.export import run_stage
-
-    with A.run_lock(artifacts_dir, create=False):
-        for a in expand(arch.value):
-            r = run_stage(A.ArtifactPaths(artifacts_dir, a.name), a)
-            _echo(f"{a.name}: exported {r.onnx_path} (opset {r.opset}, sha256 {r.sha256[:12]}) in {r.seconds:.2f}s")
+    for r in pipeline.export_models(arch.value, artifacts_dir):
+        _echo(f"{r.onnx_path.parent.name}: exported {r.onnx_path} (opset {r.opset}, sha256 {r.sha256[:12]}) in {r.seconds:.2f}s")
 
 
 def _serve_line(name: str, report, providers) -> str:
@@ -201,14 +188,10 @@ def _serve_line(name: str, report, providers) -> str:
 @_guard
 def serve_check(arch: ArchOpt = ArchName.shallow, artifacts_dir: DirOpt = DEFAULT_DIR, provider: ProviderOpt = ProviderName.auto) -> None:
     """Run model.onnx in onnxruntime, name the provider that really ran, and compare with torch."""
-    from pipeline.verify import run_serve_check
-
-    with A.run_lock(artifacts_dir, create=False):
-        for a in expand(arch.value):
-            report, providers = run_serve_check(A.ArtifactPaths(artifacts_dir, a.name), a, provider.value)
-            if providers.cuda_note:
-                _note(providers.cuda_note)
-            _echo(_serve_line(a.name, report, providers))
+    for r in pipeline.serve_check_models(arch.value, artifacts_dir, provider=provider.value):
+        if r.providers.cuda_note:
+            _note(r.providers.cuda_note)
+        _echo(_serve_line(r.report.arch, r.report, r.providers))
 
 
 def _verify_table(report) -> str:
@@ -239,34 +222,26 @@ def verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Compare every runtime here with a float64 oracle on seeded input sets; writes <arch>/verify.json."""
-    from pipeline.errors import UsageError
-    from pipeline.verify import raise_on_failure, run_verify
 
-    for r in require:
-        if r not in RUNTIMES:
-            raise UsageError(f"--require {r!r}: choose from {', '.join(RUNTIMES)}")
-    with A.run_lock(artifacts_dir, create=False):
-        for a in expand(arch.value):
-            paths = A.ArtifactPaths(artifacts_dir, a.name)
-            report = run_verify(paths, a, require, atol, rtol)
-            _echo(json.dumps(report.as_dict(), indent=2) if as_json else _verify_table(report))
-            raise_on_failure(report, str(paths.verify))  # shown first, then fail closed
+    def show(report) -> None:  # shown first, then a failed verdict fails the command
+        _echo(json.dumps(report.as_dict(), indent=2) if as_json else _verify_table(report))
+
+    pipeline.verify_models(arch.value, artifacts_dir, require=require, atol=atol, rtol=rtol, on_report=show)
 
 
 @app.command()
 @_guard
 def predict(
-    pairs: Annotated[Optional[list[str]], typer.Argument(help="Input rows as x1,x2 pairs, e.g. 0,1 1,1.")] = None,
-    input_file: Annotated[Optional[Path], typer.Option("--input", help="A .csv (two columns), .npy or .json file; - reads JSON from stdin.")] = None,
-    arch: Annotated[Optional[ArchName], typer.Option("--arch", help="Serve <artifacts-dir>/<arch>/model.onnx (sha256 checked against the manifest).")] = None,
-    model: Annotated[Optional[Path], typer.Option("--model", help="Serve this ONNX file (checked against a manifest beside it, if any).")] = None,
+    pairs: Annotated[list[str] | None, typer.Argument(help="Input rows as x1,x2 pairs, e.g. 0,1 1,1.")] = None,
+    input_file: Annotated[Path | None, typer.Option("--input", help="A .csv (two columns), .npy or .json file; - reads JSON from stdin.")] = None,
+    arch: Annotated[ArchName | None, typer.Option("--arch", help="Serve <artifacts-dir>/<arch>/model.onnx (sha256 checked against the manifest).")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="Serve this ONNX file (checked against a manifest beside it, if any).")] = None,
     artifacts_dir: DirOpt = DEFAULT_DIR,
     provider: ProviderOpt = ProviderName.auto,
     as_json: Annotated[bool, typer.Option("--json", help="Per-row probability and label as JSON.")] = False,
 ) -> None:
     """Inference on a shipped model through onnxruntime only; never imports torch."""
     from pipeline import predict as P
-    from pipeline.errors import UsageError
 
     if (arch is None) == (model is None):
         raise UsageError("give exactly one of --arch or --model")
@@ -280,8 +255,8 @@ def predict(
         x = P.parse_file(input_file)
     else:
         x = P.parse_pairs(pairs or [])
-    onnx_path, checked = P.resolve_model(artifacts_dir, arch.value if arch else None, model)
-    result = P.predict(onnx_path, x, provider.value, checked)
+    served = P.resolve_model(artifacts_dir, arch.value if arch else None, model)
+    result = P.predict(served, x, provider.value)
     if result.providers.cuda_note and provider.value != "cpu":
         _note(result.providers.cuda_note)
     if as_json:
@@ -299,56 +274,31 @@ def all_(
     artifacts_dir: DirOpt = DEFAULT_DIR,
     device: DeviceOpt = DeviceName.auto,
     provider: ProviderOpt = ProviderName.auto,
-    steps: StepsOpt = 10001,
-    lr: LrOpt = 1.0,
-    seed: SeedOpt = 777,
-    min_accuracy: MinAccOpt = 1.0,
+    steps: StepsOpt = TUTORIAL.steps,
+    lr: LrOpt = TUTORIAL.lr,
+    seed: SeedOpt = TUTORIAL.seed,
+    min_accuracy: MinAccOpt = TUTORIAL.min_accuracy,
     trainer: TrainerOpt = TrainerName.auto,
     skip_verify: Annotated[bool, typer.Option("--skip-verify", help="Stop after serve-check (no cross-runtime report).")] = False,
 ) -> None:
     """train -> validate -> export -> serve-check -> verify for each arch, then a summary table."""
-    from pipeline import export as E
-    from pipeline import train as T
-    from pipeline import verify as V
-
-    rows = []
-    with A.run_lock(artifacts_dir):
-        for a in expand(arch.value):
-            paths = A.ArtifactPaths(artifacts_dir, a.name)
-            A.clean_stale_temporaries(paths.folder)
-            times: dict[str, float] = {}
-            t = time.perf_counter()
-            result, validation, manifest, notices = T.run_stage(
-                _train_config(a, steps, lr, seed, device, trainer), min_accuracy, paths, _progress(a.name))
-            times["train"] = time.perf_counter() - t
-            for n in notices:
-                _note(n)
-            t = time.perf_counter()
-            exported = E.export(result.model, paths, manifest)  # the model in memory: no reload
-            times["export"] = time.perf_counter() - t
-            t = time.perf_counter()
-            report, providers = V.run_serve_check(paths, a, provider.value)
-            times["serve"] = time.perf_counter() - t
-            if providers.cuda_note:
-                _note(providers.cuda_note)
-            verdict = "skipped"
-            if not skip_verify:
-                t = time.perf_counter()
-                V.raise_on_failure(V.run_verify(paths, a), str(paths.verify))
-                times["verify"] = time.perf_counter() - t
-                verdict = "pass"
-            rows.append((a.name, result, validation, exported, providers, report.worst().max_abs, verdict, times))
-    _echo(_summary(rows, artifacts_dir))
+    summary = pipeline.run_all(
+        arch.value, artifacts_dir, steps=steps, lr=lr, seed=seed, device=device.value, trainer=trainer.value,
+        min_accuracy=min_accuracy, provider=provider.value, skip_verify=skip_verify, on_log=_progress(), on_notice=_note,
+    )
+    _echo(_summary(summary))
 
 
-def _summary(rows, root: Path) -> str:
+def _summary(summary) -> str:
     head = f"{'arch':<10} {'device':<8} {'steps':>6} {'final loss':>11} {'acc':>4} {'onnx sha256':<12} {'provider':<22} {'max|t-o|':>9} {'verify':<7} time train/export/serve/verify (s)"
     lines = [head]
-    for name, r, v, e, p, diff, verdict, times in rows:
-        stage_times = "/".join(f"{times[k]:.2f}" if k in times else "-" for k in ("train", "export", "serve", "verify"))
-        lines.append(f"{name:<10} {r.device.split(' ')[0]:<8} {len(r.losses):>6} {r.final_loss:>11.4e} {v.accuracy:>4.2f} "
-                     f"{e.sha256[:12]:<12} {p.primary:<22} {diff:>9.2e} {verdict:<7} {stage_times}")
-    lines.append(f"shipped: {', '.join(str(A.ArtifactPaths(root, r[0]).onnx) for r in rows)}")
+    for m in summary.models:
+        r, t = m.train, m.times
+        stage_times = "/".join(f"{v:.2f}" if v is not None else "-" for v in (t.train, t.export, t.serve_check, t.verify))
+        verdict = "skipped" if m.verify is None else ("pass" if m.verify.passed else "FAIL")
+        lines.append(f"{m.arch.name:<10} {r.device.split(' ')[0]:<8} {len(r.losses):>6} {r.final_loss:>11.4e} {m.validation.accuracy:>4.2f} "
+                     f"{m.export.sha256[:12]:<12} {m.providers.primary:<22} {m.max_serve_diff:>9.2e} {verdict:<7} {stage_times}")
+    lines.append(f"shipped: {', '.join(str(m.paths.onnx) for m in summary.models)}")
     return "\n".join(lines)
 
 
@@ -359,16 +309,13 @@ def ship(
     arch: ArchOpt = ArchName.shallow,
     artifacts_dir: DirOpt = DEFAULT_DIR,
     max_batch_size: Annotated[int, typer.Option("--max-batch-size", min=1, help="Triton max_batch_size.")] = 1024,
-    instance_kind: Annotated[str, typer.Option("--instance-kind", help="auto (GPU where Triton sees one), gpu or cpu.")] = "auto",
+    instance_kind: Annotated[InstanceKind, typer.Option("--instance-kind", help="auto (GPU where Triton sees one), gpu or cpu.")] = InstanceKind.auto,
     instances: Annotated[int, typer.Option("--instances", min=1, help="Model instances per device.")] = 1,
 ) -> None:
     """Build a Triton model repository (and <arch>/MODEL_CARD.md) from verified artifacts only."""
-    from pipeline.ship import ship as do_ship
-
-    with A.run_lock(artifacts_dir, create=False):
-        for a in expand(arch.value):
-            r = do_ship(artifacts_dir, a.name, out, max_batch_size, instance_kind, instances)
-            _echo(f"{a.name}: shipped {r.model_name} version {r.version} to {r.model_path.parent.parent}; card {r.card_path}")
+    for r in pipeline.ship_models(arch.value, artifacts_dir, out, max_batch_size=max_batch_size,
+                                  instance_kind=instance_kind.value, instances=instances):
+        _echo(f"{r.card_path.parent.name}: shipped {r.model_name} version {r.version} to {r.model_path.parent.parent}; card {r.card_path}")
 
 
 @app.command()
@@ -380,8 +327,10 @@ def bench(
     """Measure in one run: tutorial loop vs our trainer, torch vs onnxruntime inference, stage times, start-up."""
     from pipeline import bench as B
 
+    folder = out.parent if str(out.parent) else Path(".")
+    if out.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):  # checked before a long run
+        raise UsageError(f"--out {out}: cannot write there (its folder must exist and be writable, and it must not be a folder)")
     report = B.run(B.BenchConfig(quick=quick), Path(__file__).resolve())
-    A.ensure_folder(out.parent if str(out.parent) else Path("."))
     A.write_atomic(out, (json.dumps(report.as_dict(), indent=2) + "\n").encode())
     _echo(B.table(report))
     _echo(f"written: {out}")

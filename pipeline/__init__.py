@@ -1,7 +1,49 @@
 """Train small PyTorch MLPs, export them to ONNX, and prove the shipped file computes what was trained.
 
-Stages, one module each: `train` (with the accuracy gate in `validate`), `export`, `verify`
-(serve-check and the cross-runtime report share its engine), `predict` (torch-free inference),
-`bench`, `ship`. Shared pieces: `archs` (architectures), `artifacts` (files, manifest, locking),
-`runtime` (onnxruntime sessions and provider truth), `errors` (the one exception family).
+The public API (importing it does not import torch, onnx or onnxruntime):
+
+    from pipeline import run_all
+    summary = run_all("shallow", "artifacts", device="cpu")
+
+Layers, imports pointing down only:
+- orchestration: `flow` (run_all and one function per command: lock, clean-up, stages, timings);
+- stages: `train`, `validate`, `export`, `verify` (each: explicit inputs -> frozen result);
+- uses: `predict` (torch-free inference), `ship` (Triton repository), `bench`;
+- shared: `archs` (which model), `model` (torch module, weights), `contract` (the ONNX signature,
+  safe parsing), `onnx_safety` (the external-data walk), `runtimes` (one runner type, provider
+  truth), `manifest` (typed records), `artifacts` (files, atomic writes, the lock), `errors`.
 """
+
+from .archs import ARCHS, TUTORIAL, Arch, expand, get_arch
+from .errors import PipelineError
+from .flow import (
+    ModelRun,
+    RunSummary,
+    StageTimes,
+    export_models,
+    run_all,
+    serve_check_models,
+    ship_models,
+    train_models,
+    validate_models,
+    verify_models,
+)
+
+__all__ = [
+    "ARCHS",
+    "TUTORIAL",
+    "Arch",
+    "ModelRun",
+    "PipelineError",
+    "RunSummary",
+    "StageTimes",
+    "expand",
+    "export_models",
+    "get_arch",
+    "run_all",
+    "serve_check_models",
+    "ship_models",
+    "train_models",
+    "validate_models",
+    "verify_models",
+]

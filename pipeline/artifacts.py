@@ -22,13 +22,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .errors import (
     ArtifactWriteError,
@@ -37,8 +37,8 @@ from .errors import (
     IntegrityError,
     MissingArtifact,
 )
+from .manifest import FileRecord, Manifest
 
-MANIFEST_SCHEMA = 1
 WEIGHTS = "weights.safetensors"
 HISTORY = "loss_history.json"
 LOSS_PNG = "loss.png"
@@ -175,7 +175,10 @@ def stage_file(folder: Path, name: str, write: Callable[[Path], None]) -> Path:
 
 
 def stage_bytes(folder: Path, name: str, data: bytes) -> Path:
-    return stage_file(folder, name, lambda p: p.write_bytes(data))
+    def write(p: Path) -> None:
+        p.write_bytes(data)
+
+    return stage_file(folder, name, write)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -201,100 +204,84 @@ def clean_stale_temporaries(folder: Path) -> None:
 # Manifest
 
 
-def new_manifest(arch: str) -> dict[str, Any]:
-    return {"schema": MANIFEST_SCHEMA, "arch": arch, "files": {}}
-
-
-def read_manifest(paths: ArtifactPaths) -> dict[str, Any]:
-    """The manifest, checked for shape and arch. Missing -> MissingArtifact (run train first)."""
-    if not paths.manifest.exists():
-        raise MissingArtifact(f"no trained model for {paths.arch} in {paths.root}: run train first")
+def read_manifest(paths: ArtifactPaths) -> Manifest:
+    """The manifest, checked for shape, types and arch. Missing -> MissingArtifact (run train first)."""
     try:
-        data = json.loads(paths.manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptArtifact(f"{paths.manifest} is not readable JSON ({exc.__class__.__name__}: {exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
-        raise CorruptArtifact(f"{paths.manifest} is not a manifest of this tool (no 'files' table)")
-    if data.get("schema") != MANIFEST_SCHEMA:
-        raise CorruptArtifact(f"{paths.manifest} has schema {data.get('schema')!r}; this tool reads {MANIFEST_SCHEMA}")
-    if data.get("arch") != paths.arch:
-        raise CorruptArtifact(f"{paths.manifest} describes arch {data.get('arch')!r}, not {paths.arch!r}")
-    return data
+        raw = paths.manifest.read_bytes()
+    except FileNotFoundError:
+        raise MissingArtifact(f"no trained model for {paths.arch} in {paths.root}: run train first") from None
+    except OSError as exc:
+        raise CorruptArtifact(f"{paths.manifest} is not readable ({exc.strerror or exc.__class__.__name__})") from None
+    manifest = Manifest.from_json(raw, str(paths.manifest))
+    if manifest.arch != paths.arch:
+        raise CorruptArtifact(f"{paths.manifest} describes arch {manifest.arch!r}, not {paths.arch!r}")
+    return manifest
 
 
-def read_manifest_or_new(paths: ArtifactPaths) -> dict[str, Any]:
-    return read_manifest(paths) if paths.manifest.exists() else new_manifest(paths.arch)
-
-
-def require_file(paths: ArtifactPaths, manifest: dict[str, Any], name: str, produced_by: str) -> Path:
-    """Path of `name`, after checking it is recorded, present, and has the recorded sha256."""
-    entry = manifest["files"].get(name)
+def read_verified(paths: ArtifactPaths, manifest: Manifest, name: str, produced_by: str) -> bytes:
+    """The bytes of `name`, read once and checked against the manifest's sha256: callers parse
+    these very bytes, so a file swapped after the check is never the one that is used."""
+    entry = manifest.file(name)
     path = paths.file(name)
     if entry is None:
         if name == WEIGHTS:
             raise MissingArtifact(f"no trained model for {paths.arch} in {paths.root}: run train first")
         raise MissingArtifact(f"no {name} for {paths.arch} in {paths.root}: run {produced_by} first")
-    if not path.exists():
-        raise MissingArtifact(f"{path} is recorded in the manifest but missing: run {produced_by} again")
-    actual = sha256_file(path)
-    if actual != entry.get("sha256"):
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise MissingArtifact(f"{path} is recorded in the manifest but missing: run {produced_by} again") from None
+    except OSError as exc:
+        raise CorruptArtifact(f"{path} is not readable ({exc.strerror or exc.__class__.__name__})") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != entry.sha256:
         raise IntegrityError(
-            f"{path} changed after it was written: sha256 {actual} != manifest {entry.get('sha256')}; refusing to load it"
+            f"{path} changed after it was written: sha256 {actual} != manifest {entry.sha256}; refusing to load it"
         )
-    return path
+    return data
 
 
-def _dump(manifest: dict[str, Any]) -> bytes:
-    return (json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False) + "\n").encode()
-
-
-def commit(
-    paths: ArtifactPaths,
-    stage: str,
-    staged: dict[str, Path],
-    sections: dict[str, Any],
-) -> dict[str, Any]:
-    """Move staged files into place and record them and `sections` in the manifest, crash-safely.
+def commit(paths: ArtifactPaths, stage: str, staged: dict[str, Path], sections: dict[str, Any]) -> Manifest:
+    """Move staged files into place and record them and `sections` (Manifest field name -> record)
+    in the manifest, crash-safely.
 
     Files and sections downstream of `stage` (DOWNSTREAM) are dropped: a new model makes the old
     ONNX file and reports meaningless. Returns the new manifest.
     """
     folder = paths.folder
     try:
-        manifest = read_manifest_or_new(paths)
+        manifest = read_manifest(paths) if paths.manifest.exists() else Manifest(arch=paths.arch)
     except (CorruptArtifact, MissingArtifact):
         if stage != "train":
             for tmp in staged.values():
                 tmp.unlink(missing_ok=True)
             raise
-        manifest = new_manifest(paths.arch)  # train starts a folder afresh
+        manifest = Manifest(arch=paths.arch)  # train starts a folder afresh
     drop_files, drop_sections = DOWNSTREAM.get(stage, ((), ()))
     try:
         # 1. Forget what is about to change, so no manifest on disk ever describes a replaced file.
-        forgotten = dict(manifest, files=dict(manifest["files"]))
-        for name in (*staged, *drop_files):
-            forgotten["files"].pop(name, None)
-        for s in (*drop_sections, *sections):
-            forgotten.pop(s, None)
+        files = {k: v for k, v in manifest.files.items() if k not in staged and k not in drop_files}
+        forgotten = manifest.replace(files=files, **{s: None for s in (*drop_sections, *sections)})
         if forgotten != manifest:
-            write_atomic(paths.manifest, _dump(forgotten))
+            write_atomic(paths.manifest, forgotten.to_json())
         _fault_point(f"{stage}:forgotten")
         # 2. Stale downstream files go; new files come in.
         for name in drop_files:
             with contextlib.suppress(FileNotFoundError):
                 paths.file(name).unlink()
+        records = {}
         for name, tmp in staged.items():
+            records[name] = FileRecord(sha256_file(tmp), tmp.stat().st_size)
             os.replace(tmp, paths.file(name))
             _fault_point(f"{stage}:replaced:{name}")
         fsync_dir(folder)
         # 3. The new manifest, last.
-        new = dict(forgotten, files=dict(forgotten["files"]))
-        for name in staged:
-            p = paths.file(name)
-            new["files"][name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-        new.update(sections)
-        new["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        write_atomic(paths.manifest, _dump(new))
+        new = forgotten.replace(
+            files={**forgotten.files, **records},
+            updated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **sections,
+        )
+        write_atomic(paths.manifest, new.to_json())
         _fault_point(f"{stage}:committed")
         return new
     except OSError as exc:
@@ -304,7 +291,7 @@ def commit(
             tmp.unlink(missing_ok=True)
 
 
-def update_sections(paths: ArtifactPaths, sections: dict[str, Any]) -> dict[str, Any]:
+def update_sections(paths: ArtifactPaths, sections: dict[str, Any]) -> Manifest:
     """Record report sections that describe no new file (serve-check)."""
     return commit(paths, "report", {}, sections)
 
@@ -328,9 +315,17 @@ def run_lock(root: Path, create: bool = True) -> Iterator[None]:
     ensure_folder(root)
     lock_path = root / LOCK
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a `.lock` that is a symlink must not make us create or truncate a file elsewhere
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise IntegrityError(f"{lock_path} is a symbolic link; refusing to follow it") from None
         raise write_error(lock_path, exc) from None
+    import stat
+
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IntegrityError(f"{lock_path} is not a regular file; refusing to use it as a lock")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

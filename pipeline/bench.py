@@ -16,8 +16,10 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .archs import ARCHS, init_model, xor_tensors
+from .archs import ARCHS, TUTORIAL
+from .model import init_model, xor_tensors
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class BenchConfig:
 
     @property
     def train_steps(self) -> int:
-        return 500 if self.quick else 10001
+        return 500 if self.quick else TUTORIAL.steps
 
     @property
     def train_repeats(self) -> int:
@@ -105,11 +107,11 @@ def bench_training(arch_name: str, device: str, cfg: BenchConfig) -> TrainBench:
     ours_fn, ours_name = (cuda_graph_loop, "cuda-graph") if device == "cuda" else (fast_loop, "fast")
 
     def timed(loop):
-        model = init_model(arch, 777).to(device)
+        model = init_model(arch, TUTORIAL.seed).to(device)
         if device == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
-        losses = loop(model, x, y, cfg.train_steps, 1.0, Monitor(100))
+        losses = loop(model, x, y, cfg.train_steps, TUTORIAL.lr, Monitor(100))
         losses.sum().item()  # wait for the device
         return time.perf_counter() - t, model, losses
 
@@ -151,54 +153,21 @@ def _throughput(fn, rows: int) -> float:
     return rows / statistics.median(times)
 
 
-def bench_inference(arch_name: str, paths, cfg: BenchConfig, report: BenchReport) -> None:
-    """torch eager and onnxruntime on the same device, same inputs, the shipped weights."""
+def bench_inference(arch_name: str, model: Any, onnx_bytes: bytes, cfg: BenchConfig, report: BenchReport) -> None:
+    """torch eager and onnxruntime on the same device, same inputs, the shipped weights; each
+    onnxruntime figure is compared with torch on the same device."""
     import numpy as np
     import torch
 
     from .errors import DeviceUnavailable
-    from .runtime import CUDA_EP, open_session
-    from .train import load_model
+    from .runtimes import ort_runner, torch_runner
 
-    model = load_model(ARCHS[arch_name], paths.weights)
-
-    def torch_runner(dev):
-        m = model.to(dev)
-
-        def make(x):
-            t = torch.from_numpy(x).to(dev)
-
-            def run():
-                with torch.no_grad():
-                    out = m(t)
-                if dev == "cuda":
-                    torch.cuda.synchronize()
-                return out
-            return run
-        return make
-
-    def ort_runner(session, io_binding: bool):
-        name_in, name_out = session.get_inputs()[0].name, session.get_outputs()[0].name
-
-        def make(x):
-            if not io_binding:
-                return lambda: session.run([name_out], {name_in: x})
-            import onnxruntime as ort
-
-            x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
-            binding = session.io_binding()
-            binding.bind_ortvalue_input(name_in, x_dev)
-            binding.bind_output(name_out, "cuda")
-            return lambda: (session.run_with_iobinding(binding), binding.synchronize_outputs())
-        return make
-
-    # (torch name, torch runner, ORT name, ORT runner) per device: each ORT figure is compared with
-    # torch on the same device.
-    pairs = [("torch-eager-cpu", torch_runner("cpu"), "ort-cpu", ort_runner(open_session(paths.onnx, "cpu")[0], False))]
+    # (torch runner, onnxruntime runner) per device, named for the table
+    pairs = [(("torch-eager-cpu", torch_runner(model, "cpu")), ("ort-cpu", ort_runner(onnx_bytes, "cpu")))]
     try:
-        cuda_session, prov = open_session(paths.onnx, "cuda")
-        if prov.primary == CUDA_EP and torch.cuda.is_available():
-            pairs.append(("torch-eager-cuda", torch_runner("cuda"), "ort-cuda-iobinding", ort_runner(cuda_session, True)))
+        cuda_ort = ort_runner(onnx_bytes, "cuda")
+        if cuda_ort.name == "ort-cuda" and torch.cuda.is_available():
+            pairs.append((("torch-eager-cuda", torch_runner(model, "cuda")), ("ort-cuda-iobinding", cuda_ort)))
     except DeviceUnavailable as exc:
         note = f"ort-cuda not measured: {exc}"
         if note not in report.notes:
@@ -207,41 +176,31 @@ def bench_inference(arch_name: str, paths, cfg: BenchConfig, report: BenchReport
     cases = [(f"latency batch {b}", b) for b in (1, 4)] + [(f"throughput {n}", n) for n in cfg.throughput_rows]
     for metric, rows in cases:
         x = rng.uniform(0, 1, (rows, 2)).astype(np.float32)
-        for torch_name, torch_make, ort_name, ort_make in pairs:
+        for (torch_name, torch_rt), (ort_name, ort_rt) in pairs:
             if metric.startswith("latency"):
-                t50, t99 = _latency(torch_make(x), cfg.latency_calls)
-                o50, o99 = _latency(ort_make(x), cfg.latency_calls)
+                t50, t99 = _latency(torch_rt.prepare(x), cfg.latency_calls)
+                o50, o99 = _latency(ort_rt.prepare(x), cfg.latency_calls)
                 report.inference.append(InferBench(arch_name, torch_name, metric, p50_us=t50, p99_us=t99))
                 report.inference.append(InferBench(arch_name, ort_name, metric, p50_us=o50, p99_us=o99, vs_torch=t50 / o50))
             else:
-                t_rps, o_rps = _throughput(torch_make(x), rows), _throughput(ort_make(x), rows)
+                t_rps, o_rps = _throughput(torch_rt.prepare(x), rows), _throughput(ort_rt.prepare(x), rows)
                 report.inference.append(InferBench(arch_name, torch_name, metric, rows_per_s=t_rps))
                 report.inference.append(InferBench(arch_name, ort_name, metric, rows_per_s=o_rps, vs_torch=o_rps / t_rps))
 
 
-def bench_stages(root: Path, cfg: BenchConfig, report: BenchReport) -> dict:
-    """One pass of the pipeline per arch through the stage functions, timed; returns the paths."""
-    from . import artifacts as A
-    from .export import export
-    from .train import TrainConfig, run_stage
-    from .verify import raise_on_failure, run_serve_check, run_verify
+def bench_stages(root: Path, report: BenchReport) -> dict[str, tuple[Any, bytes]]:
+    """One pass of the pipeline (run_all) per arch, timed by stage; returns {arch: (model, ONNX bytes)}."""
+    from .flow import run_all
 
+    summary = run_all("all", root, device="cpu", provider="auto")
     shipped = {}
-    for arch in ARCHS.values():
-        paths = A.ArtifactPaths(root, arch.name)
-        t = time.perf_counter()
-        result, _, manifest, _ = run_stage(TrainConfig(arch, device="cpu"), 1.0, paths)
-        report.stages_s[f"{arch.name} train"] = time.perf_counter() - t
-        t = time.perf_counter()
-        export(result.model, paths, manifest)
-        report.stages_s[f"{arch.name} export"] = time.perf_counter() - t
-        t = time.perf_counter()
-        run_serve_check(paths, arch, "auto")
-        report.stages_s[f"{arch.name} serve-check"] = time.perf_counter() - t
-        t = time.perf_counter()
-        raise_on_failure(run_verify(paths, arch), str(paths.verify))
-        report.stages_s[f"{arch.name} verify"] = time.perf_counter() - t
-        shipped[arch.name] = paths
+    for run in summary.models:
+        name = run.arch.name
+        report.stages_s[f"{name} train"] = run.times.train
+        report.stages_s[f"{name} export"] = run.times.export
+        report.stages_s[f"{name} serve-check"] = run.times.serve_check
+        report.stages_s[f"{name} verify"] = run.times.verify or 0.0
+        shipped[name] = (run.train.model, run.paths.onnx.read_bytes())
     return shipped
 
 
@@ -263,8 +222,8 @@ def run(cfg: BenchConfig, cli_path: Path) -> BenchReport:
         for arch in ARCHS:
             report.training.append(bench_training(arch, device, cfg))
     with tempfile.TemporaryDirectory() as tmp:
-        for arch, paths in bench_stages(Path(tmp), cfg, report).items():
-            bench_inference(arch, paths, cfg, report)
+        for arch, (model, onnx_bytes) in bench_stages(Path(tmp), report).items():
+            bench_inference(arch, model, onnx_bytes, cfg, report)
     report.help_startup_s = help_startup(cli_path, 3 if cfg.quick else 7)
     return report
 

@@ -1,8 +1,8 @@
 """The loss curve picture. matplotlib is an optional extra (`pip install -e ".[plot]"`)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .tutorial_log import LOGS, TUTORIAL_SETTINGS
 

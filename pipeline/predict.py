@@ -6,15 +6,16 @@ runs `predict` in a process where importing torch fails.
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 from . import artifacts as A
-from .archs import THRESHOLD
+from .archs import THRESHOLD, get_arch
+from .contract import check_served, parse_checked
 from .errors import CorruptArtifact, MissingArtifact, UsageError
-from .runtime import ProviderReport, inspect_onnx, open_session
+from .runtimes import ProviderReport, ort_runner
 
 MAX_ROWS = 10_000_000
 
@@ -157,7 +158,16 @@ def parse_csv(text: str, source: str):
 # ---------------------------------------------------------------------------------------------
 
 
-def resolve_model(root: Path, arch: str | None, model: Path | None) -> tuple[Path, bool]:
+@dataclass(frozen=True)
+class ServedModel:
+    """The bytes to serve (hashed, when a manifest vouches for them: the very bytes that are used)."""
+
+    where: Path
+    data: bytes
+    sha256_checked: bool
+
+
+def resolve_model(root: Path, arch: str | None, model: Path | None) -> ServedModel:
     """The ONNX file to serve and whether its sha256 was checked against a manifest.
 
     With --arch the artifacts folder's manifest must vouch for the file. With --model, a manifest
@@ -167,32 +177,35 @@ def resolve_model(root: Path, arch: str | None, model: Path | None) -> tuple[Pat
         if not model.exists():
             raise MissingArtifact(f"{model} does not exist")
         if not (model.parent / A.MANIFEST).exists():
-            return model, False
+            try:
+                return ServedModel(model, model.read_bytes(), False)
+            except OSError as exc:
+                raise CorruptArtifact(f"{model} is not readable ({exc.strerror or exc.__class__.__name__})") from None
         paths = A.ArtifactPaths(model.parent.parent, model.parent.name)
-        return A.require_file(paths, A.read_manifest(paths), model.name, "export"), True
+        return ServedModel(model, A.read_verified(paths, A.read_manifest(paths), model.name, "export"), True)
     assert arch is not None
     paths = A.ArtifactPaths(root, arch)
     manifest = A.read_manifest(paths)
-    return A.require_file(paths, manifest, A.ONNX, "export"), True
+    return ServedModel(paths.onnx, A.read_verified(paths, manifest, A.ONNX, "export"), True)
 
 
-def predict(onnx_path: Path, x, provider: str = "auto", sha256_checked: bool = False) -> Predictions:
+def predict(served: ServedModel, x: Any, provider: str = "auto") -> Predictions:
     """x: (rows, 2) float32 -> probabilities and labels, through onnxruntime."""
     import numpy as np
 
-    info = inspect_onnx(onnx_path)
-    session, report = open_session(onnx_path, provider)
-    probs = session.run([info.output_name], {info.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+    arch = get_arch("shallow")  # every built-in XOR model: 2 inputs, 1 probability
+    check_served(parse_checked(served.data, str(served.where)), str(served.where), arch.n_inputs, arch.n_outputs)
+    runner = ort_runner(served.data, provider, where=str(served.where))
+    assert runner.providers is not None
+    probs = runner.run(x)
     probs = probs.reshape(-1).astype(np.float64)
     if probs.shape[0] != x.shape[0] or not np.all(np.isfinite(probs)):
-        raise CorruptArtifact(f"{onnx_path} returned {probs.shape[0]} outputs for {x.shape[0]} rows, or non-finite values")
+        raise CorruptArtifact(f"{served.where} returned {probs.shape[0]} outputs for {x.shape[0]} rows, or non-finite values")
     return Predictions(
-        model=onnx_path,
-        providers=report,
+        model=served.where,
+        providers=runner.providers,
         rows=tuple((float(a), float(b)) for a, b in x.tolist()),
         probabilities=tuple(probs.tolist()),
         labels=tuple(int(p > THRESHOLD) for p in probs),
-        sha256_checked=sha256_checked,
+        sha256_checked=served.sha256_checked,
     )
-
-

@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any
 
-from .archs import Arch, init_model, xor_tensors
+from . import artifacts as A
+from .archs import TUTORIAL, Arch
 from .errors import DeviceUnavailable, TrainingFailed
+from .manifest import ConfigRecord, Manifest, TrainRecord, ValidationRecord
+from .model import init_model, xor_tensors
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+DEVICES = ("auto", "cpu", "cuda")
+TRAINERS = ("auto", "fast", "tutorial")  # what a user may ask for; "cuda-graph" is what auto picks on CUDA
 DIVERGENCE_FACTOR = 10.0  # a loss above 10x the step-0 loss is an explosion, not learning
 WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graphs asks
 
@@ -30,9 +36,9 @@ WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.g
 @dataclass(frozen=True)
 class TrainConfig:
     arch: Arch
-    steps: int = 10001
-    lr: float = 1.0
-    seed: int = 777
+    steps: int = TUTORIAL.steps
+    lr: float = TUTORIAL.lr
+    seed: int = TUTORIAL.seed
     device: str = "auto"  # auto | cpu | cuda
     trainer: str = "auto"  # auto (cuda-graph on CUDA, fast on CPU) | fast | tutorial
     log_every: int = 100
@@ -47,7 +53,7 @@ class TrainResult:
     trainer: str  # the loop that actually ran
     losses: tuple[float, ...]  # one per step
     seconds: float
-    model: "torch.nn.Sequential" = field(repr=False)  # trained, on the CPU, eval mode
+    model: torch.nn.Sequential = field(repr=False)  # trained, on the CPU, eval mode
     notices: tuple[str, ...] = ()
 
     @property
@@ -63,10 +69,10 @@ class TrainResult:
         return out
 
 
-def resolve_device(device: str) -> "torch.device":
+def resolve_device(device: str) -> torch.device:
     import torch
 
-    if device not in ("auto", "cpu", "cuda"):
+    if device not in DEVICES:
         raise DeviceUnavailable(f"unknown device {device!r}: choose auto, cpu or cuda")
     if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
@@ -78,7 +84,7 @@ def resolve_device(device: str) -> "torch.device":
     return torch.device("cuda", torch.cuda.current_device())
 
 
-def describe_device(dev: "torch.device") -> str:
+def describe_device(dev: torch.device) -> str:
     import torch
 
     if dev.type == "cuda":
@@ -93,7 +99,7 @@ def describe_device(dev: "torch.device") -> str:
 LogFn = Callable[[int, float], None]
 
 
-def tutorial_loop(model, x, y, steps: int, lr: float, monitor: "Monitor"):
+def tutorial_loop(model, x, y, steps: int, lr: float, monitor: Monitor):
     """The tutorial's loop. The loss history is kept as detached tensors (no sync per step)."""
     import torch
 
@@ -113,7 +119,7 @@ def tutorial_loop(model, x, y, steps: int, lr: float, monitor: "Monitor"):
     return torch.stack(history)
 
 
-def make_step(params: list, x, y, lr: float) -> Callable[[], "torch.Tensor"]:
+def make_step(params: list, x, y, lr: float) -> Callable[[], torch.Tensor]:
     """One SGD step with no host synchronisation: forward, BCE, autograd, in-place update; returns
     the loss (a 0-dim tensor on the device). The CPU `fast` loop calls it eagerly; the CUDA-graph
     loop captures it (with `recording_step`).
@@ -134,7 +140,7 @@ def make_step(params: list, x, y, lr: float) -> Callable[[], "torch.Tensor"]:
         h = x  # (batch, widths[0])
         for w, b in pairs:
             h = sigmoid(linear(h, w, b))  # (batch, widths[i+1])
-        loss = bce(h, y, None, 1)  # scalar
+        loss = bce(h, y, None, 1)  # type: ignore[arg-type]  # scalar; reduction 1 = mean
         foreach_add_(storage, grad(loss, params), alpha=-lr)  # torch.optim.SGD's update for plain SGD
         return loss
 
@@ -158,11 +164,11 @@ def recording_step(step: Callable, losses, cursor) -> Callable[[], None]:
     return run
 
 
-def fast_loop(model, x, y, steps: int, lr: float, monitor: "Monitor"):
+def fast_loop(model, x, y, steps: int, lr: float, monitor: Monitor):
     import torch
 
     step_fn = make_step(list(model.parameters()), x, y, lr)
-    history = []
+    history: list[Any] = []
     append = history.append
     every = monitor.log_every
     for step in range(steps):
@@ -173,7 +179,7 @@ def fast_loop(model, x, y, steps: int, lr: float, monitor: "Monitor"):
     return torch.stack(history)
 
 
-def cuda_graph_loop(model, x, y, steps: int, lr: float, monitor: "Monitor"):
+def cuda_graph_loop(model, x, y, steps: int, lr: float, monitor: Monitor):
     """`fast`'s step captured in a CUDA graph. Raises RuntimeError if capture is not possible."""
     import torch
 
@@ -218,10 +224,11 @@ class Monitor:
         self.checked = upto + 1
         if self.loss0 is None and values:
             self.loss0 = values[0]
+        loss0 = self.loss0 if self.loss0 is not None else math.inf
         for i, v in enumerate(values):
-            if not math.isfinite(v) or v > DIVERGENCE_FACTOR * self.loss0:
+            if not math.isfinite(v) or v > DIVERGENCE_FACTOR * loss0:
                 raise TrainingFailed(
-                    f"training diverged at step {start + i}: loss {v:.6g} (step 0: {self.loss0:.6g}); lower --lr"
+                    f"training diverged at step {start + i}: loss {v:.6g} (step 0: {loss0:.6g}); lower --lr"
                 )
         if self.on_log is not None and upto % self.log_every == 0:
             self.on_log(upto, values[-1])
@@ -243,7 +250,6 @@ class Monitor:
 
 def train(config: TrainConfig, on_log: LogFn | None = None) -> TrainResult:
     """Train `config.arch` from its seeded initialisation; the model comes back on the CPU."""
-    import torch
 
     dev = resolve_device(config.device)
     model = init_model(config.arch, config.seed, config.tutorial_init).to(dev)
@@ -299,48 +305,20 @@ def _run(trainer: str, model, x, y, config: TrainConfig, on_log, notices: list[s
     raise ValueError(f"unknown trainer {trainer!r}")
 
 
-def state_dict_numpy(model) -> dict:
-    """{name: float32 ndarray}, contiguous, on the CPU."""
-    return {k: v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
-
-
-def load_model(arch: Arch, weights_path) -> "torch.nn.Sequential":
-    """Rebuild the model from saved weights (safetensors: no code runs on load)."""
-    from safetensors.torch import load_file
-
-    from .archs import build_model
-    from .errors import CorruptArtifact
-
-    try:
-        tensors = load_file(str(weights_path))
-    except Exception as exc:  # safetensors raises its own error types for bad headers
-        raise CorruptArtifact(f"{weights_path} is not a readable safetensors file ({exc})") from None
-    model = build_model(arch)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise CorruptArtifact(f"{weights_path} does not hold {arch.name} weights ({first})") from None
-    return model.eval()
-
-
-def save(result: TrainResult, validation, paths) -> tuple[dict, tuple[str, ...]]:
+def save(result: TrainResult, validation: ValidationRecord, paths: A.ArtifactPaths) -> tuple[Manifest, tuple[str, ...]]:
     """Write weights, loss history and (with matplotlib) loss.png, then the manifest.
 
     Returns the new manifest and notices for the user. Only a model that passed the gate gets here.
     """
     import json
 
-    from safetensors.numpy import save_file
-
-    from . import artifacts as A
+    from .model import weights_bytes
     from .plot import matplotlib_missing, uses_tutorial_settings, write_loss_png
 
     cfg = result.config
     folder = paths.folder
-    weights = state_dict_numpy(result.model)
     staged = {
-        A.WEIGHTS: A.stage_file(folder, A.WEIGHTS, lambda p: save_file(weights, str(p), metadata={"arch": cfg.arch.name})),
+        A.WEIGHTS: A.stage_bytes(folder, A.WEIGHTS, weights_bytes(result.model, cfg.arch)),
         A.HISTORY: A.stage_bytes(folder, A.HISTORY, json.dumps({"arch": cfg.arch.name, "loss": list(result.losses)}).encode()),
     }
     notices = list(result.notices)
@@ -354,45 +332,25 @@ def save(result: TrainResult, validation, paths) -> tuple[dict, tuple[str, ...]]
         )
     sections = {
         "versions": A.versions(),
-        "config": {
-            "arch": cfg.arch.name,
-            "widths": list(cfg.arch.widths),
-            "n_params": cfg.arch.n_params,
-            "steps": cfg.steps,
-            "lr": cfg.lr,
-            "seed": cfg.seed,
-            "loss": "BCE (mean)",
-            "optimizer": "SGD",
-            "tutorial_init": cfg.tutorial_init,
-            "log_every": cfg.log_every,
-        },
-        "train": {
-            "device": result.device,
-            "trainer": result.trainer,
-            "seconds": round(result.seconds, 4),
-            "final_loss": result.final_loss,
-            "loss_log": [[s, v] for s, v in result.logged()],
-        },
-        "validation": validation.as_dict(),
+        "config": ConfigRecord(
+            arch=cfg.arch.name,
+            widths=cfg.arch.widths,
+            n_params=cfg.arch.n_params,
+            steps=cfg.steps,
+            lr=cfg.lr,
+            seed=cfg.seed,
+            loss="BCE (mean)",
+            optimizer="SGD",
+            tutorial_init=cfg.tutorial_init,
+            log_every=cfg.log_every,
+        ),
+        "train": TrainRecord(
+            device=result.device,
+            trainer=result.trainer,
+            seconds=round(result.seconds, 4),
+            final_loss=result.final_loss,
+            loss_log=tuple(result.logged()),
+        ),
+        "validation": validation,
     }
     return A.commit(paths, "train", staged, sections), tuple(notices)
-
-
-def load_trained(paths, arch: Arch):
-    """(manifest, model) from an artifacts folder, after checking the weights' sha256."""
-    from . import artifacts as A
-
-    manifest = A.read_manifest(paths)
-    weights = A.require_file(paths, manifest, A.WEIGHTS, "train")
-    return manifest, load_model(arch, weights)
-
-
-def run_stage(config: TrainConfig, min_accuracy: float, paths, on_log: LogFn | None = None):
-    """Train, gate, save: (TrainResult, ValidationResult, manifest, notices). Nothing is written
-    unless the model passes the gate, so a failed retrain leaves the previous artifacts alone."""
-    from .validate import evaluate, gate
-
-    result = train(config, on_log)
-    validation = gate(evaluate(result.model, config.arch, result.final_loss, min_accuracy))
-    manifest, notices = save(result, validation, paths)
-    return result, validation, manifest, notices

@@ -1,10 +1,18 @@
 """Stage 2: the accuracy gate. A model that misses it is neither saved nor exported."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from .archs import THRESHOLD, XOR_Y, Arch, xor_tensors
-from .errors import GateFailed
+from . import artifacts as A
+from .archs import THRESHOLD, XOR_Y, Arch
+from .errors import GateFailed, MissingArtifact
+from .manifest import ValidationRecord
+from .model import load_trained, xor_tensors
+
+if TYPE_CHECKING:  # pragma: no cover
+    pass
 
 
 @dataclass(frozen=True)
@@ -20,17 +28,11 @@ class ValidationResult:
     def passed(self) -> bool:
         return self.accuracy >= self.min_accuracy
 
-    def as_dict(self) -> dict:
-        return {
-            "probabilities": list(self.probabilities),
-            "labels": list(self.labels),
-            "accuracy": self.accuracy,
-            "min_accuracy": self.min_accuracy,
-            "passed": self.passed,
-        }
+    def record(self) -> ValidationRecord:
+        return ValidationRecord(self.probabilities, self.labels, self.accuracy, self.min_accuracy, self.passed)
 
 
-def evaluate(model, arch: Arch, final_loss: float, min_accuracy: float) -> ValidationResult:
+def evaluate(model: Any, arch: Arch, final_loss: float, min_accuracy: float) -> ValidationResult:
     """Accuracy on the XOR points at threshold 0.5, computed on the CPU in float32."""
     import torch
 
@@ -51,12 +53,11 @@ def gate(result: ValidationResult) -> ValidationResult:
     return result
 
 
-def run_stage(paths, arch: Arch, min_accuracy: float) -> ValidationResult:
+def run_stage(paths: A.ArtifactPaths, arch: Arch, min_accuracy: float) -> ValidationResult:
     """Re-check the saved weights against the gate and record the result."""
-    from . import artifacts as A
-    from .train import load_trained
-
     manifest, model = load_trained(paths, arch)
-    result = gate(evaluate(model, arch, manifest["train"]["final_loss"], min_accuracy))
-    A.update_sections(paths, {"validation": result.as_dict()})
+    if manifest.train is None:
+        raise MissingArtifact(f"{paths.manifest} has no training record: run train first")
+    result = gate(evaluate(model, arch, manifest.train.final_loss, min_accuracy))
+    A.update_sections(paths, {"validation": result.record()})
     return result

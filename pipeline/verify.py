@@ -16,12 +16,18 @@ A row passes when |runtime - reference| <= atol + rtol * |reference| (numpy's al
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any
 
-from .archs import THRESHOLD, XOR_X, XOR_Y
+from . import artifacts as A
+from .archs import THRESHOLD, XOR_X, XOR_Y, Arch
+from .contract import check_served, parse_checked
 from .errors import DeviceUnavailable, EquivalenceFailed
+from .manifest import ProvidersRecord, ServeCheckRecord, VerifyRecord
+from .model import load_trained
+from .runtimes import RUNNER_NAMES, ProviderReport, Runner, ort_runner, reference_runner, torch_runner
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -33,6 +39,7 @@ WIDE_RANGE = 50.0  # the sigmoid saturates well inside [-50, 50]
 BATCHES = (1, 4, 1000, 65536)
 SERVE_BATCHES = (1, 4, 1000)
 CUDA_ALIAS = ("torch-cuda", "ort-cuda")
+REQUIRE_CHOICES: tuple[str, ...] = (*RUNNER_NAMES, "cuda")  # `--require cuda` means both CUDA runtimes
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,7 @@ class Tolerance:
     rtol: float
     basis: str  # where the numbers come from
 
-    def bound(self, reference: "np.ndarray", x: "np.ndarray") -> "np.ndarray":
+    def bound(self, reference: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Allowed |runtime - reference| per row. x: (rows, 2) inputs; reference: (rows,)."""
         import numpy as np
 
@@ -72,7 +79,7 @@ class InputSet:
     name: str
     description: str
     seed: int | None
-    x: "np.ndarray" = field(repr=False)  # (rows, 2) float32
+    x: np.ndarray = field(repr=False)  # (rows, 2) float32
     expected_labels: tuple[int, ...] | None = None
 
     def as_dict(self) -> dict:
@@ -104,11 +111,25 @@ def input_sets(seed: int = 0, batches: tuple[int, ...] = BATCHES, kinds=("xor", 
 
 @dataclass(frozen=True)
 class Runtime:
-    name: str
-    run: Callable[["np.ndarray"], "np.ndarray"] = field(repr=False)  # (rows, 2) f32 -> (rows, 1)
+    """A runner (runtimes.Runner) judged with a tolerance."""
+
+    runner: Runner
     tolerance: Tolerance
-    detail: str  # providers actually used, device, ...
-    deterministic: bool = True  # CPU runtimes must repeat to the byte
+
+    @property
+    def name(self) -> str:
+        return self.runner.name
+
+    @property
+    def detail(self) -> str:
+        return self.runner.detail
+
+    @property
+    def deterministic(self) -> bool:
+        return self.runner.deterministic
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.runner.run(x)
 
 
 @dataclass(frozen=True)
@@ -203,7 +224,7 @@ class Report:
 # The engine
 
 
-def compare_one(runtime: Runtime, s: InputSet, out: "np.ndarray", ref: "np.ndarray") -> Comparison:
+def compare_one(runtime: Runtime, s: InputSet, out: np.ndarray, ref: np.ndarray) -> Comparison:
     import numpy as np
 
     out64 = out.astype(np.float64).reshape(-1)
@@ -238,7 +259,7 @@ def compare_one(runtime: Runtime, s: InputSet, out: "np.ndarray", ref: "np.ndarr
     )
 
 
-def check_runtime(runtime: Runtime, s: InputSet, batch_out: "np.ndarray", samples: int = 16) -> RuntimeCheck:
+def check_runtime(runtime: Runtime, s: InputSet, batch_out: np.ndarray, samples: int = 16) -> RuntimeCheck:
     """Batch consistency on `samples` rows of `s`, and byte repeatability on the whole of `s`."""
     import numpy as np
 
@@ -258,7 +279,7 @@ def run_engine(
     arch: str,
     onnx_sha256: str,
     reference_name: str,
-    reference: Callable[["np.ndarray"], "np.ndarray"],
+    reference: Callable[[np.ndarray], np.ndarray],
     runtimes: list[Runtime],
     sets: list[InputSet],
     skipped: dict[str, str],
@@ -294,64 +315,28 @@ def run_engine(
 
 
 # ---------------------------------------------------------------------------------------------
-# Runtimes
+# Runtimes: runners from runtimes.py, each with its tolerance
 
 
-def torch_runtime(model, device: str, dtype_name: str = "float32", tol: Tolerance | None = None, name: str | None = None) -> Runtime:
-    import copy
-
-    import numpy as np
-    import torch
-
-    dtype = getattr(torch, dtype_name)
-    m = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
-    if device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
-        torch.backends.cudnn.allow_tf32 = False
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            t = torch.from_numpy(np.ascontiguousarray(x)).to(device=device, dtype=dtype)
-            return m(t).cpu().numpy()
-
-    label = name or f"torch-{device}"
-    detail = f"torch {torch.__version__}, {dtype_name}, {device}"
-    if device == "cuda":
-        detail += f" ({torch.cuda.get_device_name()})"
-    return Runtime(label, run, tol or TOLERANCES.get(label, FP32), detail, deterministic=(device == "cpu"))
+def torch_runtime(model: Any, device: str, dtype_name: str = "float32", tol: Tolerance | None = None, name: str | None = None) -> Runtime:
+    runner = torch_runner(model, device, dtype_name, name)
+    return Runtime(runner, tol or TOLERANCES.get(runner.name, FP32))
 
 
-def ort_runtime(onnx_path: Path, provider: str, tol: Tolerance | None = None):
+def ort_runtime(onnx: bytes | Path, provider: str, tol: Tolerance | None = None) -> tuple[Runtime, ProviderReport]:
     """(Runtime, ProviderReport). The runtime's name says what really ran, not what was asked."""
-    import numpy as np
-
-    from .runtime import CUDA_EP, open_session
-
-    session, report = open_session(onnx_path, provider)
-    name = "ort-cuda" if report.primary == CUDA_EP else "ort-cpu"
-    input_name = session.get_inputs()[0].name
-    output_name = session.get_outputs()[0].name
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return session.run([output_name], {input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-
-    detail = f"onnxruntime, providers {list(report.used)}"
-    return Runtime(name, run, tol or TOLERANCES[name], detail, deterministic=(name == "ort-cpu")), report
+    runner = ort_runner(onnx, provider)
+    assert runner.providers is not None
+    return Runtime(runner, tol or TOLERANCES[runner.name]), runner.providers
 
 
-def reference_evaluator_runtime(onnx_path: Path, tol: Tolerance | None = None) -> Runtime:
-    import numpy as np
-    import onnx
-    from onnx.reference import ReferenceEvaluator
-
-    evaluator = ReferenceEvaluator(onnx.load(str(onnx_path)))
-    input_name = evaluator.input_names[0]
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # its sigmoid computes both branches; the unused one may overflow
-            return evaluator.run(None, {input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-
-    return Runtime("onnx-reference", run, tol or TOLERANCES["onnx-reference"], f"onnx {onnx.__version__} ReferenceEvaluator (numpy)")
+def reference_evaluator_runtime(onnx: Any, tol: Tolerance | None = None) -> Runtime:
+    """onnx's ReferenceEvaluator on a checked ModelProto (or a file's bytes or path, parsed and checked)."""
+    if isinstance(onnx, Path):
+        onnx = onnx.read_bytes()
+    if isinstance(onnx, bytes):
+        onnx = parse_checked(onnx, "model")
+    return Runtime(reference_runner(onnx), tol or TOLERANCES["onnx-reference"])
 
 
 def _override(name: str, atol: float | None, rtol: float | None) -> Tolerance:
@@ -370,9 +355,9 @@ def _override(name: str, atol: float | None, rtol: float | None) -> Tolerance:
 
 
 def verify(
-    model,
+    model: Any,
     arch: str,
-    onnx_path: Path,
+    onnx: bytes | Path,
     onnx_sha256: str,
     require: tuple[str, ...] = (),
     atol: float | None = None,
@@ -394,14 +379,16 @@ def verify(
         runtimes.append(torch_runtime(model, "cuda", tol=_override("torch-cuda", atol, rtol)))
     else:
         skipped["torch-cuda"] = f"torch {torch.__version__} sees no CUDA device"
-    cpu_rt, _ = ort_runtime(onnx_path, "cpu", _override("ort-cpu", atol, rtol))
+    if isinstance(onnx, Path):
+        onnx = onnx.read_bytes()
+    cpu_rt, _ = ort_runtime(onnx, "cpu", _override("ort-cpu", atol, rtol))
     runtimes.append(cpu_rt)
     try:
-        cuda_rt, _ = ort_runtime(onnx_path, "cuda", _override("ort-cuda", atol, rtol))
+        cuda_rt, _ = ort_runtime(onnx, "cuda", _override("ort-cuda", atol, rtol))
         runtimes.append(cuda_rt)
     except DeviceUnavailable as exc:
         skipped["ort-cuda"] = str(exc).removeprefix("--provider cuda: ")
-    runtimes.append(reference_evaluator_runtime(onnx_path, _override("onnx-reference", atol, rtol)))
+    runtimes.append(reference_evaluator_runtime(onnx, _override("onnx-reference", atol, rtol)))
     oracle = torch_runtime(model, "cpu", "float64", name="oracle")
     sets = input_sets(seed, batches)
     check_set = next((s.name for s in sets if s.name.startswith("wide-") and s.x.shape[0] >= 1000), sets[-1].name)
@@ -409,15 +396,15 @@ def verify(
                       oracle.run, runtimes, sets, skipped, required, check_set)
 
 
-def serve_check(model, arch: str, onnx_path: Path, onnx_sha256: str, provider: str, seed: int = 0):
+def serve_check(model: Any, arch: str, onnx: bytes | Path, onnx_sha256: str, provider: str, seed: int = 0) -> tuple[Report, ProviderReport]:
     """onnxruntime (chosen provider) against the torch fp32 model: (Report, ProviderReport)."""
     torch_ref = torch_runtime(model, "cpu")
-    rt, providers = ort_runtime(onnx_path, provider)
+    rt, providers = ort_runtime(onnx, provider)
     # Both sides carry fp32 rounding: the allowed gap is the sum of both tolerances.
     own = TOLERANCES[rt.name]
     tol = Tolerance(own.atol + torch_ref.tolerance.atol, own.rtol + torch_ref.tolerance.rtol,
                     f"{rt.name} tolerance + torch-cpu tolerance (both fp32)")
-    rt = Runtime(rt.name, rt.run, tol, rt.detail, rt.deterministic)
+    rt = Runtime(rt.runner, tol)
     sets = input_sets(seed, SERVE_BATCHES, kinds=("xor", "uniform"))
     report = run_engine("serve-check", arch, onnx_sha256, "torch float32 on the CPU (weights from the artifact)",
                         torch_ref.run, [rt], sets, {}, [], "uniform-1000")
@@ -436,54 +423,55 @@ def raise_on_failure(report: Report, where: str) -> None:
 # From an artifacts folder: load (hash-checked), run, record, then fail closed.
 
 
-def _load(paths, arch):
-    from . import artifacts as A
-    from .runtime import inspect_onnx
-    from .train import load_trained
-
+def _load(paths: A.ArtifactPaths, arch: Arch) -> tuple[Any, Any, bytes, str]:
+    """(manifest, torch model, ONNX bytes, ONNX sha256): each file read once, hashed, and parsed
+    from those same bytes."""
     manifest, model = load_trained(paths, arch)
-    onnx_path = A.require_file(paths, manifest, A.ONNX, "export")
-    inspect_onnx(onnx_path)
-    return manifest, model, onnx_path
+    data = A.read_verified(paths, manifest, A.ONNX, "export")
+    check_served(parse_checked(data, str(paths.onnx)), str(paths.onnx), arch.n_inputs, arch.n_outputs)
+    return manifest, model, data, manifest.files[A.ONNX].sha256
 
 
-def run_serve_check(paths, arch, provider: str):
-    """(Report, ProviderReport), recorded in the manifest; raises EquivalenceFailed on a failure."""
-    from . import artifacts as A
+@dataclass(frozen=True)
+class ServeCheckResult:
+    report: Report
+    providers: ProviderReport
 
-    manifest, model, onnx_path = _load(paths, arch)
-    report, providers = serve_check(model, arch.name, onnx_path, manifest["files"][A.ONNX]["sha256"], provider)
+
+def run_serve_check(paths: A.ArtifactPaths, arch: Arch, provider: str) -> ServeCheckResult:
+    """Recorded in the manifest; raises EquivalenceFailed on a failure."""
+    _, model, data, sha = _load(paths, arch)
+    report, providers = serve_check(model, arch.name, data, sha, provider)
     worst = report.worst()
-    A.update_sections(paths, {"serve_check": {
-        "passed": report.passed,
-        "providers": providers.as_dict(),
-        "reference": report.reference,
-        "tolerance": report.tolerances,
-        "max_abs_diff": worst.max_abs if worst else None,
-        "max_rel_diff": max((c.max_rel for c in report.comparisons), default=None),
-        "input_sets": report.input_sets,
-        "failures": report.failures(),
-    }})
+    A.update_sections(paths, {"serve_check": ServeCheckRecord(
+        passed=report.passed,
+        providers=ProvidersRecord(providers.requested, providers.used, providers.cuda_note),
+        reference=report.reference,
+        tolerance=report.tolerances,
+        max_abs_diff=worst.max_abs if worst else None,
+        max_rel_diff=max((c.max_rel for c in report.comparisons), default=None),
+        input_sets=tuple(report.input_sets),
+        failures=tuple(report.failures()),
+    )})
     raise_on_failure(report, str(paths.manifest))
-    return report, providers
+    return ServeCheckResult(report, providers)
 
 
-def run_verify(paths, arch, require=(), atol=None, rtol=None) -> Report:
+def run_verify(
+    paths: A.ArtifactPaths, arch: Arch, require: tuple[str, ...] = (), atol: float | None = None, rtol: float | None = None
+) -> Report:
     """The full report, written to <arch>/verify.json and summarised in the manifest. Does not
     raise on a failed verdict, so the caller can show it first: then `raise_on_failure`."""
     import json
 
-    from . import artifacts as A
-
-    manifest, model, onnx_path = _load(paths, arch)
-    report = verify(model, arch.name, onnx_path, manifest["files"][A.ONNX]["sha256"], tuple(require), atol, rtol)
-    data = report.as_dict()
-    staged = A.stage_bytes(paths.folder, A.VERIFY, (json.dumps(data, indent=2) + "\n").encode())
-    A.commit(paths, "verify", {A.VERIFY: staged}, {"verify": {
-        "passed": report.passed,
-        "runtimes": report.ran,
-        "skipped": report.skipped,
-        "max_abs_vs_oracle": {rt: report.worst(rt).max_abs for rt in report.ran},
-        "failures": report.failures(),
-    }})
+    _, model, data, sha = _load(paths, arch)
+    report = verify(model, arch.name, data, sha, tuple(require), atol, rtol)
+    staged = A.stage_bytes(paths.folder, A.VERIFY, (json.dumps(report.as_dict(), indent=2) + "\n").encode())
+    A.commit(paths, "verify", {A.VERIFY: staged}, {"verify": VerifyRecord(
+        passed=report.passed,
+        runtimes=report.ran,
+        skipped=report.skipped,
+        max_abs_vs_oracle={rt: w.max_abs for rt in report.ran if (w := report.worst(rt)) is not None},
+        failures=tuple(report.failures()),
+    )})
     return report

@@ -32,15 +32,10 @@ def pytest_collection_modifyitems(config, items):
 def shipped(tmp_path_factory) -> Path:
     """An artifacts folder with both archs trained (10001 steps, CPU), exported, serve-checked and
     verified through the stage functions. Read-only for tests: copy it (`shipped_copy`) to change it."""
-    from pipeline import archs, artifacts as A, export as E, train as T, verify as V
+    from pipeline import run_all
 
     root = tmp_path_factory.mktemp("shipped")
-    for arch in archs.ARCHS.values():
-        paths = A.ArtifactPaths(root, arch.name)
-        result, _, manifest, _ = T.run_stage(T.TrainConfig(arch, device="cpu"), 1.0, paths)
-        E.export(result.model, paths, manifest)
-        V.run_serve_check(paths, arch, "cpu")
-        V.raise_on_failure(V.run_verify(paths, arch), str(paths.verify))
+    run_all("all", root, device="cpu", provider="cpu")
     return root
 
 

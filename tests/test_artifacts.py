@@ -14,7 +14,8 @@ import cli
 from pipeline import artifacts as A
 from pipeline import errors
 from pipeline.archs import ARCHS
-from pipeline.train import load_trained
+from pipeline.manifest import TrainRecord
+from pipeline.model import load_trained
 from tests.conftest import ROOT
 
 runner = CliRunner()
@@ -130,13 +131,13 @@ def test_manifest_is_written_last_and_forgets_before_replacing(tmp_path, monkeyp
     seen = []
     monkeypatch.setattr(A, "_fault_point", lambda name: seen.append((name, json.loads(paths.manifest.read_text()) if paths.manifest.exists() else None)))
     staged = {A.WEIGHTS: A.stage_bytes(paths.folder, A.WEIGHTS, b"w1")}
-    A.commit(paths, "train", staged, {"train": {"n": 1}})
+    A.commit(paths, "train", staged, {"train": TrainRecord("cpu", "fast", 1.0, 0.5, ((0, 0.5),))})
     staged = {A.WEIGHTS: A.stage_bytes(paths.folder, A.WEIGHTS, b"w2")}
-    A.commit(paths, "train", staged, {"train": {"n": 2}})
+    A.commit(paths, "train", staged, {"train": TrainRecord("cpu", "fast", 2.0, 0.25, ((0, 0.25),))})
     forgotten = [m for name, m in seen if name == "train:forgotten"][1]
-    assert A.WEIGHTS not in forgotten["files"] and "train" not in forgotten
+    assert A.WEIGHTS not in forgotten["files"] and forgotten["train"] is None
     final = json.loads(paths.manifest.read_text())
-    assert final["train"] == {"n": 2} and final["files"][A.WEIGHTS]["sha256"] == A.sha256_file(paths.weights)
+    assert final["train"]["final_loss"] == 0.25 and final["files"][A.WEIGHTS]["sha256"] == A.sha256_file(paths.weights)
 
 
 def test_second_writer_is_refused_clearly(tmp_path):

@@ -28,15 +28,15 @@ def test_exported_file_properties(shipped, arch):
     manifest = A.read_manifest(A.ArtifactPaths(shipped, arch))
     assert meta["xorship.arch"] == arch
     assert meta["xorship.seed"] == "777" and meta["xorship.steps"] == "10001"
-    assert float(meta["xorship.final_loss"]) == manifest["train"]["final_loss"]
+    assert float(meta["xorship.final_loss"]) == manifest.train.final_loss
     assert float(meta["xorship.accuracy"]) == 1.0
-    assert meta["xorship.weights_sha256"] == manifest["files"]["weights.safetensors"]["sha256"]
+    assert meta["xorship.weights_sha256"] == manifest.files["weights.safetensors"].sha256
 
 
 def test_export_is_quiet(tmp_path, capfd):
     run = train(TrainConfig(ARCHS["shallow"], steps=5, device="cpu"))
     capfd.readouterr()
-    _, staged = export_model(run.model, A.ArtifactPaths(tmp_path, "shallow"), {"arch": "shallow"})
+    _, staged = export_model(run.model, ARCHS["shallow"], A.ArtifactPaths(tmp_path, "shallow"), {"arch": "shallow"})
     out, err = capfd.readouterr()
     assert out == "" and err == ""
     assert staged.exists() and staged.name.startswith(A.TMP_PREFIX)  # staged, not yet in place
@@ -47,10 +47,10 @@ def test_manifest_records_export_and_hashes(shipped):
     for arch in ARCHS:
         paths = A.ArtifactPaths(shipped, arch)
         m = A.read_manifest(paths)
-        assert m["export"]["opset"] == OPSET
-        assert m["export"]["input"] == {"name": "x", "shape": ["batch", 2], "dtype": "float32"}
-        for name, entry in m["files"].items():
-            assert A.sha256_file(paths.file(name)) == entry["sha256"]
-        assert {"python", "torch", "onnx", "numpy"} <= set(m["versions"])
-        assert len(m["train"]["loss_log"]) == 101 and m["train"]["device"] == "cpu"
-        assert m["serve_check"]["passed"] and m["verify"]["passed"]
+        assert m.export.opset == OPSET
+        assert (m.export.input.name, m.export.input.shape, m.export.input.dtype) == ("x", ("batch", 2), "float32")
+        for name, entry in m.files.items():
+            assert A.sha256_file(paths.file(name)) == entry.sha256
+        assert {"python", "torch", "onnx", "numpy"} <= set(m.versions)
+        assert len(m.train.loss_log) == 101 and m.train.device == "cpu"
+        assert m.serve_check.passed and m.verify.passed

@@ -8,6 +8,7 @@ from tritonclient.grpc import model_config_pb2
 
 from pipeline import artifacts as A
 from pipeline import errors
+from pipeline.archs import ARCHS
 from pipeline.ship import ship
 from tests.conftest import run_cli
 
@@ -18,7 +19,7 @@ def _parse(path):
 
 @pytest.mark.parametrize("arch", ["shallow", "wide-deep"])
 def test_config_parses_with_tritons_schema_and_matches_the_onnx_file(shipped_copy, tmp_path, arch):
-    r = ship(shipped_copy, arch, tmp_path / "repo")
+    r = ship(shipped_copy, ARCHS[arch], tmp_path / "repo")
     cfg = _parse(r.config_path)
     assert cfg.name == r.model_name and cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 1024
     assert cfg.HasField("dynamic_batching") and cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_AUTO
@@ -31,9 +32,9 @@ def test_config_parses_with_tritons_schema_and_matches_the_onnx_file(shipped_cop
 
 
 def test_versions_increase_and_are_never_overwritten(shipped_copy, tmp_path):
-    first = ship(shipped_copy, "shallow", tmp_path / "repo")
+    first = ship(shipped_copy, ARCHS["shallow"], tmp_path / "repo")
     marker = first.model_path.read_bytes()
-    second = ship(shipped_copy, "shallow", tmp_path / "repo", instance_kind="cpu")
+    second = ship(shipped_copy, ARCHS["shallow"], tmp_path / "repo", instance_kind="cpu")
     assert (first.version, second.version) == (1, 2)
     assert first.model_path.read_bytes() == marker
     assert _parse(second.config_path).instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
@@ -48,12 +49,12 @@ def test_unverified_artifacts_are_refused(shipped_copy, tmp_path):
 
 
 def test_model_card_is_written_from_manifest_and_report(shipped_copy, tmp_path):
-    card = ship(shipped_copy, "wide-deep", tmp_path / "repo").card_path.read_text()
+    card = ship(shipped_copy, ARCHS["wide-deep"], tmp_path / "repo").card_path.read_text()
     manifest = A.read_manifest(A.ArtifactPaths(shipped_copy, "wide-deep"))
     for needle in ("XOR", "261 parameters", "Known limits", "ort-cpu", "onnx-reference", "opset 18",
-                   manifest["files"]["model.onnx"]["sha256"], "Verdict: PASS", "torch "):
+                   manifest.files["model.onnx"].sha256, "Verdict: PASS", "torch "):
         assert needle in card, needle
-    assert manifest["files"]["MODEL_CARD.md"]["sha256"] == A.sha256_file(shipped_copy / "wide-deep" / "MODEL_CARD.md")
+    assert manifest.files["MODEL_CARD.md"].sha256 == A.sha256_file(shipped_copy / "wide-deep" / "MODEL_CARD.md")
 
 
 @pytest.mark.parametrize("arch", ["shallow", "wide-deep"])

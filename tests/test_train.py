@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
-from pipeline.archs import ARCHS, init_model, xor_tensors
+from pipeline.archs import ARCHS
 from pipeline.errors import DeviceUnavailable, TrainingFailed
+from pipeline.model import init_model, xor_tensors
 from pipeline.train import Monitor, TrainConfig, cuda_graph_loop, fast_loop, train, tutorial_loop
 from pipeline.tutorial_log import LOGS, PREDICTIONS
 

@@ -3,14 +3,15 @@ import pytest
 
 from pipeline.archs import ARCHS, XOR_X, XOR_Y
 from pipeline.errors import GateFailed
-from pipeline.train import TrainConfig, load_model, train
+from pipeline.model import load_model
+from pipeline.train import TrainConfig, train
 from pipeline.validate import evaluate, gate
 from tests.conftest import load_weights, numpy_mlp
 
 
 def test_accuracy_matches_an_independent_computation(shipped):
     for arch in ARCHS.values():
-        model = load_model(arch, shipped / arch.name / "weights.safetensors")
+        model = load_model(arch, (shipped / arch.name / "weights.safetensors").read_bytes())
         result = evaluate(model, arch, 0.0, 1.0)
         probs = numpy_mlp(load_weights(shipped / arch.name), np.array(XOR_X))
         np.testing.assert_allclose(result.probabilities, probs, rtol=1e-5)

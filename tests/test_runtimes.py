@@ -6,8 +6,16 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from pipeline.contract import check_served, parse_checked, signature
 from pipeline.errors import CorruptArtifact, DeviceUnavailable, IntegrityError
-from pipeline.runtime import CPU_EP, cuda_device_problem, inspect_onnx, open_session
+from pipeline.runtimes import CPU_EP, cuda_device_problem, open_session, ort_runner, torch_runner
+
+
+def inspect_onnx(path):
+    """What predict/verify do with a file: parse its bytes safely, then check its signature."""
+    model = parse_checked(path.read_bytes(), str(path))
+    check_served(model, str(path), 2, 1)
+    return model
 
 NO_GPU = cuda_device_problem() is not None
 
@@ -82,7 +90,7 @@ def test_a_valid_onnx_of_the_wrong_shape_is_refused(tmp_path):
 def test_a_well_formed_model_passes(tmp_path):
     path = tmp_path / "model.onnx"
     onnx.save(_model(), str(path))
-    assert inspect_onnx(path).input_name == "x"
+    assert [i.name for i in signature(inspect_onnx(path)).inputs] == ["x"]
 
 
 @pytest.mark.parametrize("location", ["../../etc/passwd", "/etc/passwd", "sub/../../secret.bin"])
@@ -98,3 +106,26 @@ def test_external_data_inside_the_folder_is_refused_too(tmp_path):
     path.write_bytes(_model(external="weights.bin").SerializeToString())
     with pytest.raises(IntegrityError, match="self-contained"):
         inspect_onnx(path)
+
+
+def test_torch_runner_works_on_a_copy(shipped):
+    """The runner never moves or changes the caller's model (bench once moved it to CUDA in place)."""
+    import torch
+
+    from pipeline.archs import ARCHS
+    from pipeline.model import load_model
+
+    model = load_model(ARCHS["shallow"], (shipped / "shallow" / "weights.safetensors").read_bytes())
+    runner = torch_runner(model, "cpu", "float64")
+    assert next(model.parameters()).dtype == torch.float32
+    x = np.array([[0, 1], [1, 1]], np.float32)
+    assert runner.run(x).dtype == np.float64 and runner.name == "torch-cpu"
+    np.testing.assert_array_equal(runner.prepare(x)().numpy(), runner.run(x))
+
+
+def test_ort_runner_names_what_ran_and_runs_from_bytes(shipped):
+    data = (shipped / "shallow" / "model.onnx").read_bytes()
+    runner = ort_runner(data, "auto")
+    assert runner.name == ("ort-cuda" if runner.providers.on_cuda else "ort-cpu")
+    out = runner.run(np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32))
+    assert out.shape == (4, 1) and [int(v > 0.5) for v in out[:, 0]] == [0, 1, 1, 0]

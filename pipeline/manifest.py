@@ -1,0 +1,233 @@
+"""The manifest, typed: what a model folder holds, how it was made and what it passed.
+
+Every section is a frozen dataclass. `Manifest.from_json` checks the whole document against these
+types (a wrong type, a missing field, absurd nesting, an unknown schema) and raises CorruptArtifact
+with one line: a malformed manifest is exit 5, never an internal error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, Union
+
+from .errors import CorruptArtifact
+
+SCHEMA = 1
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ConfigRecord:
+    """How the model was trained (the training configuration, after defaults)."""
+
+    arch: str
+    widths: tuple[int, ...]
+    n_params: int
+    steps: int
+    lr: float
+    seed: int
+    loss: str
+    optimizer: str
+    tutorial_init: bool
+    log_every: int
+
+
+@dataclass(frozen=True)
+class TrainRecord:
+    device: str
+    trainer: str
+    seconds: float
+    final_loss: float
+    loss_log: tuple[tuple[int, float], ...]  # (step, loss) at every log step and the last
+
+
+@dataclass(frozen=True)
+class ValidationRecord:
+    probabilities: tuple[float, ...]
+    labels: tuple[int, ...]
+    accuracy: float
+    min_accuracy: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class TensorRecord:
+    name: str
+    shape: tuple[str | int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    exporter: str
+    opset: int
+    input: TensorRecord
+    output: TensorRecord
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ProvidersRecord:
+    requested: str
+    used: tuple[str, ...]
+    cuda_note: str | None
+
+
+@dataclass(frozen=True)
+class ServeCheckRecord:
+    passed: bool
+    providers: ProvidersRecord
+    reference: str
+    tolerance: dict[str, dict[str, Any]]
+    max_abs_diff: float | None
+    max_rel_diff: float | None
+    input_sets: tuple[dict[str, Any], ...]
+    failures: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VerifyRecord:
+    passed: bool
+    runtimes: dict[str, str]
+    skipped: dict[str, str]
+    max_abs_vs_oracle: dict[str, float]
+    failures: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    arch: str
+    schema: int = SCHEMA
+    files: dict[str, FileRecord] = field(default_factory=dict)
+    versions: dict[str, str] | None = None
+    config: ConfigRecord | None = None
+    train: TrainRecord | None = None
+    validation: ValidationRecord | None = None
+    export: ExportRecord | None = None
+    serve_check: ServeCheckRecord | None = None
+    verify: VerifyRecord | None = None
+    updated: str | None = None
+
+    # Sections a stage writes, by field name.
+    SECTIONS: typing.ClassVar[tuple[str, ...]] = (
+        "versions", "config", "train", "validation", "export", "serve_check", "verify",
+    )
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str) -> Manifest:
+        try:
+            data = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise CorruptArtifact(f"{where} is not readable JSON ({exc.__class__.__name__}: {str(exc)[:200]})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+            raise CorruptArtifact(f"{where} is not a manifest of this tool (no 'files' table)")
+        if data.get("schema") != SCHEMA:
+            raise CorruptArtifact(f"{where} has schema {str(data.get('schema'))[:40]!r}; this tool reads {SCHEMA}")
+        return decode(cls, data, where)
+
+    def to_json(self) -> bytes:
+        return (json.dumps(encode(self), indent=2, allow_nan=False) + "\n").encode()
+
+    def file(self, name: str) -> FileRecord | None:
+        return self.files.get(name)
+
+    def replace(self, **changes: Any) -> Manifest:
+        return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------------------------
+# A small typed decoder: JSON values checked against dataclass field annotations.
+
+
+def encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: encode(v) for k, v in value.items()}
+    return value
+
+
+def _fail(where: str, path: str, expected: str, value: Any) -> CorruptArtifact:
+    shown = json.dumps(value)[:60] if not isinstance(value, (dict, list)) else type(value).__name__
+    return CorruptArtifact(f"{where}: {path or 'the document'} should be {expected}, found {shown}")
+
+
+def decode(tp: Any, value: Any, where: str, path: str = "") -> Any:
+    """`value` (parsed JSON) as an instance of `tp`, or CorruptArtifact naming the field."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return decode(arg, value, where, path)
+            except CorruptArtifact as exc:
+                errors.append(exc)
+        raise errors[0] if len(errors) == 1 else _fail(where, path, " or ".join(map(_name, args)), value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _fail(where, path, "an object", value)
+        hints = typing.get_type_hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if not f.init:
+                continue
+            sub = f"{path}.{f.name}" if path else f.name
+            if f.name in value:
+                kwargs[f.name] = decode(hints[f.name], value[f.name], where, sub)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise CorruptArtifact(f"{where}: {sub} is missing")
+        return typing.cast(Any, tp)(**kwargs)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise _fail(where, path, "a list", value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(decode(args[0], v, where, f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise _fail(where, path, f"a list of {len(args)}", value)
+        return tuple(decode(a, v, where, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        key_t, val_t = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise _fail(where, path, "an object", value)
+        return {k: decode(val_t, v, where, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _fail(where, path, "true or false", value)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(where, path, "an integer", value)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(where, path, "a number", value)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _fail(where, path, "a string", value)
+        return value
+    raise TypeError(f"manifest decoder: unsupported type {tp!r}")  # a bug in this module, not the file
+
+
+def _name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
