@@ -17,6 +17,7 @@ replace (and those that depend on them), then moves its files in, then writes th
 after a kill at any moment each file is the complete old or the complete new one, and the manifest
 never describes a file that is not there or not what it says.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -124,9 +125,14 @@ def _fault_point(name: str) -> None:
 
 
 def write_error(path: Path, exc: OSError) -> ArtifactWriteError:
-    what = {errno.ENOSPC: "disk full", errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
-            errno.EDQUOT: "disk quota exceeded", errno.ENOTDIR: "a parent is not a folder",
-            errno.EPERM: "operation not permitted"}.get(exc.errno or 0, exc.strerror or str(exc))
+    what = {
+        errno.ENOSPC: "disk full",
+        errno.EACCES: "permission denied",
+        errno.EROFS: "read-only file system",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.ENOTDIR: "a parent is not a folder",
+        errno.EPERM: "operation not permitted",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
     return ArtifactWriteError(f"cannot write {path}: {what}; earlier artifacts are untouched")
 
 

@@ -6,6 +6,7 @@
   really runs), latency p50/p99 at batch 1 and 4, throughput at 1024, 65536 and 1M rows;
 - the pipeline's stages (train, export, serve-check, verify) and `cli.py --help` start-up.
 """
+
 from __future__ import annotations
 
 import os
@@ -124,10 +125,20 @@ def bench_training(arch_name: str, device: str, cfg: BenchConfig) -> TrainBench:
         t, our_model, our_losses = timed(ours_fn)
         ours_t.append(t)
     identical = torch.equal(base_losses, our_losses) and all(
-        torch.equal(p, q) for p, q in zip(base_model.parameters(), our_model.parameters()))
+        torch.equal(p, q) for p, q in zip(base_model.parameters(), our_model.parameters())
+    )
     b, o = statistics.median(base_t), statistics.median(ours_t)
-    return TrainBench(arch_name, device, "tutorial loop", ours_name, cfg.train_steps,
-                      cfg.train_steps / b, cfg.train_steps / o, b / o, identical)
+    return TrainBench(
+        arch_name,
+        device,
+        "tutorial loop",
+        ours_name,
+        cfg.train_steps,
+        cfg.train_steps / b,
+        cfg.train_steps / o,
+        b / o,
+        identical,
+    )
 
 
 def _latency(fn, calls: int) -> tuple[float, float]:
@@ -181,11 +192,15 @@ def bench_inference(arch_name: str, model: Any, onnx_bytes: bytes, cfg: BenchCon
                 t50, t99 = _latency(torch_rt.prepare(x), cfg.latency_calls)
                 o50, o99 = _latency(ort_rt.prepare(x), cfg.latency_calls)
                 report.inference.append(InferBench(arch_name, torch_name, metric, p50_us=t50, p99_us=t99))
-                report.inference.append(InferBench(arch_name, ort_name, metric, p50_us=o50, p99_us=o99, vs_torch=t50 / o50))
+                report.inference.append(
+                    InferBench(arch_name, ort_name, metric, p50_us=o50, p99_us=o99, vs_torch=t50 / o50)
+                )
             else:
                 t_rps, o_rps = _throughput(torch_rt.prepare(x), rows), _throughput(ort_rt.prepare(x), rows)
                 report.inference.append(InferBench(arch_name, torch_name, metric, rows_per_s=t_rps))
-                report.inference.append(InferBench(arch_name, ort_name, metric, rows_per_s=o_rps, vs_torch=o_rps / t_rps))
+                report.inference.append(
+                    InferBench(arch_name, ort_name, metric, rows_per_s=o_rps, vs_torch=o_rps / t_rps)
+                )
 
 
 def bench_stages(root: Path, report: BenchReport) -> dict[str, tuple[Any, bytes]]:
@@ -230,17 +245,29 @@ def run(cfg: BenchConfig, cli_path: Path) -> BenchReport:
 
 def table(report: BenchReport) -> str:
     m = report.machine
-    out = [f"machine: {m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}, torch {m['torch']}, "
-           f"onnxruntime {m['onnxruntime']}, GPU {m['cuda_device'] or 'none'}, {m['date']}", ""]
-    out.append(f"{'training':<10} {'device':<6} {'steps':>6} {'tutorial steps/s':>17} {'ours steps/s':>13} {'ours':<11} {'speed-up':>8}  identical")
+    out = [
+        f"machine: {m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}, torch {m['torch']}, "
+        f"onnxruntime {m['onnxruntime']}, GPU {m['cuda_device'] or 'none'}, {m['date']}",
+        "",
+    ]
+    out.append(
+        f"{'training':<10} {'device':<6} {'steps':>6} {'tutorial steps/s':>17} {'ours steps/s':>13} {'ours':<11} {'speed-up':>8}  identical"
+    )
     for t in report.training:
-        out.append(f"{t.arch:<10} {t.device:<6} {t.steps:>6} {t.baseline_steps_per_s:>17.0f} {t.ours_steps_per_s:>13.0f} "
-                   f"{t.ours:<11} {t.speedup:>7.2f}x  {'yes' if t.identical else 'NO'}")
-    out += ["", f"{'inference':<10} {'runtime':<19} {'metric':<19} {'p50 us':>9} {'p99 us':>9} {'rows/s':>12} {'ORT/torch':>9}"]
+        out.append(
+            f"{t.arch:<10} {t.device:<6} {t.steps:>6} {t.baseline_steps_per_s:>17.0f} {t.ours_steps_per_s:>13.0f} "
+            f"{t.ours:<11} {t.speedup:>7.2f}x  {'yes' if t.identical else 'NO'}"
+        )
+    out += [
+        "",
+        f"{'inference':<10} {'runtime':<19} {'metric':<19} {'p50 us':>9} {'p99 us':>9} {'rows/s':>12} {'ORT/torch':>9}",
+    ]
     for i in report.inference:
         f = lambda v, spec: format(v, spec) if v is not None else "-"  # noqa: E731
-        out.append(f"{i.arch:<10} {i.runtime:<19} {i.metric:<19} {f(i.p50_us, '9.1f'):>9} {f(i.p99_us, '9.1f'):>9} "
-                   f"{f(i.rows_per_s, '12.3e'):>12} {f(i.vs_torch, '8.2f') + ('x' if i.vs_torch else ''):>9}")
+        out.append(
+            f"{i.arch:<10} {i.runtime:<19} {i.metric:<19} {f(i.p50_us, '9.1f'):>9} {f(i.p99_us, '9.1f'):>9} "
+            f"{f(i.rows_per_s, '12.3e'):>12} {f(i.vs_torch, '8.2f') + ('x' if i.vs_torch else ''):>9}"
+        )
     out += ["", "stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in report.stages_s.items())]
     out.append(f"cli.py --help start-up: {report.help_startup_s:.3f} s (median)")
     out += [f"note: {n}" for n in report.notes]

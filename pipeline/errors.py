@@ -2,6 +2,7 @@
 
 Each class carries its exit code; the README's table is written from this file.
 """
+
 from __future__ import annotations
 
 

@@ -170,6 +170,11 @@ def export(model: Any, arch: Arch, paths: A.ArtifactPaths, manifest: Manifest) -
 def run_stage(paths: A.ArtifactPaths, arch: Arch) -> ExportResult:
     """Export the saved weights (sha256-checked) of a model that passed the gate."""
     manifest, model = load_trained(paths, arch)
-    if manifest.validation is None or not manifest.validation.passed or manifest.config is None or manifest.train is None:
+    if (
+        manifest.validation is None
+        or not manifest.validation.passed
+        or manifest.config is None
+        or manifest.train is None
+    ):
         raise GateFailed(f"{arch.name} in {paths.root} has not passed the accuracy gate: run train or validate first")
     return export(model, arch, paths, manifest)

@@ -111,7 +111,9 @@ def train_models(
     return out
 
 
-def validate_models(which: str | Arch | Sequence[Arch], root: Path | str, *, min_accuracy: float = TUTORIAL.min_accuracy) -> list[ValidationResult]:
+def validate_models(
+    which: str | Arch | Sequence[Arch], root: Path | str, *, min_accuracy: float = TUTORIAL.min_accuracy
+) -> list[ValidationResult]:
     """Re-check saved weights against the gate: `validate`."""
     from .validate import run_stage
 
@@ -137,7 +139,9 @@ def export_models(which: str | Arch | Sequence[Arch], root: Path | str) -> list[
     return out
 
 
-def serve_check_models(which: str | Arch | Sequence[Arch], root: Path | str, *, provider: str = "auto") -> list[ServeCheckResult]:
+def serve_check_models(
+    which: str | Arch | Sequence[Arch], root: Path | str, *, provider: str = "auto"
+) -> list[ServeCheckResult]:
     """onnxruntime with `provider` against torch: `serve-check`."""
     from .verify import run_serve_check
 
@@ -286,9 +290,18 @@ def run_all(
                 report = run_verify(paths, arch)
                 raise_on_failure(report, str(paths.verify))
                 t_verify = time.perf_counter() - t
-            runs.append(ModelRun(
-                arch=arch, paths=paths, train=result, validation=validation, export=exported,
-                providers=checked.providers, serve_check=checked.report, verify=report,
-                times=StageTimes(t_train, t_export, t_serve, t_verify), notices=tuple(notices),
-            ))
+            runs.append(
+                ModelRun(
+                    arch=arch,
+                    paths=paths,
+                    train=result,
+                    validation=validation,
+                    export=exported,
+                    providers=checked.providers,
+                    serve_check=checked.report,
+                    verify=report,
+                    times=StageTimes(t_train, t_export, t_serve, t_verify),
+                    notices=tuple(notices),
+                )
+            )
     return RunSummary(root, tuple(runs))

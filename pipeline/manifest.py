@@ -120,7 +120,13 @@ class Manifest:
 
     # Sections a stage writes, by field name.
     SECTIONS: typing.ClassVar[tuple[str, ...]] = (
-        "versions", "config", "train", "validation", "export", "serve_check", "verify",
+        "versions",
+        "config",
+        "train",
+        "validation",
+        "export",
+        "serve_check",
+        "verify",
     )
 
     @classmethod
@@ -128,7 +134,9 @@ class Manifest:
         try:
             data = json.loads(text)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise CorruptArtifact(f"{where} is not readable JSON ({exc.__class__.__name__}: {str(exc)[:200]})") from None
+            raise CorruptArtifact(
+                f"{where} is not readable JSON ({exc.__class__.__name__}: {str(exc)[:200]})"
+            ) from None
         if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
             raise CorruptArtifact(f"{where} is not a manifest of this tool (no 'files' table)")
         if data.get("schema") != SCHEMA:

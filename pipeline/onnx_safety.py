@@ -20,6 +20,7 @@ or `IntegrityError` (6).
 
 Importing this module is cheap: onnx is imported inside the functions, torch never.
 """
+
 from __future__ import annotations
 
 import ntpath

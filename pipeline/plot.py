@@ -1,4 +1,5 @@
 """The loss curve picture. matplotlib is an optional extra (`pip install -e ".[plot]"`)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -17,11 +18,7 @@ def matplotlib_missing() -> str | None:
 
 
 def uses_tutorial_settings(arch: str, steps: int, lr: float, seed: int, tutorial_init: bool) -> bool:
-    return (
-        arch in LOGS
-        and tutorial_init
-        and {"steps": steps, "lr": lr, "seed": seed} == TUTORIAL_SETTINGS
-    )
+    return arch in LOGS and tutorial_init and {"steps": steps, "lr": lr, "seed": seed} == TUTORIAL_SETTINGS
 
 
 def write_loss_png(path: Path, arch: str, losses: Sequence[float], overlay_tutorial: bool) -> None:

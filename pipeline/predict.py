@@ -3,6 +3,7 @@
 Nothing here (or in what it imports) imports torch: a shipped model must serve without it. A test
 runs `predict` in a process where importing torch fails.
 """
+
 from __future__ import annotations
 
 import json
@@ -89,10 +90,10 @@ def parse_json(text: str, source: str = "stdin"):
     try:
         data = json.loads(text, parse_constant=lambda c: float(c))
     except (json.JSONDecodeError, RecursionError):
-        raise UsageError(f"{source}: not valid JSON (expected [[x1, x2], ...] or {{\"x\": [[x1, x2], ...]}})") from None
+        raise UsageError(f'{source}: not valid JSON (expected [[x1, x2], ...] or {{"x": [[x1, x2], ...]}})') from None
     if isinstance(data, dict):
         if "x" not in data:
-            raise UsageError(f"{source}: a JSON object needs the key \"x\"")
+            raise UsageError(f'{source}: a JSON object needs the key "x"')
         data = data["x"]
     if not isinstance(data, list) or any(isinstance(v, (bool, str, dict)) or v is None for v in _flatten(data)):
         raise UsageError(f"{source}: expected a list of [x1, x2] number pairs")
@@ -200,7 +201,9 @@ def predict(served: ServedModel, x: Any, provider: str = "auto") -> Predictions:
     probs = runner.run(x)
     probs = probs.reshape(-1).astype(np.float64)
     if probs.shape[0] != x.shape[0] or not np.all(np.isfinite(probs)):
-        raise CorruptArtifact(f"{served.where} returned {probs.shape[0]} outputs for {x.shape[0]} rows, or non-finite values")
+        raise CorruptArtifact(
+            f"{served.where} returned {probs.shape[0]} outputs for {x.shape[0]} rows, or non-finite values"
+        )
     return Predictions(
         model=served.where,
         providers=runner.providers,

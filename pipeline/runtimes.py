@@ -15,6 +15,7 @@ the CPU. So we (1) probe the CUDA driver for a device before asking (no device -
 why in one line), (2) capture onnxruntime's own stderr while the session is created, and (3) trust
 only `session.get_providers()` afterwards. `--provider cuda` fails unless CUDA really came up.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -101,7 +102,9 @@ def _first_error_line(log: str) -> str | None:
     return None
 
 
-def open_session(onnx: bytes | Path, provider: str = "auto", threads: int | None = None, where: str = "model") -> tuple[Any, ProviderReport]:
+def open_session(
+    onnx: bytes | Path, provider: str = "auto", threads: int | None = None, where: str = "model"
+) -> tuple[Any, ProviderReport]:
     """(session, ProviderReport) for the model's bytes (or a path, for tests and tools). Raises
     DeviceUnavailable when `provider == "cuda"` cannot be met."""
     import onnxruntime as ort

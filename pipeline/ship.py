@@ -8,6 +8,7 @@ an existing version folder is never touched (it is built under a temporary name 
 place, which fails rather than overwrite). Tested against Triton's model-config protobuf schema
 (tritonclient), not against a live server: none can run here.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,7 +46,7 @@ def config_pbtxt(name: str, onnx_model: Any, max_batch_size: int, instance_kind:
             dims = [d if isinstance(d, int) and d > 0 else -1 for d in spec.dims[1:]]  # batch: max_batch_size
             items.append(
                 f'  {{\n    name: "{spec.name}"\n    data_type: {ONNX_TO_TRITON[spec.elem_type]}\n'
-                f'    dims: [ {", ".join(str(d) for d in dims)} ]\n  }}'
+                f"    dims: [ {', '.join(str(d) for d in dims)} ]\n  }}"
             )
         return ",\n".join(items)
 
@@ -67,7 +68,9 @@ def require_verified(paths: A.ArtifactPaths) -> tuple[Manifest, bytes, bytes]:
     manifest = A.read_manifest(paths)
     onnx_bytes = A.read_verified(paths, manifest, A.ONNX, "export")
     if manifest.verify is None or not manifest.verify.passed:
-        raise MissingArtifact(f"{paths.arch} in {paths.root} is not verified: run verify first (ship takes verified artifacts only)")
+        raise MissingArtifact(
+            f"{paths.arch} in {paths.root} is not verified: run verify first (ship takes verified artifacts only)"
+        )
     return manifest, onnx_bytes, A.read_verified(paths, manifest, A.VERIFY, "verify")
 
 
@@ -112,8 +115,11 @@ def model_card(manifest: Manifest, verify_report: dict[str, Any]) -> str:
         lines.append(f"| {rt} | not run: {why} | - | - |")
     lines += [
         "",
-        "Input sets: " + "; ".join(f"{s['name']} ({s['rows']} rows{', seed ' + str(s['seed']) if s['seed'] is not None else ''})"
-                                   for s in verify_report["input_sets"]),
+        "Input sets: "
+        + "; ".join(
+            f"{s['name']} ({s['rows']} rows{', seed ' + str(s['seed']) if s['seed'] is not None else ''})"
+            for s in verify_report["input_sets"]
+        ),
         "",
         "## Hashes (sha256)",
         *[f"- `{name}`: `{entry.sha256}`" for name, entry in files.items()],
@@ -129,7 +135,9 @@ def model_card(manifest: Manifest, verify_report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ship(root: Path, arch: Arch, out: Path, max_batch_size: int = 1024, instance_kind: str = "auto", instances: int = 1) -> ShipResult:
+def ship(
+    root: Path, arch: Arch, out: Path, max_batch_size: int = 1024, instance_kind: str = "auto", instances: int = 1
+) -> ShipResult:
     import json
 
     if instance_kind not in INSTANCE_KINDS:

@@ -10,6 +10,7 @@ Three loops, one set of numbers:
 - `cuda-graph`: on CUDA, `fast`'s step captured once in a CUDA graph and replayed; losses stay in a
   device buffer read once per log interval. Falls back to eager `fast` with a notice if capture fails.
 """
+
 from __future__ import annotations
 
 import math
@@ -319,7 +320,9 @@ def save(result: TrainResult, validation: ValidationRecord, paths: A.ArtifactPat
     folder = paths.folder
     staged = {
         A.WEIGHTS: A.stage_bytes(folder, A.WEIGHTS, weights_bytes(result.model, cfg.arch)),
-        A.HISTORY: A.stage_bytes(folder, A.HISTORY, json.dumps({"arch": cfg.arch.name, "loss": list(result.losses)}).encode()),
+        A.HISTORY: A.stage_bytes(
+            folder, A.HISTORY, json.dumps({"arch": cfg.arch.name, "loss": list(result.losses)}).encode()
+        ),
     }
     notices = list(result.notices)
     missing = matplotlib_missing()

@@ -13,6 +13,7 @@ comes out.
 
 A row passes when |runtime - reference| <= atol + rtol * |reference| (numpy's allclose rule).
 """
+
 from __future__ import annotations
 
 import time
@@ -62,7 +63,9 @@ class Tolerance:
 # each, all input sets (docs/verification.md): fp32 runtimes (torch, onnxruntime, ReferenceEvaluator)
 # differ from the float64 oracle by at most 6e-7 on inputs in [0, 1] and 1.65e-5 on [-50, 50], i.e.
 # at most 6e-7 per unit of the input scale. atol 5e-6 (per unit scale) gives about 8x headroom.
-FP32 = Tolerance(atol=5e-6, rtol=1e-5, basis="measured max |fp32 - fp64| 6e-7 per unit input scale on the CPU; ~8x headroom")
+FP32 = Tolerance(
+    atol=5e-6, rtol=1e-5, basis="measured max |fp32 - fp64| 6e-7 per unit input scale on the CPU; ~8x headroom"
+)
 TOLERANCES: dict[str, Tolerance] = {
     "torch-cpu": FP32,
     "ort-cpu": FP32,
@@ -86,7 +89,9 @@ class InputSet:
         return {"name": self.name, "description": self.description, "seed": self.seed, "rows": int(self.x.shape[0])}
 
 
-def input_sets(seed: int = 0, batches: tuple[int, ...] = BATCHES, kinds=("xor", "uniform", "wide", "edge")) -> list[InputSet]:
+def input_sets(
+    seed: int = 0, batches: tuple[int, ...] = BATCHES, kinds=("xor", "uniform", "wide", "edge")
+) -> list[InputSet]:
     """Seeded input sets; each random set's seed is `seed` plus its position, and is recorded."""
     import numpy as np
 
@@ -191,7 +196,9 @@ class Report:
         return max(rows, key=lambda c: c.max_abs, default=None)
 
     def failures(self) -> list[str]:
-        out = [f"required runtime {r} did not run: {self.skipped.get(r, 'not available')}" for r in self.required_missing]
+        out = [
+            f"required runtime {r} did not run: {self.skipped.get(r, 'not available')}" for r in self.required_missing
+        ]
         for c in self.comparisons:
             if not c.passed:
                 why = []
@@ -208,7 +215,9 @@ class Report:
                 )
         for k in self.checks:
             if not k.batch_consistent:
-                out.append(f"{k.runtime}: a row run alone differs from the same row in a batch by {k.batch_consistency_max_abs:.3g}")
+                out.append(
+                    f"{k.runtime}: a row run alone differs from the same row in a batch by {k.batch_consistency_max_abs:.3g}"
+                )
             if k.repeat_required and not k.repeatable:
                 out.append(f"{k.runtime}: two runs on the same input gave different bytes")
         return out
@@ -271,7 +280,9 @@ def check_runtime(runtime: Runtime, s: InputSet, batch_out: np.ndarray, samples:
     again = runtime.run(s.x)
     repeatable = again.tobytes() == batch_out.tobytes()
     required = runtime.deterministic
-    return RuntimeCheck(runtime.name, gap, consistent, repeatable, required, consistent and (repeatable or not required))
+    return RuntimeCheck(
+        runtime.name, gap, consistent, repeatable, required, consistent and (repeatable or not required)
+    )
 
 
 def run_engine(
@@ -318,7 +329,9 @@ def run_engine(
 # Runtimes: runners from runtimes.py, each with its tolerance
 
 
-def torch_runtime(model: Any, device: str, dtype_name: str = "float32", tol: Tolerance | None = None, name: str | None = None) -> Runtime:
+def torch_runtime(
+    model: Any, device: str, dtype_name: str = "float32", tol: Tolerance | None = None, name: str | None = None
+) -> Runtime:
     runner = torch_runner(model, device, dtype_name, name)
     return Runtime(runner, tol or TOLERANCES.get(runner.name, FP32))
 
@@ -392,22 +405,47 @@ def verify(
     oracle = torch_runtime(model, "cpu", "float64", name="oracle")
     sets = input_sets(seed, batches)
     check_set = next((s.name for s in sets if s.name.startswith("wide-") and s.x.shape[0] >= 1000), sets[-1].name)
-    return run_engine("verify", arch, onnx_sha256, "torch float64 on the CPU (weights from the artifact)",
-                      oracle.run, runtimes, sets, skipped, required, check_set)
+    return run_engine(
+        "verify",
+        arch,
+        onnx_sha256,
+        "torch float64 on the CPU (weights from the artifact)",
+        oracle.run,
+        runtimes,
+        sets,
+        skipped,
+        required,
+        check_set,
+    )
 
 
-def serve_check(model: Any, arch: str, onnx: bytes | Path, onnx_sha256: str, provider: str, seed: int = 0) -> tuple[Report, ProviderReport]:
+def serve_check(
+    model: Any, arch: str, onnx: bytes | Path, onnx_sha256: str, provider: str, seed: int = 0
+) -> tuple[Report, ProviderReport]:
     """onnxruntime (chosen provider) against the torch fp32 model: (Report, ProviderReport)."""
     torch_ref = torch_runtime(model, "cpu")
     rt, providers = ort_runtime(onnx, provider)
     # Both sides carry fp32 rounding: the allowed gap is the sum of both tolerances.
     own = TOLERANCES[rt.name]
-    tol = Tolerance(own.atol + torch_ref.tolerance.atol, own.rtol + torch_ref.tolerance.rtol,
-                    f"{rt.name} tolerance + torch-cpu tolerance (both fp32)")
+    tol = Tolerance(
+        own.atol + torch_ref.tolerance.atol,
+        own.rtol + torch_ref.tolerance.rtol,
+        f"{rt.name} tolerance + torch-cpu tolerance (both fp32)",
+    )
     rt = Runtime(rt.runner, tol)
     sets = input_sets(seed, SERVE_BATCHES, kinds=("xor", "uniform"))
-    report = run_engine("serve-check", arch, onnx_sha256, "torch float32 on the CPU (weights from the artifact)",
-                        torch_ref.run, [rt], sets, {}, [], "uniform-1000")
+    report = run_engine(
+        "serve-check",
+        arch,
+        onnx_sha256,
+        "torch float32 on the CPU (weights from the artifact)",
+        torch_ref.run,
+        [rt],
+        sets,
+        {},
+        [],
+        "uniform-1000",
+    )
     return report, providers
 
 
@@ -416,7 +454,6 @@ def raise_on_failure(report: Report, where: str) -> None:
         problems = report.failures()
         more = f" (+{len(problems) - 1} more, see {where})" if len(problems) > 1 else ""
         raise EquivalenceFailed(f"{report.kind} failed for {report.arch}: {problems[0]}{more}")
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,22 +480,31 @@ def run_serve_check(paths: A.ArtifactPaths, arch: Arch, provider: str) -> ServeC
     _, model, data, sha = _load(paths, arch)
     report, providers = serve_check(model, arch.name, data, sha, provider)
     worst = report.worst()
-    A.update_sections(paths, {"serve_check": ServeCheckRecord(
-        passed=report.passed,
-        providers=ProvidersRecord(providers.requested, providers.used, providers.cuda_note),
-        reference=report.reference,
-        tolerance=report.tolerances,
-        max_abs_diff=worst.max_abs if worst else None,
-        max_rel_diff=max((c.max_rel for c in report.comparisons), default=None),
-        input_sets=tuple(report.input_sets),
-        failures=tuple(report.failures()),
-    )})
+    A.update_sections(
+        paths,
+        {
+            "serve_check": ServeCheckRecord(
+                passed=report.passed,
+                providers=ProvidersRecord(providers.requested, providers.used, providers.cuda_note),
+                reference=report.reference,
+                tolerance=report.tolerances,
+                max_abs_diff=worst.max_abs if worst else None,
+                max_rel_diff=max((c.max_rel for c in report.comparisons), default=None),
+                input_sets=tuple(report.input_sets),
+                failures=tuple(report.failures()),
+            )
+        },
+    )
     raise_on_failure(report, str(paths.manifest))
     return ServeCheckResult(report, providers)
 
 
 def run_verify(
-    paths: A.ArtifactPaths, arch: Arch, require: tuple[str, ...] = (), atol: float | None = None, rtol: float | None = None
+    paths: A.ArtifactPaths,
+    arch: Arch,
+    require: tuple[str, ...] = (),
+    atol: float | None = None,
+    rtol: float | None = None,
 ) -> Report:
     """The full report, written to <arch>/verify.json and summarised in the manifest. Does not
     raise on a failed verdict, so the caller can show it first: then `raise_on_failure`."""
@@ -467,11 +513,18 @@ def run_verify(
     _, model, data, sha = _load(paths, arch)
     report = verify(model, arch.name, data, sha, tuple(require), atol, rtol)
     staged = A.stage_bytes(paths.folder, A.VERIFY, (json.dumps(report.as_dict(), indent=2) + "\n").encode())
-    A.commit(paths, "verify", {A.VERIFY: staged}, {"verify": VerifyRecord(
-        passed=report.passed,
-        runtimes=report.ran,
-        skipped=report.skipped,
-        max_abs_vs_oracle={rt: w.max_abs for rt in report.ran if (w := report.worst(rt)) is not None},
-        failures=tuple(report.failures()),
-    )})
+    A.commit(
+        paths,
+        "verify",
+        {A.VERIFY: staged},
+        {
+            "verify": VerifyRecord(
+                passed=report.passed,
+                runtimes=report.ran,
+                skipped=report.skipped,
+                max_abs_vs_oracle={rt: w.max_abs for rt in report.ran if (w := report.worst(rt)) is not None},
+                failures=tuple(report.failures()),
+            )
+        },
+    )
     return report

@@ -1,5 +1,6 @@
 """Shared fixtures: both models trained and shipped once per session (CPU, tutorial settings),
 and an independent float64 numpy implementation of the MLP as the test oracle."""
+
 from __future__ import annotations
 
 import shutil
@@ -68,5 +69,10 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, input:
     """The CLI in a subprocess, as a user runs it."""
     return subprocess.run(
         [sys.executable, str(ROOT / "cli.py"), *args],
-        capture_output=True, text=True, env=env, cwd=cwd or ROOT, input=input, timeout=timeout,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd or ROOT,
+        input=input,
+        timeout=timeout,
     )

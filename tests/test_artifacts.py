@@ -1,4 +1,5 @@
 """Reliability: crash-safe writes, integrity, locking, and clear errors for a bad folder."""
+
 import errno
 import json
 import os
@@ -59,7 +60,9 @@ def test_disk_full_during_train_keeps_previous_artifacts(shipped_copy, monkeypat
     monkeypatch.setattr(A, "stage_file", failing)
     r = invoke("train", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "--steps", "3000")
     assert r.exit_code == errors.ArtifactWriteError.exit_code and "disk full" in r.output
-    after = {p.name: p.read_bytes() for p in (shipped_copy / "shallow").iterdir() if not p.name.startswith(A.TMP_PREFIX)}
+    after = {
+        p.name: p.read_bytes() for p in (shipped_copy / "shallow").iterdir() if not p.name.startswith(A.TMP_PREFIX)
+    }
     assert after == before
 
 
@@ -129,7 +132,11 @@ def test_manifest_is_written_last_and_forgets_before_replacing(tmp_path, monkeyp
     """Between 'forgotten' and 'committed', the manifest on disk lists nothing that changes."""
     paths = A.ArtifactPaths(tmp_path, "shallow")
     seen = []
-    monkeypatch.setattr(A, "_fault_point", lambda name: seen.append((name, json.loads(paths.manifest.read_text()) if paths.manifest.exists() else None)))
+    monkeypatch.setattr(
+        A,
+        "_fault_point",
+        lambda name: seen.append((name, json.loads(paths.manifest.read_text()) if paths.manifest.exists() else None)),
+    )
     staged = {A.WEIGHTS: A.stage_bytes(paths.folder, A.WEIGHTS, b"w1")}
     A.commit(paths, "train", staged, {"train": TrainRecord("cpu", "fast", 1.0, 0.5, ((0, 0.5),))})
     staged = {A.WEIGHTS: A.stage_bytes(paths.folder, A.WEIGHTS, b"w2")}
@@ -149,7 +156,17 @@ def test_second_writer_is_refused_clearly(tmp_path):
 
 
 def test_two_concurrent_all_runs(tmp_path):
-    cmd = [sys.executable, str(ROOT / "cli.py"), "all", "--arch", "shallow", "--artifacts-dir", str(tmp_path), "--steps", "3000"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "cli.py"),
+        "all",
+        "--arch",
+        "shallow",
+        "--artifacts-dir",
+        str(tmp_path),
+        "--steps",
+        "3000",
+    ]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not (tmp_path / A.LOCK).exists() or not (tmp_path / A.LOCK).read_text():
@@ -193,8 +210,15 @@ def _snapshot(folder):
     return {p.name: A.sha256_file(p) for p in folder.iterdir() if not p.name.startswith(A.TMP_PREFIX)}
 
 
-KILL_POINTS = ["train:forgotten", "train:replaced:loss_history.json", "train:committed",
-               "export:forgotten", "export:replaced:model.onnx", "report:forgotten", "verify:replaced:verify.json"]
+KILL_POINTS = [
+    "train:forgotten",
+    "train:replaced:loss_history.json",
+    "train:committed",
+    "export:forgotten",
+    "export:replaced:model.onnx",
+    "report:forgotten",
+    "verify:replaced:verify.json",
+]
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
@@ -202,13 +226,44 @@ def test_killed_at_each_commit_step_leaves_old_or_new(shipped_copy, point):
     folder = shipped_copy / "shallow"
     old = _snapshot(folder)
     env = dict(os.environ, XORSHIP_KILL_AT=point)
-    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "all", "--arch", "shallow", "--artifacts-dir",
-                        str(shipped_copy), "--steps", "3000", "--seed", "3"], env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "cli.py"),
+            "all",
+            "--arch",
+            "shallow",
+            "--artifacts-dir",
+            str(shipped_copy),
+            "--steps",
+            "3000",
+            "--seed",
+            "3",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == -signal.SIGKILL
     _assert_consistent(folder, old)
     # and the folder recovers: the next run cleans temporaries and completes
-    assert subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "--arch", "shallow", "--artifacts-dir",
-                           str(shipped_copy), "--steps", "3000"], capture_output=True).returncode == 0
+    assert (
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "cli.py"),
+                "train",
+                "--arch",
+                "shallow",
+                "--artifacts-dir",
+                str(shipped_copy),
+                "--steps",
+                "3000",
+            ],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
     assert not [p for p in folder.iterdir() if p.name.startswith(A.TMP_PREFIX)]
 
 
@@ -216,8 +271,21 @@ def test_killed_at_each_commit_step_leaves_old_or_new(shipped_copy, point):
 def test_killed_at_random_moments_leaves_old_or_new(shipped_copy, delay):
     folder = shipped_copy / "shallow"
     old = _snapshot(folder)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "all", "--arch", "shallow", "--artifacts-dir",
-                             str(shipped_copy), "--seed", "5"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "cli.py"),
+            "all",
+            "--arch",
+            "shallow",
+            "--artifacts-dir",
+            str(shipped_copy),
+            "--seed",
+            "5",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -227,8 +295,22 @@ def test_killed_at_random_moments_leaves_old_or_new(shipped_copy, delay):
 def test_ctrl_c_exits_130_and_leaves_old_or_new(shipped_copy):
     folder = shipped_copy / "shallow"
     old = _snapshot(folder)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "all", "--arch", "shallow", "--artifacts-dir",
-                             str(shipped_copy), "--steps", "200000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "cli.py"),
+            "all",
+            "--arch",
+            "shallow",
+            "--artifacts-dir",
+            str(shipped_copy),
+            "--steps",
+            "200000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(4)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)

@@ -1,4 +1,5 @@
 """`bench --quick` as a smoke test: it runs, checks bit-identity, and writes its JSON. No timing assertions."""
+
 import json
 
 from tests.conftest import run_cli

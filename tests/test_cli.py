@@ -1,4 +1,5 @@
 """The CLI end to end, with exit codes, through CliRunner (in-process) and subprocesses."""
+
 import json
 
 import pytest

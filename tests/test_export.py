@@ -1,4 +1,5 @@
 """The exported file, read back from disk."""
+
 import onnx
 import pytest
 

@@ -13,7 +13,18 @@ from pipeline.errors import FolderLocked, GateFailed
 from tests.conftest import ROOT, load_weights, numpy_mlp
 
 PIPELINE = ROOT / "pipeline"
-SHARED = {"archs", "model", "contract", "onnx_safety", "runtimes", "manifest", "artifacts", "errors", "plot", "tutorial_log"}
+SHARED = {
+    "archs",
+    "model",
+    "contract",
+    "onnx_safety",
+    "runtimes",
+    "manifest",
+    "artifacts",
+    "errors",
+    "plot",
+    "tutorial_log",
+}
 STAGES = {"train", "validate", "export", "verify"}
 
 
@@ -26,7 +37,9 @@ def test_run_all_runs_the_shallow_pipeline_end_to_end(tmp_path):
     assert run.verify is not None and run.verify.passed and run.serve_check.passed
     assert run.providers.primary == "CPUExecutionProvider"
     assert run.export.sha256 == A.sha256_file(run.paths.onnx)
-    assert all(t is not None and t > 0 for t in (run.times.train, run.times.export, run.times.serve_check, run.times.verify))
+    assert all(
+        t is not None and t > 0 for t in (run.times.train, run.times.export, run.times.serve_check, run.times.verify)
+    )
     manifest = A.read_manifest(run.paths)
     assert manifest.train.final_loss == run.train.final_loss and manifest.verify.passed
     # the shipped file computes what the saved weights compute (independent numpy oracle)
@@ -70,7 +83,9 @@ def test_imports_point_one_way():
     assert set(graph) >= SHARED | STAGES | {"flow"}
     for name, deps in graph.items():
         if name in SHARED:
-            assert not deps & (STAGES | {"flow", "predict", "ship", "bench"}), f"shared module {name} imports {deps & STAGES}"
+            assert not deps & (STAGES | {"flow", "predict", "ship", "bench"}), (
+                f"shared module {name} imports {deps & STAGES}"
+            )
         if name in STAGES:
             assert not deps & (STAGES - {name}) and "flow" not in deps, f"stage {name} imports {deps}"
     # and no cycle anywhere

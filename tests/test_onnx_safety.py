@@ -4,6 +4,7 @@ Each "place" test plants ONE external tensor somewhere a TensorProto can live an
 find exactly it, and `parse_self_contained` to refuse it with IntegrityError. If the walk misses a
 place, the model either passes onnx's checker or fails it with CorruptArtifact: both fail the test.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -94,8 +95,9 @@ def valid_model(weight: TensorProto | None = None) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
-def leaf_graph(name: str, initializers: list[TensorProto] | None = None,
-               nodes: list[onnx.NodeProto] | None = None) -> onnx.GraphProto:
+def leaf_graph(
+    name: str, initializers: list[TensorProto] | None = None, nodes: list[onnx.NodeProto] | None = None
+) -> onnx.GraphProto:
     """A small subgraph (If/Loop body shape does not matter here: the walk refuses before the checker)."""
     out = helper.make_tensor_value_info("o", TensorProto.FLOAT, [1])
     body_nodes = nodes if nodes is not None else [helper.make_node("Identity", ["k"], ["o"])]
@@ -160,7 +162,10 @@ def plant_sparse_tensors_attribute(m: onnx.ModelProto) -> str:
 
 def plant_if_initializer(m: onnx.ModelProto) -> str:
     node = helper.make_node(
-        "If", ["cond"], ["r"], name="if1",
+        "If",
+        ["cond"],
+        ["r"],
+        name="if1",
         then_branch=leaf_graph("then", [ext_tensor("w", dims=(1,))], [helper.make_node("Identity", ["w"], ["o"])]),
         else_branch=leaf_graph("else"),
     )
@@ -217,7 +222,9 @@ def plant_function_node_attribute(m: onnx.ModelProto) -> str:
 
 def plant_function_subgraph(m: onnx.ModelProto) -> str:
     body = leaf_graph("body", [ext_tensor("w", dims=(1,))], [helper.make_node("Identity", ["w"], ["o"])])
-    fn = _local_function([helper.make_node("If", ["a"], ["z"], name="fif", then_branch=body, else_branch=leaf_graph("e"))])
+    fn = _local_function(
+        [helper.make_node("If", ["a"], ["z"], name="fif", then_branch=body, else_branch=leaf_graph("e"))]
+    )
     m.functions.append(fn)
     return "functions[0]('f' domain 'local').node[0](If 'fif').attribute['then_branch'].graph.initializer['w']"
 
@@ -459,7 +466,12 @@ def test_hostile_names_and_locations_stay_on_one_bounded_line() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"\xff" * 64, valid_model(ext_tensor("W")).SerializeToString(), onnx.ModelProto(ir_version=8).SerializeToString()],
+    [
+        b"",
+        b"\xff" * 64,
+        valid_model(ext_tensor("W")).SerializeToString(),
+        onnx.ModelProto(ir_version=8).SerializeToString(),
+    ],
     ids=["empty", "garbage", "external", "checker"],
 )
 def test_a_multi_line_where_still_gives_one_line(data: bytes) -> None:
@@ -527,9 +539,7 @@ def test_wide_model_is_walked() -> None:
     for i in range(5000):
         m.graph.node.append(helper.make_node("Constant", [], [f"c{i}"], value=plain_tensor()))
     m.graph.node.append(helper.make_node("Constant", [], ["last"], name="last", value=ext_tensor()))
-    assert [r.where for r in external_references(m)] == [
-        "graph.node[5002](Constant 'last').attribute['value'].t"
-    ]
+    assert [r.where for r in external_references(m)] == ["graph.node[5002](Constant 'last').attribute['value'].t"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -590,7 +600,9 @@ def plant(c: Container, place: str, j: int, location: str) -> str:
         c.proto.sparse_initializer.append(sparse(plain_tensor(f"s{j}"), ext_indices(location=location)))
         return f"{c.where}.sparse_initializer['s{j}'].indices"
     if place == "constant":
-        node_where = c.add_node(helper.make_node("Constant", [], [f"p{j}"], name=f"c{j}", value=ext_tensor("", location)))
+        node_where = c.add_node(
+            helper.make_node("Constant", [], [f"p{j}"], name=f"c{j}", value=ext_tensor("", location))
+        )
         return f"{node_where}.attribute['value'].t"
     if place == "tensors":
         node = helper.make_node("Custom", [], [f"p{j}"], name=f"k{j}", domain="x")
@@ -717,5 +729,7 @@ def test_import_is_cheap() -> None:
         "bad = sorted(m for m in set(sys.modules) - before if m.split('.')[0] in ('torch', 'onnx', 'numpy')); "
         "sys.exit(f'imported at module import: {bad}' if bad else 0)"
     )
-    result = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr

@@ -1,4 +1,5 @@
 """Torch-free inference and its input parsing."""
+
 import json
 import os
 import sys
@@ -29,7 +30,9 @@ def test_predict_runs_without_torch(shipped, tmp_path):
     assert check.returncode == 0
     blocked = __import__("subprocess").run([sys.executable, "-c", "import torch"], env=env, capture_output=True)
     assert blocked.returncode != 0  # the blocker works
-    r = run_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped), "--json", "0,0", "0,1", "1,0", "1,1", env=env)
+    r = run_cli(
+        "predict", "--arch", "shallow", "--artifacts-dir", str(shipped), "--json", "0,0", "0,1", "1,0", "1,1", env=env
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert [p["label"] for p in data["predictions"]] == [0, 1, 1, 0]
@@ -88,7 +91,9 @@ def test_parsers_accept_the_documented_forms():
     assert P.parse_csv("x1,x2\n0,1\n\n1,1\n", "f").shape == (2, 2)
 
 
-@pytest.mark.parametrize("text", ["", "[]", "[[1]]", "[[1,2,3]]", '[["a", 1]]', "[[NaN, 1]]", "[[true, 1]]", '{"y": 1}', "{", "[[1e400, 0]]"])
+@pytest.mark.parametrize(
+    "text", ["", "[]", "[[1]]", "[[1,2,3]]", '[["a", 1]]', "[[NaN, 1]]", "[[true, 1]]", '{"y": 1}', "{", "[[1e400, 0]]"]
+)
 def test_json_garbage_is_a_usage_error(text):
     with pytest.raises(UsageError):
         P.parse_json(text)
@@ -106,9 +111,13 @@ def test_pair_parser_never_crashes(pairs):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=5),
-                    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=3), children, max_size=3),
-                    max_leaves=12))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=5),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=3), children, max_size=3),
+        max_leaves=12,
+    )
+)
 def test_json_parser_never_crashes(value):
     try:
         x = P.parse_json(json.dumps(value))

@@ -1,4 +1,5 @@
 """Provider truth and safe loading of ONNX files (torch-free module)."""
+
 import os
 
 import numpy as np
@@ -16,6 +17,7 @@ def inspect_onnx(path):
     model = parse_checked(path.read_bytes(), str(path))
     check_served(model, str(path), 2, 1)
     return model
+
 
 NO_GPU = cuda_device_problem() is not None
 

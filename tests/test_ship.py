@@ -1,4 +1,5 @@
 """Triton repository (checked with Triton's own model-config schema), model card, loss curve."""
+
 import struct
 
 import onnx
@@ -22,10 +23,14 @@ def test_config_parses_with_tritons_schema_and_matches_the_onnx_file(shipped_cop
     r = ship(shipped_copy, ARCHS[arch], tmp_path / "repo")
     cfg = _parse(r.config_path)
     assert cfg.name == r.model_name and cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 1024
-    assert cfg.HasField("dynamic_batching") and cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_AUTO
+    assert (
+        cfg.HasField("dynamic_batching") and cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_AUTO
+    )
     model = onnx.load(str(r.model_path))
     (inp,) = model.graph.input
-    assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [(inp.name, model_config_pb2.TYPE_FP32, [inp.type.tensor_type.shape.dim[1].dim_value])]
+    assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [
+        (inp.name, model_config_pb2.TYPE_FP32, [inp.type.tensor_type.shape.dim[1].dim_value])
+    ]
     out = model.graph.output[0]
     assert [(o.name, list(o.dims)) for o in cfg.output] == [(out.name, [1])]
     assert A.sha256_file(r.model_path) == A.sha256_file(shipped_copy / arch / "model.onnx")
@@ -51,8 +56,17 @@ def test_unverified_artifacts_are_refused(shipped_copy, tmp_path):
 def test_model_card_is_written_from_manifest_and_report(shipped_copy, tmp_path):
     card = ship(shipped_copy, ARCHS["wide-deep"], tmp_path / "repo").card_path.read_text()
     manifest = A.read_manifest(A.ArtifactPaths(shipped_copy, "wide-deep"))
-    for needle in ("XOR", "261 parameters", "Known limits", "ort-cpu", "onnx-reference", "opset 18",
-                   manifest.files["model.onnx"].sha256, "Verdict: PASS", "torch "):
+    for needle in (
+        "XOR",
+        "261 parameters",
+        "Known limits",
+        "ort-cpu",
+        "onnx-reference",
+        "opset 18",
+        manifest.files["model.onnx"].sha256,
+        "Verdict: PASS",
+        "torch ",
+    ):
         assert needle in card, needle
     assert manifest.files["MODEL_CARD.md"].sha256 == A.sha256_file(shipped_copy / "wide-deep" / "MODEL_CARD.md")
 

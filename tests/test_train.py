@@ -1,4 +1,5 @@
 """Training: the tutorial's numbers, bit-identity of the fast loops, divergence, the device check."""
+
 import math
 
 import pytest

@@ -22,5 +22,7 @@ def test_gate_refuses_an_undertrained_model_naming_arch_accuracy_and_loss():
     run = train(TrainConfig(ARCHS["shallow"], steps=10, device="cpu"))
     result = evaluate(run.model, ARCHS["shallow"], run.final_loss, 1.0)
     assert result.accuracy < 1.0
-    with pytest.raises(GateFailed, match=r"shallow failed the accuracy gate: accuracy 0\.\d\d < 1\.00 \(final loss 0\.69"):
+    with pytest.raises(
+        GateFailed, match=r"shallow failed the accuracy gate: accuracy 0\.\d\d < 1\.00 \(final loss 0\.69"
+    ):
         gate(result)

@@ -1,4 +1,5 @@
 """The comparison engine, against an independent float64 numpy oracle."""
+
 import json
 
 import numpy as np
@@ -66,7 +67,9 @@ def test_the_engines_oracle_agrees_with_numpy(shipped):
     model = load_model(arch, (shipped / arch.name / "weights.safetensors").read_bytes())
     oracle = V.torch_runtime(model, "cpu", "float64", name="oracle")
     for s in V.input_sets():
-        np.testing.assert_allclose(oracle.run(s.x).reshape(-1), numpy_mlp(load_weights(shipped / arch.name), s.x), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(
+            oracle.run(s.x).reshape(-1), numpy_mlp(load_weights(shipped / arch.name), s.x), rtol=1e-12, atol=1e-15
+        )
 
 
 def test_input_sets_are_seeded_and_cover_the_promised_cases():
@@ -150,8 +153,9 @@ def test_require_cuda_fails_closed_on_this_machine(shipped):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    x=arrays(np.float32, st.tuples(st.integers(1, 64), st.just(2)),
-             elements=st.floats(-100, 100, allow_nan=False, width=32)),
+    x=arrays(
+        np.float32, st.tuples(st.integers(1, 64), st.just(2)), elements=st.floats(-100, 100, allow_nan=False, width=32)
+    ),
 )
 def test_onnxruntime_matches_float64_on_random_batches(runtimes, x):
     for arch in ARCHS:
