@@ -1,9 +1,9 @@
 """xorship: train small MLPs, ship them as verified ONNX artifacts.
 
-This file only wires: it turns options into configs, calls the stage functions in `pipeline/`,
-prints what they return, and maps the pipeline's error family to exit codes (in `_guard`, the one
-place that does). Heavy imports (torch, onnx, onnxruntime) happen inside the stages, so `--help`
-stays quick and `predict` never imports torch.
+This file only wires: it turns options into library calls (`pipeline`), prints what they return, and
+maps the pipeline's error family to exit codes (in `_guard`, the one place that does). Heavy imports
+(torch, onnx, onnxruntime) happen inside the library's stages, so `--help` stays quick and `predict`
+never imports torch.
 """
 
 from __future__ import annotations
@@ -13,19 +13,21 @@ import functools
 import json
 import math
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 import pipeline
 from pipeline import artifacts as A
-from pipeline.archs import ALL, ARCH_CHOICES, TUTORIAL
-from pipeline.errors import EXIT_INTERRUPTED, PipelineError, UsageError
+from pipeline.archs import ARCH_CHOICES, TUTORIAL
+from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, PipelineError, UsageError
+from pipeline.flow import MAX_STEPS, Outcome, worst_exit_code
 from pipeline.runtimes import PROVIDERS
-from pipeline.ship import INSTANCE_KINDS
+from pipeline.ship import INSTANCE_KINDS, MAX_BATCH_SIZE, MAX_INSTANCES
 from pipeline.train import DEVICES, TRAINERS
 from pipeline.verify import REQUIRE_CHOICES
 
@@ -43,11 +45,12 @@ DeviceName = enum.Enum("DeviceName", {n: n for n in DEVICES}, type=str)  # type:
 ProviderName = enum.Enum("ProviderName", {n: n for n in PROVIDERS}, type=str)  # type: ignore[misc]
 TrainerName = enum.Enum("TrainerName", {n: n for n in TRAINERS}, type=str)  # type: ignore[misc]
 InstanceKind = enum.Enum("InstanceKind", {n: n for n in INSTANCE_KINDS}, type=str)  # type: ignore[misc]
+FLOAT32_MAX = 3.4028234663852886e38
 
 
-def _positive_finite(value: float) -> float:
-    if not math.isfinite(value) or value <= 0:
-        raise typer.BadParameter(f"must be a finite number > 0, got {value}")
+def _lr(value: float) -> float:
+    if not math.isfinite(value) or value <= 0 or value > FLOAT32_MAX:
+        raise typer.BadParameter(f"must be a finite number > 0 within float32's range, got {value}")
     return value
 
 
@@ -66,7 +69,7 @@ def _tolerance(value: float | None) -> float | None:
 # Options, declared once and reused by every command that takes them.
 ArchOpt = Annotated[ArchName, typer.Option("--arch", help="Which model: shallow, wide-deep, or all (both, in turn).")]
 DirOpt = Annotated[
-    Path, typer.Option("--artifacts-dir", help="Folder holding <arch>/model.onnx, weights and manifest.json.")
+    Path, typer.Option("--artifacts-dir", help="Folder holding <arch>/candidate/, <arch>/v<N>/ and <arch>/PUBLISHED.")
 ]
 DeviceOpt = Annotated[DeviceName, typer.Option("--device", help="Training device: auto = CUDA when torch sees a GPU.")]
 ProviderOpt = Annotated[
@@ -75,9 +78,13 @@ ProviderOpt = Annotated[
         "--provider", help="onnxruntime provider: auto prefers CUDA when it really runs; cuda fails if it does not."
     ),
 ]
-StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Training steps (the tutorial: 10001).")]
-LrOpt = Annotated[float, typer.Option("--lr", callback=_positive_finite, help="SGD learning rate (> 0).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="torch.manual_seed for the initial weights.")]
+StepsOpt = Annotated[
+    int, typer.Option("--steps", min=1, max=MAX_STEPS, help=f"Training steps, 1..{MAX_STEPS} (the tutorial: 10001).")
+]
+LrOpt = Annotated[float, typer.Option("--lr", callback=_lr, help="SGD learning rate (> 0, within float32).")]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", min=0, max=2**63 - 1, help="torch.manual_seed for the initial weights (0..2**63-1).")
+]
 MinAccOpt = Annotated[
     float, typer.Option("--min-accuracy", callback=_fraction, help="Accuracy gate on the 4 XOR points (0..1).")
 ]
@@ -98,10 +105,25 @@ AtolOpt = Annotated[
 RtolOpt = Annotated[
     float | None, typer.Option("--rtol", callback=_tolerance, help="Override every runtime's relative tolerance.")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the JSON report instead of the table.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of the table.")]
+KeepOpt = Annotated[
+    int,
+    typer.Option("--keep", min=1, max=10_000, help="Versions to keep per model (the published one is never removed)."),
+]
+VersionOpt = Annotated[
+    int | None, typer.Option("--version", min=1, max=999_999_999, help="Use version N instead of the published one.")
+]
 
 DEFAULT_DIR = Path("artifacts")
 _state = {"debug": os.environ.get("XORSHIP_DEBUG") == "1"}
+
+
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that clean-up (`finally`, temporaries) runs as for Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 @app.callback()
@@ -109,19 +131,39 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of
     _state["debug"] = _state["debug"] or debug
 
 
+def _quiet_stdout() -> None:
+    """stdout was closed by the reader (`predict ... | head -1`): end quietly, with nothing left to flush."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def _guard(fn: Callable) -> Callable:
     """The one place where pipeline errors become a one-line message and an exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             return fn(*args, **kwargs)
         except PipelineError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted: artifacts are as they were before the interrupted step", err=True)
+            typer.echo(
+                "interrupted: published versions are untouched; the candidate keeps its last complete files", err=True
+            )
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Terminated:
+            typer.echo(
+                "terminated: published versions are untouched; the candidate keeps its last complete files", err=True
+            )
+            raise typer.Exit(EXIT_TERMINATED) from None
+        except BrokenPipeError:
+            _quiet_stdout()
+            raise typer.Exit(EXIT_PIPE) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:
@@ -132,8 +174,13 @@ def _guard(fn: Callable) -> Callable:
                 f"internal error: {exc.__class__.__name__}: {first} (run with --debug for the traceback)", err=True
             )
             raise typer.Exit(1) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+EXIT_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that went away
 
 
 def _echo(msg: str = "") -> None:
@@ -142,6 +189,19 @@ def _echo(msg: str = "") -> None:
 
 def _note(msg: str) -> None:
     typer.echo(f"note: {msg}", err=True)
+
+
+def _finish(outcomes: Sequence[Outcome], show: Callable[[Any], None]) -> None:
+    """Every model's result or error line, then the worst exit code."""
+    for o in outcomes:
+        if o.ok:
+            show(o.result)
+        else:
+            prefix = "" if len(outcomes) == 1 else f"{o.arch.name}: "
+            typer.echo(f"error: {prefix}{o.error}", err=True)
+    code = worst_exit_code(outcomes)
+    if code:
+        raise typer.Exit(code)
 
 
 def _progress() -> Callable[[str, int, float], None] | None:
@@ -171,26 +231,25 @@ def train(
     min_accuracy: MinAccOpt = TUTORIAL.min_accuracy,
     trainer: TrainerOpt = TrainerName.auto,
 ) -> None:
-    """Train, apply the accuracy gate, and save weights, loss history and loss.png (only if it passes)."""
-    for t in pipeline.train_models(
-        arch.value,
-        artifacts_dir,
-        steps=steps,
-        lr=lr,
-        seed=seed,
-        device=device.value,
-        trainer=trainer.value,
-        min_accuracy=min_accuracy,
-        on_log=_progress(),
-    ):
+    """Train, apply the accuracy gate, and save weights, loss history and loss.png into the candidate (only if it passes)."""
+
+    def show(t) -> None:
         for n in t.notices:
             _note(n)
         r = t.result
         _echo(
             f"{r.arch.name}: trained on {r.device} ({r.trainer}) in {r.seconds:.2f}s, "
             f"loss {r.losses[0]:.7f} -> {r.final_loss:.7f}, accuracy {t.validation.accuracy:.2f}, "
-            f"saved to {t.paths.folder}"
+            f"saved to {t.paths.folder} (not published: run export, serve-check and verify)"
         )
+
+    _finish(
+        pipeline.train_models(
+            arch.value, artifacts_dir, steps=steps, lr=lr, seed=seed, device=device.value, trainer=trainer.value,
+            min_accuracy=min_accuracy, on_log=_progress(), on_notice=_note,
+        ),
+        show,
+    )  # fmt: skip
 
 
 @app.command()
@@ -200,28 +259,26 @@ def validate(
     artifacts_dir: DirOpt = DEFAULT_DIR,
     min_accuracy: MinAccOpt = TUTORIAL.min_accuracy,
 ) -> None:
-    """Re-check saved weights against the accuracy gate (train already applies it)."""
-    for r in pipeline.validate_models(arch.value, artifacts_dir, min_accuracy=min_accuracy):
+    """Re-check the candidate's weights against the accuracy gate (train already applies it)."""
+
+    def show(r) -> None:
         probs = ", ".join(f"{p:.5f}" for p in r.probabilities)
         _echo(f"{r.arch}: accuracy {r.accuracy:.2f} >= {r.min_accuracy:.2f}, XOR probabilities [{probs}]")
+
+    _finish(pipeline.validate_models(arch.value, artifacts_dir, min_accuracy=min_accuracy), show)
 
 
 @app.command()
 @_guard
 def export(arch: ArchOpt = ArchName.shallow, artifacts_dir: DirOpt = DEFAULT_DIR) -> None:
-    """Export saved weights to <arch>/model.onnx (dynamo exporter, opset 18, symbolic batch) and check it."""
-    for r in pipeline.export_models(arch.value, artifacts_dir):
+    """Export the candidate's weights to model.onnx (dynamo exporter, opset 18, symbolic batch) and check it."""
+
+    def show(r) -> None:
         _echo(
-            f"{r.onnx_path.parent.name}: exported {r.onnx_path} (opset {r.opset}, sha256 {r.sha256[:12]}) in {r.seconds:.2f}s"
+            f"{r.onnx_path.parent.parent.name}: exported {r.onnx_path} (opset {r.opset}, sha256 {r.sha256[:12]}) in {r.seconds:.2f}s"
         )
 
-
-def _serve_line(name: str, report, providers) -> str:
-    worst = report.worst()
-    return (
-        f"{name}: serve-check passed on {providers.primary} (providers {list(providers.used)}), "
-        f"max |torch - onnx| {worst.max_abs:.3g}, labels on XOR [0, 1, 1, 0]"
-    )
+    _finish(pipeline.export_models(arch.value, artifacts_dir), show)
 
 
 @app.command("serve-check")
@@ -229,11 +286,18 @@ def _serve_line(name: str, report, providers) -> str:
 def serve_check(
     arch: ArchOpt = ArchName.shallow, artifacts_dir: DirOpt = DEFAULT_DIR, provider: ProviderOpt = ProviderName.auto
 ) -> None:
-    """Run model.onnx in onnxruntime, name the provider that really ran, and compare with torch."""
-    for r in pipeline.serve_check_models(arch.value, artifacts_dir, provider=provider.value):
+    """Run the candidate's model.onnx in onnxruntime, name the provider that really ran, and compare with torch."""
+
+    def show(r) -> None:
         if r.providers.cuda_note:
             _note(r.providers.cuda_note)
-        _echo(_serve_line(r.report.arch, r.report, r.providers))
+        worst = r.report.worst()
+        _echo(
+            f"{r.report.arch}: serve-check passed on {r.providers.primary} (providers {list(r.providers.used)}), "
+            f"max |torch - onnx| {worst.max_abs:.3g}, labels on XOR [0, 1, 1, 0]"
+        )
+
+    _finish(pipeline.serve_check_models(arch.value, artifacts_dir, provider=provider.value), show)
 
 
 def _verify_table(report) -> str:
@@ -269,14 +333,96 @@ def verify(
     require: RequireOpt = [],
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
+    version: VersionOpt = None,
+    keep: KeepOpt = A.DEFAULT_KEEP,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare every runtime here with a float64 oracle on seeded input sets; writes <arch>/verify.json."""
+    """Compare every runtime with a float64 oracle; a passing candidate is published as a new version.
+    --version N re-checks that version and writes nothing."""
+    reports: dict[str, Any] = {}
 
     def show(report) -> None:  # shown first, then a failed verdict fails the command
-        _echo(json.dumps(report.as_dict(), indent=2) if as_json else _verify_table(report))
+        if as_json:
+            reports[report.arch] = report.as_dict()
+        else:
+            _echo(_verify_table(report))
 
-    pipeline.verify_models(arch.value, artifacts_dir, require=require, atol=atol, rtol=rtol, on_report=show)
+    outcomes = pipeline.verify_models(
+        arch.value, artifacts_dir, require=require, atol=atol, rtol=rtol, version=version, keep=keep, on_report=show
+    )
+    if as_json:
+        for o in outcomes:
+            if o.arch.name not in reports:
+                reports[o.arch.name] = {"passed": False, "error": str(o.error), "exit_code": o.error.exit_code}
+            if o.result is not None and o.result.published is not None:
+                reports[o.arch.name]["published_version"] = o.result.published.number
+        doc = reports[outcomes[0].arch.name] if len(outcomes) == 1 else {
+            "models": reports, "passed": all(o.ok for o in outcomes)
+        }  # fmt: skip
+        _echo(json.dumps(doc, indent=2))
+        code = worst_exit_code(outcomes)
+        for o in outcomes:
+            if o.error is not None:
+                typer.echo(f"error: {'' if len(outcomes) == 1 else o.arch.name + ': '}{o.error}", err=True)
+        if code:
+            raise typer.Exit(code)
+        return
+
+    def published(v) -> None:
+        if v.published is not None:
+            p = v.published
+            how = "published as new version" if p.new else "already version"
+            pruned = f"; removed old versions {list(p.pruned)}" if p.pruned else ""
+            _echo(f"{p.arch.name}: {how} {p.number} (PUBLISHED -> {p.number}){pruned}")
+
+    _finish(outcomes, published)
+
+
+@app.command()
+@_guard
+def versions(
+    arch: ArchOpt = ArchName.shallow,
+    artifacts_dir: DirOpt = DEFAULT_DIR,
+    as_json: JsonOpt = False,
+) -> None:
+    """List each model's versions: number, date, final loss, ONNX sha256, and which one is published."""
+    from pipeline.archs import expand
+    from pipeline.flow import list_model_versions
+
+    listing = {a.name: list_model_versions(artifacts_dir, a) for a in expand(arch.value)}
+    if as_json:
+        from dataclasses import asdict
+
+        doc: dict[str, Any] = {name: [asdict(v) for v in vs] for name, vs in listing.items()}
+        _echo(json.dumps(doc if len(doc) > 1 else {"versions": next(iter(doc.values()))}, indent=2))
+        return
+    for name, vs in listing.items():
+        if not vs:
+            _echo(f"{name}: no versions in {artifacts_dir}")
+            continue
+        _echo(f"{name}:")
+        _echo(f"  {'version':>7} {'created':<20} {'final loss':>11} {'onnx sha256':<16} published")
+        for v in vs:
+            loss = f"{v.final_loss:.4e}" if v.final_loss is not None else "?"
+            _echo(
+                f"  {v.number:>7} {v.created or '?':<20} {loss:>11} {(v.onnx_sha256 or '?')[:16]:<16} "
+                f"{'*' if v.published else ''}{'' if v.verified else ' (does not verify)'}"
+            )
+
+
+@app.command()
+@_guard
+def publish(
+    version: Annotated[int, typer.Option("--version", min=1, max=999_999_999, help="The version to publish.")],
+    arch: ArchOpt = ArchName.shallow,
+    artifacts_dir: DirOpt = DEFAULT_DIR,
+) -> None:
+    """Publish an existing version again (a rollback), after checking every file of it."""
+
+    def show(p) -> None:
+        _echo(f"{p.arch.name}: PUBLISHED -> {p.number}")
+
+    _finish(pipeline.publish_models(arch.value, artifacts_dir, version=version), show)
 
 
 @app.command()
@@ -284,47 +430,71 @@ def verify(
 def predict(
     pairs: Annotated[list[str] | None, typer.Argument(help="Input rows as x1,x2 pairs, e.g. 0,1 1,1.")] = None,
     input_file: Annotated[
-        Path | None, typer.Option("--input", help="A .csv (two columns), .npy or .json file; - reads JSON from stdin.")
+        Path | None,
+        typer.Option("--input", help="A .csv (header optional: x1,x2), .npy or .json file; - reads JSON from stdin."),
     ] = None,
     arch: Annotated[
-        ArchName | None,
-        typer.Option("--arch", help="Serve <artifacts-dir>/<arch>/model.onnx (sha256 checked against the manifest)."),
+        ArchName | None, typer.Option("--arch", help="Serve this model's published version from --artifacts-dir.")
     ] = None,
     model: Annotated[
-        Path | None,
-        typer.Option("--model", help="Serve this ONNX file (checked against a manifest beside it, if any)."),
+        Path | None, typer.Option("--model", help="Serve this ONNX file (checked against the manifest beside it).")
+    ] = None,
+    version: VersionOpt = None,
+    allow_unverified: Annotated[
+        bool, typer.Option("--allow-unverified", help="Serve a model with no passing verify record (or no manifest).")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Write the result to this file (atomically) instead of stdout.")
     ] = None,
     artifacts_dir: DirOpt = DEFAULT_DIR,
     provider: ProviderOpt = ProviderName.auto,
-    as_json: Annotated[bool, typer.Option("--json", help="Per-row probability and label as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Per-row probability and label as one JSON document.")
+    ] = False,
 ) -> None:
-    """Inference on a shipped model through onnxruntime only; never imports torch."""
+    """Inference on a published model through onnxruntime only; never imports torch. Input is streamed."""
     from pipeline import predict as P
+    from pipeline.inputs import open_input
 
     if (arch is None) == (model is None):
         raise UsageError("give exactly one of --arch or --model")
-    if arch is not None and arch.value == ALL:
+    if arch is not None and arch.value == "all":
         raise UsageError("predict serves one model: --arch shallow or --arch wide-deep")
     if bool(pairs) == (input_file is not None):
         raise UsageError(
             "give input rows either as x1,x2 arguments or with --input FILE (or --input - for JSON on stdin)"
         )
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        raise UsageError(f"--output {output}: its folder must exist and it must not be a folder")
+    served = P.resolve_model(artifacts_dir, arch.value if arch else None, model, version, allow_unverified)
+    predictor = P.Predictor(served, provider.value)
     if input_file is not None and str(input_file) == "-":
-        x = P.parse_json(sys.stdin.read(), "stdin")
+        source = open_input(predictor.spec, stdin=sys.stdin.buffer)
     elif input_file is not None:
-        x = P.parse_file(input_file)
+        source = open_input(predictor.spec, path=input_file)
     else:
-        x = P.parse_pairs(pairs or [])
-    served = P.resolve_model(artifacts_dir, arch.value if arch else None, model)
-    result = P.predict(served, x, provider.value)
-    if result.providers.cuda_note and provider.value != "cpu":
-        _note(result.providers.cuda_note)
-    if as_json:
-        _echo(json.dumps(result.as_dict(), indent=2))
+        source = open_input(predictor.spec, pairs=pairs or [])
+    source.validate()  # every row, before any output
+    if predictor.providers.cuda_note and provider.value != "cpu":
+        _note(predictor.providers.cuda_note)
+    if not served.verified:
+        _note(f"{served.where} is not verified (--allow-unverified)")
+    write = P.write_json if as_json else P.write_table
+    if output is None:
+        write(sys.stdout, predictor, source)
+        sys.stdout.flush()
         return
-    _echo(f"{'x1':>12} {'x2':>12} {'probability':>12} label   ({result.model}, {result.providers.primary})")
-    for (a, b), p, lab in zip(result.rows, result.probabilities, result.labels):
-        _echo(f"{a:>12.6g} {b:>12.6g} {p:>12.8f} {lab:>5}")
+
+    def fill(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            write(f, predictor, source)
+
+    staged = A.stage_file(output.parent, output.name, fill)
+    try:
+        os.replace(staged, output)
+    except OSError as exc:
+        staged.unlink(missing_ok=True)
+        raise A.write_error(output, exc) from None
 
 
 @app.command("all")
@@ -339,30 +509,31 @@ def all_(
     seed: SeedOpt = TUTORIAL.seed,
     min_accuracy: MinAccOpt = TUTORIAL.min_accuracy,
     trainer: TrainerOpt = TrainerName.auto,
+    keep: KeepOpt = A.DEFAULT_KEEP,
     skip_verify: Annotated[
-        bool, typer.Option("--skip-verify", help="Stop after serve-check (no cross-runtime report).")
+        bool, typer.Option("--skip-verify", help="Stop after serve-check: the candidate is left unpublished.")
     ] = False,
 ) -> None:
-    """train -> validate -> export -> serve-check -> verify for each arch, then a summary table."""
+    """train -> validate -> export -> serve-check -> verify -> publish for each arch, then a summary table."""
     summary = pipeline.run_all(
-        arch.value,
-        artifacts_dir,
-        steps=steps,
-        lr=lr,
-        seed=seed,
-        device=device.value,
-        trainer=trainer.value,
-        min_accuracy=min_accuracy,
-        provider=provider.value,
-        skip_verify=skip_verify,
-        on_log=_progress(),
-        on_notice=_note,
-    )
-    _echo(_summary(summary))
+        arch.value, artifacts_dir, steps=steps, lr=lr, seed=seed, device=device.value, trainer=trainer.value,
+        min_accuracy=min_accuracy, provider=provider.value, skip_verify=skip_verify, keep=keep, keep_going=True,
+        on_log=_progress(), on_notice=_note,
+    )  # fmt: skip
+    if summary.models:
+        _echo(_summary(summary))
+    for o in summary.failures:
+        prefix = "" if not summary.models and len(summary.failures) == 1 else f"{o.arch.name}: "
+        typer.echo(f"error: {prefix}{o.error}", err=True)
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
 
 
 def _summary(summary) -> str:
-    head = f"{'arch':<10} {'device':<8} {'steps':>6} {'final loss':>11} {'acc':>4} {'onnx sha256':<12} {'provider':<22} {'max|t-o|':>9} {'verify':<7} time train/export/serve/verify (s)"
+    head = (
+        f"{'arch':<10} {'device':<8} {'steps':>6} {'final loss':>11} {'acc':>4} {'onnx sha256':<12} "
+        f"{'provider':<22} {'max|t-o|':>9} {'verify':<7} {'version':<9} time train/export/serve/verify (s)"
+    )
     lines = [head]
     for m in summary.models:
         r, t = m.train, m.times
@@ -370,11 +541,19 @@ def _summary(summary) -> str:
             f"{v:.2f}" if v is not None else "-" for v in (t.train, t.export, t.serve_check, t.verify)
         )
         verdict = "skipped" if m.verify is None else ("pass" if m.verify.passed else "FAIL")
+        version = f"v{m.published.number}" if m.published else "none"
         lines.append(
-            f"{m.arch.name:<10} {r.device.split(' ')[0]:<8} {len(r.losses):>6} {r.final_loss:>11.4e} {m.validation.accuracy:>4.2f} "
-            f"{m.export.sha256[:12]:<12} {m.providers.primary:<22} {m.max_serve_diff:>9.2e} {verdict:<7} {stage_times}"
+            f"{m.arch.name:<10} {r.device.split(' ')[0]:<8} {len(r.losses):>6} {r.final_loss:>11.4e} "
+            f"{m.validation.accuracy:>4.2f} {m.export.sha256[:12]:<12} {m.providers.primary:<22} "
+            f"{m.max_serve_diff:>9.2e} {verdict:<7} {version:<9} {stage_times}"
         )
-    lines.append(f"shipped: {', '.join(str(m.paths.onnx) for m in summary.models)}")
+    for m in summary.models:
+        if m.published:
+            lines.append(
+                f"published: {m.arch.name} version {m.published.number} ({m.paths.model_root / ('v' + str(m.published.number))})"
+            )
+        else:
+            lines.append(f"not published: {m.arch.name} (--skip-verify); the candidate is in {m.paths.folder}")
     return "\n".join(lines)
 
 
@@ -384,24 +563,30 @@ def ship(
     out: Annotated[Path, typer.Option("--out", help="Triton model repository folder to create or add a version to.")],
     arch: ArchOpt = ArchName.shallow,
     artifacts_dir: DirOpt = DEFAULT_DIR,
-    max_batch_size: Annotated[int, typer.Option("--max-batch-size", min=1, help="Triton max_batch_size.")] = 1024,
+    version: VersionOpt = None,
+    max_batch_size: Annotated[
+        int, typer.Option("--max-batch-size", min=1, max=MAX_BATCH_SIZE, help="Triton max_batch_size.")
+    ] = 1024,
     instance_kind: Annotated[
         InstanceKind, typer.Option("--instance-kind", help="auto (GPU where Triton sees one), gpu or cpu.")
     ] = InstanceKind.auto,
-    instances: Annotated[int, typer.Option("--instances", min=1, help="Model instances per device.")] = 1,
+    instances: Annotated[
+        int, typer.Option("--instances", min=1, max=MAX_INSTANCES, help="Model instances per device.")
+    ] = 1,
 ) -> None:
-    """Build a Triton model repository (and <arch>/MODEL_CARD.md) from verified artifacts only."""
-    for r in pipeline.ship_models(
-        arch.value,
-        artifacts_dir,
-        out,
-        max_batch_size=max_batch_size,
-        instance_kind=instance_kind.value,
-        instances=instances,
-    ):
-        _echo(
-            f"{r.card_path.parent.name}: shipped {r.model_name} version {r.version} to {r.model_path.parent.parent}; card {r.card_path}"
-        )
+    """Copy the published (or --version N) verified version into a Triton model repository as version N."""
+
+    def show(r) -> None:
+        what = "already there (same sha256)" if r.noop else "shipped"
+        _echo(f"{r.model_name}: version {r.version} {what} in {r.repository}; config pins version {r.version}")
+
+    _finish(
+        pipeline.ship_models(
+            arch.value, artifacts_dir, out, version=version, max_batch_size=max_batch_size,
+            instance_kind=instance_kind.value, instances=instances,
+        ),
+        show,
+    )  # fmt: skip
 
 
 @app.command()
@@ -418,7 +603,7 @@ def bench(
     folder = out.parent if str(out.parent) else Path(".")
     if out.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):  # checked before a long run
         raise UsageError(
-            f"--out {out}: cannot write there (its folder must exist and be writable, and it must not be a folder)"
+            f"--out {out}: cannot write there (its folder must exist and be writable; it must not be a folder)"
         )
     report = B.run(B.BenchConfig(quick=quick), Path(__file__).resolve())
     A.write_atomic(out, (json.dumps(report.as_dict(), indent=2) + "\n").encode())

@@ -1,21 +1,26 @@
-"""Artifact folders: file names, atomic writes, the manifest, integrity checks and the run lock.
+"""Artifact folders: file names, atomic writes, the manifest, versions and publication, the lock.
 
-Only this module knows file names. Layout, per architecture:
+Only this module knows file names. Layout, per model:
 
-    <root>/<arch>/weights.safetensors   trained weights (safetensors: no unpickling on load)
-    <root>/<arch>/loss_history.json     loss at every step
-    <root>/<arch>/loss.png              loss curve (only when matplotlib is installed)
-    <root>/<arch>/model.onnx            the shipped model, self-contained
-    <root>/<arch>/verify.json           the cross-runtime equivalence report
-    <root>/<arch>/MODEL_CARD.md         written by `ship`
-    <root>/<arch>/manifest.json         written last; names every file above with its sha256
+    <root>/<name>/candidate/            what the stage commands (train, export, serve-check, verify) write
+        weights.safetensors             trained weights (safetensors: no unpickling on load)
+        loss_history.json               loss at every step
+        loss.png                        loss curve (only when matplotlib works)
+        model.onnx                      the model to ship, self-contained
+        verify.json                     the cross-runtime equivalence report
+        manifest.json                   written last; names every file above with its sha256
+    <root>/<name>/v<N>/                 version N: a copy of a candidate that passed verify, plus
+                                        MODEL_CARD.md; created once, never changed afterwards
+    <root>/<name>/PUBLISHED             "N": the version predict, ship and serve use (a plain file,
+                                        replaced atomically; never a symlink)
     <root>/.lock                        held by a run that writes
 
 Crash safety: every file is written to a temporary file in the same folder, fsynced and moved into
-place with os.replace. A stage first rewrites the manifest without the entries it is about to
-replace (and those that depend on them), then moves its files in, then writes the new manifest. So
-after a kill at any moment each file is the complete old or the complete new one, and the manifest
-never describes a file that is not there or not what it says.
+place with os.replace. A stage first rewrites the candidate's manifest without the entries it is
+about to replace (and those that depend on them), then moves its files in, then writes the new
+manifest. A version folder is built under a temporary name and renamed into place whole; the
+pointer is replaced last. So a run killed at any moment leaves the published version intact and
+servable, and each candidate file complete (old or new) and described truthfully by its manifest.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ CARD = "MODEL_CARD.md"
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 TMP_PREFIX = ".tmp-"
+CANDIDATE = "candidate"
+PUBLISHED = "PUBLISHED"
+VERSION_FILES = (WEIGHTS, HISTORY, LOSS_PNG, ONNX, VERIFY, CARD)  # what a version folder may hold
+DEFAULT_KEEP = 5
 
 # What each stage's output invalidates downstream: (files, manifest sections).
 DOWNSTREAM: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -60,12 +69,36 @@ DOWNSTREAM: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 @dataclass(frozen=True)
 class ArtifactPaths:
+    """The files of one model folder: by default `<root>/<arch>/candidate`; `sub="v3"` for version
+    3; `at=` for a folder given directly (a shipped copy), which is identified by its manifest."""
+
     root: Path
     arch: str
+    sub: str = CANDIDATE
+    at: Path | None = None
+
+    @classmethod
+    def version(cls, root: Path, arch: str, number: int) -> ArtifactPaths:
+        return cls(root, arch, f"v{number}")
+
+    @classmethod
+    def loose(cls, folder: Path) -> ArtifactPaths:
+        return cls(folder.parent, "", "", at=folder)
+
+    @property
+    def model_root(self) -> Path:
+        return self.root / self.arch
 
     @property
     def folder(self) -> Path:
-        return self.root / self.arch
+        if self.at is not None:
+            return self.at
+        return self.model_root / self.sub if self.sub else self.model_root
+
+    @property
+    def number(self) -> int | None:
+        """The version number, for a version folder."""
+        return int(self.sub[1:]) if self.sub.startswith("v") and self.sub[1:].isdigit() else None
 
     def file(self, name: str) -> Path:
         return self.folder / name
@@ -199,10 +232,17 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def clean_stale_temporaries(folder: Path) -> None:
-    """Remove temporary files a killed run left behind (only called while holding the lock)."""
-    if folder.is_dir():
-        for p in folder.glob(f"{TMP_PREFIX}*"):
-            with contextlib.suppress(OSError):
+    """Remove temporary files and folders a killed run left behind (only called while holding the
+    lock). Links are removed, never followed."""
+    import shutil
+
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for p in folder.glob(f"{TMP_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
                 p.unlink()
 
 
@@ -219,7 +259,7 @@ def read_manifest(paths: ArtifactPaths) -> Manifest:
     except OSError as exc:
         raise CorruptArtifact(f"{paths.manifest} is not readable ({exc.strerror or exc.__class__.__name__})") from None
     manifest = Manifest.from_json(raw, str(paths.manifest))
-    if manifest.arch != paths.arch:
+    if paths.at is None and manifest.arch != paths.arch:
         raise CorruptArtifact(f"{paths.manifest} describes arch {manifest.arch!r}, not {paths.arch!r}")
     return manifest
 
@@ -364,3 +404,124 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Versions and publication
+
+
+def _is_real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def list_versions(root: Path, arch: str) -> list[int]:
+    """Version numbers present for `arch`, ascending (folders v<N>; links are not versions)."""
+    folder = root / arch
+    if not _is_real_dir(folder):
+        return []
+    out = []
+    for p in folder.iterdir():
+        if p.name.startswith("v") and p.name[1:].isdigit() and not p.name[1:].startswith("0") and _is_real_dir(p):
+            out.append(int(p.name[1:]))
+    return sorted(out)
+
+
+def read_published(root: Path, arch: str) -> int | None:
+    """The published version number, or None when nothing is published. The pointer must be a plain
+    file holding a number: anything else is refused."""
+    path = root / arch / PUBLISHED
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise IntegrityError(f"{path} is a symbolic link; the publication pointer must be a plain file") from None
+        raise CorruptArtifact(f"{path} is not readable ({exc.strerror})") from None
+    try:
+        import stat
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IntegrityError(f"{path} is not a regular file")
+        text = os.read(fd, 64).decode("ascii", errors="replace").strip()
+    finally:
+        os.close(fd)
+    if not text.isdigit() or len(text) > 9 or int(text) < 1:
+        raise CorruptArtifact(f"{path} does not name a version ({text[:20]!r})")
+    return int(text)
+
+
+def set_published(root: Path, arch: str, number: int) -> None:
+    """Point PUBLISHED at version `number` (atomically: readers see the old or the new number)."""
+    write_atomic(root / arch / PUBLISHED, f"{number}\n".encode())
+    _fault_point("publish:pointer")
+
+
+def create_version(root: Path, arch: str, files: dict[str, bytes], manifest: Manifest) -> int:
+    """Write a new version folder v<N> (N = highest + 1) holding `files` and `manifest` (which must
+    describe them). Built under a temporary name, fsynced, renamed into place: whole or absent."""
+    number = max(list_versions(root, arch), default=0) + 1
+    folder = root / arch
+    ensure_folder(folder)
+    final = folder / f"v{number}"
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}v{number}.", dir=folder))
+    except OSError as exc:
+        raise write_error(final, exc) from None
+    try:
+        for name, data in {**files, MANIFEST: manifest.replace(version=number).to_json()}.items():
+            with open(tmp / name, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        fsync_dir(tmp)
+        _fault_point("publish:version-staged")
+        os.rename(tmp, final)  # fails if v<N> appeared meanwhile: never overwrite a version
+        fsync_dir(folder)
+    except OSError as exc:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(final, exc) from None
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return number
+
+
+def prune_versions(root: Path, arch: str, keep: int) -> list[int]:
+    """Remove the oldest versions beyond `keep`; the published one is never removed."""
+    import shutil
+
+    published = read_published(root, arch)
+    versions = list_versions(root, arch)
+    removable = [n for n in versions if n != published]
+    excess = len(versions) - max(keep, 1)
+    removed = []
+    for n in removable[: max(excess, 0)]:
+        target = root / arch / f"v{n}"
+        # rename first, so a reader never sees a half-removed version folder
+        doomed = root / arch / f"{TMP_PREFIX}removed-v{n}"
+        with contextlib.suppress(OSError):
+            os.rename(target, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+            removed.append(n)
+    return removed
+
+
+def check_model_dirs(root: Path, arch: str) -> None:
+    """Before writing: <root>/<arch> and its candidate folder must be real folders, never links
+    (a link there would make us write somewhere else). `root` itself may be a link."""
+    for folder in (root / arch, root / arch / CANDIDATE):
+        if folder.is_symlink():
+            raise IntegrityError(f"{folder} is a symbolic link; refusing to write through it")
+        if folder.exists() and not folder.is_dir():
+            raise IntegrityError(f"{folder} is not a folder")
+
+
+def has_legacy_layout(root: Path, arch: str) -> bool:
+    """A folder written by an older version of this tool: files directly in <root>/<arch>/."""
+    return (root / arch / MANIFEST).is_file()

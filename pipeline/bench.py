@@ -40,6 +40,10 @@ class BenchConfig:
         return 200 if self.quick else 2000
 
     @property
+    def stream_rows(self) -> int:
+        return 200_000 if self.quick else 10_000_000
+
+    @property
     def throughput_rows(self) -> tuple[int, ...]:
         return (1024, 65536) if self.quick else (1024, 65536, 1_000_000)
 
@@ -75,6 +79,7 @@ class BenchReport:
     inference: list[InferBench] = field(default_factory=list)
     stages_s: dict[str, float] = field(default_factory=dict)
     help_startup_s: float | None = None
+    predict_stream: dict[str, float] = field(default_factory=dict)  # rows, seconds, rows/s, peak RSS MB
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -219,6 +224,52 @@ def bench_stages(root: Path, report: BenchReport) -> dict[str, tuple[Any, bytes]
     return shipped
 
 
+_MEASURE = """
+import runpy, sys, time
+sys.argv = sys.argv[1:]
+t = time.perf_counter()
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as exc:
+    code = exc.code or 0
+else:
+    code = 0
+# VmHWM: this process's own peak RSS (ru_maxrss would carry the parent's across exec)
+hwm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:"))
+sys.stderr.write(f"\\nMEASURE {code} {time.perf_counter() - t} {hwm}\\n")
+"""
+
+
+def bench_predict_stream(cli_path: Path, root: Path, rows: int) -> dict[str, float]:
+    """`predict --input big.csv --json --output` on `rows` rows, in its own process: wall time and
+    peak resident memory (the whole process: Python, numpy, onnxruntime and the streamed chunks)."""
+    import numpy as np
+
+    csv = root / "big.csv"
+    rng = np.random.default_rng(0)
+    with open(csv, "w") as f:
+        f.write("x1,x2\n")
+        for start in range(0, rows, 1_000_000):
+            block = rng.uniform(0, 1, (min(1_000_000, rows - start), 2))
+            f.write("\n".join(f"{a:.6f},{b:.6f}" for a, b in block.tolist()) + "\n")
+    out = root / "predictions.json"
+    cmd = [sys.executable, "-c", _MEASURE, str(cli_path), "predict", "--arch", "shallow", "--artifacts-dir", str(root),
+           "--input", str(csv), "--json", "--output", str(out)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    line = [x for x in r.stderr.splitlines() if x.startswith("MEASURE ")]
+    if r.returncode != 0 or not line or line[-1].split()[1] != "0":
+        raise RuntimeError(f"predict on {rows} rows failed: {r.stderr.strip()[-300:]}")
+    _, _, seconds, rss_kb = line[-1].split()
+    csv.unlink()
+    out.unlink()
+    return {
+        "rows": rows,
+        "seconds": float(seconds),
+        "rows_per_s": rows / float(seconds),
+        "peak_rss_mb": int(rss_kb) / 1024,
+    }
+
+
 def help_startup(cli_path: Path, runs: int) -> float:
     times = []
     for _ in range(runs):
@@ -239,6 +290,7 @@ def run(cfg: BenchConfig, cli_path: Path) -> BenchReport:
     with tempfile.TemporaryDirectory() as tmp:
         for arch, (model, onnx_bytes) in bench_stages(Path(tmp), report).items():
             bench_inference(arch, model, onnx_bytes, cfg, report)
+        report.predict_stream = bench_predict_stream(cli_path, Path(tmp), cfg.stream_rows)
     report.help_startup_s = help_startup(cli_path, 3 if cfg.quick else 7)
     return report
 
@@ -270,5 +322,11 @@ def table(report: BenchReport) -> str:
         )
     out += ["", "stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in report.stages_s.items())]
     out.append(f"cli.py --help start-up: {report.help_startup_s:.3f} s (median)")
+    ps = report.predict_stream
+    if ps:
+        out.append(
+            f"predict --input CSV --json --output, {int(ps['rows']):,} rows: {ps['seconds']:.1f} s "
+            f"({ps['rows_per_s']:,.0f} rows/s), peak RSS {ps['peak_rss_mb']:.0f} MB (whole process)"
+        )
     out += [f"note: {n}" for n in report.notes]
     return "\n".join(out)

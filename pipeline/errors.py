@@ -79,6 +79,7 @@ class FolderLocked(PipelineError):
 
 
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+EXIT_TERMINATED = 143  # SIGTERM, likewise
 
 ALL_ERRORS: tuple[type[PipelineError], ...] = (
     UsageError,

@@ -16,7 +16,8 @@ from typing import Any, TypeVar, Union
 
 from .errors import CorruptArtifact
 
-SCHEMA = 1
+SCHEMA = 2
+READABLE_SCHEMAS = (1, 2)  # 1: the layout before versions (files directly in <root>/<arch>/)
 T = TypeVar("T")
 
 
@@ -117,6 +118,8 @@ class Manifest:
     serve_check: ServeCheckRecord | None = None
     verify: VerifyRecord | None = None
     updated: str | None = None
+    version: int | None = None  # set in a version folder's copy: the version number
+    published_at: str | None = None  # when the version was created
 
     # Sections a stage writes, by field name.
     SECTIONS: typing.ClassVar[tuple[str, ...]] = (
@@ -139,8 +142,10 @@ class Manifest:
             ) from None
         if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
             raise CorruptArtifact(f"{where} is not a manifest of this tool (no 'files' table)")
-        if data.get("schema") != SCHEMA:
-            raise CorruptArtifact(f"{where} has schema {str(data.get('schema'))[:40]!r}; this tool reads {SCHEMA}")
+        if data.get("schema") not in READABLE_SCHEMAS:
+            raise CorruptArtifact(
+                f"{where} has schema {str(data.get('schema'))[:40]!r}; this tool reads {', '.join(map(str, READABLE_SCHEMAS))}"
+            )
         return decode(cls, data, where)
 
     def to_json(self) -> bytes:

@@ -14,6 +14,8 @@ def matplotlib_missing() -> str | None:
         import matplotlib  # noqa: F401
     except ImportError:
         return 'matplotlib is not installed, so no loss.png (pip install -e ".[plot]")'
+    except Exception as exc:  # matplotlib installed but broken (a bad MPLBACKEND, a config error)
+        return f"matplotlib cannot be used ({exc.__class__.__name__}), so no loss.png"
     return None
 
 

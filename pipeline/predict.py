@@ -1,36 +1,161 @@
-"""Torch-free inference on a shipped artifact, through onnxruntime only.
+"""Torch-free inference on a published (verified) model, through onnxruntime only.
 
 Nothing here (or in what it imports) imports torch: a shipped model must serve without it. A test
 runs `predict` in a process where importing torch fails.
+
+What is served: the published version of a model (or `version=N`), or an ONNX file given directly
+with the manifest beside it (a `ship`ped copy). Its bytes are read once, hashed, parsed and handed to
+onnxruntime: the file that was checked is the file that runs. A model without a passing verify
+record (or a file with no manifest beside it) is refused unless `allow_unverified`.
+
+Inputs are streamed (`inputs.py`): a validating pass first, so a bad row anywhere fails before any
+output, then a predicting pass in chunks; output is written per chunk.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import artifacts as A
-from .archs import THRESHOLD, get_arch
-from .contract import check_served, parse_checked
+from .archs import ARCHS, THRESHOLD, Arch
+from .contract import check_served, parse_checked, signature
 from .errors import CorruptArtifact, MissingArtifact, UsageError
-from .runtimes import ProviderReport, ort_runner
+from .inputs import InputSpec, RowSource
+from .manifest import Manifest
+from .runtimes import ProviderReport, Runner, ort_runner
 
-MAX_ROWS = 10_000_000
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+FEATURES = ("x1", "x2")  # the XOR models' input names (a CSV header is matched to them)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """The bytes to serve and what vouches for them."""
+
+    where: Path
+    data: bytes  # the very bytes that were hashed (when sha256_checked)
+    sha256_checked: bool
+    verified: bool  # a passing verify record came with it
+    arch: Arch | None  # from the manifest (None: a loose file)
+    version: int | None
+
+    @property
+    def label(self) -> str:
+        if self.arch is None:
+            return str(self.where)
+        return f"{self.arch.name} v{self.version}" if self.version else self.arch.name
+
+
+def _arch_of(manifest: Manifest, where: Path) -> Arch:
+    arch = ARCHS.get(manifest.arch)
+    if arch is None:
+        raise CorruptArtifact(f"{where} describes an unknown model {manifest.arch[:40]!r}")
+    return arch
+
+
+def resolve_model(
+    root: Path, arch: str | None, model: Path | None, version: int | None = None, allow_unverified: bool = False
+) -> ServedModel:
+    """The model to serve. `arch`: its published version (or `version`) in `root`. `model`: an ONNX
+    file, identified by the manifest beside it (its content, not its folder's name)."""
+    from .flow import resolve_version
+
+    if model is not None:
+        if version is not None:
+            raise UsageError("--version goes with --arch (a --model file is one version already)")
+        if not model.is_file():
+            raise MissingArtifact(f"{model} does not exist" if not model.exists() else f"{model} is not a file")
+        if not (model.parent / A.MANIFEST).exists():
+            if not allow_unverified:
+                raise UsageError(
+                    f"{model} has no manifest.json beside it, so nothing vouches for it: pass --allow-unverified to serve it anyway"
+                )
+            try:
+                return ServedModel(model, model.read_bytes(), False, False, None, None)
+            except OSError as exc:
+                raise CorruptArtifact(f"{model} is not readable ({exc.strerror or exc.__class__.__name__})") from None
+        paths = A.ArtifactPaths.loose(model.parent)
+        manifest = A.read_manifest(paths)
+        data = A.read_verified(paths, manifest, model.name, "export")
+        served_arch = _arch_of(manifest, paths.manifest)
+        number = manifest.version
+    else:
+        assert arch is not None
+        from .archs import get_arch
+
+        served_arch = get_arch(arch)
+        paths = resolve_version(root, served_arch, version)
+        manifest = A.read_manifest(paths)
+        data = A.read_verified(paths, manifest, A.ONNX, "export")
+        model = paths.onnx
+        number = paths.number or manifest.version or 1
+    verified = manifest.verify is not None and manifest.verify.passed
+    if verified and A.VERIFY in manifest.files:
+        A.read_verified(paths, manifest, A.VERIFY, "verify")  # the report it refers to is there, unchanged
+    elif not allow_unverified:
+        raise UsageError(f"{model} has no passing verify record: run verify, or pass --allow-unverified")
+    return ServedModel(model, data, True, verified, served_arch, number)
+
+
+class Predictor:
+    """An onnxruntime session on a served model, checked once; `probabilities(x)` per chunk."""
+
+    def __init__(self, served: ServedModel, provider: str = "auto"):
+        proto = parse_checked(served.data, str(served.where))
+        if served.arch is not None:
+            check_served(proto, str(served.where), served.arch.n_inputs, served.arch.n_outputs)
+            width = served.arch.n_inputs
+        else:
+            sig = signature(proto)
+            dim = sig.inputs[0].dims[1] if sig.inputs and len(sig.inputs[0].dims) == 2 else 0
+            if not isinstance(dim, int) or dim < 1:
+                raise CorruptArtifact(
+                    f"{served.where}: its input has no fixed width ({list(sig.inputs[0].dims) if sig.inputs else []})"
+                )
+            width = dim
+            check_served(proto, str(served.where), width, 1)
+        self.served = served
+        self.spec = InputSpec(width, FEATURES if width == len(FEATURES) else None)
+        self.runner: Runner = ort_runner(served.data, provider, where=str(served.where))
+
+    @property
+    def providers(self) -> ProviderReport:
+        assert self.runner.providers is not None
+        return self.runner.providers
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """(rows, width) float32 -> (rows,) float64; the output's shape and values are checked."""
+        import numpy as np
+
+        out = self.runner.run(x)
+        if tuple(out.shape) != (x.shape[0], 1):
+            raise CorruptArtifact(
+                f"{self.served.where} returned shape {list(out.shape)} for {x.shape[0]} rows, expected [{x.shape[0]}, 1]"
+            )
+        probs = out.reshape(-1).astype(np.float64)
+        if not np.all(np.isfinite(probs)):
+            raise CorruptArtifact(f"{self.served.where} returned non-finite values")
+        return probs
 
 
 @dataclass(frozen=True)
 class Predictions:
+    """In-memory predictions for a small batch (the library's and serve's form)."""
+
     model: Path
     providers: ProviderReport
-    rows: tuple[tuple[float, float], ...]
+    rows: tuple[tuple[float, ...], ...]
     probabilities: tuple[float, ...]
     labels: tuple[int, ...]
     sha256_checked: bool
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "model": str(self.model),
             "sha256_checked": self.sha256_checked,
@@ -43,172 +168,65 @@ class Predictions:
         }
 
 
-# ---------------------------------------------------------------------------------------------
-# Input parsing: every path ends in a validated (rows, 2) float32 array, or a UsageError.
-
-
-def _validated(values, source: str):
-    import numpy as np
-
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (ValueError, TypeError, OverflowError):
-        raise UsageError(f"{source}: inputs must be numbers") from None
-    if arr.size == 0:
-        raise UsageError(f"{source}: no input rows")
-    if arr.ndim == 1 and arr.shape[0] == 2:
-        arr = arr.reshape(1, 2)
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise UsageError(f"{source}: each row needs exactly 2 numbers, got shape {list(arr.shape)}")
-    if arr.shape[0] > MAX_ROWS:
-        raise UsageError(f"{source}: {arr.shape[0]} rows is more than the {MAX_ROWS} this command takes at once")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
-        raise UsageError(f"{source}: row {row + 1} is not finite ({arr[row].tolist()}); NaN and Inf are refused")
-    if np.any(np.abs(arr) > np.finfo(np.float32).max):
-        raise UsageError(f"{source}: values beyond float32's range ({np.finfo(np.float32).max:.3g}) are refused")
-    return arr.astype(np.float32)
-
-
-def parse_pairs(pairs: Sequence[str]):
-    """`["0,1", "1,1"]` -> (2, 2) float32."""
-    rows = []
-    for i, pair in enumerate(pairs):
-        parts = pair.split(",")
-        if len(parts) != 2:
-            raise UsageError(f"input {i + 1} ({pair!r}): write each row as two numbers joined by a comma, e.g. 0,1")
-        try:
-            rows.append([float(p) for p in parts])
-        except ValueError:
-            raise UsageError(f"input {i + 1} ({pair!r}): {pair!r} is not two numbers") from None
-    return _validated(rows, "inputs")
-
-
-def parse_json(text: str, source: str = "stdin"):
-    """`[[0, 1], [1, 1]]`, `[0, 1]` or `{"x": [[0, 1]]}`."""
-    try:
-        data = json.loads(text, parse_constant=lambda c: float(c))
-    except (json.JSONDecodeError, RecursionError):
-        raise UsageError(f'{source}: not valid JSON (expected [[x1, x2], ...] or {{"x": [[x1, x2], ...]}})') from None
-    if isinstance(data, dict):
-        if "x" not in data:
-            raise UsageError(f'{source}: a JSON object needs the key "x"')
-        data = data["x"]
-    if not isinstance(data, list) or any(isinstance(v, (bool, str, dict)) or v is None for v in _flatten(data)):
-        raise UsageError(f"{source}: expected a list of [x1, x2] number pairs")
-    return _validated(data, source)
-
-
-def _flatten(data):
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(item)
-        else:
-            yield item
-
-
-def parse_file(path: Path):
-    """A .npy array (loaded without pickle), a CSV of two numeric columns (an optional header
-    line is skipped), or a .json file."""
-    import numpy as np
-
-    if not path.exists():
-        raise UsageError(f"input file {path} does not exist")
-    if path.is_dir():
-        raise UsageError(f"input file {path} is a folder")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise UsageError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0][:200]})") from None
-        if arr.dtype.kind not in "fiu":
-            raise UsageError(f"{path}: array dtype {arr.dtype} is not numeric")
-        return _validated(arr, str(path))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read it as text ({exc.__class__.__name__})") from None
-    if suffix == ".json":
-        return parse_json(text, str(path))
-    return parse_csv(text, str(path))
-
-
-def parse_csv(text: str, source: str):
-    import csv
-    import io
-
-    rows = []
-    for n, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != 2:
-            raise UsageError(f"{source}: line {n} has {len(row)} columns, expected 2")
-        try:
-            rows.append([float(c) for c in row])
-        except ValueError:
-            if n == 1 and not rows:
-                continue  # a header line
-            raise UsageError(f"{source}: line {n} is not two numbers ({','.join(row)[:80]!r})") from None
-    return _validated(rows, source)
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """The bytes to serve (hashed, when a manifest vouches for them: the very bytes that are used)."""
-
-    where: Path
-    data: bytes
-    sha256_checked: bool
-
-
-def resolve_model(root: Path, arch: str | None, model: Path | None) -> ServedModel:
-    """The ONNX file to serve and whether its sha256 was checked against a manifest.
-
-    With --arch the artifacts folder's manifest must vouch for the file. With --model, a manifest
-    beside the file is used when present (and must then match); otherwise the file is loaded as is.
-    """
-    if model is not None:
-        if not model.exists():
-            raise MissingArtifact(f"{model} does not exist")
-        if not (model.parent / A.MANIFEST).exists():
-            try:
-                return ServedModel(model, model.read_bytes(), False)
-            except OSError as exc:
-                raise CorruptArtifact(f"{model} is not readable ({exc.strerror or exc.__class__.__name__})") from None
-        paths = A.ArtifactPaths(model.parent.parent, model.parent.name)
-        return ServedModel(model, A.read_verified(paths, A.read_manifest(paths), model.name, "export"), True)
-    assert arch is not None
-    paths = A.ArtifactPaths(root, arch)
-    manifest = A.read_manifest(paths)
-    return ServedModel(paths.onnx, A.read_verified(paths, manifest, A.ONNX, "export"), True)
-
-
-def predict(served: ServedModel, x: Any, provider: str = "auto") -> Predictions:
-    """x: (rows, 2) float32 -> probabilities and labels, through onnxruntime."""
-    import numpy as np
-
-    arch = get_arch("shallow")  # every built-in XOR model: 2 inputs, 1 probability
-    check_served(parse_checked(served.data, str(served.where)), str(served.where), arch.n_inputs, arch.n_outputs)
-    runner = ort_runner(served.data, provider, where=str(served.where))
-    assert runner.providers is not None
-    probs = runner.run(x)
-    probs = probs.reshape(-1).astype(np.float64)
-    if probs.shape[0] != x.shape[0] or not np.all(np.isfinite(probs)):
-        raise CorruptArtifact(
-            f"{served.where} returned {probs.shape[0]} outputs for {x.shape[0]} rows, or non-finite values"
-        )
+def predict(served: ServedModel, x: np.ndarray, provider: str = "auto") -> Predictions:
+    """x: (rows, width) float32 -> probabilities and labels."""
+    p = Predictor(served, provider)
+    probs = p.probabilities(x)
     return Predictions(
         model=served.where,
-        providers=runner.providers,
-        rows=tuple((float(a), float(b)) for a, b in x.tolist()),
+        providers=p.providers,
+        rows=tuple(tuple(float(v) for v in row) for row in x.tolist()),
         probabilities=tuple(probs.tolist()),
-        labels=tuple(int(p > THRESHOLD) for p in probs),
+        labels=tuple(int(v > THRESHOLD) for v in probs),
         sha256_checked=served.sha256_checked,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming output: one chunk at a time, so memory does not grow with the input
+
+
+def _rows(predictor: Predictor, source: RowSource) -> Iterator[tuple[list[list[float]], list[float]]]:
+    for chunk in source.chunks():
+        yield chunk.tolist(), predictor.probabilities(chunk).tolist()
+
+
+def write_json(out: IO[str], predictor: Predictor, source: RowSource) -> int:
+    """One JSON document, written per chunk. Returns the number of rows."""
+    served = predictor.served
+    head = {
+        "model": str(served.where),
+        "version": served.version,
+        "sha256_checked": served.sha256_checked,
+        "verified": served.verified,
+        "providers": list(predictor.providers.used),
+        "threshold": THRESHOLD,
+    }
+    out.write(json.dumps(head)[:-1] + ', "predictions": [')
+    n = 0
+    for xs, ps in _rows(predictor, source):
+        parts = []
+        for x, p in zip(xs, ps):
+            parts.append(
+                f'{"," if n else ""}\n  {{"x": [{", ".join(map(repr, x))}], "probability": {p!r}, "label": {int(p > THRESHOLD)}}}'
+            )
+            n += 1
+        out.write("".join(parts))
+    out.write("\n]}\n")
+    return n
+
+
+def write_table(out: IO[str], predictor: Predictor, source: RowSource) -> int:
+    """A header line, then one line per row. Returns the number of rows."""
+    names = predictor.spec.features or tuple(f"x{i + 1}" for i in range(predictor.spec.width))
+    head = " ".join(f"{n:>12}" for n in names)
+    out.write(f"{head} {'probability':>12} label   ({predictor.served.label}, {predictor.providers.primary})\n")
+    n = 0
+    for xs, ps in _rows(predictor, source):
+        out.write(
+            "".join(
+                f"{' '.join(f'{v:>12.6g}' for v in x)} {p:>12.8f} {int(p > THRESHOLD):>5}\n" for x, p in zip(xs, ps)
+            )
+        )
+        n += len(ps)
+    return n

@@ -208,7 +208,12 @@ def ort_runner(onnx: bytes | Path, provider: str = "auto", threads: int | None =
     output_names = [o.name for o in session.get_outputs()]
 
     def run(x: np.ndarray) -> np.ndarray:
-        return session.run(output_names[:1], {input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        try:
+            out: np.ndarray = session.run(output_names[:1], {input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        except Exception as exc:  # onnxruntime's own Fail/RuntimeException types: the model cannot run
+            first = (str(exc).splitlines() or [exc.__class__.__name__])[0][:300]
+            raise CorruptArtifact(f"onnxruntime failed running {where}: {first}") from None
+        return out
 
     def prepare(x: np.ndarray) -> Callable[[], object]:
         x = np.ascontiguousarray(x, dtype=np.float32)

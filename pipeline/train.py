@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DEVICES = ("auto", "cpu", "cuda")
 TRAINERS = ("auto", "fast", "tutorial")  # what a user may ask for; "cuda-graph" is what auto picks on CUDA
+MAX_LOGGED = 1000  # loss points kept in the manifest (loss_history.json keeps every step)
 DIVERGENCE_FACTOR = 10.0  # a loss above 10x the step-0 loss is an explosion, not learning
 WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graphs asks
 
@@ -62,8 +63,11 @@ class TrainResult:
         return self.losses[-1]
 
     def logged(self) -> list[tuple[int, float]]:
-        """(step, loss) at every log step, plus the last step: what the tutorial prints."""
+        """(step, loss) at every log step, plus the last step: what the tutorial prints. At most
+        about MAX_LOGGED points (the manifest stays small whatever --steps is): past that, every
+        k-th log step."""
         every = self.config.log_every
+        every *= max(1, -(-len(self.losses) // (every * MAX_LOGGED)))
         out = [(s, self.losses[s]) for s in range(0, len(self.losses), every)]
         if out[-1][0] != len(self.losses) - 1:
             out.append((len(self.losses) - 1, self.losses[-1]))
@@ -330,9 +334,19 @@ def save(result: TrainResult, validation: ValidationRecord, paths: A.ArtifactPat
         notices.append(missing)
     else:
         overlay = uses_tutorial_settings(cfg.arch.name, cfg.steps, cfg.lr, cfg.seed, cfg.tutorial_init)
-        staged[A.LOSS_PNG] = A.stage_file(
-            folder, A.LOSS_PNG, lambda p: write_loss_png(p, cfg.arch.name, result.losses, overlay)
-        )
+        try:
+            staged[A.LOSS_PNG] = A.stage_file(
+                folder, A.LOSS_PNG, lambda p: write_loss_png(p, cfg.arch.name, result.losses, overlay)
+            )
+        except Exception as exc:  # any plotting failure (a bad MPLBACKEND, a broken font cache...) is a notice
+            if isinstance(exc, A.ArtifactWriteError):
+                for tmp in staged.values():
+                    tmp.unlink(missing_ok=True)
+                raise
+            first = (str(exc).splitlines() or [exc.__class__.__name__])[0][:200]
+            notices.append(
+                f"loss.png not written: matplotlib failed ({exc.__class__.__name__}: {first}); the model is saved"
+            )
     sections = {
         "versions": A.versions(),
         "config": ConfigRecord(

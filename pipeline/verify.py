@@ -153,6 +153,8 @@ class Comparison:
     label_disagreements: int
     labels_near_threshold: int  # reference within tolerance of 0.5: either label is within tolerance
     expected_labels_ok: bool
+    shape: tuple[int, ...]  # the runtime's output shape
+    expected_shape: tuple[int, ...]  # the reference's: (rows, outputs)
     passed: bool
 
 
@@ -208,6 +210,8 @@ class Report:
                     why.append(f"{c.label_disagreements} labels disagree")
                 if not c.expected_labels_ok:
                     why.append("XOR labels are not [0, 1, 1, 0]")
+                if c.shape != c.expected_shape:
+                    why.append(f"output shape {list(c.shape)} is not the expected {list(c.expected_shape)}")
                 out.append(
                     f"{c.runtime} on {c.input_set}: {', '.join(why)}; worst row {c.worst_row} "
                     f"x={list(c.worst_input)} gave {c.worst_value:.9g}, reference {c.worst_reference:.9g} "
@@ -236,6 +240,10 @@ class Report:
 def compare_one(runtime: Runtime, s: InputSet, out: np.ndarray, ref: np.ndarray) -> Comparison:
     import numpy as np
 
+    ref_shape, out_shape = ref.shape, out.shape
+    shape_ok = tuple(out.shape) == tuple(ref.shape)  # (1, batch) is not (batch, 1), whatever the values
+    if not shape_ok and out.size != ref.size:
+        out = np.full(ref.shape, np.nan)  # nothing to compare row by row: every row fails
     out64 = out.astype(np.float64).reshape(-1)
     ref = ref.astype(np.float64).reshape(-1)
     diff = np.abs(out64 - ref)
@@ -264,7 +272,9 @@ def compare_one(runtime: Runtime, s: InputSet, out: np.ndarray, ref: np.ndarray)
         label_disagreements=disagree,
         labels_near_threshold=int(near.sum()),
         expected_labels_ok=expected_ok,
-        passed=not over.any() and disagree == 0 and expected_ok,
+        shape=tuple(int(d) for d in out_shape),
+        expected_shape=tuple(int(d) for d in ref_shape),
+        passed=not over.any() and disagree == 0 and expected_ok and shape_ok,
     )
 
 
@@ -273,6 +283,8 @@ def check_runtime(runtime: Runtime, s: InputSet, batch_out: np.ndarray, samples:
     import numpy as np
 
     idx = np.linspace(0, s.x.shape[0] - 1, num=min(samples, s.x.shape[0])).astype(int)
+    if batch_out.size != s.x.shape[0]:  # a wrong output shape: already failed by compare_one
+        return RuntimeCheck(runtime.name, float("inf"), False, False, runtime.deterministic, False)
     alone = np.concatenate([runtime.run(s.x[i : i + 1]).reshape(-1) for i in idx]).astype(np.float64)
     inside = batch_out.reshape(-1)[idx].astype(np.float64)
     gap = float(np.max(np.abs(alone - inside)))
@@ -499,6 +511,18 @@ def run_serve_check(paths: A.ArtifactPaths, arch: Arch, provider: str) -> ServeC
     return ServeCheckResult(report, providers)
 
 
+def verify_folder(
+    paths: A.ArtifactPaths,
+    arch: Arch,
+    require: tuple[str, ...] = (),
+    atol: float | None = None,
+    rtol: float | None = None,
+) -> Report:
+    """Verify a model folder (the candidate, or a version) and write nothing."""
+    _, model, data, sha = _load(paths, arch)
+    return verify(model, arch.name, data, sha, tuple(require), atol, rtol)
+
+
 def run_verify(
     paths: A.ArtifactPaths,
     arch: Arch,
@@ -510,8 +534,7 @@ def run_verify(
     raise on a failed verdict, so the caller can show it first: then `raise_on_failure`."""
     import json
 
-    _, model, data, sha = _load(paths, arch)
-    report = verify(model, arch.name, data, sha, tuple(require), atol, rtol)
+    report = verify_folder(paths, arch, require, atol, rtol)
     staged = A.stage_bytes(paths.folder, A.VERIFY, (json.dumps(report.as_dict(), indent=2) + "\n").encode())
     A.commit(
         paths,

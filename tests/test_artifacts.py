@@ -49,7 +49,7 @@ def test_disk_full_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
 
 
 def test_disk_full_during_train_keeps_previous_artifacts(shipped_copy, monkeypatch):
-    before = {p.name: p.read_bytes() for p in (shipped_copy / "shallow").iterdir()}
+    before = {p.name: p.read_bytes() for p in (shipped_copy / "shallow" / "candidate").iterdir()}
     real = A.stage_file
 
     def failing(folder, name, write):
@@ -61,7 +61,9 @@ def test_disk_full_during_train_keeps_previous_artifacts(shipped_copy, monkeypat
     r = invoke("train", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "--steps", "3000")
     assert r.exit_code == errors.ArtifactWriteError.exit_code and "disk full" in r.output
     after = {
-        p.name: p.read_bytes() for p in (shipped_copy / "shallow").iterdir() if not p.name.startswith(A.TMP_PREFIX)
+        p.name: p.read_bytes()
+        for p in (shipped_copy / "shallow" / "candidate").iterdir()
+        if not p.name.startswith(A.TMP_PREFIX)
     }
     assert after == before
 
@@ -85,7 +87,7 @@ def test_permission_denied_is_reported(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("target", ["model.onnx", "weights.safetensors"])
 def test_changed_files_are_refused_with_both_hashes(shipped_copy, target):
-    path = shipped_copy / "shallow" / target
+    path = shipped_copy / "shallow" / "candidate" / target
     path.write_bytes(path.read_bytes()[:-1] + bytes([path.read_bytes()[-1] ^ 1]))
     r = invoke("serve-check", "--arch", "shallow", "--artifacts-dir", str(shipped_copy))
     assert r.exit_code == errors.IntegrityError.exit_code
@@ -105,7 +107,7 @@ def test_changed_files_are_refused_with_both_hashes(shipped_copy, target):
     ],
 )
 def test_bad_manifests_are_clear_errors(shipped_copy, content, message):
-    m = shipped_copy / "shallow" / "manifest.json"
+    m = shipped_copy / "shallow" / "candidate" / "manifest.json"
     if content is None:
         m.unlink()
     else:
@@ -223,7 +225,7 @@ KILL_POINTS = [
 
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_killed_at_each_commit_step_leaves_old_or_new(shipped_copy, point):
-    folder = shipped_copy / "shallow"
+    folder = shipped_copy / "shallow" / "candidate"
     old = _snapshot(folder)
     env = dict(os.environ, XORSHIP_KILL_AT=point)
     r = subprocess.run(
@@ -269,7 +271,7 @@ def test_killed_at_each_commit_step_leaves_old_or_new(shipped_copy, point):
 
 @pytest.mark.parametrize("delay", [0.8, 2.0, 3.5, 5.0])
 def test_killed_at_random_moments_leaves_old_or_new(shipped_copy, delay):
-    folder = shipped_copy / "shallow"
+    folder = shipped_copy / "shallow" / "candidate"
     old = _snapshot(folder)
     proc = subprocess.Popen(
         [
@@ -293,7 +295,7 @@ def test_killed_at_random_moments_leaves_old_or_new(shipped_copy, delay):
 
 
 def test_ctrl_c_exits_130_and_leaves_old_or_new(shipped_copy):
-    folder = shipped_copy / "shallow"
+    folder = shipped_copy / "shallow" / "candidate"
     old = _snapshot(folder)
     proc = subprocess.Popen(
         [
@@ -321,7 +323,7 @@ def test_ctrl_c_exits_130_and_leaves_old_or_new(shipped_copy):
 
 def test_weights_load_without_unpickling(shipped):
     """safetensors: a header and raw tensors; nothing executable is ever loaded."""
-    raw = (shipped / "shallow" / "weights.safetensors").read_bytes()
+    raw = (shipped / "shallow" / "candidate" / "weights.safetensors").read_bytes()
     header_len = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + header_len])
     assert set(header) - {"__metadata__"} == {"0.weight", "0.bias", "2.weight", "2.bias"}

@@ -25,7 +25,7 @@ def test_all_end_to_end_both_archs(tmp_path):
     assert "CPUExecutionProvider" in lines[1] and "pass" in lines[1]
     assert "Traceback" not in r.stderr
     for arch in ("shallow", "wide-deep"):
-        m = json.loads((tmp_path / arch / "manifest.json").read_text())
+        m = json.loads((tmp_path / arch / "v1" / "manifest.json").read_text())
         assert set(m["files"]) >= {"model.onnx", "weights.safetensors", "loss_history.json", "verify.json"}
 
 
@@ -68,14 +68,14 @@ def test_gate_failure_exits_with_the_gate_code_and_ships_nothing(tmp_path):
     r = invoke("all", "--arch", "shallow", "--artifacts-dir", str(tmp_path), "--steps", "10")
     assert r.exit_code == errors.GateFailed.exit_code
     assert "accuracy gate" in r.output and "final loss" in r.output
-    assert not (tmp_path / "shallow" / "model.onnx").exists()
-    assert not (tmp_path / "shallow" / "manifest.json").exists()
+    assert not (tmp_path / "shallow" / "candidate" / "model.onnx").exists()
+    assert not (tmp_path / "shallow" / "candidate" / "manifest.json").exists()
 
 
 def test_divergence_exits_with_the_training_code(tmp_path):
     r = invoke("all", "--arch", "shallow", "--artifacts-dir", str(tmp_path), "--lr", "1e6")
     assert r.exit_code == errors.TrainingFailed.exit_code and "diverged at step 1" in r.output
-    assert not (tmp_path / "shallow" / "model.onnx").exists()
+    assert not (tmp_path / "shallow" / "candidate" / "model.onnx").exists()
 
 
 @pytest.mark.parametrize("command", ["validate", "export", "serve-check", "verify"])
@@ -87,7 +87,7 @@ def test_stages_before_train_say_run_train_first(tmp_path, command):
 
 def test_predict_before_train(tmp_path):
     r = invoke("predict", "--arch", "shallow", "--artifacts-dir", str(tmp_path), "0,1")
-    assert r.exit_code == errors.MissingArtifact.exit_code and "run train first" in r.output
+    assert r.exit_code == errors.MissingArtifact.exit_code and "no published version of shallow" in r.output
 
 
 def test_cuda_where_there_is_none_is_one_line():
@@ -118,7 +118,7 @@ def test_verify_require_cuda_fails_cleanly(shipped_copy):
     r = run_cli("verify", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "--require", "cuda")
     assert r.returncode == errors.EquivalenceFailed.exit_code
     assert "required runtime torch-cuda did not run" in r.stderr and "Traceback" not in r.stderr
-    assert json.loads((shipped_copy / "shallow" / "verify.json").read_text())["passed"] is False
+    assert json.loads((shipped_copy / "shallow" / "candidate" / "verify.json").read_text())["passed"] is False
 
 
 def test_help_does_not_import_torch_or_onnx():

@@ -11,7 +11,7 @@ from pipeline.train import TrainConfig, train
 
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_exported_file_properties(shipped, arch):
-    path = shipped / arch / "model.onnx"
+    path = shipped / arch / "v1" / "model.onnx"
     onnx.checker.check_model(str(path), full_check=True)
     model = onnx.load(str(path))
     assert {o.domain: o.version for o in model.opset_import}[""] == OPSET >= 18

@@ -24,6 +24,7 @@ SHARED = {
     "errors",
     "plot",
     "tutorial_log",
+    "inputs",
 }
 STAGES = {"train", "validate", "export", "verify"}
 

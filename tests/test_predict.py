@@ -6,11 +6,9 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from pipeline import predict as P
-from pipeline.errors import IntegrityError, UsageError
+from pipeline.errors import IntegrityError
 from tests.conftest import ROOT, load_weights, numpy_mlp, run_cli
 
 
@@ -36,7 +34,7 @@ def test_predict_runs_without_torch(shipped, tmp_path):
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert [p["label"] for p in data["predictions"]] == [0, 1, 1, 0]
-    ref = numpy_mlp(load_weights(shipped / "shallow"), np.array([[0, 0], [0, 1], [1, 0], [1, 1]]))
+    ref = numpy_mlp(load_weights(shipped / "shallow" / "v1"), np.array([[0, 0], [0, 1], [1, 0], [1, 1]]))
     np.testing.assert_allclose([p["probability"] for p in data["predictions"]], ref, rtol=1e-5, atol=1e-6)
     assert data["sha256_checked"] is True and data["providers"][-1] == "CPUExecutionProvider"
 
@@ -54,15 +52,15 @@ def test_predict_from_csv_npy_json_and_stdin(shipped, tmp_path):
 
 
 def test_predict_with_model_path_and_table_output(shipped):
-    r = run_cli("predict", "--model", str(shipped / "shallow" / "model.onnx"), "0,1")
+    r = run_cli("predict", "--model", str(shipped / "shallow" / "v1" / "model.onnx"), "0,1")
     assert r.returncode == 0 and "probability" in r.stdout and r.stdout.strip().endswith("1")
 
 
 @pytest.mark.parametrize(
     "args,message",
     [
-        (("0,1,2",), "two numbers joined by a comma"),
-        (("a,b",), "is not two numbers"),
+        (("0,1,2",), "is not 2 numbers joined by commas"),
+        (("a,b",), "is not 2 numbers joined by commas"),
         (("nan,1",), "not finite"),
         (("inf,1",), "not finite"),
         ((), "either as x1,x2 arguments"),
@@ -76,66 +74,9 @@ def test_bad_input_is_one_line_and_exit_2(shipped, args, message):
 
 
 def test_tampered_model_is_refused_before_loading(shipped_copy):
-    onnx_path = shipped_copy / "shallow" / "model.onnx"
+    onnx_path = shipped_copy / "shallow" / "v1" / "model.onnx"
     onnx_path.write_bytes(onnx_path.read_bytes() + b"\x00")
     with pytest.raises(IntegrityError, match=r"sha256 [0-9a-f]{64} != manifest [0-9a-f]{64}"):
         P.resolve_model(shipped_copy, "shallow", None)
     with pytest.raises(IntegrityError):
         P.resolve_model(shipped_copy, None, onnx_path)
-
-
-def test_parsers_accept_the_documented_forms():
-    assert P.parse_pairs(["0,1", "1e-3,-2"]).tolist() == [[0, 1], [np.float32(1e-3), -2]]
-    assert P.parse_json("[0, 1]").shape == (1, 2)
-    assert P.parse_json('{"x": [[0, 1], [1, 0]]}').shape == (2, 2)
-    assert P.parse_csv("x1,x2\n0,1\n\n1,1\n", "f").shape == (2, 2)
-
-
-@pytest.mark.parametrize(
-    "text", ["", "[]", "[[1]]", "[[1,2,3]]", '[["a", 1]]', "[[NaN, 1]]", "[[true, 1]]", '{"y": 1}', "{", "[[1e400, 0]]"]
-)
-def test_json_garbage_is_a_usage_error(text):
-    with pytest.raises(UsageError):
-        P.parse_json(text)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.text(max_size=12), max_size=5))
-def test_pair_parser_never_crashes(pairs):
-    try:
-        x = P.parse_pairs(pairs)
-    except UsageError as exc:
-        assert "\n" not in str(exc)
-    else:
-        assert x.dtype == np.float32 and x.shape == (len(pairs), 2) and np.all(np.isfinite(x))
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.recursive(
-        st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=5),
-        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=3), children, max_size=3),
-        max_leaves=12,
-    )
-)
-def test_json_parser_never_crashes(value):
-    try:
-        x = P.parse_json(json.dumps(value))
-    except UsageError as exc:
-        assert "\n" not in str(exc)
-    else:
-        assert x.ndim == 2 and x.shape[1] == 2 and np.all(np.isfinite(x))
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=200))
-def test_csv_and_npy_parsers_never_crash(tmp_path_factory, data):
-    folder = tmp_path_factory.mktemp("fuzz")
-    for name in ("in.csv", "in.npy"):
-        (folder / name).write_bytes(data)
-        try:
-            x = P.parse_file(folder / name)
-        except UsageError as exc:
-            assert "\n" not in str(exc)
-        else:
-            assert x.shape[1] == 2 and np.all(np.isfinite(x))

@@ -24,7 +24,7 @@ NO_GPU = cuda_device_problem() is not None
 
 @pytest.mark.skipif(not NO_GPU, reason="a CUDA device is present")
 def test_auto_on_a_machine_without_gpu_says_why_and_never_claims_cuda(shipped, capfd):
-    session, report = open_session(shipped / "shallow" / "model.onnx", "auto")
+    session, report = open_session(shipped / "shallow" / "v1" / "model.onnx", "auto")
     assert session.get_providers() == [CPU_EP] and report.used == (CPU_EP,)
     assert not report.on_cuda
     assert "runs on the CPU" in report.cuda_note and "\n" not in report.cuda_note
@@ -35,18 +35,18 @@ def test_auto_on_a_machine_without_gpu_says_why_and_never_claims_cuda(shipped, c
 @pytest.mark.skipif(not NO_GPU, reason="a CUDA device is present")
 def test_provider_cuda_without_gpu_fails_with_one_line(shipped):
     with pytest.raises(DeviceUnavailable, match=r"^--provider cuda: ") as info:
-        open_session(shipped / "shallow" / "model.onnx", "cuda")
+        open_session(shipped / "shallow" / "v1" / "model.onnx", "cuda")
     assert "\n" not in str(info.value)
 
 
 def test_provider_cpu_uses_cpu_only(shipped):
-    _, report = open_session(shipped / "shallow" / "model.onnx", "cpu")
+    _, report = open_session(shipped / "shallow" / "v1" / "model.onnx", "cpu")
     assert report.used == (CPU_EP,)
 
 
 @pytest.mark.cuda
 def test_cuda_provider_really_runs_when_a_gpu_is_present(shipped):
-    _, report = open_session(shipped / "shallow" / "model.onnx", "cuda")
+    _, report = open_session(shipped / "shallow" / "v1" / "model.onnx", "cuda")
     assert report.on_cuda
 
 
@@ -57,7 +57,7 @@ def _write(path, data: bytes):
 
 @pytest.mark.parametrize("kind", ["empty", "truncated", "random"])
 def test_unreadable_files_are_named(shipped, tmp_path, kind):
-    good = (shipped / "shallow" / "model.onnx").read_bytes()
+    good = (shipped / "shallow" / "v1" / "model.onnx").read_bytes()
     data = {"empty": b"", "truncated": good[: len(good) // 2], "random": os.urandom(4096)}[kind]
     path = _write(tmp_path / "model.onnx", data)
     with pytest.raises(CorruptArtifact, match=str(path)):
@@ -117,7 +117,7 @@ def test_torch_runner_works_on_a_copy(shipped):
     from pipeline.archs import ARCHS
     from pipeline.model import load_model
 
-    model = load_model(ARCHS["shallow"], (shipped / "shallow" / "weights.safetensors").read_bytes())
+    model = load_model(ARCHS["shallow"], (shipped / "shallow" / "v1" / "weights.safetensors").read_bytes())
     runner = torch_runner(model, "cpu", "float64")
     assert next(model.parameters()).dtype == torch.float32
     x = np.array([[0, 1], [1, 1]], np.float32)
@@ -126,7 +126,7 @@ def test_torch_runner_works_on_a_copy(shipped):
 
 
 def test_ort_runner_names_what_ran_and_runs_from_bytes(shipped):
-    data = (shipped / "shallow" / "model.onnx").read_bytes()
+    data = (shipped / "shallow" / "v1" / "model.onnx").read_bytes()
     runner = ort_runner(data, "auto")
     assert runner.name == ("ort-cuda" if runner.providers.on_cuda else "ort-cpu")
     out = runner.run(np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32))

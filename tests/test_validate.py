@@ -11,9 +11,9 @@ from tests.conftest import load_weights, numpy_mlp
 
 def test_accuracy_matches_an_independent_computation(shipped):
     for arch in ARCHS.values():
-        model = load_model(arch, (shipped / arch.name / "weights.safetensors").read_bytes())
+        model = load_model(arch, (shipped / arch.name / "v1" / "weights.safetensors").read_bytes())
         result = evaluate(model, arch, 0.0, 1.0)
-        probs = numpy_mlp(load_weights(shipped / arch.name), np.array(XOR_X))
+        probs = numpy_mlp(load_weights(shipped / arch.name / "v1"), np.array(XOR_X))
         np.testing.assert_allclose(result.probabilities, probs, rtol=1e-5)
         assert result.labels == XOR_Y and result.accuracy == 1.0 and result.passed
 

@@ -30,7 +30,7 @@ RUNTIMES = [
 def runtimes(shipped):
     out = {}
     for arch in ARCHS.values():
-        folder = shipped / arch.name
+        folder = shipped / arch.name / "v1"
         model = load_model(arch, (folder / "weights.safetensors").read_bytes())
         onnx_path = folder / "model.onnx"
         build = {  # default arguments bind this iteration's model and file
@@ -64,11 +64,14 @@ def test_runtime_matches_numpy_float64(runtimes, arch, runtime, set_name):
 
 def test_the_engines_oracle_agrees_with_numpy(shipped):
     arch = ARCHS["wide-deep"]
-    model = load_model(arch, (shipped / arch.name / "weights.safetensors").read_bytes())
+    model = load_model(arch, (shipped / arch.name / "v1" / "weights.safetensors").read_bytes())
     oracle = V.torch_runtime(model, "cpu", "float64", name="oracle")
     for s in V.input_sets():
         np.testing.assert_allclose(
-            oracle.run(s.x).reshape(-1), numpy_mlp(load_weights(shipped / arch.name), s.x), rtol=1e-12, atol=1e-15
+            oracle.run(s.x).reshape(-1),
+            numpy_mlp(load_weights(shipped / arch.name / "v1"), s.x),
+            rtol=1e-12,
+            atol=1e-15,
         )
 
 
@@ -87,7 +90,7 @@ def test_input_sets_are_seeded_and_cover_the_promised_cases():
 
 def test_verify_report_is_written_and_says_what_ran(shipped):
     for arch in ARCHS:
-        data = json.loads((shipped / arch / "verify.json").read_text())
+        data = json.loads((shipped / arch / "v1" / "verify.json").read_text())
         assert data["passed"] and data["failures"] == []
         assert {"torch-cpu", "ort-cpu", "onnx-reference"} <= set(data["ran"])
         assert all(c["passed"] for c in data["comparisons"])
@@ -105,12 +108,12 @@ def test_verify_report_figures_match_an_independent_recomputation(shipped, arch)
     onnxruntime called directly and the numpy float64 oracle."""
     import onnxruntime as ort
 
-    data = json.loads((shipped / arch / "verify.json").read_text())
+    data = json.loads((shipped / arch / "v1" / "verify.json").read_text())
     (c,) = [c for c in data["comparisons"] if c["runtime"] == "ort-cpu" and c["input_set"] == "xor"]
-    session = ort.InferenceSession(str(shipped / arch / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(shipped / arch / "v1" / "model.onnx"), providers=["CPUExecutionProvider"])
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
     out = session.run(None, {"x": x})[0].reshape(-1).astype(np.float64)
-    ref = numpy_mlp(load_weights(shipped / arch), x)
+    ref = numpy_mlp(load_weights(shipped / arch / "v1"), x)
     diff = np.abs(out - ref)
     assert c["max_abs"] == pytest.approx(diff.max(), rel=1e-6, abs=1e-15)
     assert c["max_rel"] == pytest.approx((diff / np.maximum(np.abs(ref), 1e-6)).max(), rel=1e-6, abs=1e-15)
@@ -144,8 +147,10 @@ def test_require_cuda_fails_closed_on_this_machine(shipped):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    model = load_model(ARCHS["shallow"], (shipped / "shallow" / "weights.safetensors").read_bytes())
-    report = V.verify(model, "shallow", shipped / "shallow" / "model.onnx", "n/a", require=("cuda",), batches=(4,))
+    model = load_model(ARCHS["shallow"], (shipped / "shallow" / "v1" / "weights.safetensors").read_bytes())
+    report = V.verify(
+        model, "shallow", shipped / "shallow" / "v1" / "model.onnx", "n/a", require=("cuda",), batches=(4,)
+    )
     assert report.required_missing == ["torch-cuda", "ort-cuda"] and not report.passed
     with pytest.raises(EquivalenceFailed, match="required runtime torch-cuda did not run"):
         V.raise_on_failure(report, "verify.json")

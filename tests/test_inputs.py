@@ -1,0 +1,579 @@
+"""pipeline.inputs: every format round-trips exact float32, bad rows are named by line/row before any chunk is
+read, untrusted bytes only ever raise UsageError, stdin is capped while reading, and files stream in bounded
+memory."""
+
+from __future__ import annotations
+
+import codecs
+import io
+import json
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline import inputs as I
+from pipeline.errors import UsageError
+from pipeline.inputs import InputSpec, open_input
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC2 = InputSpec(2)
+NAMED2 = InputSpec(2, ("x1", "x2"))
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+# Names that are not numbers by the header rule (no "nan", "inf", "infinity", digits-first, ...).
+names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_ ]{0,7}[A-Za-z0-9_]|[A-Za-z_]", fullmatch=True).filter(
+    lambda n: n.lower() not in {"nan", "inf", "infinity"}
+)
+
+
+def read_all(source: I.RowSource, rows: int = 7) -> np.ndarray:
+    n = source.validate()
+    chunks = list(source.chunks(rows))
+    for c in chunks:
+        assert c.dtype == np.float32 and c.ndim == 2 and c.shape[1] == source.spec.width
+        assert 0 < c.shape[0] <= rows
+    assert all(c.shape[0] == rows for c in chunks[:-1])
+    out = np.concatenate(chunks)
+    assert out.shape[0] == n
+    return out
+
+
+def read_file(tmp_path: Path, name: str, content: str | bytes, spec: InputSpec = SPEC2) -> np.ndarray:
+    path = tmp_path / name
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return read_all(open_input(spec, path=path))
+
+
+def usage_error(tmp_path: Path, name: str, content: str | bytes, spec: InputSpec = SPEC2) -> str:
+    path = tmp_path / name
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    with pytest.raises(UsageError) as exc:
+        open_input(spec, path=path).validate()
+    message = str(exc.value)
+    assert "\n" not in message and "\r" not in message
+    return message
+
+
+def csv_text(values: np.ndarray, header: list[str] | None = None, style: str = "repr") -> str:
+    fmt = (lambda v: repr(float(v))) if style == "repr" else (lambda v: str(np.float32(v)))
+    lines = [",".join(header)] if header is not None else []
+    lines += [",".join(fmt(v) for v in row) for row in values]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Round trips: exact float32 in every format
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.tuples(f32, f32), min_size=1, max_size=30), style=st.sampled_from(["repr", "shortest"]))
+def test_csv_round_trips_exact_float32(tmp_path, values, style):
+    x = np.array(values, dtype=np.float32)
+    np.testing.assert_array_equal(read_file(tmp_path, "x.csv", csv_text(x, None, style)), x)
+    np.testing.assert_array_equal(read_file(tmp_path, "h.csv", csv_text(x, ["x1", "x2"], style), NAMED2), x)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.tuples(f32, f32), min_size=1, max_size=30))
+def test_json_round_trips_exact_float32(tmp_path, values):
+    x = np.array(values, dtype=np.float32)
+    rows = [[float(v) for v in r] for r in x]
+    np.testing.assert_array_equal(read_file(tmp_path, "x.json", json.dumps(rows)), x)
+    np.testing.assert_array_equal(read_file(tmp_path, "x.json", json.dumps({"x": rows, "note": "hi"})), x)
+    objects = [{"x2": b, "x1": a, "extra": [1, "z"]} for a, b in rows]
+    np.testing.assert_array_equal(read_file(tmp_path, "o.json", json.dumps(objects), NAMED2), x)
+    np.testing.assert_array_equal(read_all(open_input(SPEC2, stdin=io.StringIO(json.dumps(rows)))), x)
+    np.testing.assert_array_equal(read_all(open_input(SPEC2, stdin=io.BytesIO(json.dumps(rows).encode()))), x)
+
+
+@pytest.mark.parametrize("dtype", ["<f4", ">f4", "<f8", ">f8", "<f2", "<i4", ">i8", "<u2", "|i1"])
+@pytest.mark.parametrize("fortran", [False, True])
+def test_npy_round_trips_exact(tmp_path, dtype, fortran):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((1000, 3)) * 100).astype(dtype)
+    if fortran:
+        x = np.asfortranarray(x)
+    np.save(tmp_path / "x.npy", x)
+    got = read_all(open_input(InputSpec(3), path=tmp_path / "x.npy"), rows=333)
+    np.testing.assert_array_equal(got, x.astype(np.float32))
+
+
+def test_npy_one_dimensional_is_one_row(tmp_path):
+    np.save(tmp_path / "x.npy", np.array([0.5, -2.0], dtype=np.float64))
+    np.testing.assert_array_equal(read_all(open_input(SPEC2, path=tmp_path / "x.npy")), [[0.5, -2.0]])
+
+
+def test_json_single_row_and_pairs():
+    got = read_all(open_input(SPEC2, stdin=io.StringIO("  [0.25, -1e-3]  \n")))
+    np.testing.assert_array_equal(got, np.array([[0.25, -1e-3]], dtype=np.float32))
+    got = read_all(open_input(SPEC2, pairs=["0,1", "1e-3,-2", " 3 , 4 "]))
+    np.testing.assert_array_equal(got, np.array([[0, 1], [1e-3, -2], [3, 4]], dtype=np.float32))
+
+
+def test_wide_models_and_width_one(tmp_path):
+    x = np.arange(20, dtype=np.float32).reshape(4, 5)
+    np.testing.assert_array_equal(read_file(tmp_path, "w.csv", csv_text(x), InputSpec(5)), x)
+    np.testing.assert_array_equal(read_file(tmp_path, "one.csv", "v\n1\n2\n", InputSpec(1, ("v",))), [[1], [2]])
+
+
+def test_csv_quotes_blank_lines_crlf_and_bom(tmp_path):
+    text = '\ufeffx1,"x2"\r\n\r\n"1.5",2\r\n   \r\n3,"-4e-2"\r\n\n'
+    np.testing.assert_array_equal(read_file(tmp_path, "q.csv", text, NAMED2), np.float32([[1.5, 2], [3, -4e-2]]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The header rule
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_header_rule(tmp_path, data):
+    width = data.draw(st.integers(1, 4), label="width")
+    features = data.draw(st.lists(names, min_size=width, max_size=width, unique=True), label="features")
+    use_names = data.draw(st.booleans(), label="spec has feature names")
+    with_header = data.draw(st.booleans(), label="header")
+    bom = data.draw(st.booleans(), label="bom")
+    x = np.array(data.draw(st.lists(st.lists(f32, min_size=width, max_size=width), min_size=1, max_size=20)))
+    x = x.astype(np.float32).reshape(-1, width)
+    spec = InputSpec(width, tuple(features) if use_names else None)
+    if with_header and use_names:
+        # Any column order plus extra columns (ignored, even when not numbers).
+        extra = data.draw(st.lists(names.filter(lambda n: n not in features), max_size=2, unique=True), label="extra")
+        columns = data.draw(st.permutations(features + extra), label="columns")
+        header = list(columns)
+        table = [
+            [repr(float(row[features.index(c)])) if c in features else f"id{r}" for c in columns]
+            for r, row in enumerate(x)
+        ]
+        text = ",".join(header) + "\n" + "".join(",".join(t) + "\n" for t in table)
+    else:
+        text = csv_text(x, features if with_header else None)
+    if bom:
+        text = "\ufeff" + text
+    np.testing.assert_array_equal(read_file(tmp_path, "t.csv", text, spec), x)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    width=st.integers(2, 4),
+    data=st.data(),
+)
+def test_line_one_mixing_numbers_and_text_is_an_error(tmp_path, width, data):
+    fields = [repr(float(v)) for v in data.draw(st.lists(f32, min_size=width, max_size=width))]
+    k = data.draw(st.integers(1, width - 1), label="text fields")
+    for i in data.draw(st.permutations(range(width)))[:k]:
+        fields[i] = data.draw(names, label="name")
+    text = ",".join(fields) + "\n1," + ",".join(["2"] * (width - 1)) + "\n"
+    message = usage_error(tmp_path, "m.csv", text, InputSpec(width))
+    assert "line 1 " in message and "mixes numbers and text" in message
+
+
+@pytest.mark.parametrize("first", ["0,1x", "0,", "1_0,2", "x,1"])
+def test_a_typo_in_the_first_data_line_is_not_taken_for_a_header(tmp_path, first):
+    message = usage_error(tmp_path, "t.csv", f"{first}\n1,2\n3,4\n")
+    assert "line 1 " in message
+
+
+def test_header_by_name_errors(tmp_path):
+    message = usage_error(tmp_path, "a.csv", "x1,y,z\n1,2,3\n", NAMED2)
+    assert "no column 'x2'" in message and "'x1,y,z'" in message
+    assert "more than once" in usage_error(tmp_path, "b.csv", "x1,x2,x2\n1,2,3\n", NAMED2)
+    # A duplicated column that is not a feature does not matter.
+    np.testing.assert_array_equal(read_file(tmp_path, "c.csv", "id,x2,id,x1\na,1,b,2\n", NAMED2), [[2, 1]])
+    # With a header and no feature names, exactly `width` columns.
+    assert "has 3 columns, expected 2" in usage_error(tmp_path, "d.csv", "a,b,c\n1,2,3\n")
+    # Extra columns: each row still needs the header's column count.
+    message = usage_error(tmp_path, "e.csv", "x1,x2,id\n1,2,a\n3,4\n5,6,c\n", NAMED2)
+    assert "line 3 has 2 columns, expected 3" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad rows are found by validate(), named by line, wherever they are
+
+
+@pytest.fixture(scope="module")
+def big_rows() -> list[str]:
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((200_000, 2)).astype(np.float32)
+    return [f"{a!r},{b!r}" for a, b in x.tolist()]
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+@pytest.mark.parametrize(
+    "bad, expect",
+    [
+        ("1,abc", "column 2 ('abc') is not a number"),
+        ("1,nan", "not finite"),
+        ("-inf,0", "not finite"),
+        ("1,2,3", "has 3 columns, expected 2"),
+        ("4e38,0", "beyond float32's range"),
+        ("1e999,0", "not finite"),
+        ("7", "has 1 columns, expected 2"),
+        ("1,2 # note", "is not a number"),
+    ],
+)
+def test_bad_row_anywhere_is_named_by_validate(tmp_path, big_rows, where, bad, expect, monkeypatch):
+    index = {"first": 0, "middle": len(big_rows) // 2, "last": len(big_rows) - 1}[where]
+    rows = list(big_rows)
+    rows[index] = bad
+    path = tmp_path / "big.csv"
+    path.write_text("x1,x2\n" + "\n".join(rows) + "\n")
+    source = open_input(NAMED2, path=path)
+    monkeypatch.setattr(type(source), "chunks", lambda *a, **k: pytest.fail("chunks() must not be needed"))
+    with pytest.raises(UsageError) as exc:
+        source.validate()
+    assert f"line {index + 2}" in str(exc.value) and expect in str(exc.value), str(exc.value)
+    assert str(path) in str(exc.value)
+
+
+def test_blank_lines_keep_line_numbers(tmp_path, big_rows):
+    rows = list(big_rows[:100_000])
+    rows[5] = ""
+    rows[70_000] = "  \t"
+    rows[90_000] = "1,x"
+    message = usage_error(tmp_path, "b.csv", "\n\n" + "\n".join(rows) + "\n")
+    assert "line 90003," in message
+
+
+def test_good_big_file_validates_and_streams_in_order(tmp_path, big_rows):
+    path = tmp_path / "ok.csv"
+    path.write_text("\n".join(big_rows))  # no final newline
+    source = open_input(SPEC2, path=path)
+    assert source.validate() == len(big_rows)
+    chunks = list(source.chunks(65536))
+    assert [c.shape[0] for c in chunks] == [65536, 65536, 65536, 200_000 - 3 * 65536]
+    expected = np.array([[float(v) for v in r.split(",")] for r in big_rows[:10]], dtype=np.float32)
+    np.testing.assert_array_equal(chunks[0][:10], expected)
+
+
+@pytest.mark.parametrize(
+    "text, expect",
+    [
+        ("[[1, 2], [3, true]]", "row 2: true is not a number"),
+        ("[[1, 2], [3, null]]", "row 2: null"),
+        ('[[1, 2], [3, "4"]]', "row 2: the string '4'"),
+        ("[[1, 2], [3, NaN]]", "row 2 is not finite"),
+        ("[[1, 2], [Infinity, 3]]", "row 2 is not finite"),
+        ("[[1, 2], [1e39, 3]]", "row 2 has a value beyond"),
+        ("[[1, 2], [3]]", "row 2 has 1 values, expected 2"),
+        ("[[1, 2], 5]", "row 2 is 5"),
+        ("[]", "no input rows"),
+        ('{"x": []}', "no input rows"),
+        ('{"y": [[1, 2]]}', 'needs the key "x"'),
+        ("", "no input rows"),
+        ("[[1, 2]] [[3, 4]]", "after the rows"),
+        ("[1, 2, 3]", "row 1 has more than 2 values"),
+        ("[[1,2],]", "row 2"),
+        ("[[1, 2], [3, " + "9" * 5000 + "]]", "row 2"),
+        ("[[1, 2], [3, 1" + "0" * 400 + "]]", "row 2"),
+        ('[{"x1": 1, "x2": 2}]', "no feature names"),
+    ],
+)
+def test_json_errors_name_the_row(tmp_path, text, expect):
+    assert expect in usage_error(tmp_path, "bad.json", text)
+
+
+def test_json_object_rows_need_every_feature(tmp_path):
+    message = usage_error(tmp_path, "o.json", '[{"x1": 1, "x2": 2}, {"x1": 3, "z": 4}]', NAMED2)
+    assert "row 2 has no key 'x2'" in message
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        "[" * 100_000,
+        "[[" + "[" * 50_000 + "]" * 50_002,
+        '{"x": ' + "[" * 100_000,
+        '[{"x1": ' + '{"a": ' * 30_000 + "1" + "}" * 30_001 + "]",
+    ],
+)
+def test_deeply_nested_json_is_a_usage_error(tmp_path, junk):
+    usage_error(tmp_path, "deep.json", junk, NAMED2)
+    with pytest.raises(UsageError):
+        open_input(NAMED2, stdin=io.StringIO(junk)).validate()
+
+
+def test_pairs_errors():
+    with pytest.raises(UsageError, match=r"input 2 \('1e-3'\) is not 2 numbers"):
+        open_input(SPEC2, pairs=["0,1", "1e-3"]).validate()
+    with pytest.raises(UsageError, match=r"input 1 .* not finite"):
+        open_input(SPEC2, pairs=["nan,1"]).validate()
+    with pytest.raises(UsageError, match="one way only"):
+        open_input(SPEC2, pairs=["0,1"], stdin=io.StringIO("[0, 1]"))
+    with pytest.raises(UsageError, match="no input rows"):
+        open_input(SPEC2)
+
+
+def test_missing_file_folder_and_empty(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        open_input(SPEC2, path=tmp_path / "nope.csv")
+    with pytest.raises(UsageError, match="is a folder"):
+        open_input(SPEC2, path=tmp_path)
+    for name, content in [("e.csv", ""), ("h.csv", "x1,x2\n"), ("b.csv", "\n \n"), ("e.json", "  ")]:
+        assert "no input rows" in usage_error(tmp_path, name, content)
+    np.save(tmp_path / "e.npy", np.zeros((0, 2)))
+    with pytest.raises(UsageError, match="no input rows"):
+        open_input(SPEC2, path=tmp_path / "e.npy").validate()
+    with pytest.raises(UsageError, match="no input rows"):
+        list(open_input(SPEC2, path=tmp_path / "e.npy").chunks())
+
+
+def test_csv_encoding_long_fields_and_long_lines(tmp_path):
+    assert "line 3 is not UTF-8" in usage_error(tmp_path, "u.csv", b"x1,x2\n1,2\n3,\xff4\n")
+    assert "line 1" in usage_error(tmp_path, "f.csv", '1,"' + "9" * 200_000 + '"\n')  # beyond csv's field limit
+    # A line is buffered up to MAX_LINE_BYTES while looking for its end, no further.
+    assert "line 2 is longer than" in usage_error(tmp_path, "l.csv", "1,2\n" + "3" * 3_000_000 + ",4\n")
+    assert "line 1 is longer" in usage_error(tmp_path, "l.csv", "1," + "3" * 10_000_000)
+
+
+# ---------------------------------------------------------------------------------------------
+# .npy refusals
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def test_npz_renamed_npy_is_refused(tmp_path):
+    np.savez(tmp_path / "a.npz", x=np.zeros((3, 2)))
+    assert "zip archive" in usage_error(tmp_path, "a.npy", (tmp_path / "a.npz").read_bytes())
+
+
+def test_truncated_npy_claiming_a_trillion_rows_is_refused(tmp_path):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 2)})
+    message = usage_error(tmp_path, "t.npy", buf.getvalue() + np.zeros((10, 2), dtype="<f4").tobytes())
+    assert "truncated" in message and "1000000000000" in message
+
+
+def test_object_and_other_dtypes_are_refused(tmp_path):
+    path = tmp_path / "o.npy"
+    np.save(path, np.array([[1, "a"]], dtype=object), allow_pickle=True)
+    with pytest.raises(UsageError, match="not numeric"):
+        open_input(SPEC2, path=path).validate()
+    for arr in [
+        np.zeros((2, 2), dtype=complex),
+        np.zeros((2, 2), dtype=bool),
+        np.array([["a", "b"]]),
+        np.zeros(2, dtype=[("a", "<f4"), ("b", "<f4")]),
+    ]:
+        assert "not numeric" in usage_error(tmp_path, "d.npy", npy_bytes(arr))
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (3,), (2, 2, 2), ()])
+def test_npy_wrong_shape_is_refused(tmp_path, shape):
+    assert "shape" in usage_error(tmp_path, "s.npy", npy_bytes(np.zeros(shape)))
+
+
+def test_npy_bad_values_name_the_row(tmp_path):
+    x = np.zeros((100_000, 2))
+    x[77_777, 1] = np.inf
+    assert "row 77778 is not finite" in usage_error(tmp_path, "v.npy", npy_bytes(x))
+    x[77_777, 1] = 1e39
+    assert "row 77778 has a value beyond" in usage_error(tmp_path, "v.npy", npy_bytes(x))
+    assert "unexpected bytes" in usage_error(tmp_path, "v.npy", npy_bytes(np.zeros((2, 2))) + b"junk")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fuzz: untrusted bytes only ever raise UsageError
+
+
+def check_only_usage_errors(source: I.RowSource) -> None:
+    try:
+        n = source.validate()
+    except UsageError as exc:
+        assert "\n" not in str(exc)
+        return
+    got = np.concatenate(list(source.chunks(5)))
+    assert got.shape == (n, source.spec.width) and got.dtype == np.float32 and np.isfinite(got).all()
+
+
+@FUZZ
+@given(blob=st.binary(max_size=300), suffix=st.sampled_from([".csv", ".npy", ".json", ".txt"]))
+def test_fuzz_random_bytes(tmp_path, blob, suffix):
+    path = tmp_path / f"f{suffix}"
+    path.write_bytes(blob)
+    check_only_usage_errors(open_input(NAMED2, path=path))
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_mutated_npy(tmp_path, data):
+    arr = data.draw(st.sampled_from([np.zeros((3, 2)), np.ones((2,), dtype="<i2"), np.zeros((1, 2), dtype=">f4")]))
+    blob = bytearray(npy_bytes(arr))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(blob) - 1))
+        blob[i] = data.draw(st.integers(0, 255))
+    blob = blob[: data.draw(st.integers(0, len(blob)))]
+    path = tmp_path / "m.npy"
+    path.write_bytes(bytes(blob))
+    check_only_usage_errors(open_input(SPEC2, path=path))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.sampled_from(["x", "x1", "x2", "y"]), kids),
+    max_leaves=12,
+)
+
+
+@FUZZ
+@given(value=json_values, cut=st.integers(0, 200), text=st.text(max_size=40))
+def test_fuzz_json(tmp_path, value, cut, text):
+    encoded = json.dumps(value)
+    for candidate in (encoded, encoded[:cut], text, encoded + text):
+        path = tmp_path / "j.json"
+        path.write_text(candidate)
+        check_only_usage_errors(open_input(NAMED2, path=path))
+        check_only_usage_errors(open_input(NAMED2, stdin=io.StringIO(candidate)))
+
+
+@FUZZ
+@given(lines=st.lists(st.text(alphabet=st.sampled_from(list('01.e-+,"x \t\r\n\ufeffnaNIf')), max_size=12), max_size=8))
+def test_fuzz_csv_text(tmp_path, lines):
+    path = tmp_path / "c.csv"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    check_only_usage_errors(open_input(NAMED2, path=path))
+    check_only_usage_errors(open_input(SPEC2, path=path))
+
+
+# ---------------------------------------------------------------------------------------------
+# stdin: read once, capped while reading
+
+
+class GeneratorStream:
+    """A read(size) stream (text or binary) fed by a generator; counts what was read."""
+
+    def __init__(self, parts) -> None:
+        self.parts = parts
+        self.pending = None
+        self.read_total = 0
+
+    def read(self, size: int = -1):
+        assert size > 0, "an endless stream must be read in blocks"
+        if self.pending is None:
+            self.pending = next(self.parts)
+        while len(self.pending) < size:
+            self.pending += next(self.parts)
+        out, self.pending = self.pending[:size], self.pending[size:]
+        self.read_total += len(out)
+        return out
+
+
+def endless(head, item):
+    yield head
+    while True:
+        yield item
+
+
+def test_endless_stdin_fails_at_the_row_cap(monkeypatch):
+    monkeypatch.setattr(I, "MAX_STDIN_ROWS", 5000)
+    stream = GeneratorStream(endless(b"[", b"[0, 1],\n"))
+    with pytest.raises(UsageError, match="stdin: more than 5000 rows"):
+        open_input(SPEC2, stdin=stream).validate()  # type: ignore[arg-type]
+    assert stream.read_total < 5000 * 8 + 200_000
+
+
+def test_endless_text_stdin_fails_at_the_row_cap(monkeypatch):
+    monkeypatch.setattr(I, "MAX_STDIN_ROWS", 3000)
+    item = '{"x1": 1, "x2": 2}, '
+    stream = GeneratorStream(endless('{"x": [', item))
+    with pytest.raises(UsageError, match="more than 3000 rows"):
+        open_input(NAMED2, stdin=stream).validate()  # type: ignore[arg-type]
+    assert stream.read_total < 3000 * len(item) + 200_000
+
+
+@pytest.mark.parametrize("head, item", [("[[1.5", "5"), ("[[1, 2], ", " "), ('[["', "a"), ('{"note": [', "1, ")])
+def test_endless_single_element_fails_at_the_size_cap(monkeypatch, head, item):
+    monkeypatch.setattr(I, "MAX_JSON_ELEMENT_CHARS", 100_000)
+    stream = GeneratorStream(endless(head, item))
+    with pytest.raises(UsageError, match="more than 100000 characters"):
+        open_input(SPEC2, stdin=stream).validate()  # type: ignore[arg-type]
+    assert stream.read_total < 400_000
+
+
+def test_stdin_is_read_once_and_kept():
+    stream = io.StringIO("[[1, 2], [3, 4]]")
+    source = open_input(SPEC2, stdin=stream)
+    assert source.validate() == 2
+    np.testing.assert_array_equal(np.concatenate(list(source.chunks())), [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(np.concatenate(list(source.chunks(1))), [[1, 2], [3, 4]])
+
+
+def test_stdin_not_utf8_and_bom():
+    with pytest.raises(UsageError, match="not UTF-8"):
+        open_input(SPEC2, stdin=io.BytesIO(b"[[1, 2], [3, \xff]]")).validate()
+    got = read_all(open_input(SPEC2, stdin=io.BytesIO(codecs.BOM_UTF8 + b"[[1, 2]]")))
+    np.testing.assert_array_equal(got, [[1, 2]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounded memory, cheap import
+
+
+def traced_peak(source: I.RowSource) -> tuple[int, int, float]:
+    """(validate()'s count, rows streamed, checksum) and the peak traced memory of both passes."""
+    tracemalloc.start()
+    try:
+        n = source.validate()
+        total, checksum = 0, 0.0
+        for chunk in source.chunks():
+            total += chunk.shape[0]
+            checksum += float(chunk.sum(dtype=np.float64))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == total
+    return n, peak, checksum
+
+
+def test_streaming_memory_is_bounded(tmp_path):
+    x = np.random.default_rng(3).integers(-99999, 99999, size=(100_000, 2)) / 1000
+    block = "".join(f"{a},{b}\n" for a, b in x.tolist())
+    small, big = tmp_path / "small.csv", tmp_path / "two_million.csv"
+    small.write_text("x1,x2\n" + block)
+    with big.open("w") as f:
+        f.write("x1,x2\n")
+        for _ in range(20):
+            f.write(block)
+    n_small, peak_small, _ = traced_peak(open_input(NAMED2, path=small))
+    n, peak, checksum = traced_peak(open_input(NAMED2, path=big))
+    assert (n_small, n) == (100_000, 2_000_000)
+    assert checksum == pytest.approx(20 * float(x.astype(np.float32).sum(dtype=np.float64)))
+    assert peak < 50 * 2**20, f"peak traced memory {peak / 2**20:.1f} MiB"
+    # 20x the rows, about the same memory: less than the 15 MiB that 2M float32 rows alone would take.
+    assert peak < peak_small + 4 * 2**20, f"peak {peak / 2**20:.1f} MiB vs {peak_small / 2**20:.1f} MiB for 100k rows"
+
+
+def test_import_is_torch_free():
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'pandas', 'pyarrow'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import pipeline.inputs\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_input_spec_checks_itself():
+    with pytest.raises(ValueError):
+        InputSpec(0)
+    with pytest.raises(ValueError):
+        InputSpec(2, ("a",))
+    with pytest.raises(ValueError):
+        InputSpec(2, ("a", "a"))
+    with pytest.raises(ValueError):
+        list(open_input(SPEC2, pairs=["0,1"]).chunks(0))
