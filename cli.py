@@ -90,7 +90,11 @@ MinAccOpt = Annotated[
 ]
 TrainerOpt = Annotated[
     TrainerName,
-    typer.Option("--trainer", help="auto: CUDA graph on CUDA, fast loop on CPU; tutorial: the tutorial's own loop."),
+    typer.Option(
+        "--trainer",
+        help="auto: explicit on CPU, CUDA graph on CUDA; explicit: ATen kernels without autograd; "
+        "fast: autograd.grad; tutorial: the tutorial's own loop. All give the same bits.",
+    ),
 ]
 RequireOpt = Annotated[
     list[str],

@@ -106,11 +106,11 @@ def _machine() -> dict:
 def bench_training(arch_name: str, device: str, cfg: BenchConfig) -> TrainBench:
     import torch
 
-    from .train import Monitor, cuda_graph_loop, fast_loop, tutorial_loop
+    from .train import Monitor, cuda_graph_loop, explicit_loop, tutorial_loop
 
     arch = ARCHS[arch_name]
     x, y = xor_tensors(device)
-    ours_fn, ours_name = (cuda_graph_loop, "cuda-graph") if device == "cuda" else (fast_loop, "fast")
+    ours_fn, ours_name = (cuda_graph_loop, "cuda-graph") if device == "cuda" else (explicit_loop, "explicit")
 
     def timed(loop):
         model = init_model(arch, TUTORIAL.seed).to(device)

@@ -1,14 +1,16 @@
 """Stage 1: train an MLP on XOR with BCE loss and plain SGD, as the tutorial does, only faster.
 
-Three loops, one set of numbers:
+Four loops, one set of numbers:
 - `tutorial`: the tutorial's loop verbatim (modules, BCELoss, torch.optim.SGD, zero_grad/backward/step).
   The reference the others are tested against, and the baseline `bench` measures.
-- `fast`: the same arithmetic with the per-step overhead removed: direct calls to the ops the modules
-  call, `torch.autograd.grad` instead of `.grad` bookkeeping, one `_foreach_add_` for SGD's update
-  (what `torch.optim.SGD` runs for plain SGD), and the loss read back only at log steps. Weights and
-  loss history are bit-identical to `tutorial` on the same device.
-- `cuda-graph`: on CUDA, `fast`'s step captured once in a CUDA graph and replayed; losses stay in a
-  device buffer read once per log interval. Falls back to eager `fast` with a notice if capture fails.
+- `explicit` (the CPU default): no autograd at all. The forward ops the modules call (`addmm`,
+  `sigmoid`, `binary_cross_entropy`), then the very backward kernels autograd would call for them
+  (`binary_cross_entropy_backward`, `sigmoid_backward`, `mm`, `sum`), in autograd's order, then one
+  `_foreach_add_` for SGD's update. Same kernels, same inputs: bit-identical to `tutorial`.
+- `fast`: the ops called directly but gradients from `torch.autograd.grad`; also bit-identical, slower.
+- `cuda-graph`: on CUDA, the explicit step captured once in a CUDA graph and replayed; losses stay in a
+  device buffer read once per log interval. Falls back to eager `explicit` with a notice if capture fails.
+Every loop reads losses back only at log steps.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 DEVICES = ("auto", "cpu", "cuda")
-TRAINERS = ("auto", "fast", "tutorial")  # what a user may ask for; "cuda-graph" is what auto picks on CUDA
+TRAINERS = ("auto", "explicit", "fast", "tutorial")  # what a user may ask for; auto: explicit (CPU), cuda-graph (CUDA)
 MAX_LOGGED = 1000  # loss points kept in the manifest (loss_history.json keeps every step)
 DIVERGENCE_FACTOR = 10.0  # a loss above 10x the step-0 loss is an explosion, not learning
 WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graphs asks
@@ -169,10 +171,60 @@ def recording_step(step: Callable, losses, cursor) -> Callable[[], None]:
     return run
 
 
-def fast_loop(model, x, y, steps: int, lr: float, monitor: Monitor):
+def make_explicit_step(params: list, x, y, lr: float) -> Callable[[], torch.Tensor]:
+    """One SGD step without autograd: the forward ops nn.Linear/Sigmoid/BCELoss call, then the very
+    backward kernels autograd would call for them, then torch.optim.SGD's update. The same ATen
+    kernels on the same inputs give the tutorial loop's numbers to the bit (tested over 10001 steps
+    for both built-ins); hand-simplified gradient formulas would not.
+
+    params: [w0, b0, w1, b1, ...]; x: (batch, widths[0]); y: (batch, 1). Returns the loss (0-dim).
+    """
     import torch
 
-    step_fn = make_step(list(model.parameters()), x, y, lr)
+    addmm, sigmoid, mm = torch.addmm, torch.sigmoid, torch.mm
+    bce = torch._C._nn.binary_cross_entropy  # what nn.BCELoss calls; reduction 1 = mean
+    bce_backward = torch.ops.aten.binary_cross_entropy_backward
+    sigmoid_backward = torch.ops.aten.sigmoid_backward
+    foreach_add_ = torch._foreach_add_
+    storage = [p.detach() for p in params]  # same memory, outside autograd
+    weights, biases = storage[0::2], storage[1::2]
+    n = len(weights)
+    one = torch.ones((), dtype=x.dtype, device=x.device)  # d loss / d loss
+
+    def step() -> torch.Tensor:
+        hs = [x]  # activations: hs[i] is layer i's input, (batch, widths[i])
+        h = x
+        for w, b in zip(weights, biases):
+            h = sigmoid(addmm(b, h, w.t()))  # F.linear's 2-D path: addmm(bias, input, weight.t())
+            hs.append(h)
+        loss = bce(h, y, None, 1)  # type: ignore[arg-type]
+        g = bce_backward(one, h, y, None, 1)  # (batch, 1): d loss / d output
+        grads: list[Any] = [None] * (2 * n)
+        for i in range(n - 1, -1, -1):  # autograd's order: last layer first
+            gz = sigmoid_backward(g, hs[i + 1])  # d loss / d pre-activation, (batch, widths[i+1])
+            if i:
+                g = mm(gz, weights[i])  # d loss / d input, (batch, widths[i])
+            grads[2 * i] = mm(hs[i].t(), gz).t()  # weight: (widths[i+1], widths[i])
+            grads[2 * i + 1] = gz.sum(0)  # bias
+        foreach_add_(storage, grads, alpha=-lr)  # torch.optim.SGD's update for plain SGD
+        return loss
+
+    return step
+
+
+def explicit_loop(model, x, y, steps: int, lr: float, monitor: Monitor):
+    """The default CPU trainer: `make_explicit_step` in a loop, losses read back at log steps only."""
+    return _eager_loop(make_explicit_step(list(model.parameters()), x, y, lr), steps, monitor)
+
+
+def fast_loop(model, x, y, steps: int, lr: float, monitor: Monitor):
+    """`make_step` (autograd.grad, no module or optimizer bookkeeping) in a loop."""
+    return _eager_loop(make_step(list(model.parameters()), x, y, lr), steps, monitor)
+
+
+def _eager_loop(step_fn: Callable[[], Any], steps: int, monitor: Monitor):
+    import torch
+
     history: list[Any] = []
     append = history.append
     every = monitor.log_every
@@ -185,12 +237,12 @@ def fast_loop(model, x, y, steps: int, lr: float, monitor: Monitor):
 
 
 def cuda_graph_loop(model, x, y, steps: int, lr: float, monitor: Monitor):
-    """`fast`'s step captured in a CUDA graph. Raises RuntimeError if capture is not possible."""
+    """The explicit step captured in a CUDA graph. Raises RuntimeError if capture is not possible."""
     import torch
 
     losses = torch.empty(steps, dtype=x.dtype, device=x.device)
     cursor = torch.zeros(1, dtype=torch.int64, device=x.device)
-    step_fn = recording_step(make_step(list(model.parameters()), x, y, lr), losses, cursor)
+    step_fn = recording_step(make_explicit_step(list(model.parameters()), x, y, lr), losses, cursor)
     eager = min(WARMUP_STEPS, steps)
     # Warm-up on a side stream (torch.cuda.graphs docs); these are real training steps.
     side = torch.cuda.Stream()
@@ -262,12 +314,12 @@ def train(config: TrainConfig, on_log: LogFn | None = None) -> TrainResult:
     x, y = xor_tensors(dev)
     trainer = config.trainer
     if trainer == "auto":
-        trainer = "cuda-graph" if dev.type == "cuda" else "fast"
+        trainer = "cuda-graph" if dev.type == "cuda" else "explicit"
     notices: list[str] = []
     start = time.perf_counter()
     losses = _run(trainer, model, x, y, config, on_log, notices)
     if trainer == "cuda-graph" and notices:
-        trainer = "fast"
+        trainer = "explicit"
     history = losses.tolist()  # one sync at the end
     seconds = time.perf_counter() - start
     model = model.cpu().eval()
@@ -289,6 +341,8 @@ def _run(trainer: str, model, x, y, config: TrainConfig, on_log, notices: list[s
 
     if trainer == "tutorial":
         return tutorial_loop(*args())
+    if trainer == "explicit":
+        return explicit_loop(*args())
     if trainer == "fast":
         return fast_loop(*args())
     if trainer == "cuda-graph":
@@ -306,7 +360,7 @@ def _run(trainer: str, model, x, y, config: TrainConfig, on_log, notices: list[s
                 for p, s in zip(model.parameters(), snapshot):
                     p.copy_(s)
             notices.append(f"CUDA graph capture failed ({str(exc).splitlines()[0]}); trained eagerly instead")
-            return fast_loop(*args())
+            return explicit_loop(*args())
     raise ValueError(f"unknown trainer {trainer!r}")
 
 

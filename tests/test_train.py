@@ -56,7 +56,8 @@ def test_fast_loop_is_bit_identical_to_the_tutorial_loop(arch):
 
 
 def test_trainer_choice_is_reported():
-    assert train(TrainConfig(ARCHS["shallow"], steps=5, device="cpu")).trainer == "fast"
+    assert train(TrainConfig(ARCHS["shallow"], steps=5, device="cpu")).trainer == "explicit"
+    assert train(TrainConfig(ARCHS["shallow"], steps=5, device="cpu", trainer="fast")).trainer == "fast"
     assert train(TrainConfig(ARCHS["shallow"], steps=5, device="cpu", trainer="tutorial")).trainer == "tutorial"
 
 
@@ -66,7 +67,7 @@ def test_progress_callback_sees_log_steps_only():
     assert seen == [0, 100, 200, 300]
 
 
-@pytest.mark.parametrize("trainer", ["fast", "tutorial"])
+@pytest.mark.parametrize("trainer", ["explicit", "fast", "tutorial"])
 def test_divergence_names_the_step(trainer):
     with pytest.raises(TrainingFailed, match=r"diverged at step 1: loss 50"):
         train(TrainConfig(ARCHS["shallow"], steps=200, lr=1e6, device="cpu", trainer=trainer))
@@ -102,15 +103,40 @@ def test_cuda_graph_is_identical_to_eager_on_the_card(arch):
 def test_the_step_a_cuda_graph_replays_matches_the_fast_loop_on_cpu():
     """`recording_step(make_step(...))` is what cuda_graph_loop captures; run eagerly it must give
     the fast loop's (and so the tutorial's) numbers exactly."""
-    from pipeline.train import make_step, recording_step
+    from pipeline.train import make_explicit_step, recording_step
 
     x, y = xor_tensors()
     a, b = init_model(ARCHS["wide-deep"], 777), init_model(ARCHS["wide-deep"], 777)
     losses = torch.empty(300)
     cursor = torch.zeros(1, dtype=torch.int64)
-    step = recording_step(make_step(list(a.parameters()), x, y, 1.0), losses, cursor)
+    step = recording_step(make_explicit_step(list(a.parameters()), x, y, 1.0), losses, cursor)
     for _ in range(300):
         step()
     assert cursor.item() == 300
     assert torch.equal(losses, fast_loop(b, x, y, 300, 1.0, Monitor(100)))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_explicit_loop_is_bit_identical_to_the_tutorial_loop_over_the_whole_run(arch):
+    """No autograd, the ATen backward kernels called directly: the same loss history and weights to
+    the bit as the tutorial's own loop, over all 10001 steps (past the plateau and the sharp drop)."""
+    from pipeline.train import explicit_loop
+
+    x, y = xor_tensors()
+    a, b = init_model(ARCHS[arch], 777), init_model(ARCHS[arch], 777)
+    ha = tutorial_loop(a, x, y, 10001, 1.0, Monitor(100))
+    hb = explicit_loop(b, x, y, 10001, 1.0, Monitor(100))
+    assert torch.equal(ha, hb)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("seed,lr", [(0, 0.5), (3, 2.0), (777, 0.1)])
+def test_explicit_loop_matches_at_other_seeds_and_rates(seed, lr):
+    from pipeline.train import explicit_loop
+
+    x, y = xor_tensors()
+    a, b = init_model(ARCHS["wide-deep"], seed), init_model(ARCHS["wide-deep"], seed)
+    assert torch.equal(tutorial_loop(a, x, y, 500, lr, Monitor(100)), explicit_loop(b, x, y, 500, lr, Monitor(100)))
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
