@@ -274,11 +274,31 @@ def read_verified(paths: ArtifactPaths, manifest: Manifest, name: str, produced_
             raise MissingArtifact(f"no trained model for {paths.arch} in {paths.root}: run train first")
         raise MissingArtifact(f"no {name} for {paths.arch} in {paths.root}: run {produced_by} first")
     try:
-        data = path.read_bytes()
+        # no links, no FIFOs or devices, and never more bytes than the manifest recorded (+1 to notice more)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise MissingArtifact(f"{path} is recorded in the manifest but missing: run {produced_by} again") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise IntegrityError(f"{path} is a symbolic link; refusing to read through it") from None
         raise CorruptArtifact(f"{path} is not readable ({exc.strerror or exc.__class__.__name__})") from None
+    try:
+        import stat
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IntegrityError(f"{path} is not a regular file")
+        chunks, left = [], max(entry.bytes, 0) + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    except OSError as exc:
+        raise CorruptArtifact(f"{path} is not readable ({exc.strerror or exc.__class__.__name__})") from None
+    finally:
+        os.close(fd)
     actual = hashlib.sha256(data).hexdigest()
     if actual != entry.sha256:
         raise IntegrityError(
@@ -460,8 +480,13 @@ def set_published(root: Path, arch: str, number: int) -> None:
 def create_version(root: Path, arch: str, files: dict[str, bytes], manifest: Manifest) -> int:
     """Write a new version folder v<N> (N = highest + 1) holding `files` and `manifest` (which must
     describe them). Built under a temporary name, fsynced, renamed into place: whole or absent."""
-    number = max(list_versions(root, arch), default=0) + 1
     folder = root / arch
+    taken = (
+        [int(p.name[1:]) for p in folder.iterdir() if p.name[:1] == "v" and p.name[1:].isdigit()]
+        if folder.is_dir()
+        else []
+    )
+    number = max(taken, default=0) + 1  # past any entry named v<N>, even one that is not a version folder
     ensure_folder(folder)
     final = folder / f"v{number}"
     try:

@@ -78,6 +78,37 @@ class FolderLocked(PipelineError):
     exit_code = 12
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that clean-up (`finally`, temporaries) runs."""
+
+
+_stop_requested: list[BaseException] = []
+
+
+def request_stop(exc: BaseException) -> BaseException:
+    """Record that the user asked to stop (a signal handler calls this before raising `exc`): if a
+    library swallows the exception, `raise_if_stopped` still stops at the next stage boundary."""
+    _stop_requested.append(exc)
+    return exc
+
+
+def raise_if_stopped() -> None:
+    if _stop_requested:
+        raise _stop_requested[0].__class__()
+
+
+def stop_exception_in(exc: BaseException) -> BaseException | None:
+    """A KeyboardInterrupt or Terminated that `exc` wraps (some libraries catch and re-wrap it)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, (KeyboardInterrupt, Terminated)):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 EXIT_TERMINATED = 143  # SIGTERM, likewise
 

@@ -19,7 +19,7 @@ from typing import Any
 from . import artifacts as A
 from .archs import Arch
 from .contract import BATCH_DIM, EXPORTER, INPUT_NAME, OPSET, OUTPUT_NAME, opset_of, parse_checked, signature_problems
-from .errors import ExportFailed, GateFailed
+from .errors import ExportFailed, GateFailed, raise_if_stopped, stop_exception_in
 from .manifest import ExportRecord, Manifest, TensorRecord
 from .model import load_trained
 
@@ -82,8 +82,15 @@ def _to_onnx(model: Any, n_inputs: int, path: Path) -> None:
                 verbose=False,
             )
         except Exception as exc:  # the exporter raises many types; all mean the same to the user
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-            raise ExportFailed(f"torch.onnx.export failed: {detail}") from None
+            stop = stop_exception_in(exc)
+            if stop is not None:  # Ctrl-C / SIGTERM wrapped by torch.export: still an interruption
+                raise stop.__class__() from None
+            raise_if_stopped()
+            import re
+
+            text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # the exporter colours its messages
+            detail = text.splitlines()[0] if text else exc.__class__.__name__
+            raise ExportFailed(f"torch.onnx.export failed: {detail[:300]}") from None
 
 
 def check_exported(data: bytes, where: str, arch: Arch) -> None:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from . import artifacts as A
 from .archs import TUTORIAL, Arch, expand
-from .errors import CorruptArtifact, MissingArtifact, PipelineError, UsageError
+from .errors import CorruptArtifact, MissingArtifact, PipelineError, UsageError, raise_if_stopped
 from .manifest import FileRecord, Manifest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -122,7 +122,7 @@ class VersionInfo:
     created: str | None
     final_loss: float | None
     onnx_sha256: str | None
-    verified: bool
+    verified: bool  # every file intact and a passing verify record
 
 
 def resolve_version(root: Path | str, arch: Arch, version: int | None = None) -> A.ArtifactPaths:
@@ -214,11 +214,13 @@ def _publish_candidate(root: Path, arch: Arch, report: Report, keep: int) -> Pub
     for number in reversed(A.list_versions(root, arch.name)):
         try:
             existing = A.read_manifest(A.ArtifactPaths.version(root, arch.name, number))
+            if existing.file(A.ONNX) != onnx or existing.file(A.WEIGHTS) != weights:
+                continue
+            check_version(root, arch, number)  # every file intact: never point at a damaged version
         except PipelineError:
             continue
-        if existing.file(A.ONNX) == onnx and existing.file(A.WEIGHTS) == weights:
-            A.set_published(root, arch.name, number)
-            return Published(arch, number, new=False)
+        A.set_published(root, arch.name, number)
+        return Published(arch, number, new=False)
     files[A.CARD] = model_card(manifest, report.as_dict()).encode()
     records = {n: FileRecord(hashlib.sha256(d).hexdigest(), len(d)) for n, d in files.items()}
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -241,6 +243,11 @@ def list_model_versions(root: Path | str, arch: Arch) -> list[VersionInfo]:
         except PipelineError:
             m = None
         onnx = m.file(A.ONNX) if m else None
+        try:
+            check_version(root, arch, number)
+            intact = True
+        except PipelineError:
+            intact = False
         out.append(
             VersionInfo(
                 number=number,
@@ -248,7 +255,7 @@ def list_model_versions(root: Path | str, arch: Arch) -> list[VersionInfo]:
                 created=m.published_at if m else None,
                 final_loss=m.train.final_loss if m and m.train else None,
                 onnx_sha256=onnx.sha256 if onnx else None,
-                verified=bool(m and m.verify and m.verify.passed),
+                verified=intact,
             )
         )
     return out
@@ -425,6 +432,7 @@ def verify_models(
         if on_report is not None:
             on_report(report)
         raise_on_failure(report, str(paths.verify))
+        raise_if_stopped()
         return Verified(report, _publish_candidate(root, arch, report, keep))
 
     if version is not None:  # reads only
@@ -452,6 +460,8 @@ def ship_models(
 
     def one(arch: Arch) -> ShipResult:
         paths = resolve_version(root, arch, version)
+        if paths.number is not None:
+            check_version(root, arch, paths.number)  # every file intact, verified
         manifest = A.read_manifest(paths)
         if manifest.verify is None or not manifest.verify.passed:
             raise CorruptArtifact(f"{paths.folder} has no passing verify record; ship takes verified versions only")
@@ -555,12 +565,14 @@ def run_all(
         t = time.perf_counter()
         result, validation, manifest, notices = _train_one(config, min_accuracy, paths, on_log)
         t_train = time.perf_counter() - t
+        raise_if_stopped()
         for n in notices:
             if on_notice:
                 on_notice(n)
         t = time.perf_counter()
         exported = export(result.model, arch, paths, manifest)  # the model in memory: no reload
         t_export = time.perf_counter() - t
+        raise_if_stopped()
         t = time.perf_counter()
         checked = run_serve_check(paths, arch, provider)
         t_serve = time.perf_counter() - t
@@ -571,6 +583,7 @@ def run_all(
             t = time.perf_counter()
             report = run_verify(paths, arch)
             raise_on_failure(report, str(paths.verify))
+            raise_if_stopped()  # a stop asked for during verify: publish nothing
             published = _publish_candidate(root, arch, report, keep)
             t_verify = time.perf_counter() - t
         return ModelRun(

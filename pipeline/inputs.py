@@ -217,6 +217,8 @@ def open_input(
             raise _err(f"input file {name} does not exist")
         if path.is_dir():
             raise _err(f"input file {name} is a folder")
+        if not path.is_file():  # a FIFO or a device cannot be read twice (a validating pass, then a predicting one)
+            raise _err(f"input file {name} is not a regular file")
         suffix = path.suffix.lower()
         if suffix == ".npy":
             return _NpySource(spec, path, name)

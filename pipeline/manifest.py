@@ -146,7 +146,11 @@ class Manifest:
             raise CorruptArtifact(
                 f"{where} has schema {str(data.get('schema'))[:40]!r}; this tool reads {', '.join(map(str, READABLE_SCHEMAS))}"
             )
-        return decode(cls, data, where)
+        manifest = decode(cls, data, where)
+        for name in manifest.files:
+            if not _plain_name(name):
+                raise CorruptArtifact(f"{where}: file name {name[:60]!r} is not a plain file name in its folder")
+        return manifest
 
     def to_json(self) -> bytes:
         return (json.dumps(encode(self), indent=2, allow_nan=False) + "\n").encode()
@@ -240,6 +244,11 @@ def decode(tp: Any, value: Any, where: str, path: str = "") -> Any:
             raise _fail(where, path, "a string", value)
         return value
     raise TypeError(f"manifest decoder: unsupported type {tp!r}")  # a bug in this module, not the file
+
+
+def _plain_name(name: str) -> bool:
+    """A file directly in the model's folder: no separators, no `..`, no hidden or odd characters."""
+    return 0 < len(name) <= 128 and not name.startswith(".") and all(c.isalnum() or c in "._-" for c in name)
 
 
 def _name(tp: Any) -> str:

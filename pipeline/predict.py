@@ -95,11 +95,16 @@ def resolve_model(
         data = A.read_verified(paths, manifest, A.ONNX, "export")
         model = paths.onnx
         number = paths.number or manifest.version or 1
-    verified = manifest.verify is not None and manifest.verify.passed
-    if verified and A.VERIFY in manifest.files:
+    # every file the manifest lists and the folder holds must be intact: a damaged version is not served
+    for name in manifest.files:
+        if name != model.name and (paths.folder / name).exists():
+            A.read_verified(paths, manifest, name, "verify")
+    verified = manifest.verify is not None and manifest.verify.passed and A.VERIFY in manifest.files
+    if verified:
         A.read_verified(paths, manifest, A.VERIFY, "verify")  # the report it refers to is there, unchanged
     elif not allow_unverified:
-        raise UsageError(f"{model} has no passing verify record: run verify, or pass --allow-unverified")
+        why = "no verify report" if manifest.verify and manifest.verify.passed else "no passing verify record"
+        raise UsageError(f"{model} has {why}: run verify, or pass --allow-unverified")
     return ServedModel(model, data, True, verified, served_arch, number)
 
 

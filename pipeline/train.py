@@ -392,8 +392,8 @@ def save(result: TrainResult, validation: ValidationRecord, paths: A.ArtifactPat
             staged[A.LOSS_PNG] = A.stage_file(
                 folder, A.LOSS_PNG, lambda p: write_loss_png(p, cfg.arch.name, result.losses, overlay)
             )
-        except Exception as exc:  # any plotting failure (a bad MPLBACKEND, a broken font cache...) is a notice
-            if isinstance(exc, A.ArtifactWriteError):
+        except BaseException as exc:  # any plotting failure (a bad MPLBACKEND, a broken font cache...) is a notice
+            if isinstance(exc, A.ArtifactWriteError) or not isinstance(exc, Exception):  # disk full, Ctrl-C, SIGTERM
                 for tmp in staged.values():
                     tmp.unlink(missing_ok=True)
                 raise

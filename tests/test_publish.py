@@ -475,3 +475,106 @@ def test_a_loose_file_with_external_data_is_refused_wherever_it_is_run_from(tmp_
     )
     r = run_cli("predict", "--model", "model.onnx", "--allow-unverified", "0,1", cwd=tmp_path)
     assert r.returncode == errors.IntegrityError.exit_code and "external" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Found by a red-team pass
+
+
+def test_a_damaged_old_version_is_never_published_again(shipped_copy):
+    root = str(shipped_copy)
+    # v1 is the default run; damage it, then re-run the same settings: a new version, not v1
+    v1_onnx = shipped_copy / "shallow" / "v1" / "model.onnx"
+    v1_onnx.write_bytes(v1_onnx.read_bytes() + b"\x00")
+    r = run_cli("all", "--arch", "shallow", "--artifacts-dir", root)
+    assert r.returncode == 0, r.stderr
+    assert A.read_published(shipped_copy, "shallow") == 2
+    r, data = _predict(shipped_copy)
+    assert r.returncode == 0 and data["version"] == 2
+    listing = json.loads(run_cli("versions", "--artifacts-dir", root, "--json").stdout)["versions"]
+    assert [(v["number"], v["verified"]) for v in listing] == [(1, False), (2, True)]
+
+
+def test_a_damaged_file_anywhere_in_the_version_is_refused(shipped_copy, tmp_path):
+    weights = shipped_copy / "shallow" / "v1" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")
+    r, _ = _predict(shipped_copy)
+    assert r.returncode == errors.IntegrityError.exit_code
+    r = run_cli("ship", "--artifacts-dir", str(shipped_copy), "--out", str(tmp_path / "repo"))
+    assert r.returncode == errors.IntegrityError.exit_code and not (tmp_path / "repo" / "xor_shallow" / "1").exists()
+
+
+@pytest.mark.parametrize("name", ["/etc/hostname", "../../etc/hostname", "/dev/zero", ".hidden"])
+def test_manifest_file_names_must_be_plain_names(shipped_copy, name):
+    m = shipped_copy / "shallow" / "v1" / "manifest.json"
+    data = json.loads(m.read_text())
+    data["files"][name] = {"sha256": "0" * 64, "bytes": 10}
+    m.write_text(json.dumps(data))
+    for args in (("publish", "--version", "1"), ("verify", "--version", "1")):
+        r = run_cli(*args, "--arch", "shallow", "--artifacts-dir", str(shipped_copy))
+        assert r.returncode == errors.CorruptArtifact.exit_code and "plain file name" in r.stderr, r.stderr
+
+
+def test_a_version_number_taken_by_junk_is_skipped(shipped_copy, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (shipped_copy / "shallow" / "v2").write_text("not a version")
+    (shipped_copy / "shallow" / "v3").symlink_to(outside)
+    r = run_cli("all", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "--steps", "3000", "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    assert A.read_published(shipped_copy, "shallow") == 4 and list(outside.iterdir()) == []
+
+
+def test_an_interrupt_wrapped_by_the_exporter_is_still_an_interrupt(monkeypatch, tmp_path):
+    import torch
+
+    from pipeline import export as E
+
+    def wrapped(*a, **k):
+        try:
+            raise KeyboardInterrupt()
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("\x1b[96mFailed to export\x1b[0m") from exc
+
+    monkeypatch.setattr(torch.onnx, "export", wrapped)
+    with pytest.raises(KeyboardInterrupt):
+        E._to_onnx(torch.nn.Linear(2, 1), 2, tmp_path / "m.onnx")
+    monkeypatch.setattr(
+        torch.onnx, "export", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("\x1b[96mboom\x1b[0m"))
+    )
+    with pytest.raises(errors.ExportFailed, match=r"^torch.onnx.export failed: boom$"):
+        E._to_onnx(torch.nn.Linear(2, 1), 2, tmp_path / "m.onnx")
+
+
+def test_an_interrupt_while_plotting_leaves_no_temporaries(monkeypatch, tmp_path):
+    from pipeline import plot
+    from pipeline.train import TrainConfig, save, train
+    from pipeline.validate import evaluate
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt()
+
+    monkeypatch.setattr(plot, "write_loss_png", interrupted)
+    result = train(TrainConfig(ARCHS["shallow"], steps=300, device="cpu"))
+    paths = A.ArtifactPaths(tmp_path, "shallow")
+    with pytest.raises(KeyboardInterrupt):
+        save(result, evaluate(result.model, ARCHS["shallow"], result.final_loss, 0.0).record(), paths)
+    assert not paths.folder.exists() or list(paths.folder.iterdir()) == []
+
+
+def test_a_fifo_input_is_refused_not_waited_on(shipped, tmp_path):
+    fifo = tmp_path / "rows.csv"
+    os.mkfifo(fifo)
+    r = run_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped), "--input", str(fifo), timeout=60)
+    assert r.returncode == 2 and "not a regular file" in r.stderr
+
+
+def test_json_errors_are_one_json_document(shipped, tmp_path):
+    for args in (("verify", "--require", "bogus", "--artifacts-dir", str(shipped)),
+                 ("verify", "--version", "1", "--artifacts-dir", str(tmp_path / "none")),
+                 ("predict", "--arch", "shallow", "--artifacts-dir", str(tmp_path / "none"), "0,1")):  # fmt: skip
+        r = run_cli(*args, "--json")
+        doc = json.loads(r.stdout)
+        assert r.returncode != 0 and doc["passed"] is False and doc["exit_code"] == r.returncode
+    r = run_cli("versions", "--arch", "all", "--artifacts-dir", str(shipped), "--json")
+    assert set(json.loads(r.stdout)["models"]) == {"shallow", "wide-deep"}
