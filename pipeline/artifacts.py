@@ -250,6 +250,25 @@ def clean_stale_temporaries(folder: Path) -> None:
 # Manifest
 
 
+def open_regular(path: Path) -> int:
+    """A read-only descriptor on `path`, which must be a regular file reached without a symbolic link
+    (never a FIFO that would block, a device, or a link to elsewhere). FileNotFoundError passes through."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise IntegrityError(f"{path} is a symbolic link; refusing to read through it") from None
+        raise CorruptArtifact(f"{path} is not readable ({exc.strerror or exc.__class__.__name__})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IntegrityError(f"{path} is not a regular file")
+    return fd
+
+
 def read_manifest(paths: ArtifactPaths) -> Manifest:
     """The manifest, checked for shape, types and arch. Missing -> MissingArtifact (run train first)."""
     try:
@@ -274,19 +293,10 @@ def read_verified(paths: ArtifactPaths, manifest: Manifest, name: str, produced_
             raise MissingArtifact(f"no trained model for {paths.arch} in {paths.root}: run train first")
         raise MissingArtifact(f"no {name} for {paths.arch} in {paths.root}: run {produced_by} first")
     try:
-        # no links, no FIFOs or devices, and never more bytes than the manifest recorded (+1 to notice more)
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = open_regular(path)
     except FileNotFoundError:
         raise MissingArtifact(f"{path} is recorded in the manifest but missing: run {produced_by} again") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise IntegrityError(f"{path} is a symbolic link; refusing to read through it") from None
-        raise CorruptArtifact(f"{path} is not readable ({exc.strerror or exc.__class__.__name__})") from None
-    try:
-        import stat
-
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise IntegrityError(f"{path} is not a regular file")
+    try:  # never more bytes than the manifest recorded (+1 to notice more)
         chunks, left = [], max(entry.bytes, 0) + 1
         while left > 0:
             chunk = os.read(fd, min(left, 1 << 20))
@@ -451,22 +461,14 @@ def read_published(root: Path, arch: str) -> int | None:
     file holding a number: anything else is refused."""
     path = root / arch / PUBLISHED
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = open_regular(path)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise IntegrityError(f"{path} is a symbolic link; the publication pointer must be a plain file") from None
-        raise CorruptArtifact(f"{path} is not readable ({exc.strerror})") from None
     try:
-        import stat
-
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise IntegrityError(f"{path} is not a regular file")
         text = os.read(fd, 64).decode("ascii", errors="replace").strip()
     finally:
         os.close(fd)
-    if not text.isdigit() or len(text) > 9 or int(text) < 1:
+    if not text.isdigit() or len(text) > 9 or int(text) < 1 or text != str(int(text)):
         raise CorruptArtifact(f"{path} does not name a version ({text[:20]!r})")
     return int(text)
 

@@ -342,34 +342,34 @@ def train_models(
         return _each(_archs(which), one)
 
 
+def _on_candidates(
+    which: str | Arch | Sequence[Arch], root: Path | str, stage: Callable[[A.ArtifactPaths, Arch], T]
+) -> list[Outcome[T]]:
+    """Run `stage` on each model's candidate, under the lock; the folder must exist already."""
+    root = Path(root)
+
+    def one(arch: Arch) -> T:
+        _need_folder(root, arch)
+        return stage(A.ArtifactPaths(root, arch.name), arch)
+
+    with _writing(root, create=False):
+        return _each(_archs(which), one)
+
+
 def validate_models(
     which: str | Arch | Sequence[Arch], root: Path | str, *, min_accuracy: float = TUTORIAL.min_accuracy
 ) -> list[Outcome[ValidationResult]]:
     """Re-check the candidate's weights against the gate: `validate`."""
     from .validate import run_stage
 
-    root = Path(root)
-
-    def one(arch: Arch) -> ValidationResult:
-        _need_folder(root, arch)
-        return run_stage(A.ArtifactPaths(root, arch.name), arch, min_accuracy)
-
-    with _writing(root, create=False):
-        return _each(_archs(which), one)
+    return _on_candidates(which, root, lambda paths, arch: run_stage(paths, arch, min_accuracy))
 
 
 def export_models(which: str | Arch | Sequence[Arch], root: Path | str) -> list[Outcome[ExportResult]]:
     """Export the candidate's gated weights to ONNX and check the file: `export`."""
     from .export import run_stage
 
-    root = Path(root)
-
-    def one(arch: Arch) -> ExportResult:
-        _need_folder(root, arch)
-        return run_stage(A.ArtifactPaths(root, arch.name), arch)
-
-    with _writing(root, create=False):
-        return _each(_archs(which), one)
+    return _on_candidates(which, root, run_stage)
 
 
 def serve_check_models(
@@ -378,14 +378,7 @@ def serve_check_models(
     """onnxruntime with `provider` against torch, on the candidate: `serve-check`."""
     from .verify import run_serve_check
 
-    root = Path(root)
-
-    def one(arch: Arch) -> ServeCheckResult:
-        _need_folder(root, arch)
-        return run_serve_check(A.ArtifactPaths(root, arch.name), arch, provider)
-
-    with _writing(root, create=False):
-        return _each(_archs(which), one)
+    return _on_candidates(which, root, lambda paths, arch: run_serve_check(paths, arch, provider))
 
 
 @dataclass(frozen=True)
