@@ -8,6 +8,7 @@ never imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import json
@@ -15,7 +16,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +25,7 @@ import typer
 import pipeline
 from pipeline import artifacts as A
 from pipeline.archs import ARCH_CHOICES, TUTORIAL
-from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, PipelineError, UsageError
+from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, PipelineError, Terminated, UsageError, request_stop
 from pipeline.flow import MAX_STEPS, Outcome, worst_exit_code
 from pipeline.runtimes import PROVIDERS
 from pipeline.ship import INSTANCE_KINDS, MAX_BATCH_SIZE, MAX_INSTANCES
@@ -122,12 +123,12 @@ DEFAULT_DIR = Path("artifacts")
 _state = {"debug": os.environ.get("XORSHIP_DEBUG") == "1"}
 
 
-class Terminated(BaseException):
-    """SIGTERM, turned into an exception so that clean-up (`finally`, temporaries) runs as for Ctrl-C."""
-
-
 def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
+    raise request_stop(Terminated())  # recorded too: a library that swallows it still stops at the next stage
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    raise request_stop(KeyboardInterrupt())
 
 
 @app.callback()
@@ -149,7 +150,7 @@ def _guard(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm), signal.signal(signal.SIGINT, _on_sigint)
         try:
             return fn(*args, **kwargs)
         except PipelineError as exc:
@@ -179,7 +180,8 @@ def _guard(fn: Callable) -> Callable:
             )
             raise typer.Exit(1) from None
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
 
     return wrapper
 
@@ -193,6 +195,17 @@ def _echo(msg: str = "") -> None:
 
 def _note(msg: str) -> None:
     typer.echo(f"note: {msg}", err=True)
+
+
+@contextlib.contextmanager
+def _json_errors(enabled: bool) -> Iterator[None]:
+    """With --json, an error before any output still prints one JSON document (then the usual line)."""
+    try:
+        yield
+    except PipelineError as exc:
+        if enabled:
+            _echo(json.dumps({"passed": False, "error": str(exc), "exit_code": exc.exit_code}, indent=2))
+        raise
 
 
 def _finish(outcomes: Sequence[Outcome], show: Callable[[Any], None]) -> None:
@@ -351,9 +364,10 @@ def verify(
         else:
             _echo(_verify_table(report))
 
-    outcomes = pipeline.verify_models(
-        arch.value, artifacts_dir, require=require, atol=atol, rtol=rtol, version=version, keep=keep, on_report=show
-    )
+    with _json_errors(as_json):
+        outcomes = pipeline.verify_models(
+            arch.value, artifacts_dir, require=require, atol=atol, rtol=rtol, version=version, keep=keep, on_report=show
+        )
     if as_json:
         for o in outcomes:
             if o.arch.name not in reports:
@@ -393,12 +407,14 @@ def versions(
     from pipeline.archs import expand
     from pipeline.flow import list_model_versions
 
-    listing = {a.name: list_model_versions(artifacts_dir, a) for a in expand(arch.value)}
+    with _json_errors(as_json):
+        listing = {a.name: list_model_versions(artifacts_dir, a) for a in expand(arch.value)}
     if as_json:
         from dataclasses import asdict
 
         doc: dict[str, Any] = {name: [asdict(v) for v in vs] for name, vs in listing.items()}
-        _echo(json.dumps(doc if len(doc) > 1 else {"versions": next(iter(doc.values()))}, indent=2))
+        one = {"versions": next(iter(doc.values()))}
+        _echo(json.dumps(one if len(doc) == 1 else {"models": doc, "passed": True}, indent=2))
         return
     for name, vs in listing.items():
         if not vs:
@@ -470,15 +486,16 @@ def predict(
         )
     if output is not None and (output.is_dir() or not output.parent.is_dir()):
         raise UsageError(f"--output {output}: its folder must exist and it must not be a folder")
-    served = P.resolve_model(artifacts_dir, arch.value if arch else None, model, version, allow_unverified)
-    predictor = P.Predictor(served, provider.value)
-    if input_file is not None and str(input_file) == "-":
-        source = open_input(predictor.spec, stdin=sys.stdin.buffer)
-    elif input_file is not None:
-        source = open_input(predictor.spec, path=input_file)
-    else:
-        source = open_input(predictor.spec, pairs=pairs or [])
-    source.validate()  # every row, before any output
+    with _json_errors(as_json):
+        served = P.resolve_model(artifacts_dir, arch.value if arch else None, model, version, allow_unverified)
+        predictor = P.Predictor(served, provider.value)
+        if input_file is not None and str(input_file) == "-":
+            source = open_input(predictor.spec, stdin=sys.stdin.buffer)
+        elif input_file is not None:
+            source = open_input(predictor.spec, path=input_file)
+        else:
+            source = open_input(predictor.spec, pairs=pairs or [])
+        source.validate()  # every row, before any output
     if predictor.providers.cuda_note and provider.value != "cpu":
         _note(predictor.providers.cuda_note)
     if not served.verified:
@@ -595,13 +612,94 @@ def ship(
 
 @app.command()
 @_guard
+def serve(
+    arch: ArchOpt = ArchName.all,
+    artifacts_dir: DirOpt = DEFAULT_DIR,
+    host: Annotated[str, typer.Option("--host", help="Address both servers (HTTP and gRPC) listen on.")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option("--http-port", min=1, max=65535, help="REST (v2 protocol) port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option("--grpc-port", min=1, max=65535, help="gRPC (v2 protocol) port.")] = 8001,
+    provider: ProviderOpt = ProviderName.auto,
+    max_batch_size: Annotated[
+        int, typer.Option("--max-batch-size", min=1, max=MAX_BATCH_SIZE, help="Most rows one request may send.")
+    ] = 1024,
+    version: VersionOpt = None,
+) -> None:
+    """Serve the published verified versions over the v2 inference protocol (REST and gRPC), as Triton
+    would; a new publication is picked up without a restart. SIGTERM or Ctrl-C stops (exit 0). Needs .[serve]."""
+    from pipeline import serve as S
+    from pipeline.archs import expand
+
+    config = S.ServeConfig(
+        root=artifacts_dir, archs=tuple(expand(arch.value)), host=host, http_port=http_port, grpc_port=grpc_port,
+        provider=provider.value, max_batch_size=max_batch_size, version=version,
+    )  # fmt: skip
+
+    def line(msg: str) -> None:
+        typer.echo(msg, err=msg.startswith("warning:"))
+        sys.stdout.flush()
+
+    S.serve(config, on_line=line)
+
+
+@app.command()
+@_guard
+def sweep(
+    arch: Annotated[str, typer.Option("--arch", help="Which model: shallow or wide-deep.")] = "shallow",
+    seeds: Annotated[int, typer.Option("--seeds", help="Train seeds 0..N-1 (N: 1..1,000,000).")] = 100,
+    lrs: Annotated[str, typer.Option("--lrs", help="Comma-separated learning rates, each > 0, e.g. 0.5,1,2.")] = "1",
+    steps: Annotated[int, typer.Option("--steps", help=f"Training steps, 1..{MAX_STEPS} (the tutorial: 10001).")] = (
+        TUTORIAL.steps
+    ),
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when torch sees a GPU), cpu or cuda.")] = "auto",
+    min_accuracy: Annotated[float, typer.Option("--min-accuracy", help="The gate (0..1).")] = TUTORIAL.min_accuracy,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for sweep.json and sweep.png (default: ARTIFACTS/sweeps/ARCH).")
+    ] = None,
+    artifacts_dir: DirOpt = DEFAULT_DIR,
+    export_best: Annotated[
+        bool, typer.Option("--export-best", help="Train the best pair through `all` and publish it as a version.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train many seeds (and learning rates) at once as one batched program: how often does a model get stuck?"""
+    from pipeline import sweep as SW
+    from pipeline.archs import get_arch
+
+    with _json_errors(as_json):
+        model = get_arch(arch)
+        run = SW.run_sweep(
+            model, seeds, SW.parse_lrs(lrs), steps=steps, device=device, min_accuracy=min_accuracy, out=out,
+            artifacts_dir=artifacts_dir, export_best=export_best, on_notice=_note,
+        )  # fmt: skip
+    for n in run.notices:
+        _note(n)
+    published, best = run.published, run.result.summary.best
+    if as_json:
+        doc = run.result.as_dict()
+        doc["written"] = [str(p) for p in run.written]
+        if published is not None:
+            doc["published_version"] = published.number
+        _echo(json.dumps(doc, indent=1))
+        return
+    _echo(SW.table(run.result))
+    _echo(f"written: {', '.join(str(p) for p in run.written)}")
+    if published is not None:
+        _echo(f"published: {model.name} version {published.number} (seed {best.seed}, lr {best.lr:g}, {steps} steps)")
+
+
+@app.command()
+@_guard
 def bench(
     quick: Annotated[
         bool, typer.Option("--quick", help="A few seconds' smoke run: fewer steps, rows and repeats.")
     ] = False,
     out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("bench.json"),
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Only the bounded load test of `serve` on loopback (needs .[serve]).")
+    ] = False,
 ) -> None:
-    """Measure in one run: tutorial loop vs our trainer, torch vs onnxruntime inference, stage times, start-up."""
+    """Measure in one run: tutorial loop vs our trainer, torch vs onnxruntime inference, stage times, start-up.
+    --serve: instead, a bounded load test of `serve` (p50/p99 latency and requests/s, batch 1 and 64)."""
     from pipeline import bench as B
 
     folder = out.parent if str(out.parent) else Path(".")
@@ -609,6 +707,17 @@ def bench(
         raise UsageError(
             f"--out {out}: cannot write there (its folder must exist and be writable; it must not be a folder)"
         )
+    if serve:
+        from dataclasses import asdict
+
+        results, notes = B.run_serve(Path(__file__).resolve(), quick)
+        doc = {"serve": [asdict(r) for r in results], "notes": notes}
+        A.write_atomic(out, (json.dumps(doc, indent=2) + "\n").encode())
+        _echo(B.serve_table(results))
+        for n in notes:
+            _echo(f"note: {n}")
+        _echo(f"written: {out}")
+        return
     report = B.run(B.BenchConfig(quick=quick), Path(__file__).resolve())
     A.write_atomic(out, (json.dumps(report.as_dict(), indent=2) + "\n").encode())
     _echo(B.table(report))

@@ -330,3 +330,171 @@ def table(report: BenchReport) -> str:
         )
     out += [f"note: {n}" for n in report.notes]
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# `bench --serve`: a bounded load test of `serve` on loopback
+
+
+@dataclass(frozen=True)
+class ServeBench:
+    protocol: str  # http (JSON over keep-alive HTTP/1.1) or grpc (tritonclient)
+    batch: int
+    clients: int
+    requests: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    requests_per_s: float
+    rows_per_s: float
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _http_client(port: int, body: bytes) -> Any:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def call() -> bool:
+        conn.request("POST", "/v2/models/xor_shallow/infer", body, {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        return r.status == 200
+
+    return call
+
+
+def _grpc_client(port: int, x: Any) -> Any:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+    inp = grpcclient.InferInput("x", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+
+    def call() -> bool:
+        return client.infer("xor_shallow", [inp]).as_numpy("probability") is not None
+
+    return call
+
+
+def _load(make_call: Any, clients: int, per_client: int) -> tuple[list[float], int, float]:
+    """`clients` threads, each with its own connection, each sending `per_client` requests back to back."""
+    import threading
+
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+
+    def worker() -> None:
+        call = make_call()
+        mine, bad = [], 0
+        for _ in range(per_client):
+            t = time.perf_counter()
+            try:
+                ok = call()
+            except Exception:
+                ok = False
+            mine.append(time.perf_counter() - t)
+            bad += not ok
+        with lock:
+            latencies.extend(mine)
+            errors[0] += bad
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return latencies, errors[0], time.perf_counter() - t
+
+
+def bench_serve(cli_path: Path, root: Path, quick: bool) -> tuple[list[ServeBench], list[str]]:
+    """Start `serve` on free loopback ports, drive it with a fixed number of requests from N concurrent
+    clients (HTTP JSON and gRPC, batch 1 and 64), stop it with SIGTERM. Bounded: it stops by itself."""
+    import json
+    import signal
+    import urllib.request
+
+    import numpy as np
+
+    http_port, grpc_port = _free_port(), _free_port()
+    cmd = [sys.executable, str(cli_path), "serve", "--arch", "shallow", "--artifacts-dir", str(root),
+           "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--provider", "cpu"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    notes: list[str] = []
+    results: list[ServeBench] = []
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"serve did not start: {proc.stderr.read() if proc.stderr else ''}"[-300:])
+            time.sleep(0.2)
+        total = 200 if quick else 2000
+        rng = np.random.default_rng(0)
+        for batch in (1, 64):
+            x = rng.uniform(0, 1, (batch, 2)).astype(np.float32)
+            body = json.dumps({"inputs": [{"name": "x", "shape": [batch, 2], "datatype": "FP32",
+                                           "data": x.reshape(-1).tolist()}]}).encode()  # fmt: skip
+            for protocol in ("http", "grpc"):
+                if protocol == "grpc":
+                    try:
+                        import tritonclient.grpc  # noqa: F401
+                    except ImportError:
+                        notes.append("gRPC not measured: tritonclient[grpc] is not installed")
+                        continue
+                for clients in (1, 4):
+
+                    def make(p=protocol, b=body, xx=x):  # noqa: E731
+                        return _http_client(http_port, b) if p == "http" else _grpc_client(grpc_port, xx)
+
+                    make(protocol)()  # warm-up
+                    lat, errors, seconds = _load(make, clients, total // clients)
+                    lat.sort()
+                    n = len(lat)
+                    results.append(ServeBench(protocol, batch, clients, n, errors, lat[n // 2] * 1e3,
+                                              lat[min(n - 1, int(n * 0.99))] * 1e3, n / seconds, n * batch / seconds))  # fmt: skip
+        notes.append(
+            "server-side batching: the kserve Python server has none (Triton's dynamic batcher is configured by ship)"
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    if proc.returncode != 0:
+        notes.append(f"serve exited with {proc.returncode} after SIGTERM")
+    return results, notes
+
+
+def serve_table(results: list[ServeBench]) -> str:
+    out = [
+        f"{'serve':<6} {'batch':>5} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>8} {'rows/s':>9}"
+    ]
+    for r in results:
+        out.append(f"{r.protocol:<6} {r.batch:>5} {r.clients:>7} {r.requests:>8} {r.errors:>6} {r.p50_ms:>7.2f} "
+                   f"{r.p99_ms:>7.2f} {r.requests_per_s:>8.0f} {r.rows_per_s:>9.0f}")  # fmt: skip
+    return "\n".join(out)
+
+
+def run_serve(cli_path: Path, quick: bool) -> tuple[list[ServeBench], list[str]]:
+    """The load test on a freshly trained, verified, published shallow model."""
+    from .flow import run_all
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_all("shallow", Path(tmp), device="cpu", provider="cpu")
+        return bench_serve(cli_path, Path(tmp), quick)

@@ -17,3 +17,18 @@ def test_bench_quick_runs_and_writes_json(tmp_path):
     assert {"latency batch 1", "latency batch 4", "throughput 1024"} <= {i["metric"] for i in data["inference"]}
     assert data["help_startup_s"] > 0 and "shallow train" in data["stages_s"]
     assert "speed-up" in r.stdout and "ORT/torch" in r.stdout
+
+
+def test_bench_serve_quick_is_a_bounded_load_test_with_no_errors(tmp_path):
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("kserve") is None:
+        pytest.skip("kserve is not installed (pip install -e '.[serve]')")
+    out = tmp_path / "serve.json"
+    r = run_cli("bench", "--serve", "--quick", "--out", str(out), timeout=600)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())["serve"]
+    assert {(x["protocol"], x["batch"], x["clients"]) for x in rows} >= {("http", 1, 1), ("http", 64, 4)}
+    assert all(x["errors"] == 0 and x["requests"] > 0 and x["p99_ms"] >= x["p50_ms"] > 0 for x in rows)

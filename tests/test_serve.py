@@ -1,0 +1,386 @@
+"""`serve`: a real server in a subprocess (with torch blocked), real clients (tritonclient HTTP and
+gRPC, plain JSON over urllib), every answer compared with `predict`'s bit for bit."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# kserve is looked for, never imported here: its v2 protobufs and tritonclient.grpc's declare the same
+# symbols (inference.*), so one process cannot hold both. The server runs in a subprocess anyway.
+if importlib.util.find_spec("kserve") is None:
+    pytest.skip("serve needs the [serve] extra (kserve): pip install -e '.[serve]'", allow_module_level=True)
+tritonhttp = pytest.importorskip("tritonclient.http", reason="needs tritonclient[http]")
+tritongrpc = pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc]")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+from pipeline import predict as P  # noqa: E402
+from tests.conftest import ROOT, run_cli  # noqa: E402
+from tests.test_predict import _no_torch_env  # noqa: E402
+
+MODELS = {"shallow": "xor_shallow", "wide-deep": "xor_wide_deep"}
+XOR = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, root: Path, env: dict, *args: str, log: Path):
+        self.http, self.grpc = free_port(), free_port()
+        self.log = log
+        self.out = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "cli.py"), "serve", "--artifacts-dir", str(root)]
+            + ["--http-port", str(self.http), "--grpc-port", str(self.grpc), "--provider", "cpu", *args],
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+        self.url = f"http://127.0.0.1:{self.http}"
+        self.h = tritonhttp.InferenceServerClient(f"127.0.0.1:{self.http}")
+        self.g = tritongrpc.InferenceServerClient(f"127.0.0.1:{self.grpc}")
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited {self.proc.returncode}: {self.text()}")
+            try:
+                if self.h.is_server_ready() and self.g.is_server_ready():
+                    break
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"serve not ready in 60 s: {self.text()}")
+            time.sleep(0.2)
+
+    def text(self) -> str:
+        self.out.flush()
+        return self.log.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.out.close()
+        return rc
+
+
+def post(url: str, body: bytes, content_type: str | None = "application/json") -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, method="POST")
+    if content_type:
+        req.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def body(rows: np.ndarray, name: str = "x", datatype: str = "FP32", shape: list | None = None) -> bytes:
+    shape = list(rows.shape) if shape is None else shape
+    return json.dumps(
+        {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": rows.ravel().tolist()}]}
+    ).encode()
+
+
+def expected(root: Path, arch: str, x: np.ndarray, version: int | None = None) -> np.ndarray:
+    """What `predict` computes: the same resolve_model + Predictor.probabilities."""
+    served = P.resolve_model(root, arch, None, version)
+    return P.Predictor(served, "cpu").probabilities(x)
+
+
+@pytest.fixture(scope="module")
+def root(shipped, tmp_path_factory) -> Path:
+    dst = tmp_path_factory.mktemp("serve") / "artifacts"
+    shutil.copytree(shipped, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def server(root, tmp_path_factory):
+    """One server for the module, both models, with torch blocked: serving never imports torch."""
+    tmp = tmp_path_factory.mktemp("serve-env")
+    env = _no_torch_env(tmp)
+    s = Server(root, env, "--arch", "all", "--max-batch-size", "64", log=tmp / "serve.log")
+    yield s
+    rc = s.stop()
+    assert rc == 0, s.text()
+
+
+def rows_for_test() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    wide = rng.uniform(-50, 50, size=(40, 2)).astype(np.float32)
+    return np.concatenate([XOR, rng.uniform(0, 1, size=(20, 2)).astype(np.float32), wide])
+
+
+@pytest.mark.parametrize("arch", list(MODELS))
+def test_clients_get_predicts_numbers_bit_for_bit(server, root, arch):
+    name = MODELS[arch]
+    x = rows_for_test()
+    want = expected(root, arch, x)
+    assert server.h.is_server_live() and server.g.is_server_live()
+    assert server.h.is_model_ready(name) and server.g.is_model_ready(name)
+    for client, mod in ((server.h, tritonhttp), (server.g, tritongrpc)):
+        inp = mod.InferInput("x", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        got = client.infer(name, [inp], outputs=[mod.InferRequestedOutput("probability")]).as_numpy("probability")
+        assert got.dtype == np.float32 and got.shape == (len(x), 1)
+        np.testing.assert_array_equal(got.reshape(-1).astype(np.float64), want)  # bit for bit
+        if mod is tritonhttp:  # the input as JSON data, not binary
+            inp.set_data_from_numpy(x, binary_data=False)
+            got = client.infer(name, [inp]).as_numpy("probability")
+            np.testing.assert_array_equal(got.reshape(-1).astype(np.float64), want)
+    status, doc = post(f"{server.url}/v2/models/{name}/infer", body(x))
+    assert status == 200 and doc["model_version"] == "1"
+    np.testing.assert_array_equal(np.array(doc["outputs"][0]["data"], dtype=np.float64), want)
+    assert [int(p > 0.5) for p in want[:4]] == [0, 1, 1, 0]
+    # curl -d (form content type) works as against Triton
+    status, doc = post(f"{server.url}/v2/models/{name}/infer", body(XOR), content_type=None)
+    assert status == 200, doc
+
+
+def test_model_metadata_is_read_from_the_onnx_file(server):
+    for name in MODELS.values():
+        meta = server.h.get_model_metadata(name)
+        assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}]
+        assert meta["outputs"] == [{"name": "probability", "datatype": "FP32", "shape": [-1, 1]}]
+        assert meta["versions"] == ["1"] and meta["platform"] == "onnxruntime_onnx"
+        g = server.g.get_model_metadata(name)
+        assert [(t.name, t.datatype, list(t.shape)) for t in g.inputs] == [("x", "FP32", [-1, 2])]
+        assert [(t.name, t.datatype, list(t.shape)) for t in g.outputs] == [("probability", "FP32", [-1, 1])]
+    text = server.text()
+    assert "xor_shallow: shallow v1" in text and "runs on CPUExecutionProvider" in text
+
+
+BAD = [
+    ("wrong input name", body(XOR, name="y"), 400, "unknown input 'y'"),
+    ("INT64", body(XOR.astype(np.int64), datatype="INT64"), 400, "must be FP32, got INT64"),
+    (
+        "BYTES",
+        json.dumps({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BYTES", "data": ["a", "b"]}]}).encode(),
+        400,
+        "must be FP32, got BYTES",
+    ),
+    ("wrong width", body(np.zeros((2, 3), np.float32)), 400, "must have 2 columns"),
+    ("NaN", b'{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[NaN,1]}]}', 400, "not finite"),
+    ("Inf", b'{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,Infinity]}]}', 400, "not finite"),
+    ("beyond float32", b'{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1e39,1]}]}', 400, "not finite"),
+    ("empty batch", body(np.zeros((0, 2), np.float32)), 400, "empty batch"),
+    ("shape vs data", body(XOR, shape=[3, 2]), 400, "does not match shape [3, 2]"),
+    (
+        "strings as FP32",
+        b'{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":["a","b"]}]}',
+        400,
+        "does not match",
+    ),
+    ("not JSON", b"this is not json", 400, "not a v2 inference request"),
+    ("no inputs", b"{}", 400, "not a v2 inference request"),
+    ("over --max-batch-size", body(np.zeros((65, 2), np.float32)), 400, "over --max-batch-size 64"),
+]
+
+
+@pytest.mark.parametrize("case,payload,status,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_request_is_4xx_and_the_next_one_is_right(server, root, case, payload, status, message):
+    got, doc = post(f"{server.url}/v2/models/xor_shallow/infer", payload)
+    assert got == status and message in doc.get("error", ""), (got, doc)
+    got, doc = post(f"{server.url}/v2/models/xor_shallow/infer", body(XOR))
+    assert got == 200
+    np.testing.assert_array_equal(np.array(doc["outputs"][0]["data"]), expected(root, "shallow", XOR))
+
+
+def test_bad_requests_over_grpc_and_unknown_model(server):
+    for client, mod, code in ((server.g, tritongrpc, "StatusCode.INVALID_ARGUMENT"), (server.h, tritonhttp, "400")):
+        inp = mod.InferInput("x", [1, 2], "FP32")
+        inp.set_data_from_numpy(np.array([[np.nan, 1]], np.float32))
+        with pytest.raises(InferenceServerException, match="not finite") as e:
+            client.infer("xor_shallow", [inp])
+        assert str(e.value.status()) == code
+        inp.set_data_from_numpy(np.array([[0, 1]], np.float32))
+        with pytest.raises(InferenceServerException, match="nope"):
+            client.infer("nope", [inp])
+        assert client.infer("xor_shallow", [inp]).as_numpy("probability")[0, 0] > 0.5
+    got, doc = post(f"{server.url}/v2/models/nope/infer", body(XOR))
+    assert got == 404 and "nope" in doc["error"]
+
+
+def test_triton_extensions_answer_404_with_a_message(server):
+    for path in (
+        "/v2/models/xor_shallow/config",
+        "/v2/models/stats",
+        "/v2/repository/index",
+        "/v2/systemsharedmemory/status",
+    ):
+        got, doc = get(server.url + path)
+        assert got == 404 and "not supported by xorship serve" in doc["error"], (path, doc)
+    got, doc = post(f"{server.url}/v2/repository/models/xor_shallow/unload", b"{}")
+    assert got == 404 and "model repository extension" in doc["error"]
+    assert server.h.is_model_ready("xor_shallow")  # nothing was unloaded
+    with pytest.raises(InferenceServerException, match="not supported") as e:
+        server.g.get_model_config("xor_shallow")
+    assert "UNIMPLEMENTED" in str(e.value.status())
+    with pytest.raises(InferenceServerException, match="not supported"):
+        server.g.unload_model("xor_shallow")
+    with pytest.raises(InferenceServerException, match="not supported"):
+        server.h.get_inference_statistics("xor_shallow")
+    assert server.h.get_server_metadata()["extensions"] == []
+
+
+def _listening(port: int) -> list[str]:
+    """Local addresses (hex, as in /proc/net/tcp*) listening on `port`."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            addr, hexport = fields[1].rsplit(":", 1)
+            if fields[3] == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
+                found.append(addr)
+    return found
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux's /proc/net/tcp")
+def test_http_and_grpc_listen_on_loopback_only(server):
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+    for port in (server.http, server.grpc):
+        addrs = _listening(port)
+        assert addrs and set(addrs) <= loopback, (port, addrs)
+
+
+def _wait_for(predicate, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _publish_copy(root: Path, arch: str, src: int, dst: int, tamper: bool = False) -> None:
+    """A new version N, built as publish does: folder renamed into place whole, pointer last."""
+    tmp = root / arch / f".tmp-v{dst}"
+    shutil.copytree(root / arch / f"v{src}", tmp)
+    if tamper:
+        onnx = tmp / "model.onnx"
+        onnx.write_bytes(onnx.read_bytes() + b"\x00")
+    tmp.rename(root / arch / f"v{dst}")
+    pointer = root / arch / ".PUBLISHED.tmp"
+    pointer.write_text(f"{dst}\n")
+    os.replace(pointer, root / arch / "PUBLISHED")
+
+
+def test_new_publication_is_picked_up_and_a_bad_one_is_not(server, root):
+    """Runs last but one: it changes the module's artifacts."""
+    name = MODELS["shallow"]
+    _publish_copy(root, "shallow", 1, 2)
+    assert _wait_for(lambda: server.h.get_model_metadata(name)["versions"] == ["2"]), server.text()
+    inp = tritongrpc.InferInput("x", [4, 2], "FP32")
+    inp.set_data_from_numpy(XOR)
+    result = server.g.infer(name, [inp])
+    assert result.get_response().model_version == "2"
+    np.testing.assert_array_equal(result.as_numpy("probability").reshape(-1), expected(root, "shallow", XOR, 2))
+    assert "reloaded: xor_shallow: shallow v2" in server.text()
+    # a tampered v3 is refused; v2 keeps serving
+    _publish_copy(root, "shallow", 2, 3, tamper=True)
+    assert _wait_for(lambda: "v3 not loaded" in server.text()), server.text()
+    assert "changed after it was written" in server.text()
+    assert server.h.get_model_metadata(name)["versions"] == ["2"]
+    got, doc = post(f"{server.url}/v2/models/{name}/versions/2/infer", body(XOR))
+    assert got == 200 and doc["model_version"] == "2"
+    got, doc = post(f"{server.url}/v2/models/{name}/versions/1/infer", body(XOR))
+    assert got == 404 and "serving version 2" in doc["error"]
+
+
+def test_start_up_failures_are_one_line_and_nonzero(shipped, tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        r = run_cli(
+            "serve",
+            "--artifacts-dir",
+            str(shipped),
+            "--http-port",
+            str(port),
+            "--grpc-port",
+            str(free_port()),
+            timeout=60,
+        )
+        assert r.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in r.stderr, r.stderr
+        r = run_cli(
+            "serve",
+            "--artifacts-dir",
+            str(shipped),
+            "--http-port",
+            str(free_port()),
+            "--grpc-port",
+            str(port),
+            timeout=60,
+        )
+        assert r.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    finally:
+        busy.close()
+    r = run_cli("serve", "--artifacts-dir", str(tmp_path / "empty"), "--http-port", str(free_port()), timeout=60)
+    assert r.returncode == 4 and "no published version" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    bad = tmp_path / "bad"
+    shutil.copytree(shipped, bad)
+    onnx = bad / "wide-deep" / "v1" / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes() + b"\x00")
+    r = run_cli(
+        "serve",
+        "--artifacts-dir",
+        str(bad),
+        "--http-port",
+        str(free_port()),
+        "--grpc-port",
+        str(free_port()),
+        timeout=60,
+    )
+    assert r.returncode == 6 and "changed after it was written" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_pinned_version_and_sigterm_finishes_and_exits_0(shipped, tmp_path):
+    s = Server(shipped, dict(os.environ), "--arch", "wide-deep", "--version", "1", log=tmp_path / "serve.log")
+    try:
+        inp = tritonhttp.InferInput("x", [4, 2], "FP32")
+        inp.set_data_from_numpy(XOR)
+        got = s.h.infer("xor_wide_deep", [inp]).as_numpy("probability").reshape(-1)
+        np.testing.assert_array_equal(got, expected(shipped, "wide-deep", XOR))
+        assert "pinned to --version 1" in s.text()
+        assert not s.h.is_model_ready("xor_shallow")  # --arch wide-deep serves only that one
+    finally:
+        rc = s.stop(signal.SIGTERM)
+    assert rc == 0, s.text()
+    assert "stopped" in s.log.read_text()
