@@ -65,6 +65,11 @@ def load_weights(folder: Path) -> dict[str, np.ndarray]:
     return load_file(str(folder / "weights.safetensors"))
 
 
+def cli_cmd(*args: str) -> list[str]:
+    """The argv that runs the CLI as a user does (for subprocess.Popen when a test signals it)."""
+    return [sys.executable, str(ROOT / "cli.py"), *args]
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, input: str | None = None, timeout: int = 300):
     """The CLI in a subprocess, as a user runs it."""
     return subprocess.run(

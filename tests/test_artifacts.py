@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -17,7 +16,7 @@ from pipeline import errors
 from pipeline.archs import ARCHS
 from pipeline.manifest import TrainRecord
 from pipeline.model import load_trained
-from tests.conftest import ROOT
+from tests.conftest import cli_cmd
 
 runner = CliRunner()
 
@@ -158,17 +157,7 @@ def test_second_writer_is_refused_clearly(tmp_path):
 
 
 def test_two_concurrent_all_runs(tmp_path):
-    cmd = [
-        sys.executable,
-        str(ROOT / "cli.py"),
-        "all",
-        "--arch",
-        "shallow",
-        "--artifacts-dir",
-        str(tmp_path),
-        "--steps",
-        "3000",
-    ]
+    cmd = cli_cmd("all", "--arch", "shallow", "--artifacts-dir", str(tmp_path), "--steps", "3000")
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not (tmp_path / A.LOCK).exists() or not (tmp_path / A.LOCK).read_text():
@@ -229,19 +218,7 @@ def test_killed_at_each_commit_step_leaves_old_or_new(shipped_copy, point):
     old = _snapshot(folder)
     env = dict(os.environ, XORSHIP_KILL_AT=point)
     r = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "cli.py"),
-            "all",
-            "--arch",
-            "shallow",
-            "--artifacts-dir",
-            str(shipped_copy),
-            "--steps",
-            "3000",
-            "--seed",
-            "3",
-        ],
+        cli_cmd("all", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "--steps", "3000", "--seed", "3"),
         env=env,
         capture_output=True,
         text=True,
@@ -251,17 +228,7 @@ def test_killed_at_each_commit_step_leaves_old_or_new(shipped_copy, point):
     # and the folder recovers: the next run cleans temporaries and completes
     assert (
         subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "cli.py"),
-                "train",
-                "--arch",
-                "shallow",
-                "--artifacts-dir",
-                str(shipped_copy),
-                "--steps",
-                "3000",
-            ],
+            cli_cmd("train", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "--steps", "3000"),
             capture_output=True,
         ).returncode
         == 0
@@ -274,17 +241,7 @@ def test_killed_at_random_moments_leaves_old_or_new(shipped_copy, delay):
     folder = shipped_copy / "shallow" / "candidate"
     old = _snapshot(folder)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "cli.py"),
-            "all",
-            "--arch",
-            "shallow",
-            "--artifacts-dir",
-            str(shipped_copy),
-            "--seed",
-            "5",
-        ],
+        cli_cmd("all", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "--seed", "5"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -298,17 +255,7 @@ def test_ctrl_c_exits_130_and_leaves_old_or_new(shipped_copy):
     folder = shipped_copy / "shallow" / "candidate"
     old = _snapshot(folder)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "cli.py"),
-            "all",
-            "--arch",
-            "shallow",
-            "--artifacts-dir",
-            str(shipped_copy),
-            "--steps",
-            "200000",
-        ],
+        cli_cmd("all", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "--steps", "200000"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

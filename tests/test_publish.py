@@ -18,7 +18,7 @@ from pipeline import artifacts as A
 from pipeline import errors
 from pipeline.archs import ARCHS
 from pipeline.manifest import Manifest
-from tests.conftest import ROOT, load_weights, numpy_mlp, run_cli
+from tests.conftest import ROOT, cli_cmd, load_weights, numpy_mlp, run_cli
 
 XOR = ("0,0", "0,1", "1,0", "1,1")
 
@@ -184,8 +184,8 @@ def test_a_folder_of_the_older_layout_is_read_as_version_1_if_it_verifies(shippe
 
 
 def test_predict_during_a_rerun_always_answers_from_the_published_version(shipped_copy):
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "all", "--arch", "shallow", "--artifacts-dir",
-                             str(shipped_copy), "--seed", "6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(cli_cmd("all", "--arch", "shallow", "--artifacts-dir",
+                             str(shipped_copy), "--seed", "6"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     answers = 0
     while proc.poll() is None:
         r, data = _predict(shipped_copy)
@@ -200,8 +200,8 @@ def test_predict_during_a_rerun_always_answers_from_the_published_version(shippe
 )
 def test_killed_while_publishing_still_serves(shipped_copy, point):
     env = dict(os.environ, XORSHIP_KILL_AT=point)
-    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "all", "--arch", "shallow", "--artifacts-dir",
-                        str(shipped_copy), "--steps", "3000", "--seed", "3"], env=env, capture_output=True)  # fmt: skip
+    r = subprocess.run(cli_cmd("all", "--arch", "shallow", "--artifacts-dir",
+                        str(shipped_copy), "--steps", "3000", "--seed", "3"), env=env, capture_output=True)  # fmt: skip
     assert r.returncode == -signal.SIGKILL
     r, data = _predict(shipped_copy)
     assert r.returncode == 0, r.stderr
@@ -213,8 +213,8 @@ def test_killed_while_publishing_still_serves(shipped_copy, point):
 
 
 def test_sigterm_is_like_ctrl_c(shipped_copy):
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "all", "--arch", "shallow", "--artifacts-dir",
-                             str(shipped_copy), "--steps", "200000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(cli_cmd("all", "--arch", "shallow", "--artifacts-dir",
+                             str(shipped_copy), "--steps", "200000"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     time.sleep(4)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
