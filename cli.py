@@ -26,7 +26,8 @@ import pipeline
 from pipeline import artifacts as A
 from pipeline.archs import ARCH_CHOICES, TUTORIAL
 from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, PipelineError, Terminated, UsageError, request_stop
-from pipeline.flow import MAX_STEPS, Outcome, worst_exit_code
+from pipeline.flow import Outcome, Overrides, worst_exit_code
+from pipeline.recipe import MAX_STEPS
 from pipeline.runtimes import PROVIDERS
 from pipeline.ship import INSTANCE_KINDS, MAX_BATCH_SIZE, MAX_INSTANCES
 from pipeline.train import DEVICES, TRAINERS
@@ -37,7 +38,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    help="Train the XOR MLPs, export them to ONNX and prove the shipped file computes what was trained.",
+    help="Train small MLPs (the XOR tutorial's built-ins, or your own CSV data with --recipe), export them to ONNX "
+    "and prove the shipped file computes what was trained.",
 )
 
 # Choices come from the library, never written here again.
@@ -49,15 +51,23 @@ InstanceKind = enum.Enum("InstanceKind", {n: n for n in INSTANCE_KINDS}, type=st
 FLOAT32_MAX = 3.4028234663852886e38
 
 
-def _lr(value: float) -> float:
+def _lr(value: float | None) -> float | None:
+    if value is None:
+        return value
     if not math.isfinite(value) or value <= 0 or value > FLOAT32_MAX:
         raise typer.BadParameter(f"must be a finite number > 0 within float32's range, got {value}")
     return value
 
 
-def _fraction(value: float) -> float:
-    if not (0.0 <= value <= 1.0):  # also refuses nan
+def _fraction(value: float | None) -> float | None:
+    if value is not None and not (0.0 <= value <= 1.0):  # also refuses nan
         raise typer.BadParameter(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _positive(value: float | None) -> float | None:
+    if value is not None and (not math.isfinite(value) or value <= 0):
+        raise typer.BadParameter(f"must be a finite number > 0, got {value}")
     return value
 
 
@@ -68,7 +78,14 @@ def _tolerance(value: float | None) -> float | None:
 
 
 # Options, declared once and reused by every command that takes them.
-ArchOpt = Annotated[ArchName, typer.Option("--arch", help="Which model: shallow, wide-deep, or all (both, in turn).")]
+ArchOpt = Annotated[
+    ArchName | None,
+    typer.Option("--arch", help="A built-in model: shallow, wide-deep, or all (both, in turn). Default: shallow."),
+]
+RecipeOpt = Annotated[
+    Path | None,
+    typer.Option("--recipe", help="A recipe file (TOML: your model and CSV data; see `init`). Instead of --arch."),
+]
 DirOpt = Annotated[
     Path, typer.Option("--artifacts-dir", help="Folder holding <arch>/candidate/, <arch>/v<N>/ and <arch>/PUBLISHED.")
 ]
@@ -80,14 +97,31 @@ ProviderOpt = Annotated[
     ),
 ]
 StepsOpt = Annotated[
-    int, typer.Option("--steps", min=1, max=MAX_STEPS, help=f"Training steps, 1..{MAX_STEPS} (the tutorial: 10001).")
+    int | None,
+    typer.Option("--steps", min=1, max=MAX_STEPS, help=f"Training steps, 1..{MAX_STEPS}. Default: the recipe's."),
 ]
-LrOpt = Annotated[float, typer.Option("--lr", callback=_lr, help="SGD learning rate (> 0, within float32).")]
+LrOpt = Annotated[
+    float | None, typer.Option("--lr", callback=_lr, help="Learning rate (> 0, within float32). Default: the recipe's.")
+]
 SeedOpt = Annotated[
-    int, typer.Option("--seed", min=0, max=2**63 - 1, help="torch.manual_seed for the initial weights (0..2**63-1).")
+    int | None,
+    typer.Option(
+        "--seed", min=0, max=2**63 - 1, help="Seed of the initial weights (0..2**63-1). Default: the recipe's."
+    ),
 ]
 MinAccOpt = Annotated[
-    float, typer.Option("--min-accuracy", callback=_fraction, help="Accuracy gate on the 4 XOR points (0..1).")
+    float | None,
+    typer.Option(
+        "--min-accuracy",
+        callback=_fraction,
+        help="Classification gate on the validation rows (0..1). Default: the recipe's.",
+    ),
+]
+MaxRmseOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-rmse", callback=_positive, help="Regression gate: RMSE on the validation rows, in target units."
+    ),
 ]
 TrainerOpt = Annotated[
     TrainerName,
@@ -221,16 +255,60 @@ def _finish(outcomes: Sequence[Outcome], show: Callable[[Any], None]) -> None:
         raise typer.Exit(code)
 
 
-def _progress() -> Callable[[str, int, float], None] | None:
-    """Loss lines every 1000 steps while training, when stdout is a terminal."""
-    if not sys.stdout.isatty():
+@contextlib.contextmanager
+def _progress(total: int | None) -> Iterator[Callable[[str, int, float], None] | None]:
+    """A progress bar of training steps on stderr when it is a terminal; nothing when piped."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bars: dict[str, Any] = {}
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+        TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+    ) as progress:  # fmt: skip
+
+        def on_log(arch: str, step: int, loss: float) -> None:
+            if arch not in bars:
+                bars[arch] = progress.add_task(f"training {arch}", total=total, loss="")
+            progress.update(bars[arch], completed=step + 1, loss=f"{loss:.6g}")
+
+        yield on_log
+
+
+def _status() -> Callable[[str], None] | None:
+    """Progress lines (reading a big CSV...) on stderr when it is a terminal; nothing when piped."""
+    if not sys.stderr.isatty():
         return None
+    return lambda msg: typer.echo(f"  {msg}", err=True)
 
-    def on_log(arch: str, step: int, loss: float) -> None:
-        if step % 1000 == 0:
-            typer.echo(f"  {arch} step {step:>6}  loss {loss:.10f}")
 
-    return on_log
+def _which(arch: Any, recipe: Path | None, default: str = "shallow") -> Any:
+    """--arch NAME or --recipe FILE (exactly one; neither: `default`) -> what the library takes."""
+    from pipeline.recipe import load_recipe
+
+    if arch is not None and recipe is not None:
+        raise UsageError("give --arch or --recipe, not both")
+    if recipe is not None:
+        return load_recipe(recipe)
+    return arch.value if arch is not None else default
+
+
+def _total_steps(which: Any, steps: int | None) -> int | None:
+    from pipeline.recipe import Recipe, builtin_recipe
+
+    if steps is not None:
+        return steps
+    if isinstance(which, Recipe):
+        return which.train.steps
+    return builtin_recipe("shallow" if which == "all" else which).train.steps
+
+
+def _metric(v) -> str:
+    """accuracy or RMSE, short."""
+    return f"acc {v.accuracy:.3f}" if v.accuracy is not None else f"rmse {v.rmse:.4g}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,16 +317,18 @@ def _progress() -> Callable[[str, int, float], None] | None:
 @app.command()
 @_guard
 def train(
-    arch: ArchOpt = ArchName.shallow,
+    arch: ArchOpt = None,
+    recipe: RecipeOpt = None,
     artifacts_dir: DirOpt = DEFAULT_DIR,
     device: DeviceOpt = DeviceName.auto,
-    steps: StepsOpt = TUTORIAL.steps,
-    lr: LrOpt = TUTORIAL.lr,
-    seed: SeedOpt = TUTORIAL.seed,
-    min_accuracy: MinAccOpt = TUTORIAL.min_accuracy,
+    steps: StepsOpt = None,
+    lr: LrOpt = None,
+    seed: SeedOpt = None,
+    min_accuracy: MinAccOpt = None,
+    max_rmse: MaxRmseOpt = None,
     trainer: TrainerOpt = TrainerName.auto,
 ) -> None:
-    """Train, apply the accuracy gate, and save weights, loss history and loss.png into the candidate (only if it passes)."""
+    """Train, apply the gate, and save weights, loss history and loss.png into the candidate (only if it passes)."""
 
     def show(t) -> None:
         for n in t.notices:
@@ -256,38 +336,44 @@ def train(
         r = t.result
         _echo(
             f"{r.arch.name}: trained on {r.device} ({r.trainer}) in {r.seconds:.2f}s, "
-            f"loss {r.losses[0]:.7f} -> {r.final_loss:.7f}, accuracy {t.validation.accuracy:.2f}, "
+            f"loss {r.losses[0]:.7f} -> {r.final_loss:.7f}, {t.validation.summary()}, "
             f"saved to {t.paths.folder} (not published: run export, serve-check and verify)"
         )
 
-    _finish(
-        pipeline.train_models(
-            arch.value, artifacts_dir, steps=steps, lr=lr, seed=seed, device=device.value, trainer=trainer.value,
-            min_accuracy=min_accuracy, on_log=_progress(), on_notice=_note,
-        ),
-        show,
-    )  # fmt: skip
+    which = _which(arch, recipe)
+    overrides = Overrides(steps, lr, seed, min_accuracy, max_rmse)
+    with _progress(_total_steps(which, steps)) as on_log:
+        outcomes = pipeline.train_models(
+            which, artifacts_dir, overrides=overrides, device=device.value, trainer=trainer.value,
+            on_log=on_log, on_notice=_note, on_progress=_status(),
+        )  # fmt: skip
+    _finish(outcomes, show)
 
 
 @app.command()
 @_guard
 def validate(
-    arch: ArchOpt = ArchName.shallow,
+    arch: ArchOpt = None,
+    recipe: RecipeOpt = None,
     artifacts_dir: DirOpt = DEFAULT_DIR,
-    min_accuracy: MinAccOpt = TUTORIAL.min_accuracy,
+    min_accuracy: MinAccOpt = None,
+    max_rmse: MaxRmseOpt = None,
 ) -> None:
-    """Re-check the candidate's weights against the accuracy gate (train already applies it)."""
+    """Re-check the candidate's weights against the gate on the validation rows (train already applies it)."""
 
     def show(r) -> None:
-        probs = ", ".join(f"{p:.5f}" for p in r.probabilities)
-        _echo(f"{r.arch}: accuracy {r.accuracy:.2f} >= {r.min_accuracy:.2f}, XOR probabilities [{probs}]")
+        shown = ""
+        if r.probabilities and r.accuracy is not None:
+            shown = f", probabilities [{', '.join(f'{p:.5f}' for p in r.probabilities)}]"
+        _echo(f"{r.arch}: passed: {r.summary()}{shown}")
 
-    _finish(pipeline.validate_models(arch.value, artifacts_dir, min_accuracy=min_accuracy), show)
+    overrides = Overrides(min_accuracy=min_accuracy, max_rmse=max_rmse)
+    _finish(pipeline.validate_models(_which(arch, recipe), artifacts_dir, overrides=overrides), show)
 
 
 @app.command()
 @_guard
-def export(arch: ArchOpt = ArchName.shallow, artifacts_dir: DirOpt = DEFAULT_DIR) -> None:
+def export(arch: ArchOpt = None, recipe: RecipeOpt = None, artifacts_dir: DirOpt = DEFAULT_DIR) -> None:
     """Export the candidate's weights to model.onnx (dynamo exporter, opset 18, symbolic batch) and check it."""
 
     def show(r) -> None:
@@ -295,13 +381,16 @@ def export(arch: ArchOpt = ArchName.shallow, artifacts_dir: DirOpt = DEFAULT_DIR
             f"{r.onnx_path.parent.parent.name}: exported {r.onnx_path} (opset {r.opset}, sha256 {r.sha256[:12]}) in {r.seconds:.2f}s"
         )
 
-    _finish(pipeline.export_models(arch.value, artifacts_dir), show)
+    _finish(pipeline.export_models(_which(arch, recipe), artifacts_dir), show)
 
 
 @app.command("serve-check")
 @_guard
 def serve_check(
-    arch: ArchOpt = ArchName.shallow, artifacts_dir: DirOpt = DEFAULT_DIR, provider: ProviderOpt = ProviderName.auto
+    arch: ArchOpt = None,
+    recipe: RecipeOpt = None,
+    artifacts_dir: DirOpt = DEFAULT_DIR,
+    provider: ProviderOpt = ProviderName.auto,
 ) -> None:
     """Run the candidate's model.onnx in onnxruntime, name the provider that really ran, and compare with torch."""
 
@@ -311,10 +400,10 @@ def serve_check(
         worst = r.report.worst()
         _echo(
             f"{r.report.arch}: serve-check passed on {r.providers.primary} (providers {list(r.providers.used)}), "
-            f"max |torch - onnx| {worst.max_abs:.3g}, labels on XOR [0, 1, 1, 0]"
+            f"max |torch - onnx| {worst.max_abs:.3g} over {sum(c.rows for c in r.report.comparisons)} rows"
         )
 
-    _finish(pipeline.serve_check_models(arch.value, artifacts_dir, provider=provider.value), show)
+    _finish(pipeline.serve_check_models(_which(arch, recipe), artifacts_dir, provider=provider.value), show)
 
 
 def _verify_table(report) -> str:
@@ -345,7 +434,8 @@ def _verify_table(report) -> str:
 @app.command()
 @_guard
 def verify(
-    arch: ArchOpt = ArchName.shallow,
+    arch: ArchOpt = None,
+    recipe: RecipeOpt = None,
     artifacts_dir: DirOpt = DEFAULT_DIR,
     require: RequireOpt = [],
     atol: AtolOpt = None,
@@ -366,7 +456,14 @@ def verify(
 
     with _json_errors(as_json):
         outcomes = pipeline.verify_models(
-            arch.value, artifacts_dir, require=require, atol=atol, rtol=rtol, version=version, keep=keep, on_report=show
+            _which(arch, recipe),
+            artifacts_dir,
+            require=require,
+            atol=atol,
+            rtol=rtol,
+            version=version,
+            keep=keep,
+            on_report=show,
         )
     if as_json:
         for o in outcomes:
@@ -399,16 +496,16 @@ def verify(
 @app.command()
 @_guard
 def versions(
-    arch: ArchOpt = ArchName.shallow,
+    arch: ArchOpt = None,
+    recipe: RecipeOpt = None,
     artifacts_dir: DirOpt = DEFAULT_DIR,
     as_json: JsonOpt = False,
 ) -> None:
     """List each model's versions: number, date, final loss, ONNX sha256, and which one is published."""
-    from pipeline.archs import expand
-    from pipeline.flow import list_model_versions
+    from pipeline.flow import list_model_versions, recipes_of
 
     with _json_errors(as_json):
-        listing = {a.name: list_model_versions(artifacts_dir, a) for a in expand(arch.value)}
+        listing = {r.name: list_model_versions(artifacts_dir, r) for r in recipes_of(_which(arch, recipe))}
     if as_json:
         from dataclasses import asdict
 
@@ -434,7 +531,8 @@ def versions(
 @_guard
 def publish(
     version: Annotated[int, typer.Option("--version", min=1, max=999_999_999, help="The version to publish.")],
-    arch: ArchOpt = ArchName.shallow,
+    arch: ArchOpt = None,
+    recipe: RecipeOpt = None,
     artifacts_dir: DirOpt = DEFAULT_DIR,
 ) -> None:
     """Publish an existing version again (a rollback), after checking every file of it."""
@@ -442,19 +540,28 @@ def publish(
     def show(p) -> None:
         _echo(f"{p.arch.name}: PUBLISHED -> {p.number}")
 
-    _finish(pipeline.publish_models(arch.value, artifacts_dir, version=version), show)
+    _finish(pipeline.publish_models(_which(arch, recipe), artifacts_dir, version=version), show)
 
 
 @app.command()
 @_guard
 def predict(
-    pairs: Annotated[list[str] | None, typer.Argument(help="Input rows as x1,x2 pairs, e.g. 0,1 1,1.")] = None,
+    pairs: Annotated[
+        list[str] | None, typer.Argument(help="Input rows as comma-separated feature values, e.g. 0,1 1,1.")
+    ] = None,
     input_file: Annotated[
         Path | None,
-        typer.Option("--input", help="A .csv (header optional: x1,x2), .npy or .json file; - reads JSON from stdin."),
+        typer.Option(
+            "--input",
+            help="A .csv (a header row is matched to the features by name; without one, the columns are the "
+            "features in order), .npy or .json file; - reads JSON from stdin.",
+        ),
     ] = None,
     arch: Annotated[
-        ArchName | None, typer.Option("--arch", help="Serve this model's published version from --artifacts-dir.")
+        ArchName | None, typer.Option("--arch", help="Serve this built-in's published version from --artifacts-dir.")
+    ] = None,
+    recipe: Annotated[
+        Path | None, typer.Option("--recipe", help="Serve the published version of this recipe's model.")
     ] = None,
     model: Annotated[
         Path | None, typer.Option("--model", help="Serve this ONNX file (checked against the manifest beside it).")
@@ -469,25 +576,30 @@ def predict(
     artifacts_dir: DirOpt = DEFAULT_DIR,
     provider: ProviderOpt = ProviderName.auto,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Per-row probability and label as one JSON document.")
+        bool, typer.Option("--json", help="Per-row label and probability / probabilities / value as one JSON document.")
     ] = False,
 ) -> None:
     """Inference on a published model through onnxruntime only; never imports torch. Input is streamed."""
     from pipeline import predict as P
     from pipeline.inputs import open_input
 
-    if (arch is None) == (model is None):
-        raise UsageError("give exactly one of --arch or --model")
+    if sum(v is not None for v in (arch, recipe, model)) != 1:
+        raise UsageError("give exactly one of --arch, --recipe or --model")
     if arch is not None and arch.value == "all":
         raise UsageError("predict serves one model: --arch shallow or --arch wide-deep")
+    name = arch.value if arch is not None else None
+    if recipe is not None:
+        from pipeline.recipe import load_recipe
+
+        name = load_recipe(recipe).name
     if bool(pairs) == (input_file is not None):
         raise UsageError(
-            "give input rows either as x1,x2 arguments or with --input FILE (or --input - for JSON on stdin)"
+            "give input rows either as arguments (comma-separated feature values) or with --input FILE (or --input - for JSON on stdin)"
         )
     if output is not None and (output.is_dir() or not output.parent.is_dir()):
         raise UsageError(f"--output {output}: its folder must exist and it must not be a folder")
     with _json_errors(as_json):
-        served = P.resolve_model(artifacts_dir, arch.value if arch else None, model, version, allow_unverified)
+        served = P.resolve_model(artifacts_dir, name, model, version, allow_unverified)
         predictor = P.Predictor(served, provider.value)
         if input_file is not None and str(input_file) == "-":
             source = open_input(predictor.spec, stdin=sys.stdin.buffer)
@@ -521,26 +633,30 @@ def predict(
 @app.command("all")
 @_guard
 def all_(
-    arch: ArchOpt = ArchName.shallow,
+    arch: ArchOpt = None,
+    recipe: RecipeOpt = None,
     artifacts_dir: DirOpt = DEFAULT_DIR,
     device: DeviceOpt = DeviceName.auto,
     provider: ProviderOpt = ProviderName.auto,
-    steps: StepsOpt = TUTORIAL.steps,
-    lr: LrOpt = TUTORIAL.lr,
-    seed: SeedOpt = TUTORIAL.seed,
-    min_accuracy: MinAccOpt = TUTORIAL.min_accuracy,
+    steps: StepsOpt = None,
+    lr: LrOpt = None,
+    seed: SeedOpt = None,
+    min_accuracy: MinAccOpt = None,
+    max_rmse: MaxRmseOpt = None,
     trainer: TrainerOpt = TrainerName.auto,
     keep: KeepOpt = A.DEFAULT_KEEP,
     skip_verify: Annotated[
         bool, typer.Option("--skip-verify", help="Stop after serve-check: the candidate is left unpublished.")
     ] = False,
 ) -> None:
-    """train -> validate -> export -> serve-check -> verify -> publish for each arch, then a summary table."""
-    summary = pipeline.run_all(
-        arch.value, artifacts_dir, steps=steps, lr=lr, seed=seed, device=device.value, trainer=trainer.value,
-        min_accuracy=min_accuracy, provider=provider.value, skip_verify=skip_verify, keep=keep, keep_going=True,
-        on_log=_progress(), on_notice=_note,
-    )  # fmt: skip
+    """train -> validate -> export -> serve-check -> verify -> publish for each model, then a summary table."""
+    which = _which(arch, recipe)
+    with _progress(_total_steps(which, steps)) as on_log:
+        summary = pipeline.run_all(
+            which, artifacts_dir, overrides=Overrides(steps, lr, seed, min_accuracy, max_rmse), device=device.value,
+            trainer=trainer.value, provider=provider.value, skip_verify=skip_verify, keep=keep, keep_going=True,
+            on_log=on_log, on_notice=_note, on_progress=_status(),
+        )  # fmt: skip
     if summary.models:
         _echo(_summary(summary))
     for o in summary.failures:
@@ -552,7 +668,7 @@ def all_(
 
 def _summary(summary) -> str:
     head = (
-        f"{'arch':<10} {'device':<8} {'steps':>6} {'final loss':>11} {'acc':>4} {'onnx sha256':<12} "
+        f"{'model':<10} {'device':<8} {'steps':>6} {'final loss':>11} {'gate metric':<12} {'onnx sha256':<12} "
         f"{'provider':<22} {'max|t-o|':>9} {'verify':<7} {'version':<9} time train/export/serve/verify (s)"
     )
     lines = [head]
@@ -565,7 +681,7 @@ def _summary(summary) -> str:
         version = f"v{m.published.number}" if m.published else "none"
         lines.append(
             f"{m.arch.name:<10} {r.device.split(' ')[0]:<8} {len(r.losses):>6} {r.final_loss:>11.4e} "
-            f"{m.validation.accuracy:>4.2f} {m.export.sha256[:12]:<12} {m.providers.primary:<22} "
+            f"{_metric(m.validation):<12} {m.export.sha256[:12]:<12} {m.providers.primary:<22} "
             f"{m.max_serve_diff:>9.2e} {verdict:<7} {version:<9} {stage_times}"
         )
     for m in summary.models:
@@ -582,7 +698,8 @@ def _summary(summary) -> str:
 @_guard
 def ship(
     out: Annotated[Path, typer.Option("--out", help="Triton model repository folder to create or add a version to.")],
-    arch: ArchOpt = ArchName.shallow,
+    arch: ArchOpt = None,
+    recipe: RecipeOpt = None,
     artifacts_dir: DirOpt = DEFAULT_DIR,
     version: VersionOpt = None,
     max_batch_size: Annotated[
@@ -603,7 +720,7 @@ def ship(
 
     _finish(
         pipeline.ship_models(
-            arch.value, artifacts_dir, out, version=version, max_batch_size=max_batch_size,
+            _which(arch, recipe), artifacts_dir, out, version=version, max_batch_size=max_batch_size,
             instance_kind=instance_kind.value, instances=instances,
         ),
         show,
@@ -613,7 +730,8 @@ def ship(
 @app.command()
 @_guard
 def serve(
-    arch: ArchOpt = ArchName.all,
+    arch: ArchOpt = None,
+    recipe: RecipeOpt = None,
     artifacts_dir: DirOpt = DEFAULT_DIR,
     host: Annotated[str, typer.Option("--host", help="Address both servers (HTTP and gRPC) listen on.")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option("--http-port", min=1, max=65535, help="REST (v2 protocol) port.")] = 8000,
@@ -627,10 +745,11 @@ def serve(
     """Serve the published verified versions over the v2 inference protocol (REST and gRPC), as Triton
     would; a new publication is picked up without a restart. SIGTERM or Ctrl-C stops (exit 0). Needs .[serve]."""
     from pipeline import serve as S
-    from pipeline.archs import expand
+    from pipeline.flow import recipes_of
 
+    names = tuple(r.name for r in recipes_of(_which(arch, recipe, default="all")))
     config = S.ServeConfig(
-        root=artifacts_dir, archs=tuple(expand(arch.value)), host=host, http_port=http_port, grpc_port=grpc_port,
+        root=artifacts_dir, names=names, host=host, http_port=http_port, grpc_port=grpc_port,
         provider=provider.value, max_batch_size=max_batch_size, version=version,
     )  # fmt: skip
 
@@ -639,6 +758,47 @@ def serve(
         sys.stdout.flush()
 
     S.serve(config, on_line=line)
+
+
+@app.command()
+@_guard
+def init(
+    data: Annotated[Path, typer.Option("--data", help="Your CSV file (with a header row).")],
+    target: Annotated[str, typer.Option("--target", help="The column to predict.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the recipe (default: <name>.toml here).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """Write a starter recipe for a CSV: features, task and classes read from the data, defaults that train well."""
+    from pipeline.starter import write_starter
+
+    st = write_starter(data, target, out, force)
+    what = f"classes {', '.join(map(str, st.classes))}" if st.classes else f"target {target}"
+    _echo(f"wrote {st.path}: {st.name}, {st.task} on {len(st.features)} features ({what})")
+    if st.text_columns:
+        _note(f"left out columns that are not numbers: {', '.join(st.text_columns)}")
+    _echo(f"next: python cli.py all --recipe {st.path}")
+
+
+@app.command()
+@_guard
+def recipes(
+    show: Annotated[str | None, typer.Option("--show", help="Print this built-in recipe's TOML.")] = None,
+) -> None:
+    """List the built-in recipes (the XOR tutorial's models); --show NAME prints one."""
+    from pipeline.recipe import BUILTIN_NAMES, builtin_recipe, builtin_text
+
+    if show is not None:
+        _echo(builtin_text(show).rstrip("\n"))
+        return
+    for name in BUILTIN_NAMES:
+        r = builtin_recipe(name)
+        hidden = "-".join(map(str, r.model.hidden))
+        _echo(
+            f"{name:<10} {r.data.builtin or r.data.path} hidden {hidden} {r.model.activation}, {r.train.optimizer} lr {r.train.lr:g}, "
+            f"{r.train.steps} steps, seed {r.train.seed}, serving name {r.serving}"
+        )
 
 
 @app.command()
@@ -697,6 +857,12 @@ def bench(
     serve: Annotated[
         bool, typer.Option("--serve", help="Only the bounded load test of `serve` on loopback (needs .[serve]).")
     ] = False,
+    recipe: Annotated[
+        Path | None,
+        typer.Option(
+            "--recipe", help="Only this recipe's data: CSV load, training rows/s, torch vs onnxruntime vs scikit-learn."
+        ),
+    ] = None,
 ) -> None:
     """Measure in one run: tutorial loop vs our trainer, torch vs onnxruntime inference, stage times, start-up.
     --serve: instead, a bounded load test of `serve` (p50/p99 latency and requests/s, batch 1 and 64)."""
@@ -707,6 +873,14 @@ def bench(
         raise UsageError(
             f"--out {out}: cannot write there (its folder must exist and be writable; it must not be a folder)"
         )
+    if recipe is not None:
+        from pipeline.recipe import load_recipe
+
+        result = B.bench_recipe(load_recipe(recipe), quick)
+        A.write_atomic(out, (json.dumps({"recipe": result.as_dict()}, indent=2) + "\n").encode())
+        _echo(B.recipe_table(result))
+        _echo(f"written: {out}")
+        return
     if serve:
         from dataclasses import asdict
 

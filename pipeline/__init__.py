@@ -2,14 +2,17 @@
 
 The public API (importing it does not import torch, onnx or onnxruntime):
 
-    from pipeline import run_all
-    summary = run_all("shallow", "artifacts", device="cpu")
+    from pipeline import load_recipe, run_all
+    summary = run_all("shallow", "artifacts", device="cpu")             # a built-in
+    summary = run_all(load_recipe("iris.toml"), "artifacts")            # your model and CSV data
 
 Layers, imports pointing down only:
 - orchestration: `flow` (run_all and one function per command: lock, clean-up, stages, timings);
 - stages: `train`, `validate`, `export`, `verify` (each: explicit inputs -> frozen result);
-- uses: `predict` (torch-free inference), `ship` (Triton repository), `bench`;
-- shared: `archs` (which model), `model` (torch module, weights), `contract` (the ONNX signature,
+- uses: `predict` (torch-free inference), `ship` (Triton repository), `serve`, `sweep`, `bench`,
+  `starter` (`init`: a starter recipe from a CSV);
+- shared: `recipe` (TOML recipes, the built-ins), `data` (CSV reading, split, statistics), `archs` (the
+  network a recipe resolves to), `model` (torch module, weights), `contract` (the ONNX signature,
   safe parsing), `onnx_safety` (the external-data walk), `runtimes` (one runner type, provider
   truth), `manifest` (typed records), `artifacts` (files, atomic writes, the lock), `errors`.
 """
@@ -19,6 +22,7 @@ from .errors import PipelineError
 from .flow import (
     ModelRun,
     Outcome,
+    Overrides,
     RunSummary,
     StageTimes,
     export_models,
@@ -32,6 +36,7 @@ from .flow import (
     validate_models,
     verify_models,
 )
+from .recipe import Recipe, builtin_recipe, load_recipe
 
 __all__ = [
     "ARCHS",
@@ -39,6 +44,10 @@ __all__ = [
     "Arch",
     "ModelRun",
     "Outcome",
+    "Overrides",
+    "Recipe",
+    "builtin_recipe",
+    "load_recipe",
     "list_model_versions",
     "publish_models",
     "resolve_version",

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     ArtifactWriteError,
@@ -44,6 +44,9 @@ from .errors import (
     MissingArtifact,
 )
 from .manifest import FileRecord, Manifest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .archs import Arch
 
 WEIGHTS = "weights.safetensors"
 HISTORY = "loss_history.json"
@@ -552,3 +555,19 @@ def check_model_dirs(root: Path, arch: str) -> None:
 def has_legacy_layout(root: Path, arch: str) -> bool:
     """A folder written by an older version of this tool: files directly in <root>/<arch>/."""
     return (root / arch / MANIFEST).is_file()
+
+
+def arch_of(manifest: Manifest, where: str) -> Arch:
+    """The network a manifest describes: its `model` section, or (schema 1 and 2, built-ins only) the
+    built-in of that name."""
+    from .archs import Arch, builtin_archs
+
+    if manifest.model is not None:
+        arch = Arch.from_record(manifest.model, where)
+        if arch.name != manifest.arch:
+            raise CorruptArtifact(f"{where}: its model section describes {arch.name!r}, not {manifest.arch!r}")
+        return arch
+    builtin = builtin_archs().get(manifest.arch)
+    if builtin is None:
+        raise CorruptArtifact(f"{where} describes an unknown model {manifest.arch[:40]!r} and no model section")
+    return builtin

@@ -498,3 +498,109 @@ def run_serve(cli_path: Path, quick: bool) -> tuple[list[ServeBench], list[str]]
     with tempfile.TemporaryDirectory() as tmp:
         run_all("shallow", Path(tmp), device="cpu", provider="cpu")
         return bench_serve(cli_path, Path(tmp), quick)
+
+
+# ---------------------------------------------------------------------------------------------
+# bench --recipe: the recipe's own data
+
+
+@dataclass(frozen=True)
+class RecipeBench:
+    recipe: str
+    rows: int
+    features: int
+    csv_mb: float
+    csv_load_s: float
+    csv_rows_per_s: float
+    train_steps: int
+    train_rows_per_s: float  # rows seen by the optimizer per second (steps x batch rows / time)
+    train_trainer: str
+    infer_rows: int
+    torch_rows_per_s: float
+    ort_rows_per_s: float
+    sklearn_rows_per_s: float | None  # the peer's predict_proba / predict (None: scikit-learn not installed)
+    ort_vs_torch: float
+    ort_vs_sklearn: float | None
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def bench_recipe(recipe: Any, quick: bool = False) -> RecipeBench:
+    """For a recipe's data, in one run: CSV load time, training rows/s, and inference rows/s of torch
+    eager, onnxruntime (CPU) and the peer (scikit-learn's MLP with the same hidden sizes) on the same
+    rows. The peer is fitted briefly on a sample only to have its weights: its fit is not timed."""
+    import dataclasses
+    import warnings
+
+    import numpy as np
+
+    from .archs import arch_for
+    from .data import load_dataset
+    from .export import _to_onnx
+    from .runtimes import ort_runner, torch_runner
+    from .train import TrainConfig, train
+
+    notes: list[str] = []
+    data = load_dataset(recipe)
+    size = recipe.data_path.stat().st_size / 1e6 if recipe.data_path is not None else 0.0
+    arch = arch_for(recipe, data.features, data.classes, data.task)
+    steps = min(recipe.train.steps, 50 if quick else 500)
+    t = recipe.train
+    config = TrainConfig(
+        arch=arch, steps=steps, lr=t.lr, seed=t.seed, device="cpu", optimizer=t.optimizer, batch_size=t.batch_size
+    )
+    train(dataclasses.replace(config, steps=1), None, data)  # warm-up: the optimizer's first use imports torch._dynamo
+    result = train(config, None, data)
+    batch_rows = len(data.train_rows) if not t.batch_size else min(t.batch_size, len(data.train_rows))
+    model = result.model
+    rows = min(data.rows, 100_000 if quick else 1_000_000)
+    x = np.ascontiguousarray(data.x[:rows], dtype=np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        _to_onnx(model, arch.n_inputs, path, arch.output_name)
+        onnx_bytes = path.read_bytes()
+    torch_rt, ort_rt = torch_runner(model, "cpu"), ort_runner(onnx_bytes, "cpu")
+    torch_rps = _throughput(torch_rt.prepare(x), rows)
+    ort_rps = _throughput(ort_rt.prepare(x), rows)
+    sk_rps = None
+    try:
+        from sklearn.neural_network import MLPClassifier, MLPRegressor
+    except ImportError:
+        notes.append("scikit-learn is not installed (pip install scikit-learn): no peer figure")
+    else:
+        cls = MLPRegressor if arch.task == "regression" else MLPClassifier
+        peer = cls(hidden_layer_sizes=arch.hidden or (1,), max_iter=3, random_state=0)
+        sample = data.train_rows[: min(len(data.train_rows), 20_000)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            peer.fit(data.x[sample], data.y[sample])
+        fn = peer.predict if arch.task == "regression" else peer.predict_proba
+        sk_rps = _throughput(lambda: fn(x), rows)
+        notes.append("the peer is scikit-learn's MLP with the same hidden sizes, float64, on the same rows")
+    if result.notices:
+        notes.extend(result.notices)
+    return RecipeBench(
+        recipe=recipe.name, rows=data.rows, features=len(data.features), csv_mb=round(size, 2),
+        csv_load_s=data.seconds, csv_rows_per_s=data.rows / data.seconds if data.seconds else float("inf"),
+        train_steps=steps, train_rows_per_s=steps * batch_rows / result.seconds, train_trainer=result.trainer,
+        infer_rows=rows, torch_rows_per_s=torch_rps, ort_rows_per_s=ort_rps, sklearn_rows_per_s=sk_rps,
+        ort_vs_torch=ort_rps / torch_rps, ort_vs_sklearn=(ort_rps / sk_rps) if sk_rps else None, notes=tuple(notes),
+    )  # fmt: skip
+
+
+def recipe_table(b: RecipeBench) -> str:
+    sk = f"{b.sklearn_rows_per_s:,.0f}" if b.sklearn_rows_per_s else "-"
+    ratio = f"{b.ort_vs_sklearn:.2f}x" if b.ort_vs_sklearn else "-"
+    lines = [
+        f"{b.recipe}: {b.rows:,} rows x {b.features} features ({b.csv_mb:.1f} MB CSV)",
+        f"  CSV load            {b.csv_load_s:8.2f} s   ({b.csv_rows_per_s:,.0f} rows/s)",
+        f"  training            {b.train_rows_per_s:12,.0f} rows/s  ({b.train_steps} steps, {b.train_trainer})",
+        f"  inference ({b.infer_rows:,} rows)",
+        f"    torch eager (CPU) {b.torch_rows_per_s:12,.0f} rows/s",
+        f"    onnxruntime (CPU) {b.ort_rows_per_s:12,.0f} rows/s  ({b.ort_vs_torch:.2f}x torch)",
+        f"    scikit-learn      {sk:>12} rows/s  (onnxruntime {ratio} the peer)",
+    ]
+    lines += [f"  note: {n}" for n in b.notes]
+    return "\n".join(lines)

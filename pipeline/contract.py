@@ -15,9 +15,12 @@ from .errors import CorruptArtifact
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
+    from .archs import Arch
+
 OPSET = 18  # pinned: the first opset the dynamo exporter emits; Gemm + Sigmoid are stable there
-INPUT_NAME = "x"  # (batch, n_inputs) float32
-OUTPUT_NAME = "probability"  # (batch, 1) float32
+INPUT_NAME = "x"  # (batch, n_inputs) float32, raw feature values (standardization is inside the graph)
+OUTPUT_NAME = "probability"  # the built-ins' output, (batch, 1) float32; recipes: archs.OUTPUT_NAMES[task]
+META_PREFIX = "xorship."  # metadata_props keys: xorship.task, .features, .classes, .name (JSON values)
 BATCH_DIM = "batch"
 EXPORTER = "torch.onnx.export(dynamo=True)"
 
@@ -96,3 +99,21 @@ def check_served(model: onnx.ModelProto, where: str, n_inputs: int, n_outputs: i
     problem = signature_problems(model, n_inputs, n_outputs)
     if problem:
         raise CorruptArtifact(f"{where} is not a model of this tool: {problem}")
+
+
+def metadata_props(arch: Arch) -> dict[str, str]:
+    """What the ONNX file says about itself (`metadata_props`): task, feature and class names, as JSON."""
+    import json
+
+    return {
+        META_PREFIX + "name": arch.name,
+        META_PREFIX + "task": arch.task,
+        META_PREFIX + "features": json.dumps(list(arch.features)),
+        META_PREFIX + "classes": json.dumps(list(arch.classes)),
+        META_PREFIX + "output": arch.output_name,
+    }
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    """The file's xorship.* metadata_props, without the prefix (empty for files of older releases)."""
+    return {p.key[len(META_PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}

@@ -18,7 +18,18 @@ from typing import Any
 
 from . import artifacts as A
 from .archs import Arch
-from .contract import BATCH_DIM, EXPORTER, INPUT_NAME, OPSET, OUTPUT_NAME, opset_of, parse_checked, signature_problems
+from .contract import (
+    BATCH_DIM,
+    EXPORTER,
+    INPUT_NAME,
+    META_PREFIX,
+    OPSET,
+    OUTPUT_NAME,
+    metadata_props,
+    opset_of,
+    parse_checked,
+    signature_problems,
+)
 from .errors import ExportFailed, GateFailed, raise_if_stopped, stop_exception_in
 from .manifest import ExportRecord, Manifest, TensorRecord
 from .model import load_trained
@@ -63,7 +74,7 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(lv)
 
 
-def _to_onnx(model: Any, n_inputs: int, path: Path) -> None:
+def _to_onnx(model: Any, n_inputs: int, path: Path, output_name: str = OUTPUT_NAME) -> None:
     import torch
 
     example = torch.zeros(4, n_inputs, dtype=torch.float32)  # (batch, n_inputs); batch is symbolic below
@@ -76,7 +87,7 @@ def _to_onnx(model: Any, n_inputs: int, path: Path) -> None:
                 dynamo=True,  # the modern exporter, stated explicitly
                 opset_version=OPSET,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=[output_name],
                 dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},),
                 external_data=False,
                 verbose=False,
@@ -124,13 +135,14 @@ def export_model(model: Any, arch: Arch, paths: A.ArtifactPaths, facts: dict[str
     digest: list[str] = []
 
     def write(tmp: Path) -> None:
-        _to_onnx(model, arch.n_inputs, tmp)
+        _to_onnx(model, arch.n_inputs, tmp, arch.output_name)
         proto = onnx.load(str(tmp))
         del proto.metadata_props[:]  # exporter internals; ours replace them
-        for key, value in facts.items():
+        props = {f"{META_PREFIX}{key}": str(value) for key, value in facts.items()} | metadata_props(arch)
+        for key, value in props.items():
             entry = proto.metadata_props.add()
-            entry.key, entry.value = f"xorship.{key}", str(value)
-        proto.doc_string = f"XOR MLP '{arch.name}' exported by xorship; output > 0.5 means label 1"
+            entry.key, entry.value = key, value
+        proto.doc_string = _doc(arch)
         data = proto.SerializeToString()
         check_exported(data, paths.onnx.name, arch)
         tmp.write_bytes(data)
@@ -142,13 +154,25 @@ def export_model(model: Any, arch: Arch, paths: A.ArtifactPaths, facts: dict[str
         opset=OPSET,
         sha256=digest[0],
         input_name=INPUT_NAME,
-        output_name=OUTPUT_NAME,
+        output_name=arch.output_name,
         batch_dim=BATCH_DIM,
         n_inputs=arch.n_inputs,
         n_outputs=arch.n_outputs,
         seconds=time.perf_counter() - start,
     )
     return result, staged
+
+
+def _doc(arch: Arch) -> str:
+    head = {
+        "binary": f"output {arch.output_name!r} is the probability of class {arch.classes[-1]!r} (> 0.5: that class)"
+        if arch.classes
+        else "",
+        "multiclass": f"output {arch.output_name!r} holds the probabilities of classes {list(arch.classes)!r}",
+        "regression": f"output {arch.output_name!r} is the prediction in the target's units",
+    }[arch.task]
+    what = "XOR MLP" if arch.features == ("x1", "x2") and arch.is_tutorial_stack else f"{arch.task} MLP"
+    return f"{what} '{arch.name}' exported by xorship; input 'x' takes raw features {list(arch.features)}; {head}"
 
 
 def facts_from_manifest(manifest: Manifest) -> dict[str, Any]:
@@ -161,7 +185,8 @@ def facts_from_manifest(manifest: Manifest) -> dict[str, Any]:
         "steps": cfg.steps,
         "lr": cfg.lr,
         "final_loss": repr(train.final_loss),
-        "accuracy": val.accuracy,
+        "accuracy": val.accuracy if val.accuracy is not None else "",
+        "rmse": val.rmse if val.rmse is not None else "",
         "trained_on": train.device,
         "weights_sha256": weights.sha256,
     }

@@ -25,33 +25,35 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
 
 from . import artifacts as A
-from .archs import TUTORIAL, Arch, expand
+from .archs import ALL, Arch, arch_for
 from .errors import CorruptArtifact, MissingArtifact, PipelineError, UsageError, raise_if_stopped
-from .manifest import FileRecord, Manifest
+from .manifest import SCHEMA, FileRecord, Manifest
 
 if TYPE_CHECKING:  # pragma: no cover
     from .export import ExportResult
+    from .recipe import Recipe
     from .runtimes import ProviderReport
     from .ship import ShipResult
-    from .train import TrainConfig, TrainResult
-    from .validate import ValidationResult
+    from .train import TrainResult
+    from .validate import Gate, ValidationResult
     from .verify import Report, ServeCheckResult
 
+Named = Union[Arch, "Recipe"]  # what names a model folder: its `.name`
 LogFn = Callable[[str, int, float], None]  # (arch, step, loss) at log steps
 NoticeFn = Callable[[str], None]
 ReportFn = Callable[["Report"], None]
 T = TypeVar("T")
-MAX_STEPS = 10_000_000
 
 
 @dataclass(frozen=True)
 class Outcome(Generic[T]):
-    """One model's result, or the error that stopped it."""
+    """One model's result, or the error that stopped it. `arch` is the recipe that named the model
+    (its `.name` is the model's folder)."""
 
-    arch: Arch
+    arch: Recipe
     result: T | None = None
     error: PipelineError | None = None
 
@@ -64,21 +66,28 @@ def worst_exit_code(outcomes: Sequence[Outcome]) -> int:
     return max((o.error.exit_code for o in outcomes if o.error is not None), default=0)
 
 
-def _archs(which: str | Arch | Sequence[Arch]) -> list[Arch]:
+def _recipes(which: str | Recipe | Arch | Sequence[Recipe | Arch]) -> list[Recipe]:
+    """A built-in name, "all" (every built-in), a Recipe, or several."""
+    from .recipe import BUILTIN_NAMES, Recipe, builtin_recipe
+
     if isinstance(which, str):
-        return expand(which)
-    if isinstance(which, Arch):
-        return [which]
-    return list(which)
+        return [builtin_recipe(n) for n in BUILTIN_NAMES] if which == ALL else [builtin_recipe(which)]
+    items = [which] if isinstance(which, (Recipe, Arch)) else list(which)
+    return [builtin_recipe(r.name) if isinstance(r, Arch) else r for r in items]
 
 
-def _each(archs: list[Arch], fn: Callable[[Arch], T]) -> list[Outcome[T]]:
+def recipes_of(which: str | Recipe | Arch | Sequence[Recipe | Arch]) -> list[Recipe]:
+    """The recipes a command runs on (public form of `_recipes`)."""
+    return _recipes(which)
+
+
+def _each(recipes: list[Recipe], fn: Callable[[Recipe], T]) -> list[Outcome[T]]:
     out: list[Outcome[T]] = []
-    for arch in archs:
+    for recipe in recipes:
         try:
-            out.append(Outcome(arch, result=fn(arch)))
+            out.append(Outcome(recipe, result=fn(recipe)))
         except PipelineError as exc:
-            out.append(Outcome(arch, error=exc))
+            out.append(Outcome(recipe, error=exc))
     return out
 
 
@@ -94,21 +103,69 @@ def _writing(root: Path, create: bool) -> Iterator[None]:
         yield
 
 
-def _need_folder(root: Path, arch: Arch) -> None:
+def _need_folder(root: Path, arch: Arch | Recipe) -> None:
     if not root.is_dir():
         raise MissingArtifact(f"no trained model for {arch.name} in {root}: run train first")
     A.check_model_dirs(root, arch.name)
 
 
-def check_train_options(steps: int, lr: float, seed: int) -> None:
-    import math
+@dataclass(frozen=True)
+class Overrides:
+    """The command-line flags a user typed (None: the recipe's value)."""
 
-    if not 1 <= steps <= MAX_STEPS:
-        raise UsageError(f"--steps {steps}: must be between 1 and {MAX_STEPS}")
-    if not math.isfinite(lr) or lr <= 0 or lr > 3.4e38:
-        raise UsageError(f"--lr {lr}: must be a finite number > 0 within float32's range")
-    if not 0 <= seed <= 2**63 - 1:
-        raise UsageError(f"--seed {seed}: must be between 0 and 2**63-1")
+    steps: int | None = None
+    lr: float | None = None
+    seed: int | None = None
+    min_accuracy: float | None = None
+    max_rmse: float | None = None
+
+    def apply(self, recipe: Recipe) -> Recipe:
+        return recipe.with_overrides(
+            steps=self.steps, lr=self.lr, seed=self.seed, min_accuracy=self.min_accuracy, max_rmse=self.max_rmse
+        )
+
+    def check(self) -> None:
+        """Bad values fail before any work (and before the lock)."""
+        from .recipe import builtin_recipe
+
+        self.apply(builtin_recipe("shallow"))
+
+
+def load_data(recipe: Recipe, on_progress: NoticeFn | None = None) -> Any:
+    """The recipe's dataset (None for the built-in XOR points: the stages use them directly)."""
+    if recipe.data.builtin is not None:
+        return None
+    from .data import load_dataset
+
+    return load_dataset(recipe, on_progress)
+
+
+def recorded_data(manifest: Manifest, where: str) -> Any:
+    """The dataset a model was trained on, read again from its recorded recipe; refused when the data
+    file no longer has the sha256 recorded at training time (its validation rows would differ)."""
+    from .recipe import recipe_from_record
+
+    if manifest.recipe is None or manifest.recipe.get("data", {}).get("builtin") is not None:
+        return None
+    recipe = recipe_from_record(manifest.recipe, where)
+    data = load_data(recipe)
+    recorded = (manifest.data or {}).get("sha256")
+    if recorded is not None and data.sha256 != recorded:
+        from .data import DataError
+
+        raise DataError(
+            f"{data.source} changed since {manifest.arch} was trained (sha256 {data.sha256[:12]}..., "
+            f"recorded {str(recorded)[:12]}...): train again"
+        )
+    return data
+
+
+def _data_record(recipe: Recipe, data: Any) -> dict[str, Any]:
+    if data is None:
+        from .archs import XOR_FEATURES
+
+        return {"source": f"builtin:{recipe.data.builtin}", "sha256": None, "rows": 4, "features": list(XOR_FEATURES)}
+    return dict(data.record())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,7 +182,7 @@ class VersionInfo:
     verified: bool  # every file intact and a passing verify record
 
 
-def resolve_version(root: Path | str, arch: Arch, version: int | None = None) -> A.ArtifactPaths:
+def resolve_version(root: Path | str, arch: Named, version: int | None = None) -> A.ArtifactPaths:
     """The folder of the published version (or of version `version`). A folder in the layout of
     older releases is read as version 1 when it verifies, else refused."""
     root = Path(root)
@@ -147,7 +204,7 @@ def resolve_version(root: Path | str, arch: Arch, version: int | None = None) ->
     return paths
 
 
-def _legacy(root: Path, arch: Arch) -> A.ArtifactPaths:
+def _legacy(root: Path, arch: Named) -> A.ArtifactPaths:
     """Files directly in <root>/<arch>/ (an older release): version 1 if its record says verified and
     every file still has its recorded sha256."""
     paths = A.ArtifactPaths(root, arch.name, "")
@@ -164,7 +221,7 @@ def _legacy(root: Path, arch: Arch) -> A.ArtifactPaths:
     return paths
 
 
-def _migrate_legacy(root: Path, arch: Arch, on_notice: NoticeFn | None) -> None:
+def _migrate_legacy(root: Path, arch: Named, on_notice: NoticeFn | None) -> None:
     """Under the lock: an older release's folder becomes version 1 if it verifies; otherwise its
     files (never verified, never servable) are removed, with a notice."""
     import contextlib
@@ -179,7 +236,7 @@ def _migrate_legacy(root: Path, arch: Arch, on_notice: NoticeFn | None) -> None:
         if not A.list_versions(root, arch.name):
             records = {n: FileRecord(hashlib.sha256(d).hexdigest(), len(d)) for n, d in files.items()}
             number = A.create_version(
-                root, arch.name, files, manifest.replace(schema=2, files=records, published_at=manifest.updated)
+                root, arch.name, files, manifest.replace(schema=SCHEMA, files=records, published_at=manifest.updated)
             )
             A.set_published(root, arch.name, number)
             if on_notice:
@@ -194,13 +251,13 @@ def _migrate_legacy(root: Path, arch: Arch, on_notice: NoticeFn | None) -> None:
 
 @dataclass(frozen=True)
 class Published:
-    arch: Arch
+    arch: Named
     number: int
     new: bool  # False: this candidate already was version `number`; the pointer moved back to it
     pruned: tuple[int, ...] = ()
 
 
-def _publish_candidate(root: Path, arch: Arch, report: Report, keep: int) -> Published:
+def _publish_candidate(root: Path, arch: Named, report: Report, keep: int) -> Published:
     """The candidate just passed verify: copy it into a new version (with its model card) and point
     PUBLISHED at it; keep the newest `keep` versions (never the published one)."""
     from .ship import model_card
@@ -229,7 +286,7 @@ def _publish_candidate(root: Path, arch: Arch, report: Report, keep: int) -> Pub
     return Published(arch, number, new=True, pruned=tuple(A.prune_versions(root, arch.name, keep)))
 
 
-def list_model_versions(root: Path | str, arch: Arch) -> list[VersionInfo]:
+def list_model_versions(root: Path | str, arch: Named) -> list[VersionInfo]:
     """Every version of `arch`, oldest first (read-only)."""
     root = Path(root)
     try:
@@ -261,7 +318,7 @@ def list_model_versions(root: Path | str, arch: Arch) -> list[VersionInfo]:
     return out
 
 
-def check_version(root: Path | str, arch: Arch, number: int) -> A.ArtifactPaths:
+def check_version(root: Path | str, arch: Named, number: int) -> A.ArtifactPaths:
     """Version `number` exists, every file has its recorded sha256, and it passed verify."""
     paths = resolve_version(root, arch, number)
     manifest = A.read_manifest(paths)
@@ -272,18 +329,20 @@ def check_version(root: Path | str, arch: Arch, number: int) -> A.ArtifactPaths:
     return paths
 
 
-def publish_models(which: str | Arch | Sequence[Arch], root: Path | str, *, version: int) -> list[Outcome[Published]]:
+def publish_models(
+    which: str | Recipe | Arch | Sequence[Recipe | Arch], root: Path | str, *, version: int
+) -> list[Outcome[Published]]:
     """Point PUBLISHED at an existing, intact, verified version (a rollback): `publish`."""
     root = Path(root)
 
-    def one(arch: Arch) -> Published:
+    def one(arch: Named) -> Published:
         A.check_model_dirs(root, arch.name)
         check_version(root, arch, version)
         A.set_published(root, arch.name, version)
         return Published(arch, version, new=False)
 
     with _writing(root, create=False):
-        return _each(_archs(which), one)
+        return _each(_recipes(which), one)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,87 +357,143 @@ class Trained:
     notices: tuple[str, ...]
 
 
-def _train_one(config: TrainConfig, min_accuracy: float, paths: A.ArtifactPaths, on_log: LogFn | None):
-    """Train, gate, save. Nothing is written unless the model passes the gate, so a failed retrain
-    leaves the previous artifacts alone."""
-    from .train import save, train
+def _gate_of(recipe: Recipe) -> Gate:
+    from .validate import Gate
+
+    return Gate(recipe.gate.min_accuracy, recipe.gate.max_rmse)
+
+
+def _train_one(
+    recipe: Recipe,
+    paths: A.ArtifactPaths,
+    *,
+    device: str,
+    trainer: str,
+    on_log: LogFn | None,
+    on_notice: NoticeFn | None,
+    on_progress: NoticeFn | None = None,
+    data: Any = None,
+) -> tuple[TrainResult, ValidationResult, Manifest, tuple[str, ...], Any]:
+    """Read the data, train, gate, save. Nothing is written unless the model passes the gate, so a
+    failed retrain leaves the previous artifacts alone. Returns the dataset too (None: XOR)."""
+    from .archs import XOR_FEATURES
+    from .train import TrainConfig, save, train
     from .validate import evaluate, gate
 
-    log = (lambda step, loss: on_log(config.arch.name, step, loss)) if on_log else None
-    result = train(config, log)
-    validation = gate(evaluate(result.model, config.arch, result.final_loss, min_accuracy))
-    manifest, notices = save(result, validation.record(), paths)
-    return result, validation, manifest, notices
+    if data is None:
+        data = load_data(recipe, on_progress)
+    if data is None:
+        arch = arch_for(recipe, XOR_FEATURES, (0, 1), "binary")
+    else:
+        arch = arch_for(recipe, data.features, data.classes, data.task)
+    recipe.check_gate(arch.task)
+    raise_if_stopped()
+    t = recipe.train
+    config = TrainConfig(
+        arch=arch, steps=t.steps, lr=t.lr, seed=t.seed, device=device, trainer=trainer,
+        optimizer=t.optimizer, batch_size=t.batch_size,
+    )  # fmt: skip
+    log = (lambda step, loss: on_log(arch.name, step, loss)) if on_log else None
+    result = train(config, log, data)
+    validation = gate(evaluate(result.model, arch, result.final_loss, _gate_of(recipe), data))
+    manifest, notices = save(result, validation.record(), paths, recipe.as_dict(), _data_record(recipe, data))
+    return result, validation, manifest, notices, data
 
 
 def train_models(
-    which: str | Arch | Sequence[Arch],
+    which: str | Recipe | Arch | Sequence[Recipe | Arch],
     root: Path | str,
     *,
-    steps: int = TUTORIAL.steps,
-    lr: float = TUTORIAL.lr,
-    seed: int = TUTORIAL.seed,
+    overrides: Overrides = Overrides(),
     device: str = "auto",
     trainer: str = "auto",
-    min_accuracy: float = TUTORIAL.min_accuracy,
     on_log: LogFn | None = None,
     on_notice: NoticeFn | None = None,
+    on_progress: NoticeFn | None = None,
 ) -> list[Outcome[Trained]]:
     """Train, gate and save each model into its candidate: `train`."""
-    from .train import TrainConfig
-
-    check_train_options(steps, lr, seed)
+    overrides.check()
     root = Path(root)
 
-    def one(arch: Arch) -> Trained:
-        A.check_model_dirs(root, arch.name)
-        _migrate_legacy(root, arch, on_notice)
-        paths = A.ArtifactPaths(root, arch.name)
-        config = TrainConfig(arch=arch, steps=steps, lr=lr, seed=seed, device=device, trainer=trainer)
-        result, validation, _, notices = _train_one(config, min_accuracy, paths, on_log)
+    def one(recipe: Recipe) -> Trained:
+        recipe = overrides.apply(recipe)
+        A.check_model_dirs(root, recipe.name)
+        _migrate_legacy(root, recipe, on_notice)
+        paths = A.ArtifactPaths(root, recipe.name)
+        result, validation, _, notices, _ = _train_one(
+            recipe, paths, device=device, trainer=trainer, on_log=on_log, on_notice=on_notice, on_progress=on_progress
+        )
         return Trained(result, validation, paths, notices)
 
+    recipes = _recipes(which)
     with _writing(root, create=True):
-        return _each(_archs(which), one)
+        return _each(recipes, one)
+
+
+def candidate_arch(paths: A.ArtifactPaths) -> Arch:
+    """The network the candidate's manifest describes."""
+    return A.arch_of(A.read_manifest(paths), str(paths.manifest))
 
 
 def _on_candidates(
-    which: str | Arch | Sequence[Arch], root: Path | str, stage: Callable[[A.ArtifactPaths, Arch], T]
+    which: str | Recipe | Arch | Sequence[Recipe | Arch],
+    root: Path | str,
+    stage: Callable[[A.ArtifactPaths, Arch, Recipe], T],
 ) -> list[Outcome[T]]:
     """Run `stage` on each model's candidate, under the lock; the folder must exist already."""
     root = Path(root)
 
-    def one(arch: Arch) -> T:
-        _need_folder(root, arch)
-        return stage(A.ArtifactPaths(root, arch.name), arch)
+    def one(recipe: Recipe) -> T:
+        _need_folder(root, recipe)
+        paths = A.ArtifactPaths(root, recipe.name)
+        return stage(paths, candidate_arch(paths), recipe)
 
+    recipes = _recipes(which)
     with _writing(root, create=False):
-        return _each(_archs(which), one)
+        return _each(recipes, one)
+
+
+def _candidate_data(paths: A.ArtifactPaths) -> Any:
+    return recorded_data(A.read_manifest(paths), str(paths.manifest))
 
 
 def validate_models(
-    which: str | Arch | Sequence[Arch], root: Path | str, *, min_accuracy: float = TUTORIAL.min_accuracy
+    which: str | Recipe | Arch | Sequence[Recipe | Arch],
+    root: Path | str,
+    *,
+    overrides: Overrides = Overrides(),
 ) -> list[Outcome[ValidationResult]]:
-    """Re-check the candidate's weights against the gate: `validate`."""
+    """Re-check the candidate's weights against the gate (the recipe's, or the flags'): `validate`."""
     from .validate import run_stage
 
-    return _on_candidates(which, root, lambda paths, arch: run_stage(paths, arch, min_accuracy))
+    overrides.check()
+
+    def stage(paths: A.ArtifactPaths, arch: Arch, recipe: Recipe) -> ValidationResult:
+        recipe = overrides.apply(recipe)
+        recipe.check_gate(arch.task)
+        return run_stage(paths, arch, _gate_of(recipe), _candidate_data(paths))
+
+    return _on_candidates(which, root, stage)
 
 
-def export_models(which: str | Arch | Sequence[Arch], root: Path | str) -> list[Outcome[ExportResult]]:
+def export_models(
+    which: str | Recipe | Arch | Sequence[Recipe | Arch], root: Path | str
+) -> list[Outcome[ExportResult]]:
     """Export the candidate's gated weights to ONNX and check the file: `export`."""
     from .export import run_stage
 
-    return _on_candidates(which, root, run_stage)
+    return _on_candidates(which, root, lambda paths, arch, _: run_stage(paths, arch))
 
 
 def serve_check_models(
-    which: str | Arch | Sequence[Arch], root: Path | str, *, provider: str = "auto"
+    which: str | Recipe | Arch | Sequence[Recipe | Arch], root: Path | str, *, provider: str = "auto"
 ) -> list[Outcome[ServeCheckResult]]:
     """onnxruntime with `provider` against torch, on the candidate: `serve-check`."""
     from .verify import run_serve_check
 
-    return _on_candidates(which, root, lambda paths, arch: run_serve_check(paths, arch, provider))
+    return _on_candidates(
+        which, root, lambda paths, arch, _: run_serve_check(paths, arch, provider, data=_candidate_data(paths))
+    )
 
 
 @dataclass(frozen=True)
@@ -411,29 +526,34 @@ def verify_models(
         raise UsageError(f"--keep {keep}: keep at least 1 version")
     root = Path(root)
 
-    def one(arch: Arch) -> Verified:
-        _need_folder(root, arch)
+    def one(recipe: Recipe) -> Verified:
+        _need_folder(root, recipe)
         if version is not None:
-            paths = check_version(root, arch, version)
-            report = verify_folder(paths, arch, tuple(require), atol, rtol)
+            paths = check_version(root, recipe, version)
+            manifest = A.read_manifest(paths)
+            arch = A.arch_of(manifest, str(paths.manifest))
+            data = recorded_data(manifest, str(paths.manifest))
+            report = verify_folder(paths, arch, tuple(require), atol, rtol, data=data)
             if on_report is not None:
                 on_report(report)
             raise_on_failure(report, f"version {version}")
             return Verified(report, None)
-        paths = A.ArtifactPaths(root, arch.name)
-        report = run_verify(paths, arch, tuple(require), atol, rtol)
+        paths = A.ArtifactPaths(root, recipe.name)
+        arch = candidate_arch(paths)
+        report = run_verify(paths, arch, tuple(require), atol, rtol, data=_candidate_data(paths))
         if on_report is not None:
             on_report(report)
         raise_on_failure(report, str(paths.verify))
         raise_if_stopped()
         return Verified(report, _publish_candidate(root, arch, report, keep))
 
+    recipes = _recipes(which)
     if version is not None:  # reads only
         if not root.is_dir():
             raise MissingArtifact(f"no published version in {root}: run all first")
-        return _each(_archs(which), one)
+        return _each(recipes, one)
     with _writing(root, create=False):
-        return _each(_archs(which), one)
+        return _each(recipes, one)
 
 
 def ship_models(
@@ -451,11 +571,12 @@ def ship_models(
 
     root = Path(root)
 
-    def one(arch: Arch) -> ShipResult:
-        paths = resolve_version(root, arch, version)
+    def one(recipe: Recipe) -> ShipResult:
+        paths = resolve_version(root, recipe, version)
         if paths.number is not None:
-            check_version(root, arch, paths.number)  # every file intact, verified
+            check_version(root, recipe, paths.number)  # every file intact, verified
         manifest = A.read_manifest(paths)
+        arch = A.arch_of(manifest, str(paths.manifest))
         if manifest.verify is None or not manifest.verify.passed:
             raise CorruptArtifact(f"{paths.folder} has no passing verify record; ship takes verified versions only")
         names = [n for n in (A.ONNX, A.VERIFY, A.CARD) if n in manifest.files]
@@ -474,7 +595,7 @@ def ship_models(
             instances=instances,
         )
 
-    return _each(_archs(which), one)
+    return _each(_recipes(which), one)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,42 +642,54 @@ class RunSummary:
 
 
 def run_all(
-    which: str | Arch | Sequence[Arch],
+    which: str | Recipe | Arch | Sequence[Recipe | Arch],
     root: Path | str,
     *,
-    steps: int = TUTORIAL.steps,
-    lr: float = TUTORIAL.lr,
-    seed: int = TUTORIAL.seed,
+    overrides: Overrides = Overrides(),
     device: str = "auto",
     trainer: str = "auto",
-    min_accuracy: float = TUTORIAL.min_accuracy,
     provider: str = "auto",
     skip_verify: bool = False,
     keep: int = A.DEFAULT_KEEP,
     keep_going: bool = False,
     on_log: LogFn | None = None,
     on_notice: NoticeFn | None = None,
+    on_progress: NoticeFn | None = None,
+    steps: int | None = None,
+    lr: float | None = None,
+    seed: int | None = None,
+    min_accuracy: float | None = None,
 ) -> RunSummary:
-    """train -> gate -> export -> serve-check -> verify -> publish for each model, under one lock.
-    A model's chain stops at its first failure. With keep_going=False (the library default) that
-    failure is raised; with keep_going=True the other models still run and the failures are in
-    `RunSummary.failures` (what the CLI does)."""
+    """read data -> train -> gate -> export -> serve-check -> verify -> publish for each model, under
+    one lock. A model's chain stops at its first failure. With keep_going=False (the library default)
+    that failure is raised; with keep_going=True the other models still run and the failures are in
+    `RunSummary.failures` (what the CLI does). `steps`, `lr`, `seed` and `min_accuracy` are shorthands
+    for the same fields of `overrides`."""
     from .export import export
-    from .train import TrainConfig
     from .verify import raise_on_failure, run_serve_check, run_verify
 
-    check_train_options(steps, lr, seed)
+    overrides = Overrides(
+        steps if steps is not None else overrides.steps,
+        lr if lr is not None else overrides.lr,
+        seed if seed is not None else overrides.seed,
+        min_accuracy if min_accuracy is not None else overrides.min_accuracy,
+        overrides.max_rmse,
+    )
+    overrides.check()
     if keep < 1:
         raise UsageError(f"--keep {keep}: keep at least 1 version")
     root = Path(root)
 
-    def one(arch: Arch) -> ModelRun:
-        A.check_model_dirs(root, arch.name)
-        _migrate_legacy(root, arch, on_notice)
-        paths = A.ArtifactPaths(root, arch.name)
-        config = TrainConfig(arch=arch, steps=steps, lr=lr, seed=seed, device=device, trainer=trainer)
+    def one(recipe: Recipe) -> ModelRun:
+        recipe = overrides.apply(recipe)
+        A.check_model_dirs(root, recipe.name)
+        _migrate_legacy(root, recipe, on_notice)
+        paths = A.ArtifactPaths(root, recipe.name)
         t = time.perf_counter()
-        result, validation, manifest, notices = _train_one(config, min_accuracy, paths, on_log)
+        result, validation, manifest, notices, data = _train_one(
+            recipe, paths, device=device, trainer=trainer, on_log=on_log, on_notice=on_notice, on_progress=on_progress
+        )
+        arch = result.arch
         t_train = time.perf_counter() - t
         raise_if_stopped()
         for n in notices:
@@ -567,14 +700,14 @@ def run_all(
         t_export = time.perf_counter() - t
         raise_if_stopped()
         t = time.perf_counter()
-        checked = run_serve_check(paths, arch, provider)
+        checked = run_serve_check(paths, arch, provider, data=data)
         t_serve = time.perf_counter() - t
         if checked.providers.cuda_note and on_notice:
             on_notice(checked.providers.cuda_note)
         report, t_verify, published = None, None, None
         if not skip_verify:
             t = time.perf_counter()
-            report = run_verify(paths, arch)
+            report = run_verify(paths, arch, data=data)
             raise_on_failure(report, str(paths.verify))
             raise_if_stopped()  # a stop asked for during verify: publish nothing
             published = _publish_candidate(root, arch, report, keep)
@@ -585,10 +718,11 @@ def run_all(
             times=StageTimes(t_train, t_export, t_serve, t_verify), notices=tuple(notices),
         )  # fmt: skip
 
+    recipes = _recipes(which)
     with _writing(root, create=True):
         if not keep_going:
-            return RunSummary(root, tuple(one(arch) for arch in _archs(which)))
-        outcomes = _each(_archs(which), one)
+            return RunSummary(root, tuple(one(r) for r in recipes))
+        outcomes = _each(recipes, one)
     return RunSummary(
         root,
         tuple(o.result for o in outcomes if o.result is not None),

@@ -327,16 +327,23 @@ class _CsvSource(RowSource):
         return rows[0] if rows else []
 
     def _layout(self, line: str, line_no: int) -> _Layout:
-        """Line 1 (the first non-blank line) is a header if none of its fields is a number, data if all are."""
+        """Line 1 (the first non-blank line) is a header if none of its fields is a number, data if all are (or a
+        header when it names every feature, where some feature names look like numbers).
+
+        A header is matched to the features by name: any column order, other columns ignored (never parsed, so
+        they may hold anything); every feature must be there, once. Without feature names (or without a header)
+        a line has exactly `width` columns, in model order."""
         width, features = self.spec.width, self.spec.features
         names = [f.strip() for f in self._split(line, line_no, header=True)]
         numeric = [_is_number(n) for n in names]
-        if any(numeric) and not all(numeric):
-            raise _err(
-                f"{self.name}: line {line_no} ({_clip(line)}) mixes numbers and text: a header line must have no"
-                " numbers, a data line only numbers"
-            )
         header = not any(numeric)
+        if any(numeric) and not all(numeric):
+            if features is None or not set(features) <= set(names):
+                raise _err(
+                    f"{self.name}: line {line_no} ({_clip(line)}) mixes numbers and text: a header line must have no"
+                    " numbers, a data line only numbers"
+                )
+            header = True  # it names every feature
         if header and features is not None:
             index: dict[str, int] = {}
             seen_twice = set()
@@ -344,10 +351,10 @@ class _CsvSource(RowSource):
                 if n in index:
                     seen_twice.add(n)
                 index.setdefault(n, i)
+            missing = [f for f in features if f not in index]
+            if missing:
+                raise self._missing(missing, names, line_no)
             for f in features:
-                if f not in index:
-                    columns = _clip(",".join(names), 200)
-                    raise _err(f"{self.name}: the header (line {line_no}) has no column {f!r}; its columns: {columns}")
                 if f in seen_twice:
                     raise _err(f"{self.name}: the header (line {line_no}) names column {f!r} more than once")
             cols = tuple(index[f] for f in features)
@@ -355,9 +362,35 @@ class _CsvSource(RowSource):
                 return _Layout(True, width, None, None if cols == tuple(range(width)) else cols)
             return _Layout(True, len(names), cols, None)
         if len(names) != width:
-            what = "the header" if header else "line"
-            raise _err(f"{self.name}: {what} (line {line_no}) has {len(names)} columns, expected {width}")
+            if header:
+                raise _err(f"{self.name}: the header (line {line_no}) has {len(names)} columns, expected {width}")
+            listed = ", ".join(features) if features is not None else ""
+            named = f" ({listed if len(listed) <= 120 else listed[:117] + '...'})" if features is not None else ""
+            raise _err(
+                f"{self.name}: line {line_no} has {len(names)} columns, expected {width}: without a header line, a row"
+                f" is the model's {width} features in order{named}"
+                + ("; or give a header line naming the columns" if features is not None else "")
+            )
         return _Layout(header, width, None, None)
+
+    def _missing(self, missing: list[str], names: list[str], line_no: int) -> UsageError:
+        """The header lacks features: name the first (and the header's closest name), and how many more."""
+        import difflib
+
+        first = missing[0]
+        folded = {n.casefold(): n for n in reversed(names) if n}
+        close = folded.get(first.casefold()) or next(
+            iter(difflib.get_close_matches(first, names, n=1, cutoff=0.6)), None
+        )
+        hint = f" (closest: {close!r})" if close is not None else ""
+        others = ""
+        if len(missing) > 1:
+            listed = ", ".join(repr(m) for m in missing[1:4]) + (", ..." if len(missing) > 4 else "")
+            others = f" nor {len(missing) - 1} other feature{'s' if len(missing) > 2 else ''} ({listed})"
+        columns = _clip(",".join(names), 200)
+        return _err(
+            f"{self.name}: the header (line {line_no}) has no column {first!r}{hint}{others}; its columns: {columns}"
+        )
 
     # Parsing --------------------------------------------------------------------------------------
 

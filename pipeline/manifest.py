@@ -16,8 +16,12 @@ from typing import Any, TypeVar, Union
 
 from .errors import CorruptArtifact
 
-SCHEMA = 2
-READABLE_SCHEMAS = (1, 2)  # 1: the layout before versions (files directly in <root>/<arch>/)
+SCHEMA = 3
+READABLE_SCHEMAS = (
+    1,
+    2,
+    3,
+)  # 1: the layout before versions (files directly in <root>/<arch>/); 3: + model, recipe, data
 T = TypeVar("T")
 
 
@@ -41,6 +45,7 @@ class ConfigRecord:
     optimizer: str
     tutorial_init: bool
     log_every: int
+    batch_size: int = 0  # 0: full batch
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,16 @@ class TrainRecord:
 
 @dataclass(frozen=True)
 class ValidationRecord:
-    probabilities: tuple[float, ...]
-    labels: tuple[int, ...]
-    accuracy: float
-    min_accuracy: float
+    probabilities: tuple[float, ...]  # per validation row, when there are at most MAX_SHOWN of them
+    labels: tuple[Any, ...]
+    accuracy: float | None  # classification
+    min_accuracy: float | None
     passed: bool
+    rmse: float | None = None  # regression, in the target's units
+    r2: float | None = None
+    max_rmse: float | None = None
+    rows: int | None = None  # validation rows
+    on: str | None = None  # "validation rows" or "training rows" (validation_fraction 0)
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,9 @@ class Manifest:
     files: dict[str, FileRecord] = field(default_factory=dict)
     versions: dict[str, str] | None = None
     config: ConfigRecord | None = None
+    model: dict[str, Any] | None = None  # archs.Arch.record(): rebuilds the network (absent: schema 1/2 built-ins)
+    recipe: dict[str, Any] | None = None  # the resolved recipe (after command-line overrides)
+    data: dict[str, Any] | None = None  # data.Dataset.record(): source, sha256, rows, split, statistics
     train: TrainRecord | None = None
     validation: ValidationRecord | None = None
     export: ExportRecord | None = None
@@ -125,6 +138,9 @@ class Manifest:
     SECTIONS: typing.ClassVar[tuple[str, ...]] = (
         "versions",
         "config",
+        "model",
+        "recipe",
+        "data",
         "train",
         "validation",
         "export",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .archs import ARCHS, XOR_X, XOR_Y, Arch
+from .archs import XOR_X, XOR_Y, Arch
 from .errors import CorruptArtifact
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -19,14 +19,105 @@ if TYPE_CHECKING:  # pragma: no cover
     from .manifest import Manifest
 
 
+def _modules():
+    """The two scaling layers (defined on first use, so importing this module stays cheap)."""
+    global _SCALING
+    if _SCALING is None:
+        import torch
+
+        class Standardize(torch.nn.Module):
+            """(x - mean) / std with the training split's statistics, as buffers: part of the graph."""
+
+            def __init__(self, width: int) -> None:
+                super().__init__()
+                self.register_buffer("mean", torch.zeros(width))
+                self.register_buffer("std", torch.ones(width))
+
+            def forward(self, x):
+                return (x - self.mean) / self.std
+
+        class Unstandardize(torch.nn.Module):
+            """x * std + mean: a regression output back in the target's units."""
+
+            def __init__(self, width: int) -> None:
+                super().__init__()
+                self.register_buffer("mean", torch.zeros(width))
+                self.register_buffer("std", torch.ones(width))
+
+            def forward(self, x):
+                return x * self.std + self.mean
+
+        _SCALING = (Standardize, Unstandardize)
+    return _SCALING
+
+
+_SCALING: Any = None
+_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "ReLU", "gelu": "GELU"}
+
+
 def build_model(arch: Arch) -> torch.nn.Sequential:
-    """Fresh, randomly initialised model on the CPU, drawing from torch's global generator."""
+    """Fresh, randomly initialised model on the CPU, drawing from torch's global generator.
+
+    [Standardize] -> (Linear -> activation) per hidden layer -> Linear -> head [-> Unstandardize].
+    The built-ins (sigmoid, binary head, no scaling) are exactly the tutorial's Linear/Sigmoid stack.
+    """
     import torch
 
-    layers: list[torch.nn.Module] = []
-    for i, o in zip(arch.widths[:-1], arch.widths[1:]):
-        layers += [torch.nn.Linear(i, o, bias=True), torch.nn.Sigmoid()]
+    standardize, unstandardize = _modules()
+    act = getattr(torch.nn, _ACTIVATIONS[arch.activation])
+    layers: list[torch.nn.Module] = [standardize(arch.n_inputs)] if arch.scale_input else []
+    pairs = list(zip(arch.widths[:-1], arch.widths[1:]))
+    for n, (i, o) in enumerate(pairs):
+        layers.append(torch.nn.Linear(i, o, bias=True))
+        if n < len(pairs) - 1:
+            layers.append(act())
+    if arch.task == "binary":
+        layers.append(torch.nn.Sigmoid())
+    elif arch.task == "multiclass":
+        layers.append(torch.nn.Softmax(dim=1))
+    elif arch.scale_output:
+        layers.append(unstandardize(1))
     return torch.nn.Sequential(*layers)
+
+
+def training_view(model: torch.nn.Sequential, arch: Arch) -> torch.nn.Sequential:
+    """The same parameters without the serving-only last layer: logits for multi-class (cross-entropy
+    takes them), the standardized value for a scaled regression (MSE on the standardized target).
+    Binary keeps its sigmoid: BCE on probabilities, as the tutorial trains."""
+    import torch
+
+    if arch.task == "multiclass" or (arch.task == "regression" and arch.scale_output):
+        return torch.nn.Sequential(*list(model)[:-1])
+    return model
+
+
+def set_scaling(
+    model: torch.nn.Sequential,
+    arch: Arch,
+    mean: Any = None,
+    std: Any = None,
+    target_mean: float | None = None,
+    target_std: float | None = None,
+) -> None:
+    """Write the training split's statistics into the scaling layers' buffers (float32)."""
+    import torch
+
+    first: Any = model[0]
+    last: Any = model[-1]
+    with torch.no_grad():
+        if arch.scale_input:
+            first.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            first.std.copy_(torch.as_tensor(std, dtype=torch.float32))
+        if arch.scale_output:
+            assert target_mean is not None and target_std is not None
+            last.mean.fill_(float(target_mean))
+            last.std.fill_(float(target_std))
+
+
+def linear_layers(model: torch.nn.Sequential) -> list[Any]:
+    import torch
+
+    return [m for m in model if isinstance(m, torch.nn.Linear)]
 
 
 def init_model(arch: Arch, seed: int, tutorial_order: bool = True) -> torch.nn.Sequential:
@@ -34,12 +125,14 @@ def init_model(arch: Arch, seed: int, tutorial_order: bool = True) -> torch.nn.S
     weights do not depend on the training device)."""
     import torch
 
+    from .archs import builtin_archs
+
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
     if tutorial_order:
         for name in arch.tutorial_predecessors:
-            build_model(ARCHS[name])  # consume the random stream as the tutorial does
+            build_model(builtin_archs()[name])  # consume the random stream as the tutorial does
     return build_model(arch)
 
 

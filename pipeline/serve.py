@@ -1,10 +1,15 @@
 """A live Open Inference Protocol (v2) server for the published, verified models: `serve`.
 
-What is served: per model, the published version (or `--version N`), resolved and checked exactly as
-`predict` does (`predict.resolve_model`, `allow_unverified=False`: every file's sha256 on the bytes
-that are loaded) and run through the same `Predictor.probabilities`, so a served answer is `predict`'s
-answer bit for bit. Models are served under their Triton names (`Arch.serving_name`), so tritonclient
-code written against `ship`'s Triton repository runs unchanged against `serve`.
+What is served: per model (named as in the artifacts folder: a built-in or a recipe name), the
+published version (or `--version N`), resolved and checked exactly as `predict` does
+(`predict.resolve_model`, `allow_unverified=False`: every file's sha256 on the bytes that are loaded)
+and run through the same `Predictor.outputs`, so a served answer is `predict`'s answer bit for bit
+(float32, as the session computed it). What a model takes and
+answers comes from its own manifest (`artifacts.arch_of`), never from the built-in table: input `x`
+(rows, n_inputs) FP32; output `Arch.output_name` (rows, n_outputs) FP32: `probability` (rows, 1),
+`probabilities` (rows, classes), `value` (rows, 1). Models are served under their Triton names
+(`Arch.serving_name`), so tritonclient code written against `ship`'s Triton repository runs unchanged
+against `serve` (except Triton's classification extension: `serve` answers the raw output).
 
 The transport is KServe's (`pip install "xorship[serve]"`): its FastAPI app (REST) and its gRPC
 servicer, which speak the v2 protocol. We start them ourselves rather than through
@@ -14,10 +19,12 @@ checked) before anything is served, and SIGTERM / Ctrl-C drain in-flight request
 kserve is imported only when the server starts: importing this module stays light and torch-free.
 
 New publications: a thread polls each model's PUBLISHED pointer (every `POLL_SECONDS`, at once on
-SIGHUP); a new version is resolved, checked and loaded into a new `Predictor` completely, and only
+SIGHUP); a new version is resolved, checked and loaded into a new `Predictor` with its own network
+description (a new version may take other features or answer other classes), completely, and only
 then is the model's one reference (`Slot.current`) replaced. A request reads that reference once, so
-it runs wholly on the old version or wholly on the new one. A version that fails to load is reported
-and the old one keeps serving. `--version N` pins: nothing is polled.
+it runs wholly on the old version or wholly on the new one (its width, its output). A version that
+fails to load, or that would be served under another name, is reported and the old one keeps
+serving. `--version N` pins: nothing is polled.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import artifacts as A
 from .archs import Arch
-from .errors import PipelineError, UsageError
+from .contract import INPUT_NAME
+from .errors import CorruptArtifact, PipelineError, UsageError
 from .predict import Predictor, ServedModel, resolve_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,7 +52,7 @@ GRPC_THREADS = 4
 MAX_BATCH_LIMIT = 2**31 - 1
 PLATFORM = "onnxruntime_onnx"  # what Triton reports for the same file
 # onnx elem_type -> v2 protocol datatype (Triton's names without TYPE_)
-V2_DATATYPES = {1: "FP32", 10: "FP16", 11: "FP64", 6: "INT32", 7: "INT64"}
+DATATYPE = "FP32"  # what every model of this tool takes and answers
 
 # Triton endpoints beyond the v2 core that `serve` does not implement (REST answers 404 and says so).
 UNSUPPORTED_REST = (
@@ -68,8 +76,11 @@ class BadRequest(Exception):
 
 @dataclass(frozen=True)
 class ServeConfig:
+    """What `serve` serves and how. `names`: the models, as named in `root` (a built-in such as
+    `shallow`, or a recipe's name); each is described by its own published manifest."""
+
     root: Path
-    archs: tuple[Arch, ...]
+    names: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 8001
@@ -77,16 +88,20 @@ class ServeConfig:
     max_batch_size: int = 1024
     version: int | None = None  # None: the published one, followed as it changes
 
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The model names to serve."""
+        return self.names
+
 
 @dataclass(frozen=True)
 class Loaded:
-    """One model version, fully loaded: what a request runs on."""
+    """One model version, fully loaded: what a request runs on. `arch` is the version's own
+    network description (from its manifest): its width, output name and shape."""
 
     arch: Arch
     served: ServedModel
     predictor: Predictor
-    inputs: tuple[dict[str, Any], ...]  # v2 metadata tensors, read from the ONNX file
-    outputs: tuple[dict[str, Any], ...]
 
     @property
     def version(self) -> int:
@@ -96,11 +111,32 @@ class Loaded:
     def name(self) -> str:
         return self.arch.serving_name
 
+    @property
+    def inputs(self) -> tuple[dict[str, Any], ...]:
+        """v2 metadata: input `x`, (rows, n_inputs) FP32."""
+        return ({"name": INPUT_NAME, "datatype": DATATYPE, "shape": [-1, self.arch.n_inputs]},)
+
+    @property
+    def outputs(self) -> tuple[dict[str, Any], ...]:
+        """v2 metadata: the head's output, (rows, n_outputs) FP32."""
+        return ({"name": self.arch.output_name, "datatype": DATATYPE, "shape": [-1, self.arch.n_outputs]},)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """(rows, n_inputs) float32 -> (rows, n_outputs) float32 through `Predictor.outputs` (predict's
+        own path: shape and finiteness checked). Exact: those are the session's float32 values."""
+        import numpy as np
+
+        return self.predictor.outputs(x).astype(np.float32)
+
     def describe(self) -> str:
         p = self.predictor.providers
         note = f" ({p.cuda_note})" if p.cuda_note and p.requested != "cpu" else ""
         sha = self.served.where.parent / A.MANIFEST
-        return f"{self.name}: {self.arch.name} v{self.version} ({self.served.where}, checked against {sha.name}) runs on {p.primary}{note}"
+        return (
+            f"{self.name}: {self.arch.name} v{self.version} ({self.served.where}, checked against {sha.name}) "
+            f"takes {self.arch.n_inputs} features, answers {self.arch.output_name} [{self.arch.n_outputs}]; "
+            f"runs on {p.primary}{note}"
+        )
 
 
 class Slot:
@@ -110,29 +146,23 @@ class Slot:
         self.current = loaded
 
 
-def _tensor(spec: Any) -> dict[str, Any]:
-    datatype = V2_DATATYPES.get(spec.elem_type)
-    if datatype is None:
-        from .errors import CorruptArtifact
-
-        raise CorruptArtifact(f"tensor {spec.name!r} has element type {spec.type_name}, which serve cannot describe")
-    return {
-        "name": spec.name,
-        "datatype": datatype,
-        "shape": [d if isinstance(d, int) and d > 0 else -1 for d in spec.dims],
-    }
-
-
-def load(root: Path, arch: Arch, version: int | None, provider: str) -> Loaded:
-    """Resolve (sha256-checked, verified only), open the session and describe its tensors."""
+def load(root: Path, name: str, version: int | None, provider: str) -> Loaded:
+    """Resolve as `predict` does (sha256-checked, verified only; the network from the version's own
+    manifest), open its session, and check that the graph's tensor names are the description's
+    (`Predictor` checks the shapes and the file's own metadata)."""
     from .contract import parse_checked, signature
 
-    served = resolve_model(root, arch.name, None, version, allow_unverified=False)
+    served = resolve_model(root, name, None, version, allow_unverified=False)
     predictor = Predictor(served, provider)
+    arch = predictor.arch
     sig = signature(parse_checked(served.data, str(served.where)))
-    return Loaded(
-        arch, served, predictor, tuple(_tensor(t) for t in sig.inputs), tuple(_tensor(t) for t in sig.outputs[:1])
-    )
+    names = (sig.inputs[0].name, sig.outputs[0].name)
+    if names != (INPUT_NAME, arch.output_name):
+        raise CorruptArtifact(
+            f"{served.where}: its graph's input and output are {list(names)}, its manifest says "
+            f"{[INPUT_NAME, arch.output_name]}"
+        )
+    return Loaded(arch, served, predictor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,7 +181,7 @@ def decode_batch(inputs: Sequence[Any], loaded: Loaded, max_batch_size: int) -> 
 
     spec = loaded.inputs[0]
     want = spec["name"]
-    width = loaded.predictor.spec.width
+    width = loaded.arch.n_inputs
     if len(inputs) != 1:
         raise BadRequest(f"{loaded.name} takes {describe_input(loaded)}; the request has {len(inputs)} inputs")
     inp = inputs[0]
@@ -164,7 +194,10 @@ def decode_batch(inputs: Sequence[Any], loaded: Loaded, max_batch_size: int) -> 
         raise BadRequest(f"input {want!r} must have shape [rows, {width}], got {shape[:8]}")
     rows, cols = shape
     if cols != width:
-        raise BadRequest(f"input {want!r} must have {width} columns (shape [rows, {width}]), got shape {shape}")
+        features = ", ".join(loaded.arch.features)
+        raise BadRequest(
+            f"input {want!r} must have {width} columns ({features[:200]}; shape [rows, {width}]), got shape {shape}"
+        )
     if rows < 1:
         raise BadRequest(f"input {want!r} is an empty batch (shape {shape}): send at least one row")
     if rows > max_batch_size:
@@ -234,7 +267,7 @@ class Reloader(threading.Thread):
             if number is None or number == old.version:
                 continue
             try:
-                new = load(self.config.root, old.arch, None, self.config.provider)
+                new = load(self.config.root, old.arch.name, None, self.config.provider)
             except PipelineError as exc:
                 self._problem(
                     old.name, f"warning: {old.name}: v{number} not loaded ({exc}); still serving v{old.version}"
@@ -243,7 +276,14 @@ class Reloader(threading.Thread):
             except Exception as exc:  # never let the thread die: the old version keeps serving
                 self._problem(old.name, f"warning: {old.name}: v{number} not loaded ({exc.__class__.__name__}: {exc})")
                 continue
-            slot.current = new  # one reference, replaced whole
+            if new.name != old.name:  # the server registered the model under its old name
+                self._problem(
+                    old.name,
+                    f"warning: {old.name}: v{number} is served as {new.name!r}, not {old.name!r} (its serving name "
+                    f"changed): restart serve to serve it; still serving v{old.version}",
+                )
+                continue
+            slot.current = new  # one reference, replaced whole (with its own width and output)
             self._reported.pop(old.name, None)
             self.on_line(f"reloaded: {new.describe()} (was v{old.version})")
 
@@ -281,8 +321,15 @@ def _grpc_address(host: str, port: int) -> str:
 
 
 def check_config(config: ServeConfig) -> None:
-    if not config.archs:
+    if not config.models:
         raise UsageError("no model to serve")
+    if len(set(config.models)) != len(config.models):
+        raise UsageError(f"a model is named twice: {', '.join(config.models)}")
+    from .recipe import NAME_RE
+
+    for name in config.models:
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise UsageError(f"{str(name)[:60]!r} is not a model name (a built-in or a recipe's name)")
     if not (1 <= config.max_batch_size <= MAX_BATCH_LIMIT):
         raise UsageError(f"--max-batch-size must be 1..{MAX_BATCH_LIMIT}, got {config.max_batch_size}")
     for port, what in ((config.http_port, "--http-port"), (config.grpc_port, "--grpc-port")):
@@ -317,7 +364,12 @@ def serve(config: ServeConfig, on_line: Callable[[str], None] = print) -> None:
     anything is served (bad options, port in use, no verified version, a changed file...)."""
     check_config(config)
     kserve = _import_kserve()
-    loaded = [load(config.root, arch, config.version, config.provider) for arch in config.archs]
+    loaded = [load(config.root, name, config.version, config.provider) for name in config.models]
+    serving = [m.name for m in loaded]
+    for m in loaded:
+        if serving.count(m.name) > 1:
+            others = ", ".join(o.arch.name for o in loaded if o.name == m.name)
+            raise UsageError(f"models {others} are all served as {m.name!r}: serve them separately")
     http_sock = bind_socket(config.host, config.http_port, "HTTP")
     try:
         bind_socket(config.host, config.grpc_port, "gRPC").close()  # gRPC binds it itself, below
@@ -500,7 +552,6 @@ class _RequestMiddleware:
 def _model_class(kserve: Any) -> type:
     import uuid
 
-    import numpy as np
     from kserve.errors import InferenceError, InvalidInput
     from kserve.protocol.infer_type import InferOutput, InferResponse
 
@@ -531,11 +582,10 @@ def _model_class(kserve: Any) -> type:
             except BadRequest as exc:
                 raise InvalidInput(str(exc)) from None
             try:
-                probs = loaded.predictor.probabilities(x)  # predict's own code path
+                y = loaded.run(x)  # (rows, n_outputs) float32: predict's session, its values unchanged
             except PipelineError as exc:
                 raise InferenceError(str(exc)) from None
-            y = probs.astype(np.float32).reshape(-1, 1)  # exact: these are the session's float32 values
-            out = InferOutput(name=loaded.outputs[0]["name"], shape=list(y.shape), datatype="FP32")
+            out = InferOutput(name=loaded.arch.output_name, shape=list(y.shape), datatype=DATATYPE)
             out.set_data_from_numpy(y, binary_data=bool(payload.use_binary_outputs))
             return InferResponse(
                 response_id=str(payload.id) if payload.id else str(uuid.uuid4()),

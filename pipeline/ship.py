@@ -1,6 +1,9 @@
 """`ship`: one published version of a model into an NVIDIA Triton model repository.
 
     <out>/<serving_name>/config.pbtxt          pins the version shipped last: specific { versions: [N] }
+    <out>/<serving_name>/labels.txt            multiclass models: one class name per line, in output
+                                               order (the config's `label_filename`), for Triton's
+                                               classification extension; follows the pinned version
     <out>/<serving_name>/<N>/model.onnx        Triton version N = our version N, byte for byte
     <out>/<serving_name>/<N>/manifest.json     so `predict --model <out>/<name>/<N>/model.onnx` can check
     <out>/<serving_name>/<N>/verify.json       the copy against the manifest and report beside it
@@ -9,20 +12,29 @@
 
 `ship_version` takes the version's bytes (the caller has read and hash-checked them) and:
 
-- validates the options and the files, derives the config from the ONNX graph (names, data types,
-  dims; the batch dimension is Triton's `max_batch_size`) and checks that config before anything
-  is written: always with this module's own reader of the text it generates (so a base install
+- validates the options and the files; rebuilds the network's description (`archs.Arch`) from the
+  version's manifest (`artifacts.arch_of`); builds the config from it (input `x` [n_inputs], output
+  `Arch.output_name` [n_outputs], FP32, the batch dimension as Triton's `max_batch_size`), checks
+  that the ONNX graph has exactly that signature, and checks the config before anything is
+  written: always with this module's own reader of the text it generates (so a base install
   refuses a bad config too), and also with Triton's model-config protobuf schema
   (`tritonclient.grpc.model_config_pb2`) when tritonclient is installed;
-- never overwrites a version folder: version N already there with the same model.onnx is a no-op
-  (only the config is rewritten, so shipping an older N again is how a rollback is served); with a
-  different model.onnx it is an IntegrityError naming both hashes;
+- class names go into labels.txt as written in the data (a string as it is; a number or boolean
+  as JSON writes it: 3, 1.5, true). A class name that cannot be one line of that file (a line
+  break of any kind, a NUL, text that is not valid Unicode) or two classes with the same name is
+  refused with a UsageError: escaping would make Triton answer names the data does not hold;
+- never overwrites a version folder: version N already there holding the same files (model.onnx,
+  manifest.json, verify.json, MODEL_CARD.md: each present or absent alike, with the same sha256)
+  is a no-op; any difference is an IntegrityError naming the file and both hashes. The config and
+  labels.txt, which follow the pinned version, are rewritten only when their content changes (so
+  shipping an older N again is how a rollback is served, and shipping the same N with the same
+  options writes nothing);
 - builds a new version folder under a temporary name, fsyncs it, re-checks every copy's sha256,
-  renames it into place, then writes the config atomically; if anything fails, what this call
-  created is removed again;
+  renames it into place, then writes labels.txt and the config atomically, each read back and
+  checked; if anything fails, what this call created or changed is removed or restored;
 - follows no symbolic link inside the repository: `<out>/<serving_name>`, its version folder, the
-  version's model.onnx and config.pbtxt must be a real folder / regular file (`<out>` itself may be
-  a link).
+  version's files, config.pbtxt and labels.txt must be a real folder / regular file (`<out>` itself
+  may be a link).
 
 Tested against Triton's schema, not a live server: none can run here.
 """
@@ -32,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -44,8 +57,8 @@ from types import ModuleType
 from typing import Any
 
 from . import artifacts as A
-from .archs import Arch
-from .contract import check_served, parse_checked, signature
+from .archs import Arch, Label
+from .contract import INPUT_NAME, check_served, parse_checked, read_metadata, signature
 from .errors import ArtifactWriteError, CorruptArtifact, IntegrityError, MissingArtifact, UsageError
 from .manifest import Manifest
 
@@ -53,6 +66,7 @@ INSTANCE_KINDS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 7: "TYPE_INT64", 6: "TYPE_INT32"}
 
 CONFIG = "config.pbtxt"
+LABELS = "labels.txt"  # Triton's label file for a classification output: in the model folder, beside the config
 PLATFORM = "onnxruntime_onnx"
 QUEUE_DELAY_US = 100
 MAX_BATCH_SIZE = 2**31 - 1  # Triton's ModelConfig.max_batch_size is an int32
@@ -71,8 +85,10 @@ class ShipResult:
     version: int
     config_path: Path
     model_path: Path
-    noop: bool  # the version folder was already there with this model.onnx: only the config was written
+    noop: bool  # the version folder was already there with these very files: nothing of it was written
     repository: Path  # `out`, the Triton model repository
+    labels_path: Path | None = None  # multiclass: <out>/<name>/labels.txt
+    written: tuple[str, ...] = ()  # what this call wrote, relative to `out` (empty: the repository was up to date)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,9 +100,13 @@ class TritonTensor:
     name: str
     data_type: str  # Triton's, e.g. TYPE_FP32
     dims: tuple[int, ...]  # without the batch dimension; -1 for a variable one
+    label_filename: str | None = None  # a classification output: the label file in the model folder
 
 
-def triton_tensors(onnx_model: Any) -> tuple[tuple[TritonTensor, ...], tuple[TritonTensor, ...]]:
+Tensors = tuple[tuple[TritonTensor, ...], tuple[TritonTensor, ...]]  # (inputs, outputs)
+
+
+def triton_tensors(onnx_model: Any) -> Tensors:
     """(inputs, outputs) of the ONNX graph as Triton sees them with batching on: the first dim of
     every tensor is the batch (symbolic), the others fixed or -1. CorruptArtifact when the graph's
     signature cannot be expressed that way."""
@@ -122,25 +142,53 @@ def triton_tensors(onnx_model: Any) -> tuple[tuple[TritonTensor, ...], tuple[Tri
     return inputs, outputs
 
 
-def config_pbtxt(
-    name: str, onnx_model: Any, max_batch_size: int, instance_kind: str, instances: int, *, version: int
-) -> str:
-    """Triton's config for the model: names, data types and dims read from the ONNX graph itself;
-    Triton serves exactly `version` (so shipping an older version again rolls back to it)."""
-    inputs, outputs = triton_tensors(onnx_model)
+def arch_tensors(arch: Arch) -> Tensors:
+    """What the model description says Triton serves: input `x` (batch, n_inputs) and the head's
+    output (batch, n_outputs), FP32; a multiclass output names its label file."""
+    labels = LABELS if arch.task == "multiclass" else None
+    return (
+        (TritonTensor(INPUT_NAME, "TYPE_FP32", (arch.n_inputs,)),),
+        (TritonTensor(arch.output_name, "TYPE_FP32", (arch.n_outputs,), labels),),
+    )
 
-    def tensors(specs: tuple[TritonTensor, ...]) -> str:
-        return ",\n".join(
-            f'  {{\n    name: "{t.name}"\n    data_type: {t.data_type}\n    dims: [ {", ".join(map(str, t.dims))} ]\n  }}'
-            for t in specs
+
+def model_tensors(arch: Arch, onnx_model: Any) -> Tensors:
+    """The config's tensors: the Arch's, after checking that the ONNX graph has exactly that one
+    input and that first output (names, types, dims), as Triton would when it loads the model.
+    CorruptArtifact naming both when they differ."""
+    want_in, want_out = arch_tensors(arch)
+    got_in, got_out = triton_tensors(onnx_model)
+
+    def show(ts: tuple[TritonTensor, ...]) -> str:
+        return ", ".join(f"{t.name} {t.data_type}{list(t.dims)}" for t in ts)
+
+    plain = [(t.name, t.data_type, t.dims) for t in (*got_in, got_out[0])]
+    if plain != [(t.name, t.data_type, t.dims) for t in (*want_in, *want_out)]:
+        raise CorruptArtifact(
+            f"the ONNX graph has input {show(got_in)} and output {show(got_out[:1])}; its model description "
+            f"({arch.name}, {arch.task}) says input {show(want_in)} and output {show(want_out)}"
         )
+    return want_in, want_out
 
+
+def _format_tensor(t: TritonTensor) -> str:
+    label = f'\n    label_filename: "{t.label_filename}"' if t.label_filename else ""
+    dims = ", ".join(map(str, t.dims))
+    return f'  {{\n    name: "{t.name}"\n    data_type: {t.data_type}\n    dims: [ {dims} ]{label}\n  }}'
+
+
+def config_pbtxt(
+    name: str, tensors: Tensors, max_batch_size: int, instance_kind: str, instances: int, *, version: int
+) -> str:
+    """Triton's config for the model: its tensors (`model_tensors`: the Arch's, checked against the
+    ONNX graph); Triton serves exactly `version` (so shipping an older version again rolls back to it)."""
+    inputs, outputs = (",\n".join(map(_format_tensor, specs)) for specs in tensors)
     return (
         f'name: "{name}"\n'
         f'platform: "{PLATFORM}"\n'
         f"max_batch_size: {max_batch_size}\n"
-        f"input [\n{tensors(inputs)}\n]\n"
-        f"output [\n{tensors(outputs)}\n]\n"
+        f"input [\n{inputs}\n]\n"
+        f"output [\n{outputs}\n]\n"
         f"dynamic_batching {{\n  max_queue_delay_microseconds: {QUEUE_DELAY_US}\n}}\n"
         # KIND_AUTO: GPU where Triton sees one, else CPU. `--instance-kind cpu` pins the CPU.
         f"instance_group [\n  {{\n    count: {instances}\n    kind: {INSTANCE_KINDS[instance_kind]}\n  }}\n]\n"
@@ -148,21 +196,28 @@ def config_pbtxt(
     )
 
 
+def _tensor_fields(name: str, data_type: str, dims: list[int], label_filename: str | None) -> dict[str, list[Any]]:
+    fields: dict[str, list[Any]] = {"name": [name], "data_type": [data_type], "dims": dims}
+    if label_filename:
+        fields["label_filename"] = [label_filename]
+    return fields
+
+
 def _expected(
-    name: str, onnx_model: Any, max_batch_size: int, instance_kind: str, instances: int, version: int
+    name: str, tensors: Tensors, max_batch_size: int, instance_kind: str, instances: int, version: int
 ) -> dict[str, list[Any]]:
     """What the config must say, as the reader below returns it: every field a list of values."""
-    inputs, outputs = triton_tensors(onnx_model)
+    inputs, outputs = tensors
 
-    def tensors(specs: tuple[TritonTensor, ...]) -> list[Any]:
-        return [{"name": [t.name], "data_type": [t.data_type], "dims": list(t.dims)} for t in specs]
+    def fields(specs: tuple[TritonTensor, ...]) -> list[Any]:
+        return [_tensor_fields(t.name, t.data_type, list(t.dims), t.label_filename) for t in specs]
 
     return {
         "name": [name],
         "platform": [PLATFORM],
         "max_batch_size": [max_batch_size],
-        "input": tensors(inputs),
-        "output": tensors(outputs),
+        "input": fields(inputs),
+        "output": fields(outputs),
         "dynamic_batching": [{"max_queue_delay_microseconds": [QUEUE_DELAY_US]}],
         "instance_group": [{"count": [instances], "kind": [INSTANCE_KINDS[instance_kind]]}],
         "version_policy": [{"specific": [{"versions": [version]}]}],
@@ -254,7 +309,12 @@ def _from_triton_proto(cfg: Any, pb: ModuleType) -> dict[str, list[Any]]:
     """The fields `_expected` describes, read from Triton's parsed ModelConfig."""
 
     def tensors(items: Any) -> list[Any]:
-        return [{"name": [t.name], "data_type": [pb.DataType.Name(t.data_type)], "dims": list(t.dims)} for t in items]
+        return [
+            _tensor_fields(
+                t.name, pb.DataType.Name(t.data_type), list(t.dims), getattr(t, "label_filename", None) or None
+            )
+            for t in items
+        ]
 
     policy: list[Any] = []
     if cfg.HasField("version_policy"):
@@ -286,13 +346,13 @@ def _first_difference(got: dict[str, list[Any]], want: dict[str, list[Any]]) -> 
 
 
 def check_config(
-    text: str, name: str, onnx_model: Any, max_batch_size: int, instance_kind: str, instances: int, version: int
+    text: str, name: str, tensors: Tensors, max_batch_size: int, instance_kind: str, instances: int, version: int
 ) -> None:
-    """The config says exactly what the ONNX graph and the options say, and Triton can read it.
+    """The config says exactly what the model's tensors and the options say, and Triton can read it.
     Read back with this module's reader (always) and Triton's schema (when tritonclient is
     installed). CorruptArtifact on any difference: the options were validated before, so what is
-    left to blame is the ONNX file."""
-    want = _expected(name, onnx_model, max_batch_size, instance_kind, instances, version)
+    left to blame is the model."""
+    want = _expected(name, tensors, max_batch_size, instance_kind, instances, version)
     for field, value, top in (
         ("max_batch_size", max_batch_size, MAX_BATCH_SIZE),
         ("instance_group.count", instances, MAX_INSTANCES),
@@ -350,32 +410,100 @@ def _check_options(number: int, max_batch_size: int, instance_kind: str, instanc
         raise UsageError(f"unknown instance kind {instance_kind!r}: choose one of {', '.join(INSTANCE_KINDS)}")
 
 
-def _check_files(arch: Arch, number: int, files: Mapping[str, bytes]) -> tuple[Manifest, Any]:
-    """The version's manifest (its arch, number, verify record and hashes agree with the bytes
-    given) and its parsed ONNX model (the arch's signature)."""
+def _check_files(name: str, number: int, files: Mapping[str, bytes]) -> tuple[Manifest, Arch, Any]:
+    """The version's manifest (its model name, number, verify record and hashes agree with the
+    bytes given), the network it describes (its `model` section; a built-in for older manifests)
+    and its parsed ONNX model (that network's signature)."""
     missing = [n for n in REQUIRED_FILES if n not in files]
     if missing:
-        raise MissingArtifact(f"version {number} of {arch.name} has no {', '.join(missing)}: nothing to ship")
-    where = f"version {number} of {arch.name}"
+        raise MissingArtifact(f"version {number} of {name} has no {', '.join(missing)}: nothing to ship")
+    where = f"version {number} of {name}"
     manifest = Manifest.from_json(files[A.MANIFEST], f"{where}: {A.MANIFEST}")
-    if manifest.arch != arch.name:
-        raise CorruptArtifact(f"{where}: its manifest describes arch {manifest.arch!r}, not {arch.name!r}")
+    if manifest.arch != name:
+        raise CorruptArtifact(f"{where}: its manifest describes arch {manifest.arch!r}, not {name!r}")
     if manifest.version is not None and manifest.version != number:
         raise IntegrityError(f"{where}: its manifest says it is version {manifest.version}")
     if manifest.verify is None or not manifest.verify.passed:
         raise MissingArtifact(f"{where} has no passing verify record (ship takes verified models only)")
-    for name in SHIPPED_FILES:
-        if name not in files or name == A.MANIFEST:
+    for file in SHIPPED_FILES:
+        if file not in files or file == A.MANIFEST:
             continue
-        entry = manifest.file(name)
+        entry = manifest.file(file)
         if entry is None:
-            raise IntegrityError(f"{where}: {name} is not recorded in its manifest, so nothing vouches for it")
-        actual = hashlib.sha256(files[name]).hexdigest()
+            raise IntegrityError(f"{where}: {file} is not recorded in its manifest, so nothing vouches for it")
+        actual = hashlib.sha256(files[file]).hexdigest()
         if actual != entry.sha256:
-            raise IntegrityError(f"{where}: {name} has sha256 {actual}, its manifest says {entry.sha256}")
+            raise IntegrityError(f"{where}: {file} has sha256 {actual}, its manifest says {entry.sha256}")
+    arch = A.arch_of(manifest, f"{where}: {A.MANIFEST}")
     model = parse_checked(files[A.ONNX], f"{where}: {A.ONNX}")
     check_served(model, f"{where}: {A.ONNX}", arch.n_inputs, arch.n_outputs)
-    return manifest, model
+    _check_metadata(model, arch, f"{where}: {A.ONNX}")
+    return manifest, arch, model
+
+
+def _check_metadata(model: Any, arch: Arch, where: str) -> None:
+    """What the ONNX file says about itself (xorship.* metadata_props, when it has them) must be what
+    its manifest says: the labels Triton will answer with are the classes the file was trained on."""
+    meta = read_metadata(model)
+    told: dict[str, Any] = {
+        "task": arch.task,
+        "output": arch.output_name,
+        "features": list(arch.features),
+        "classes": list(arch.classes),
+    }
+    for key, want in told.items():
+        if key not in meta:
+            continue
+        got: Any = meta[key]
+        if isinstance(want, list):
+            try:
+                got = json.loads(got)
+            except (ValueError, RecursionError):
+                raise CorruptArtifact(f"{where}: its metadata xorship.{key} is not valid JSON") from None
+        same = got == want and (not isinstance(got, list) or [type(v) for v in got] == [type(v) for v in want])
+        if not same:
+            raise CorruptArtifact(
+                f"{where} says its {key} is {str(got)[:120]}, its manifest says {str(want)[:120]}; refusing to ship it"
+            )
+
+
+def class_label(value: Label) -> str:
+    """A class value as labels.txt (and the model card) writes it: a string as it is in the data, a
+    number or boolean as JSON writes it (3, 1.5, true)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _one_line(text: str) -> bool:
+    """`text` is one line of a UTF-8 text file for every reader: no line break of any kind (Triton
+    splits on \\n; Python and editors on \\r, \\v, \\f, \\x1c-\\x1e, \\x85, \\u2028/9 too), no NUL,
+    no lone surrogate."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\0" not in text and len(f"<{text}>".splitlines()) == 1
+
+
+def labels_txt(arch: Arch) -> bytes | None:
+    """Triton's label file for a multiclass model: one class name per line, in output order (the
+    order of `Arch.classes`, which is the order of the output's columns); None for other tasks.
+    UsageError for class names that cannot be written one per line, or that repeat as text."""
+    if arch.task != "multiclass":
+        return None
+    names = [class_label(c) for c in arch.classes]
+    for label in names:
+        if not _one_line(label):
+            raise UsageError(
+                f"{arch.name}: class {label[:60]!r} cannot be one line of Triton's {LABELS} (it holds a line break, "
+                "a NUL or text that is not Unicode); rename that class in the data and train again"
+            )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UsageError(
+            f"{arch.name}: classes {repeated[:5]} are written the same in {LABELS} (values of different types); "
+            "make the target's classes distinct as text and train again"
+        )
+    return "".join(f"{n}\n" for n in names).encode("utf-8")
 
 
 def _kind(path: Path) -> str | None:
@@ -479,8 +607,33 @@ def _build_version(model_dir: Path, number: int, files: Mapping[str, bytes]) -> 
     return final
 
 
+def _same_version(version_dir: Path, files: Mapping[str, bytes], number: int, name: str) -> None:
+    """Version folder `version_dir` (already there) must hold exactly the files given: each shipped
+    file present or absent alike, with the same sha256. IntegrityError naming the first difference."""
+    if _refuse_unless(version_dir / A.ONNX, ("file", None)) is None:
+        raise IntegrityError(f"{version_dir} exists without {A.ONNX}; refusing to replace it")
+    for file in SHIPPED_FILES:
+        present = _read_nofollow(version_dir / file) if _refuse_unless(version_dir / file, ("file", None)) else None
+        given = files.get(file)
+        if present == given:
+            continue
+        there = hashlib.sha256(present).hexdigest() if present is not None else "absent"
+        here = hashlib.sha256(given).hexdigest() if given is not None else "absent"
+        raise IntegrityError(
+            f"{version_dir} already holds a different model: {file} sha256 {there} there, {here} in version "
+            f"{number} of {name}; a shipped version is never overwritten"
+        )
+
+
+def _write_checked(path: Path, data: bytes) -> None:
+    """Replace `path` atomically with `data`, then read it back (not through a link) and compare."""
+    A.write_atomic(path, data)
+    if hashlib.sha256(_read_nofollow(path)).digest() != hashlib.sha256(data).digest():
+        raise ArtifactWriteError(f"{path} does not read back with the sha256 of what was written")
+
+
 def ship_version(
-    arch: Arch,
+    arch: Arch | str,
     number: int,
     files: Mapping[str, bytes],
     out: Path,
@@ -489,47 +642,47 @@ def ship_version(
     instance_kind: str = "auto",
     instances: int = 1,
 ) -> ShipResult:
-    """Ship version `number` of `arch` (its files' bytes: model.onnx, manifest.json, verify.json and
-    optionally MODEL_CARD.md) as Triton version `number` in repository `out`, and pin the config
-    to it. See the module docstring for what is guaranteed."""
-    # 1. Everything that can be checked without writing: options, files, the config.
+    """Ship version `number` of model `arch` (its files' bytes: model.onnx, manifest.json,
+    verify.json and optionally MODEL_CARD.md) as Triton version `number` in repository `out`, and pin
+    the config to it. Only `arch`'s name is used: the network (tensors, classes, serving name) is
+    the one the version's own manifest describes. See the module docstring for what is guaranteed."""
+    # 1. Everything that can be checked without writing: options, files, the config, the labels.
     _check_options(number, max_batch_size, instance_kind, instances)
-    name = arch.serving_name
+    _, model, onnx_model = _check_files(arch if isinstance(arch, str) else arch.name, number, files)
+    name = model.serving_name
     if not _NAME.fullmatch(name):
-        raise UsageError(f"model name {name!r} cannot be a Triton model folder")
-    _, onnx_model = _check_files(arch, number, files)
-    config = config_pbtxt(name, onnx_model, max_batch_size, instance_kind, instances, version=number)
-    check_config(config, name, onnx_model, max_batch_size, instance_kind, instances, number)
-    given = hashlib.sha256(files[A.ONNX]).hexdigest()
+        raise CorruptArtifact(
+            f"version {number} of {model.name}: serving name {name[:60]!r} cannot be a Triton model folder"
+        )
+    tensors = model_tensors(model, onnx_model)
+    config = config_pbtxt(name, tensors, max_batch_size, instance_kind, instances, version=number).encode()
+    check_config(config.decode(), name, tensors, max_batch_size, instance_kind, instances, number)
+    labels = labels_txt(model)
 
     out = Path(out)
     model_dir = out / name
     version_dir = model_dir / str(number)
     config_path = model_dir / CONFIG
+    labels_path = model_dir / LABELS
     with A.run_lock(out):
         # 2. What is there, checked before anything is touched: real folders and files only, and
-        #    version N only if it holds this very model.onnx.
+        #    version N only if it holds these very files.
         model_kind = _refuse_unless(model_dir, (None, "dir"))
         noop = False
+        old_config = old_labels = None
         if model_kind is not None:
-            _refuse_unless(config_path, (None, "file"))
+            if _refuse_unless(config_path, (None, "file")):
+                old_config = _read_nofollow(config_path)
+            if _refuse_unless(labels_path, (None, "file")):
+                old_labels = _read_nofollow(labels_path)
             if _refuse_unless(version_dir, (None, "dir")) is not None:
-                if _refuse_unless(version_dir / A.ONNX, ("file", None)) is None:
-                    raise IntegrityError(f"{version_dir} exists without {A.ONNX}; refusing to replace it")
-                present = hashlib.sha256(_read_nofollow(version_dir / A.ONNX)).hexdigest()
-                if present != given:
-                    raise IntegrityError(
-                        f"{version_dir} already holds a different model: sha256 {present} there, {given} in version "
-                        f"{number} of {arch.name}; a shipped version is never overwritten"
-                    )
+                _same_version(version_dir, files, number, model.name)
                 noop = True
             _clean_temporaries(model_dir)
-        result = ShipResult(name, number, config_path, version_dir / A.ONNX, noop, out)
-        if noop:  # the version is there: only the config, so that it pins this version
-            A.write_atomic(config_path, config.encode())
-            return result
 
-        # 3. Write: the version folder, then the config; undo what this call made if either fails.
+        # 3. Write: the version folder, then the labels, then the config (each only when it changes);
+        #    undo what this call made or changed if any step fails.
+        written: list[str] = []
         created_model_dir = created_version = False
         try:
             if model_kind is None:
@@ -538,75 +691,347 @@ def ship_version(
                 except OSError as exc:
                     raise A.write_error(model_dir, exc) from None
                 created_model_dir = True
-            _build_version(model_dir, number, files)
-            created_version = True
-            A.write_atomic(config_path, config.encode())
+            if not noop:
+                _build_version(model_dir, number, files)
+                created_version = True
+                written.append(f"{name}/{number}")
+            if labels is not None and labels != old_labels:
+                _write_checked(labels_path, labels)
+                written.append(f"{name}/{LABELS}")
+            if config != old_config:
+                _write_checked(config_path, config)
+                written.append(f"{name}/{CONFIG}")
         except BaseException:
+            if f"{name}/{LABELS}" in written:  # the config still names the old labels: put them back
+                with contextlib.suppress(OSError, ArtifactWriteError):
+                    if old_labels is None:
+                        labels_path.unlink()
+                    else:
+                        A.write_atomic(labels_path, old_labels)
             if created_version:
                 _remove_tree(version_dir, model_dir)
             if created_model_dir:
                 with contextlib.suppress(OSError):
                     model_dir.rmdir()  # empty again: the steps above remove their own temporaries
             raise
-    return result
+        if labels is None and old_labels is not None:  # the config no longer names a label file
+            with contextlib.suppress(OSError):
+                labels_path.unlink()
+                written.append(f"{name}/{LABELS} (removed)")
+    return ShipResult(
+        name,
+        number,
+        config_path,
+        version_dir / A.ONNX,
+        noop,
+        out,
+        labels_path if labels is not None else None,
+        tuple(written),
+    )
 
 
-def model_card(manifest: Manifest, verify_report: dict[str, Any]) -> str:
-    cfg, train, val, exp = manifest.config, manifest.train, manifest.validation, manifest.export
-    assert cfg is not None and train is not None and val is not None and exp is not None  # a verified model has them
-    files = manifest.files
+# ---------------------------------------------------------------------------------------------
+# The model card (written by flow on publication, shipped with the version)
+
+
+def _is_xor(manifest: Manifest) -> bool:
+    """A built-in trained on the four XOR points (older manifests have no recipe: built-ins only)."""
+    data, recipe = manifest.data or {}, manifest.recipe or {}
+    if data.get("source") == "builtin:xor" or (recipe.get("data") or {}).get("builtin") == "xor":
+        return True
+    return manifest.recipe is None and manifest.data is None and manifest.model is None
+
+
+def _names(values: Any) -> str:
+    return ", ".join(f"`{class_label(v)}`" for v in values) if values else "none"
+
+
+def _g(value: Any, spec: str = ".6g") -> str:
+    """A number for the card; '-' when it was not recorded."""
+    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def _example_row(arch: Arch, data: dict[str, Any], xor: bool) -> list[float]:
+    """One input row for the usage example: the XOR point (0, 1), the training split's feature means
+    when the data record has them, else zeros."""
+    if xor:
+        return [0.0, 1.0]
+    stats = data.get("stats")
+    for key in ("mean", "feature_mean", "x_mean"):
+        mean = stats.get(key) if isinstance(stats, dict) else None
+        if isinstance(mean, list) and len(mean) == arch.n_inputs and all(isinstance(v, (int, float)) for v in mean):
+            return [float(f"{v:.4g}") for v in mean]
+    return [0.0] * arch.n_inputs
+
+
+def _purpose(arch: Arch, manifest: Manifest, xor: bool) -> list[str]:
+    if xor:
+        return [
+            "A teaching-sized multilayer perceptron that computes XOR of two inputs near {0, 1}. It is a",
+            "demonstration of a verified train-to-ONNX pipeline, not a model for real data.",
+        ]
+    data = manifest.data or {}
+    target = data.get("target") or ((manifest.recipe or {}).get("data") or {}).get("target") or "the target"
+    if arch.task == "binary":
+        what = f"the probability that `{target}` is `{class_label(arch.classes[-1])}` (of {_names(arch.classes)})"
+    elif arch.task == "multiclass":
+        what = f"the probability of each class of `{target}` ({len(arch.classes)} classes)"
+    else:
+        what = f"`{target}`, a number in the target's units"
+    return [
+        f"A {arch.task} multilayer perceptron trained by xorship from recipe `{arch.name}`. From the",
+        f"{arch.n_inputs} feature values of one row it predicts {what}. It knows only what its training data held.",
+    ]
+
+
+def _data_lines(arch: Arch, manifest: Manifest, xor: bool) -> list[str]:
+    data, recipe_data = manifest.data or {}, (manifest.recipe or {}).get("data") or {}
+    if xor:
+        source = "the four XOR points (built in), labels 0 1 1 0"
+    else:
+        source = f"`{data.get('source') or recipe_data.get('path') or 'not recorded'}`"
+    lines = [f"- source: {source}"]
+    if data.get("sha256"):
+        lines.append(f"- sha256 `{data['sha256']}`")
+    rows, train_rows, val_rows = data.get("rows"), data.get("train_rows"), data.get("val_rows")
+    fraction, seed = recipe_data.get("validation_fraction"), recipe_data.get("split_seed")
+    if fraction == 0:
+        split = "none (validation fraction 0: the gate is judged on the training rows)"
+    else:
+        split = f"{_g(train_rows)} training, {_g(val_rows)} validation" if train_rows is not None else "not recorded"
+        if fraction is not None:
+            split += f" (validation fraction {_g(fraction)}, split seed {_g(seed)})"
+    lines.append(f"- rows: {_g(rows)}; split: {split}")
+    lines.append(f"- features, in input order: {', '.join(f'`{f}`' for f in arch.features)}")
+    target = data.get("target") or recipe_data.get("target")
+    if arch.is_classifier:
+        lines.append(f"- target{f' `{target}`' if target else ''}: classes, in output order: {_names(arch.classes)}")
+    else:
+        lines.append(f"- target{f' `{target}`' if target else ''}: a number (regression)")
+    return lines
+
+
+def _dims(shape: tuple[str | int, ...]) -> str:
+    return f"[{', '.join(map(str, shape))}]"
+
+
+def _io_lines(arch: Arch, manifest: Manifest) -> list[str]:
+    exp = manifest.export
+    scaled = (
+        "standardized inside the graph with the training split's mean and std"
+        if arch.scale_input
+        else "used as given (no standardization)"
+    )
+    shape_in = _dims(exp.input.shape if exp else ("batch", arch.n_inputs))
+    shape_out = _dims(exp.output.shape if exp else ("batch", arch.n_outputs))
+    if arch.task == "binary":
+        out = (
+            f"the probability of class `{class_label(arch.classes[-1])}`; that class when it is above 0.5, "
+            f"else `{class_label(arch.classes[0])}`"
+        )
+    elif arch.task == "multiclass":
+        out = f"one probability per class, in the order {_names(arch.classes)}; the answer is the largest"
+    else:
+        out = "the prediction, in the target's units" + (
+            " (un-standardized inside the graph)" if arch.scale_output else ""
+        )
     lines = [
-        f"# Model card: {cfg.arch} XOR MLP",
-        "",
-        "## What it is for",
-        "A teaching-sized multilayer perceptron that computes XOR of two inputs near {0, 1}. It is a",
-        "demonstration of a verified train-to-ONNX pipeline, not a model for real data.",
-        "",
-        "## Input and output",
-        f"- input `{exp.input.name}`: float32 {list(exp.input.shape)}",
-        f"- output `{exp.output.name}`: float32 {list(exp.output.shape)}, the probability that XOR is 1;"
-        " label 1 when it is above 0.5",
-        f"- ONNX opset {exp.opset}, exporter {exp.exporter}, one self-contained file",
-        "",
-        "## Training",
-        f"- layers {list(cfg.widths)} (Linear + Sigmoid each), {cfg.n_params} parameters",
-        f"- {cfg.loss} loss, {cfg.optimizer} lr {cfg.lr}, {cfg.steps} steps, seed {cfg.seed}",
-        f"- trained on {train.device} with the {train.trainer} loop in {train.seconds} s",
-        "",
-        "## Metrics",
-        f"- final training loss {train.final_loss:.6g}",
-        f"- accuracy on the four XOR points {val.accuracy:.2f} (gate {val.min_accuracy:.2f});"
-        f" probabilities {[round(p, 6) for p in val.probabilities]}",
-        "",
-        "## Equivalence across runtimes",
-        f"Reference: {verify_report['reference']}. Verdict: {'PASS' if verify_report['passed'] else 'FAIL'}.",
+        f"- input `{INPUT_NAME}`: float32 {shape_in}, raw feature values in the order above, {scaled}",
+        f"- output `{arch.output_name}`: float32 {shape_out}, {out}",
+    ]
+    if exp is not None:
+        lines.append(f"- ONNX opset {exp.opset}, exporter {exp.exporter}, one self-contained file")
+    lines.append(f"- served by `ship` (Triton) and `serve` as `{arch.serving_name}`")
+    if arch.task == "multiclass":
+        lines.append(
+            f"- the Triton repository holds `{LABELS}` (the class names) for Triton's classification extension"
+        )
+    return lines
+
+
+def _model_lines(arch: Arch, manifest: Manifest) -> list[str]:
+    cfg = manifest.config
+    n_params = cfg.n_params if cfg else arch.n_params
+    head = {"binary": "Sigmoid", "multiclass": "Softmax", "regression": "linear"}[arch.task]
+    scaling = []
+    if arch.scale_input:
+        scaling.append("inputs standardized in the graph")
+    if arch.scale_output:
+        scaling.append("output un-standardized in the graph")
+    return [
+        f"- layers {list(arch.widths)}: Linear + {arch.activation} per hidden layer, a {head} head;"
+        f" {n_params} parameters",
+        f"- standardization: {', '.join(scaling) if scaling else 'none'}",
+    ]
+
+
+def _training_lines(manifest: Manifest) -> list[str]:
+    cfg, train = manifest.config, manifest.train
+    recipe_train = (manifest.recipe or {}).get("train") or {}
+    lines = []
+    if cfg is not None:
+        batch = f"batch size {cfg.batch_size}" if cfg.batch_size else "full batch"
+        lines.append(
+            f"- {cfg.loss} loss, {cfg.optimizer} lr {cfg.lr}, {cfg.steps} steps, {batch}, seed {cfg.seed}"
+            + (", the tutorial's initialisation order" if cfg.tutorial_init else "")
+        )
+    elif recipe_train:
+        lines.append(
+            f"- {recipe_train.get('optimizer')} lr {recipe_train.get('lr')}, {recipe_train.get('steps')} steps,"
+            f" seed {recipe_train.get('seed')}"
+        )
+    if train is not None:
+        lines.append(f"- trained on {train.device} with the {train.trainer} loop in {train.seconds} s")
+        lines.append(f"- final training loss {train.final_loss:.6g}")
+    return lines
+
+
+def _metric_lines(arch: Arch, manifest: Manifest, xor: bool) -> list[str]:
+    val = manifest.validation
+    if val is None:
+        return ["- not recorded"]
+    on = f"the {val.rows} {val.on}" if val.rows is not None and val.on else "the validation rows"
+    if xor:
+        on = "the four XOR points"
+    verdict = "passed" if val.passed else "FAILED"
+    if val.accuracy is not None or arch.is_classifier:
+        lines = [
+            f"- accuracy on {on}: {_g(val.accuracy, '.4f')} (gate: at least {_g(val.min_accuracy, '.4f')}, {verdict})"
+        ]
+    else:
+        r2 = f", R² {_g(val.r2, '.4f')}" if val.r2 is not None else ""
+        lines = [f"- RMSE on {on}: {_g(val.rmse, '.6g')}{r2} (gate: at most {_g(val.max_rmse, '.6g')}, {verdict})"]
+    if val.probabilities and arch.task == "binary":
+        lines.append(f"- probabilities {[round(p, 6) for p in val.probabilities]}")
+    return lines
+
+
+def _verify_lines(report: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Reference: {report.get('reference', '-')}. Verdict: {'PASS' if report.get('passed') else 'FAIL'}.",
         "",
         "| runtime | what ran | max abs error | tolerance (atol × input scale, rtol) |",
         "| --- | --- | --- | --- |",
     ]
-    for rt, detail in verify_report["ran"].items():
-        worst = max((c["max_abs"] for c in verify_report["comparisons"] if c["runtime"] == rt), default=float("nan"))
-        tol = verify_report["tolerances"][rt]
-        lines.append(f"| {rt} | {detail} | {worst:.2e} | {tol['atol']:.0e}, {tol['rtol']:.0e} |")
-    for rt, why in verify_report["skipped"].items():
+    comparisons = report.get("comparisons") or []
+    for rt, detail in (report.get("ran") or {}).items():
+        worst = max((c["max_abs"] for c in comparisons if c.get("runtime") == rt), default=float("nan"))
+        tol = (report.get("tolerances") or {}).get(rt) or {}
+        atol, rtol = tol.get("atol"), tol.get("rtol")
+        shown = f"{atol:.0e}, {rtol:.0e}" if isinstance(atol, float) and isinstance(rtol, float) else "-"
+        lines.append(f"| {rt} | {detail} | {worst:.2e} | {shown} |")
+    for rt, why in (report.get("skipped") or {}).items():
         lines.append(f"| {rt} | not run: {why} | - | - |")
+    sets = report.get("input_sets") or []
     lines += [
         "",
         "Input sets: "
         + "; ".join(
-            f"{s['name']} ({s['rows']} rows{', seed ' + str(s['seed']) if s['seed'] is not None else ''})"
-            for s in verify_report["input_sets"]
+            f"{s.get('name')} ({s.get('rows')} rows{', seed ' + str(s['seed']) if s.get('seed') is not None else ''})"
+            for s in sets
         ),
+    ]
+    return lines
+
+
+def _usage_lines(arch: Arch, manifest: Manifest, xor: bool) -> list[str]:
+    row = _example_row(arch, manifest.data or {}, xor)
+    serving, number = arch.serving_name, manifest.version or "VERSION"
+    if xor:
+        cli = [f"xorship predict --arch {arch.name} 0,1 1,1"]
+    else:
+        header = ",".join(arch.features)
+        cli = [
+            f"# rows.csv: a header line `{header}`, then one row per line",
+            f"xorship predict --recipe {arch.name}.toml --input rows.csv",
+        ]
+    cli.append(f"xorship predict --model REPOSITORY/{serving}/{number}/model.onnx --input rows.csv")
+    if arch.task == "binary":
+        what = f"(1, 1): the probability of class {class_label(arch.classes[-1])}"
+    elif arch.task == "multiclass":
+        what = f"(1, {arch.n_outputs}): one probability per class, {', '.join(map(class_label, arch.classes))}"
+    else:
+        what = "(1, 1): the prediction"
+    client = [
+        "import numpy as np",
+        "import tritonclient.http as httpclient",
+        "",
+        'client = httpclient.InferenceServerClient("localhost:8000")  # Triton on the shipped repository, or xorship serve',
+        f"x = np.array([{row!r}], dtype=np.float32)  # {', '.join(arch.features)}",
+        f'inp = httpclient.InferInput("{INPUT_NAME}", list(x.shape), "FP32")',
+        "inp.set_data_from_numpy(x)",
+        f'out = httpclient.InferRequestedOutput("{arch.output_name}")',
+        f'result = client.infer("{serving}", [inp], outputs=[out])',
+        f'print(result.as_numpy("{arch.output_name}"))  # {what}',
+    ]
+    if arch.task == "multiclass":
+        client += [
+            "",
+            f"# Triton only (it reads {LABELS}): the top class by name, as b'<probability>:<index>:<class>'",
+            f'top = httpclient.InferRequestedOutput("{arch.output_name}", class_count=1)',
+            f'print(client.infer("{serving}", [inp], outputs=[top]).as_numpy("{arch.output_name}"))',
+        ]
+    return ["```sh", *cli, "```", "", "```python", *client, "```"]
+
+
+def _limits(arch: Arch, manifest: Manifest, xor: bool) -> list[str]:
+    if xor:
+        lines = [
+            "- Tiny model trained on four points: it knows XOR and nothing else; outputs for inputs far",
+            "  from {0, 1} are extrapolation (verified for agreement between runtimes, not for meaning).",
+        ]
+    else:
+        rows = (manifest.data or {}).get("rows")
+        lines = [
+            f"- Trained on {_g(rows)} rows: rows unlike them (feature values outside the training range) are",
+            "  extrapolation; verification checks that runtimes agree, not that answers are right.",
+        ]
+        if arch.is_classifier:
+            lines.append("- Probabilities are the network's outputs, not calibrated estimates.")
+    lines.append("- CUDA figures appear only where a GPU was present when `verify` ran.")
+    return lines
+
+
+def model_card(manifest: Manifest, verify_report: dict[str, Any]) -> str:
+    """MODEL_CARD.md for a verified version: written from its manifest (the network, the recipe, the
+    data, training, the gate) and its verify report. The built-ins' card speaks of XOR."""
+    arch = A.arch_of(manifest, A.MANIFEST)
+    xor = _is_xor(manifest)
+    title = f"{arch.name} XOR MLP" if xor else f"{arch.name} ({arch.task} MLP)"
+    lines = [
+        f"# Model card: {title}",
+        "",
+        "## What it is for",
+        *_purpose(arch, manifest, xor),
+        "",
+        "## Data",
+        *_data_lines(arch, manifest, xor),
+        "",
+        "## Input and output",
+        *_io_lines(arch, manifest),
+        "",
+        "## Model",
+        *_model_lines(arch, manifest),
+        "",
+        "## Training",
+        *_training_lines(manifest),
+        "",
+        "## Gate and metrics",
+        *_metric_lines(arch, manifest, xor),
+        "",
+        "## Equivalence across runtimes",
+        *_verify_lines(verify_report),
+        "",
+        "## Usage",
+        *_usage_lines(arch, manifest, xor),
         "",
         "## Hashes (sha256)",
-        *[f"- `{name}`: `{entry.sha256}`" for name, entry in files.items()],
+        *[f"- `{name}`: `{entry.sha256}`" for name, entry in manifest.files.items()],
         "",
         "## Versions",
         *[f"- {k} {v}" for k, v in (manifest.versions or {}).items()],
         "",
         "## Known limits",
-        "- Tiny model trained on four points: it knows XOR and nothing else; outputs for inputs far",
-        "  from {0, 1} are extrapolation (verified for agreement between runtimes, not for meaning).",
-        "- CUDA figures appear only where a GPU was present when `verify` ran.",
+        *_limits(arch, manifest, xor),
     ]
     return "\n".join(lines) + "\n"

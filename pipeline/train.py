@@ -1,8 +1,10 @@
-"""Stage 1: train an MLP on XOR with BCE loss and plain SGD, as the tutorial does, only faster.
+"""Stage 1: train an MLP: the tutorial's XOR models bit for bit, and any recipe.
 
-Four loops, one set of numbers:
-- `tutorial`: the tutorial's loop verbatim (modules, BCELoss, torch.optim.SGD, zero_grad/backward/step).
-  The reference the others are tested against, and the baseline `bench` measures.
+Loops (all read losses back at log steps only):
+- `autograd` (alias `tutorial`): modules, the head's loss (BCE, cross-entropy, MSE), torch.optim
+  (SGD or Adam), zero_grad/backward/step, full batch or seeded mini-batches. For the built-ins this is
+  the tutorial's loop verbatim: the reference the others are tested against, and the baseline `bench`
+  measures. Every recipe the explicit trainer does not cover trains here.
 - `explicit` (the CPU default): no autograd at all. The forward ops the modules call (`addmm`,
   `sigmoid`, `binary_cross_entropy`), then the very backward kernels autograd would call for them
   (`binary_cross_entropy_backward`, `sigmoid_backward`, `mm`, `sum`), in autograd's order, then one
@@ -10,14 +12,16 @@ Four loops, one set of numbers:
 - `fast`: the ops called directly but gradients from `torch.autograd.grad`; also bit-identical, slower.
 - `cuda-graph`: on CUDA, the explicit step captured once in a CUDA graph and replayed; losses stay in a
   device buffer read once per log interval. Falls back to eager `explicit` with a notice if capture fails.
-Every loop reads losses back only at log steps.
+The explicit, fast and cuda-graph loops cover the tutorial's stack (sigmoid, binary head, no scaling)
+with full-batch SGD; anything else trains with `autograd`, with a notice when another loop was asked for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +35,14 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 DEVICES = ("auto", "cpu", "cuda")
-TRAINERS = ("auto", "explicit", "fast", "tutorial")  # what a user may ask for; auto: explicit (CPU), cuda-graph (CUDA)
+TRAINERS = (
+    "auto",
+    "explicit",
+    "fast",
+    "autograd",
+    "tutorial",
+)  # auto: explicit (CPU) / cuda-graph (CUDA) where they apply
+LOSSES = {"binary": "BCE (mean)", "multiclass": "cross-entropy (mean)", "regression": "MSE (mean)"}
 MAX_LOGGED = 1000  # loss points kept in the manifest (loss_history.json keeps every step)
 DIVERGENCE_FACTOR = 10.0  # a loss above 10x the step-0 loss is an explosion, not learning
 WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graphs asks
@@ -44,9 +55,15 @@ class TrainConfig:
     lr: float = TUTORIAL.lr
     seed: int = TUTORIAL.seed
     device: str = "auto"  # auto | cpu | cuda
-    trainer: str = "auto"  # auto (cuda-graph on CUDA, fast on CPU) | fast | tutorial
+    trainer: str = "auto"  # auto (cuda-graph on CUDA, explicit on CPU, where they apply) | explicit | fast | autograd
     log_every: int = 100
     tutorial_init: bool = True  # draw initial weights in the tutorial's order (see archs.init_model)
+    optimizer: str = "sgd"  # sgd | adam (torch.optim's, default betas/eps)
+    batch_size: int = 0  # 0: full batch; else seeded mini-batches (a fresh permutation per epoch)
+
+    @property
+    def full_batch_sgd(self) -> bool:
+        return self.optimizer == "sgd" and self.batch_size == 0
 
 
 @dataclass(frozen=True)
@@ -107,18 +124,57 @@ LogFn = Callable[[int, float], None]
 
 
 def tutorial_loop(model, x, y, steps: int, lr: float, monitor: Monitor):
-    """The tutorial's loop. The loss history is kept as detached tensors (no sync per step)."""
+    """The tutorial's loop (the built-ins' reference): `autograd_loop` with BCE, SGD, full batch."""
+    return autograd_loop(model, x, y, steps, lr, monitor)
+
+
+def autograd_loop(
+    model,
+    x,
+    y,
+    steps: int,
+    lr: float,
+    monitor: Monitor,
+    *,
+    task: str = "binary",
+    optimizer: str = "sgd",
+    batch_size: int = 0,
+    seed: int = 0,
+):
+    """The reference loop: modules, the head's loss, torch.optim, zero_grad/backward/step. With
+    `batch_size`, each epoch is a fresh permutation of the rows from a generator seeded with `seed`
+    (drawn on the CPU, so the batches do not depend on the device). The history is kept as detached
+    tensors (no sync per step).
+
+    model: what is trained (`model.training_view`); x: (rows, n_inputs); y: (rows, 1) float for
+    binary, (rows,) int64 class indices for multiclass, (rows, 1) float for regression."""
     import torch
 
-    criterion = torch.nn.BCELoss().to(x.device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    criterion = {"binary": torch.nn.BCELoss, "multiclass": torch.nn.CrossEntropyLoss, "regression": torch.nn.MSELoss}[
+        task
+    ]().to(x.device)
+    params = model.parameters()
+    opt = torch.optim.SGD(params, lr=lr) if optimizer == "sgd" else torch.optim.Adam(params, lr=lr)
+    rows = x.shape[0]
+    batches = batch_size > 0 and batch_size < rows
+    gen = torch.Generator().manual_seed(seed) if batches else None
+    order, cursor = None, rows
     history = []
     for step in range(steps):
-        optimizer.zero_grad()
-        hypothesis = model(x)
-        cost = criterion(hypothesis, y)
+        if batches:
+            if cursor + batch_size > rows:  # a new epoch (the last, short batch of an epoch is dropped)
+                order, cursor = torch.randperm(rows, generator=gen).to(x.device), 0
+            assert order is not None
+            idx = order[cursor : cursor + batch_size]
+            cursor += batch_size
+            xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+        else:
+            xb, yb = x, y
+        opt.zero_grad()
+        hypothesis = model(xb)
+        cost = criterion(hypothesis, yb)
         cost.backward()
-        optimizer.step()
+        opt.step()
         history.append(cost.detach())
         if step % monitor.log_every == 0:
             monitor.check_history(history, step)
@@ -305,26 +361,36 @@ class Monitor:
 # ---------------------------------------------------------------------------------------------
 
 
-def train(config: TrainConfig, on_log: LogFn | None = None) -> TrainResult:
-    """Train `config.arch` from its seeded initialisation; the model comes back on the CPU."""
+def train(config: TrainConfig, on_log: LogFn | None = None, data: Any = None) -> TrainResult:
+    """Train `config.arch` from its seeded initialisation; the model comes back on the CPU.
 
+    data: a `data.Dataset` (its training rows are used; its statistics go into the scaling layers), or
+    None for the XOR points (the built-ins)."""
+    from .model import set_scaling
+
+    arch = config.arch
     dev = resolve_device(config.device)
-    model = init_model(config.arch, config.seed, config.tutorial_init).to(dev)
+    model = init_model(arch, config.seed, config.tutorial_init)
+    if data is not None:
+        set_scaling(model, arch, data.stats.mean, data.stats.std, data.target_mean, data.target_std)
+    model = model.to(dev)
     model.train()
-    x, y = xor_tensors(dev)
-    trainer = config.trainer
-    if trainer == "auto":
-        trainer = "cuda-graph" if dev.type == "cuda" else "explicit"
+    if data is None:
+        x, y = xor_tensors(dev)
+    else:
+        x, y = training_tensors(data, arch, dev)
     notices: list[str] = []
+    trainer = pick_trainer(config, dev.type, x.shape[0], notices)
     start = time.perf_counter()
-    losses = _run(trainer, model, x, y, config, on_log, notices)
+    with _threads_for(dev.type, x.shape[0] if not config.batch_size else min(config.batch_size, x.shape[0]), arch):
+        losses = _train_loop(trainer, model, x, y, config, on_log, notices)
     if trainer == "cuda-graph" and notices:
         trainer = "explicit"
     history = losses.tolist()  # one sync at the end
     seconds = time.perf_counter() - start
     model = model.cpu().eval()
     return TrainResult(
-        arch=config.arch,
+        arch=arch,
         config=config,
         device=describe_device(dev),
         trainer=trainer,
@@ -335,11 +401,87 @@ def train(config: TrainConfig, on_log: LogFn | None = None) -> TrainResult:
     )
 
 
+SMALL_STEP = 1 << 18  # rows per step x widest layer below this: one CPU thread is faster (no OpenMP hand-offs)
+
+
+@contextlib.contextmanager
+def _threads_for(device_type: str, rows: int, arch: Arch) -> Iterator[None]:
+    """One intra-op thread for small steps on the CPU. A step of a small MLP is a few microseconds of
+    work per op; splitting it across OpenMP threads costs more than it saves, and on a busy machine
+    spinning threads made a 120-row step 25x slower (measured: 78 ms vs 3 ms per Adam step)."""
+    import torch
+
+    if device_type != "cpu" or rows * max(arch.widths) >= SMALL_STEP:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_loop(trainer: str, model, x, y, config: TrainConfig, on_log, notices: list[str]):
+    from .model import training_view
+
+    arch = config.arch
+    if trainer == "autograd":
+        monitor = Monitor(config.log_every, on_log)
+        losses = autograd_loop(
+            training_view(model, arch), x, y, config.steps, config.lr, monitor,
+            task=arch.task, optimizer=config.optimizer, batch_size=config.batch_size, seed=config.seed,
+        )  # fmt: skip
+        return losses
+    return _run(trainer, model, x, y, config, on_log, notices)
+
+
+def training_tensors(data: Any, arch: Arch, dev: Any) -> tuple[Any, Any]:
+    """(x, y) on `dev` from a dataset's training rows: x raw float32 (the model standardizes it);
+    y as the head's loss takes it (the regression target standardized when the output is scaled)."""
+    import numpy as np
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(data.x_train, dtype=np.float32)).to(dev)
+    y_np = data.y_train
+    if arch.task == "multiclass":
+        y = torch.from_numpy(np.ascontiguousarray(y_np, dtype=np.int64)).to(dev)
+    elif arch.task == "binary":
+        y = torch.from_numpy(np.ascontiguousarray(y_np, dtype=np.float32).reshape(-1, 1)).to(dev)
+    else:
+        values = np.asarray(y_np, dtype=np.float64)
+        if arch.scale_output:
+            values = (values - data.target_mean) / data.target_std
+        y = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32).reshape(-1, 1)).to(dev)
+    return x, y
+
+
+def pick_trainer(config: TrainConfig, device_type: str, rows: int, notices: list[str]) -> str:
+    """The loop that runs: what was asked for where it applies, else `autograd` (with a notice when
+    the user named another loop)."""
+    asked = "autograd" if config.trainer == "tutorial" else config.trainer
+    if asked not in (*TRAINERS, "cuda-graph"):
+        raise ValueError(f"unknown trainer {config.trainer!r}")
+    covered = config.arch.is_tutorial_stack and config.optimizer == "sgd" and config.batch_size in (0,)
+    if asked == "auto":
+        if not covered:
+            return "autograd"
+        return "cuda-graph" if device_type == "cuda" else "explicit"
+    if asked in ("explicit", "fast", "cuda-graph") and not covered:
+        notices.append(
+            f"the {asked} trainer covers sigmoid layers with a binary head and full-batch SGD; "
+            f"{config.arch.name} ({config.arch.activation}, {config.arch.task}, {config.optimizer}"
+            f"{', batch ' + str(config.batch_size) if config.batch_size else ''}) trained with the autograd loop"
+        )
+        return "autograd"
+    return "tutorial" if config.trainer == "tutorial" else asked
+
+
 def _run(trainer: str, model, x, y, config: TrainConfig, on_log, notices: list[str]):
     def args():
         return (model, x, y, config.steps, config.lr, Monitor(config.log_every, on_log))
 
-    if trainer == "tutorial":
+    if trainer in ("tutorial", "autograd"):
         return tutorial_loop(*args())
     if trainer == "explicit":
         return explicit_loop(*args())
@@ -364,8 +506,15 @@ def _run(trainer: str, model, x, y, config: TrainConfig, on_log, notices: list[s
     raise ValueError(f"unknown trainer {trainer!r}")
 
 
-def save(result: TrainResult, validation: ValidationRecord, paths: A.ArtifactPaths) -> tuple[Manifest, tuple[str, ...]]:
-    """Write weights, loss history and (with matplotlib) loss.png, then the manifest.
+def save(
+    result: TrainResult,
+    validation: ValidationRecord,
+    paths: A.ArtifactPaths,
+    recipe: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+) -> tuple[Manifest, tuple[str, ...]]:
+    """Write weights, loss history and (with matplotlib) loss.png, then the manifest (with the
+    network's description, the resolved recipe and the data's record).
 
     Returns the new manifest and notices for the user. Only a model that passed the gate gets here.
     """
@@ -410,11 +559,15 @@ def save(result: TrainResult, validation: ValidationRecord, paths: A.ArtifactPat
             steps=cfg.steps,
             lr=cfg.lr,
             seed=cfg.seed,
-            loss="BCE (mean)",
-            optimizer="SGD",
+            loss=LOSSES[cfg.arch.task],
+            optimizer={"sgd": "SGD", "adam": "Adam"}[cfg.optimizer],
             tutorial_init=cfg.tutorial_init,
             log_every=cfg.log_every,
+            batch_size=cfg.batch_size,
         ),
+        "model": cfg.arch.record(),
+        "recipe": recipe,
+        "data": data,
         "train": TrainRecord(
             device=result.device,
             trainer=result.trainer,

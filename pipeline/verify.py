@@ -9,23 +9,32 @@ comes out.
   (CPU provider, and CUDA provider when it really comes up), and onnx's pure-Python
   ReferenceEvaluator. Each runtime has its own tolerance (TOLERANCES, measured: docs/verification.md).
 - `serve-check`: the reference is the torch fp32 model, the runtime is onnxruntime with the chosen
-  provider, the sets are the XOR points and random batches of 1, 4 and 1000.
+  provider.
 
-A row passes when |runtime - reference| <= atol + rtol * |reference| (numpy's allclose rule).
+Input sets. The built-in XOR models (`is_builtin_xor`) keep the tutorial's sets: the four XOR points
+with their expected labels, uniform [0, 1], wide [-50, 50] and all pairs of edge values. A recipe's
+model is checked on sets drawn from its data (`data_input_sets`): the validation rows, uniform within
+each feature's observed [min, max], a wide set 10x beyond that range, and edge values one feature at a
+time (the other features at their training mean).
+
+Outputs are (rows, K). An element passes when |runtime - reference| <= Tolerance.bound (numpy's
+allclose rule, with an absolute part that grows with the input's scale and is in the target's units
+for a regression). Labels must agree as well: binary, probability > 0.5; multi-class, the argmax.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import artifacts as A
-from .archs import THRESHOLD, XOR_X, XOR_Y, Arch
+from .archs import THRESHOLD, XOR_FEATURES, XOR_X, XOR_Y, Arch
 from .contract import check_served, parse_checked
-from .errors import DeviceUnavailable, EquivalenceFailed
+from .errors import DeviceUnavailable, EquivalenceFailed, UsageError
 from .manifest import ProvidersRecord, ServeCheckRecord, VerifyRecord
 from .model import load_trained
 from .runtimes import RUNNER_NAMES, ProviderReport, Runner, ort_runner, reference_runner, torch_runner
@@ -33,38 +42,187 @@ from .runtimes import RUNNER_NAMES, ProviderReport, Runner, ort_runner, referenc
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-INPUT_SCALE_CAP = 100.0  # beyond |x| = 100 the first layer's sigmoids of trained models are saturated
+INPUT_SCALE_CAP = 100.0  # beyond |x| = 100 the first layer's sigmoids/tanhs of trained models are saturated
+SATURATING = ("sigmoid", "tanh")  # hidden activations after which the allowance stops growing (see bound)
+# ReLU and GELU saturate nowhere: on the wide sets their measured fp32 error came within 9-11x of the CPU
+# atol (docs/verification.md), so their models get twice the per-runtime atol.
+ACTIVATION_ATOL_FACTOR = {"sigmoid": 1.0, "tanh": 1.0, "relu": 2.0, "gelu": 2.0}
 REL_FLOOR = 1e-6  # max_rel = |a - b| / max(|reference|, REL_FLOOR): values near 0 do not explode
 EDGE_VALUES = (0.0, -0.0, 1e-30, -1e-30, 1e-45, 0.5, 1.0, -1.0, 1e30, -1e30)  # 1e-45: fp32 denormal
-WIDE_RANGE = 50.0  # the sigmoid saturates well inside [-50, 50]
+WIDE_RANGE = 50.0  # built-ins: the sigmoid saturates well inside [-50, 50]
+# Recipes: each of these for one feature at a time (plus the feature's min, max and 10x beyond).
+DATA_EDGE_VALUES = (0.0, -0.0, 1e-30, -1e-30, 1e-45, 1.0, -1.0, 1e30, -1e30)
+WIDE_FACTOR = 10.0  # recipes' wide set: [min - 10 * range, max + 10 * range] per feature
+VALIDATION_CAP = 65536  # at most this many validation rows (a seeded sample beyond it)
 BATCHES = (1, 4, 1000, 65536)
 SERVE_BATCHES = (1, 4, 1000)
+XOR_KINDS = ("xor", "uniform", "wide", "edge")
+DATA_KINDS = ("validation", "uniform", "wide", "edge")
+WORST_INPUT_FEATURES = 8  # a comparison records at most this many features of its worst row
 CUDA_ALIAS = ("torch-cuda", "ort-cuda")
 REQUIRE_CHOICES: tuple[str, ...] = (*RUNNER_NAMES, "cuda")  # `--require cuda` means both CUDA runtimes
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+# ---------------------------------------------------------------------------------------------
+# The data a recipe's model is checked on (duck-typed: `pipeline.data.Dataset` fits)
+
+
+class FeatureStatsLike(Protocol):
+    """Per-feature statistics over the training rows (tuples of floats, one per feature)."""
+
+    @property
+    def mean(self) -> Sequence[float]: ...
+    @property
+    def std(self) -> Sequence[float]: ...
+    @property
+    def min(self) -> Sequence[float]: ...
+    @property
+    def max(self) -> Sequence[float]: ...
+
+
+class DataLike(Protocol):
+    """What verify reads from a dataset: its feature names, the validation rows (raw float32,
+    (rows, F)) and the training rows' feature statistics. A regression without an in-graph
+    un-standardization also reads `y` and `train_rows` (for the target's std: the tolerance's unit)."""
+
+    @property
+    def features(self) -> Sequence[str]: ...
+    @property
+    def x_val(self) -> Any: ...
+    @property
+    def stats(self) -> FeatureStatsLike: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Tolerances
 
 
 @dataclass(frozen=True)
 class Tolerance:
+    """Allowed |runtime - reference| per output element:
+
+        atol * unit * s + rtol * |reference|
+
+    where `s` is the row's largest |x| as the model's first Gemm sees it (standardized with
+    `input_mean` / `input_std` when the model standardizes in-graph, raw otherwise), clipped to
+    [1, input_cap]; `unit` is the output's unit (the target's std for a regression, 1 for
+    probabilities). `atol` is therefore "per unit of input scale, per unit of output". The per-runtime
+    numbers (TOLERANCES) have unit 1, no standardization and the sigmoid's cap; `for_model` fits them
+    to one model (`Scaling`).
+    """
+
     atol: float
     rtol: float
     basis: str  # where the numbers come from
+    unit: float = 1.0
+    input_cap: float = INPUT_SCALE_CAP  # math.inf: the allowance grows without bound (ReLU, GELU)
+    input_mean: tuple[float, ...] | None = field(default=None, repr=False)
+    input_std: tuple[float, ...] | None = field(default=None, repr=False)
 
-    def bound(self, reference: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Allowed |runtime - reference| per row. x: (rows, 2) inputs; reference: (rows,)."""
+    def input_scale(self, x: np.ndarray) -> np.ndarray:
+        """(rows,): the row's largest |x| as the first Gemm sees it, clipped to [1, input_cap]."""
         import numpy as np
 
+        x64 = np.asarray(x, dtype=np.float64)
+        if x64.ndim == 1:
+            x64 = x64.reshape(1, -1)
+        if self.input_mean is not None and self.input_std is not None:
+            std = np.asarray(self.input_std, dtype=np.float64)
+            x64 = (x64 - np.asarray(self.input_mean, dtype=np.float64)) / np.where(std == 0, 1.0, std)
+        with np.errstate(invalid="ignore"):
+            biggest = np.max(np.abs(x64), axis=1) if x64.shape[1] else np.zeros(x64.shape[0])
+        return np.clip(np.nan_to_num(biggest, nan=1.0, posinf=np.inf), 1.0, self.input_cap)
+
+    def bound(self, reference: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Allowed |runtime - reference|, shaped like `reference`: (rows,) or (rows, K), for the raw
+        inputs x (rows, F) that produced it."""
+        import numpy as np
+
+        ref = np.abs(np.asarray(reference, dtype=np.float64))
+        scale = self.input_scale(x)
+        scale = scale.reshape(scale.shape + (1,) * (ref.ndim - 1))
         # fp32 rounding in the first Gemm grows with |x| (|w . x| is up to |w| |x|): the absolute
-        # allowance grows linearly with the row's largest |x|, from 1 up to INPUT_SCALE_CAP.
-        scale = np.clip(np.max(np.abs(x.astype(np.float64)), axis=1), 1.0, INPUT_SCALE_CAP)
-        return self.atol * scale + self.rtol * np.abs(reference)
+        # allowance grows linearly with the row's largest |x|, from 1 up to input_cap.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self.atol * self.unit * scale + self.rtol * ref
+
+    def for_model(self, scaling: Scaling, scale_atol: bool = True) -> Tolerance:
+        """This tolerance fitted to one model: its standardization, output unit, input cap and (unless
+        `scale_atol` is False, as for an atol set on the command line) its activation's atol factor."""
+        factor = scaling.atol_factor if scale_atol else 1.0
+        basis = self.basis if factor == 1.0 else f"{self.basis}; x{factor:g} for a non-saturating activation"
+        return Tolerance(
+            self.atol * factor,
+            self.rtol,
+            basis,
+            unit=scaling.unit,
+            input_cap=scaling.input_cap,
+            input_mean=scaling.input_mean,
+            input_std=scaling.input_std,
+        )
+
+    def record(self) -> dict[str, Any]:
+        """What the report records (JSON-safe: an unbounded cap is null)."""
+        return {
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "basis": self.basis,
+            "unit": self.unit,
+            "input_cap": None if math.isinf(self.input_cap) else self.input_cap,
+            "standardized_inputs": self.input_mean is not None,
+        }
 
 
-# Measured with `python cli.py verify --arch all --atol 1 --rtol 1` over both archs, three seeds
-# each, all input sets (docs/verification.md): fp32 runtimes (torch, onnxruntime, ReferenceEvaluator)
-# differ from the float64 oracle by at most 6e-7 on inputs in [0, 1] and 1.65e-5 on [-50, 50], i.e.
-# at most 6e-7 per unit of the input scale. atol 5e-6 (per unit scale) gives about 8x headroom.
+@dataclass(frozen=True)
+class Scaling:
+    """What a model's tolerance needs to know about it: the in-graph standardization (the first Gemm
+    sees (x - mean) / std), the output's unit, and whether its hidden activations saturate (the input
+    cap, and the atol factor: ACTIVATION_ATOL_FACTOR)."""
+
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = None
+    unit: float = 1.0
+    input_cap: float = INPUT_SCALE_CAP
+    atol_factor: float = 1.0
+
+
+def model_scaling(model: Any, arch: Arch, data: Any = None) -> Scaling:
+    """The `Scaling` of `model` (a `build_model` Sequential): the standardization is read from its first
+    layer's buffers, the regression unit from its last layer's (`Unstandardize.std`); a regression
+    without in-graph un-standardization takes the std of the training targets (`data.y[data.train_rows]`)
+    when `data` is given, else 1."""
+    import numpy as np
+
+    mean = std = None
+    if arch.scale_input:
+        mean = tuple(float(v) for v in model[0].mean.detach().cpu().double())
+        std = tuple(float(v) for v in model[0].std.detach().cpu().double())
+    unit = 1.0
+    if arch.task == "regression":
+        if arch.scale_output:
+            unit = abs(float(model[-1].std.detach().cpu().double().reshape(-1)[0]))
+        elif data is not None and getattr(data, "y", None) is not None:
+            y = np.asarray(data.y, dtype=np.float64)
+            rows = getattr(data, "train_rows", None)
+            y = y[np.asarray(rows)] if rows is not None else y
+            unit = float(np.std(y)) if y.size else 1.0
+        if not math.isfinite(unit) or unit <= 0:
+            unit = 1.0
+    cap = INPUT_SCALE_CAP if arch.activation in SATURATING else math.inf
+    return Scaling(mean, std, unit, cap, ACTIVATION_ATOL_FACTOR.get(arch.activation, 1.0))
+
+
+# Built-ins: measured with `python cli.py verify --arch all --atol 1 --rtol 1` over both archs, three
+# seeds each, all input sets: fp32 runtimes (torch, onnxruntime, ReferenceEvaluator) differ from the
+# float64 oracle by at most 6e-7 per unit of the input scale; atol 5e-6 gives about 8x headroom.
+# Recipes: measured with `python -m pipeline.tolerances` (measure_tolerances: every head x activation, four
+# random models each, all of verify's input sets; docs/verification.md): with these numbers (and twice the
+# atol for ReLU / GELU, ACTIVATION_ATOL_FACTOR) every measured error is at least 17x below its bound.
 FP32 = Tolerance(
-    atol=5e-6, rtol=1e-5, basis="measured max |fp32 - fp64| 6e-7 per unit input scale on the CPU; ~8x headroom"
+    atol=5e-6,
+    rtol=1e-5,
+    basis="measured max |fp32 - fp64| 6e-7 per unit input scale on the CPU; ~8x headroom",
 )
 TOLERANCES: dict[str, Tolerance] = {
     "torch-cpu": FP32,
@@ -77,22 +235,54 @@ TOLERANCES: dict[str, Tolerance] = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# Input sets
+
+
 @dataclass(frozen=True)
 class InputSet:
     name: str
     description: str
     seed: int | None
-    x: np.ndarray = field(repr=False)  # (rows, 2) float32
+    x: np.ndarray = field(repr=False)  # (rows, F) float32, raw feature values
     expected_labels: tuple[int, ...] | None = None
 
     def as_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "seed": self.seed, "rows": int(self.x.shape[0])}
 
 
-def input_sets(
-    seed: int = 0, batches: tuple[int, ...] = BATCHES, kinds=("xor", "uniform", "wide", "edge")
+def _holds_only_xor_points(data: Any) -> bool:
+    import numpy as np
+
+    x = np.asarray(getattr(data, "x", np.empty((0, 0))))
+    if x.ndim != 2 or x.shape[1] != 2 or x.shape[0] == 0:
+        return False
+    return {tuple(float(v) for v in row) for row in x.tolist()} <= set(XOR_X)
+
+
+def is_builtin_xor(arch: Arch | None, data: Any = None) -> bool:
+    """The tutorial's case, checked on the tutorial's input sets: a Linear/Sigmoid stack on the XOR
+    features (`arch.is_tutorial_stack`, features x1, x2) whose data is the XOR points themselves (no
+    dataset, or one holding nothing but the four points). `arch=None` with no data means the same."""
+    if arch is None:
+        return data is None
+    if not (arch.is_tutorial_stack and tuple(arch.features) == XOR_FEATURES):
+        return False
+    return data is None or _holds_only_xor_points(data)
+
+
+def _needs_data(arch: Arch) -> UsageError:
+    return UsageError(
+        f"verifying {arch.name} needs its data: its input sets are drawn from the validation rows and the "
+        "training statistics (pass the dataset the recipe was trained on)"
+    )
+
+
+def xor_input_sets(
+    seed: int = 0, batches: tuple[int, ...] = BATCHES, kinds: Sequence[str] = XOR_KINDS
 ) -> list[InputSet]:
-    """Seeded input sets; each random set's seed is `seed` plus its position, and is recorded."""
+    """The built-ins' sets: XOR points, uniform [0, 1], wide [-50, 50], all pairs of EDGE_VALUES. Each
+    random set's seed is `seed` plus its position, and is recorded."""
     import numpy as np
 
     sets: list[InputSet] = []
@@ -112,6 +302,121 @@ def input_sets(
         x = np.stack(np.meshgrid(v, v, indexing="ij"), axis=-1).reshape(-1, 2)
         sets.append(InputSet("edge", "all pairs of " + ", ".join(f"{e:g}" for e in EDGE_VALUES), None, x))
     return sets
+
+
+def _to_float32(a: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    return np.clip(a, -_FLOAT32_MAX, _FLOAT32_MAX).astype(np.float32)
+
+
+def data_input_sets(
+    arch: Arch,
+    data: DataLike,
+    seed: int = 0,
+    batches: tuple[int, ...] = BATCHES,
+    kinds: Sequence[str] = DATA_KINDS,
+    validation_cap: int = VALIDATION_CAP,
+) -> list[InputSet]:
+    """A recipe's sets, drawn from its data (reads `data.x_val` and `data.stats`):
+
+    - `validation`: the validation rows (a seeded sample of `validation_cap` rows when there are more;
+      left out when there are none);
+    - `uniform-<batch>`: uniform within each feature's training [min, max];
+    - `wide-<batch>`: uniform within [min - 10 range, max + 10 range] per feature (range = max - min,
+      or max(|min|, 1) for a constant feature);
+    - `edge`: for each feature, each of DATA_EDGE_VALUES, its min, max, min - 10 range and
+      max + 10 range, the other features at their training mean.
+
+    All float32, (rows, F). Each random set's seed is `seed` plus its position, and is recorded.
+    """
+    import numpy as np
+
+    stats = data.stats
+    mean, lo, hi = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (stats.mean, stats.min, stats.max))
+    n_features = arch.n_inputs
+    names = tuple(getattr(data, "features", arch.features))
+    if names != tuple(arch.features):
+        raise UsageError(
+            f"verifying {arch.name}: its data's features {list(names)[:8]} are not the model's {list(arch.features)[:8]}"
+        )
+    if not (mean.size == lo.size == hi.size == n_features):
+        raise UsageError(
+            f"verifying {arch.name}: its data has statistics for {mean.size} features, the model takes {n_features}"
+        )
+    span = hi - lo
+    span = np.where(span > 0, span, np.maximum(np.abs(lo), 1.0))
+    wide_lo, wide_hi = lo - WIDE_FACTOR * span, hi + WIDE_FACTOR * span
+    sets: list[InputSet] = []
+    n = 0
+    if "validation" in kinds:
+        xv = np.asarray(data.x_val, dtype=np.float32).reshape(-1, n_features)
+        total = xv.shape[0]
+        if total > validation_cap:
+            s = seed + n
+            n += 1
+            pick = np.sort(np.random.default_rng(s).choice(total, size=validation_cap, replace=False))
+            sets.append(
+                InputSet("validation", f"{validation_cap} of the {total} validation rows (seeded sample)", s, xv[pick])
+            )
+        elif total:
+            sets.append(InputSet("validation", f"the {total} validation rows", None, np.ascontiguousarray(xv)))
+    for kind, low, high, what in (
+        ("uniform", lo, hi, "within each feature's training [min, max]"),
+        ("wide", wide_lo, wide_hi, f"within [min - {WIDE_FACTOR:g} range, max + {WIDE_FACTOR:g} range] per feature"),
+    ):
+        if kind not in kinds:
+            continue
+        for batch in batches:
+            s = seed + n
+            n += 1
+            x = _to_float32(np.random.default_rng(s).uniform(low, high, size=(batch, n_features)))
+            sets.append(InputSet(f"{kind}-{batch}", f"uniform {what}, {batch} rows", s, x))
+    if "edge" in kinds:
+        rows = []
+        for f in range(n_features):
+            for v in (*DATA_EDGE_VALUES, lo[f], hi[f], wide_lo[f], wide_hi[f]):
+                row = mean.copy()
+                row[f] = v
+                rows.append(row)
+        x = _to_float32(np.array(rows, dtype=np.float64)) if rows else np.empty((0, n_features), np.float32)
+        # -0.0 survives: np.clip and astype keep the sign bit
+        values = ", ".join(f"{e:g}" for e in DATA_EDGE_VALUES)
+        sets.append(
+            InputSet(
+                "edge",
+                f"one feature at a time at {values}, its min, max, min - {WIDE_FACTOR:g} range and "
+                f"max + {WIDE_FACTOR:g} range; the others at their training mean",
+                None,
+                x,
+            )
+        )
+    return [s for s in sets if s.x.shape[0]]
+
+
+def input_sets(
+    arch: Arch | None = None,
+    data: Any = None,
+    *,
+    seed: int = 0,
+    batches: tuple[int, ...] = BATCHES,
+    kinds: Sequence[str] | None = None,
+    validation_cap: int = VALIDATION_CAP,
+) -> list[InputSet]:
+    """The sets `verify` checks `arch` on: the tutorial's for the built-in XOR models (`is_builtin_xor`;
+    `input_sets()` with no arguments gives those), else drawn from `data` (`data_input_sets`). Raises
+    UsageError when a recipe's model comes without its data."""
+    if is_builtin_xor(arch, data):
+        return xor_input_sets(seed, batches, XOR_KINDS if kinds is None else kinds)
+    if arch is None:
+        raise UsageError("input sets drawn from data need the model's description (arch)")
+    if data is None:
+        raise _needs_data(arch)
+    return data_input_sets(arch, data, seed, batches, DATA_KINDS if kinds is None else kinds, validation_cap)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report types
 
 
 @dataclass(frozen=True)
@@ -142,20 +447,27 @@ class Comparison:
     runtime: str
     input_set: str
     rows: int
-    max_abs: float
+    max_abs: float  # over every output element, in the output's units
     max_rel: float
     mean_abs: float
     worst_row: int
-    worst_input: tuple[float, float]
+    worst_input: tuple[float, ...]  # the worst row's inputs, at most WORST_INPUT_FEATURES of them
     worst_value: float
     worst_reference: float
     rows_over_tolerance: int
     label_disagreements: int
-    labels_near_threshold: int  # reference within tolerance of 0.5: either label is within tolerance
+    # binary: reference within tolerance of 0.5; multiclass: the reference's top two probabilities within
+    # tolerance of each other (a near tie). Either label is then within tolerance.
+    labels_near_threshold: int
     expected_labels_ok: bool
     shape: tuple[int, ...]  # the runtime's output shape
     expected_shape: tuple[int, ...]  # the reference's: (rows, outputs)
     passed: bool
+    worst_column: int = 0  # the output column of the worst element
+    task: str = "binary"  # binary | multiclass | regression: how labels were compared
+    n_inputs: int = 2  # features per row (worst_input holds at most WORST_INPUT_FEATURES of them)
+    worst_bound: float = 0.0  # what the tolerance allowed for the worst element
+    rows_beyond_float32: int = 0  # non-finite outputs accepted where the float64 reference leaves fp32's range
 
 
 @dataclass(frozen=True)
@@ -207,15 +519,24 @@ class Report:
                 if c.rows_over_tolerance:
                     why.append(f"{c.rows_over_tolerance} rows over tolerance")
                 if c.label_disagreements:
-                    why.append(f"{c.label_disagreements} labels disagree")
+                    what = "argmax labels" if c.task == "multiclass" else "labels"
+                    why.append(f"{c.label_disagreements} {what} disagree")
                 if not c.expected_labels_ok:
                     why.append("XOR labels are not [0, 1, 1, 0]")
                 if c.shape != c.expected_shape:
                     why.append(f"output shape {list(c.shape)} is not the expected {list(c.expected_shape)}")
+                x = ", ".join(f"{v:.9g}" for v in c.worst_input)
+                if c.n_inputs > len(c.worst_input):
+                    x += f", ... ({c.n_inputs} features)"
+                column = (
+                    f" in output column {c.worst_column}"
+                    if len(c.expected_shape) == 2 and c.expected_shape[1] > 1
+                    else ""
+                )
                 out.append(
                     f"{c.runtime} on {c.input_set}: {', '.join(why)}; worst row {c.worst_row} "
-                    f"x={list(c.worst_input)} gave {c.worst_value:.9g}, reference {c.worst_reference:.9g} "
-                    f"(|diff| {c.max_abs:.3g})"
+                    f"x=[{x}] gave {c.worst_value:.9g}{column}, reference {c.worst_reference:.9g} "
+                    f"(|diff| {c.max_abs:.3g}, allowed {c.worst_bound:.3g})"
                 )
         for k in self.checks:
             if not k.batch_consistent:
@@ -237,58 +558,168 @@ class Report:
 # The engine
 
 
-def compare_one(runtime: Runtime, s: InputSet, out: np.ndarray, ref: np.ndarray) -> Comparison:
+def _as_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    """(rows, K) float64 view of an output (a flat (rows,) is one column)."""
     import numpy as np
 
-    ref_shape, out_shape = ref.shape, out.shape
-    shape_ok = tuple(out.shape) == tuple(ref.shape)  # (1, batch) is not (batch, 1), whatever the values
+    return np.asarray(a, dtype=np.float64).reshape(rows, -1)
+
+
+def _labels(
+    task: str, out: np.ndarray, ref: np.ndarray, bound: np.ndarray, tol: Tolerance, x: np.ndarray, excused: np.ndarray
+) -> tuple[np.ndarray, int, int]:
+    """(runtime's labels per row, disagreements not forgiven, rows near a threshold / tie). Rows in
+    `excused` (outside float32's range, see `beyond_float32`) are not counted as disagreements."""
+    import numpy as np
+
+    rows = ref.shape[0]
+    if task == "regression" or rows == 0:
+        return np.zeros(rows, dtype=np.int64), 0, 0
+    if task == "binary":
+        # either label is within tolerance when the reference is within tolerance of 0.5
+        near = np.abs(ref - THRESHOLD) <= tol.bound(np.full_like(ref, THRESHOLD), x)
+        labels, ref_labels = out > THRESHOLD, ref > THRESHOLD
+        disagree = int(np.sum((labels != ref_labels).any(axis=1) & ~near.any(axis=1) & ~excused))
+        return labels[:, 0].astype(np.int64), disagree, int(np.sum(near))
+    # multiclass: argmax; a different argmax j is forgiven when the reference's top value and its value
+    # at j are within their two bounds of each other (each may move by its bound: a near tie).
+    idx = np.arange(rows)
+    ref_top = np.argmax(ref, axis=1)
+    with np.errstate(invalid="ignore"):
+        out_top = np.argmax(np.nan_to_num(out, nan=-np.inf), axis=1)
+        gap = ref[idx, ref_top] - ref[idx, out_top]
+        forgiven = gap <= bound[idx, ref_top] + bound[idx, out_top]
+    disagree = int(np.sum((out_top != ref_top) & ~forgiven & ~excused))
+    if ref.shape[1] > 1:
+        order = np.argsort(ref, axis=1)
+        first, second = order[:, -1], order[:, -2]
+        near = ref[idx, first] - ref[idx, second] <= bound[idx, first] + bound[idx, second]
+        n_near = int(np.sum(near))
+    else:
+        n_near = 0
+    return out_top.astype(np.int64), disagree, n_near
+
+
+def compare_one(
+    runtime: Runtime,
+    s: InputSet,
+    out: np.ndarray,
+    ref: np.ndarray,
+    task: str | None = None,
+    beyond: np.ndarray | None = None,
+) -> Comparison:
+    """One runtime's output on one set against the reference's, element-wise, (rows, K). `task`
+    (binary | multiclass | regression) says how labels are compared; None: binary for one output
+    column, multiclass for several. `beyond` (rows,): rows on which the float64 reference leaves
+    float32's range (`beyond_float32`); there a runtime's non-finite output (the best fp32 can do) is
+    accepted and counted (`rows_beyond_float32`), a finite one is compared as usual."""
+    import numpy as np
+
+    rows = int(s.x.shape[0])
+    ref_shape, out_shape = tuple(int(d) for d in ref.shape), tuple(int(d) for d in out.shape)
+    shape_ok = out_shape == ref_shape  # (1, batch) is not (batch, 1), whatever the values
+    ref64 = _as_rows(ref, rows)
     if not shape_ok and out.size != ref.size:
-        out = np.full(ref.shape, np.nan)  # nothing to compare row by row: every row fails
-    out64 = out.astype(np.float64).reshape(-1)
-    ref = ref.astype(np.float64).reshape(-1)
-    diff = np.abs(out64 - ref)
-    diff[np.isnan(out64) != np.isnan(ref)] = np.inf  # NaN where the reference has none is a failure
-    diff = np.nan_to_num(diff, nan=0.0)
-    bound = runtime.tolerance.bound(ref, s.x)
-    over = diff > bound
-    rel = diff / np.maximum(np.abs(ref), REL_FLOOR)
-    worst = int(np.argmax(diff - bound)) if over.any() else int(np.argmax(diff))
-    near = np.abs(ref - THRESHOLD) <= runtime.tolerance.bound(np.full_like(ref, THRESHOLD), s.x)
-    labels, ref_labels = out64 > THRESHOLD, ref > THRESHOLD
-    disagree = int(np.sum((labels != ref_labels) & ~near))
+        out64 = np.full(ref64.shape, np.nan)  # nothing to compare element by element: every row fails
+    else:
+        out64 = _as_rows(out, rows)
+    k = ref64.shape[1]
+    task = task or ("binary" if k == 1 else "multiclass")
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(out64 - ref64)
+        # a reference beyond float32's range: the fp32 runtime's same-signed infinity is its best answer
+        overflow = np.isinf(out64) & (np.abs(ref64) > _FLOAT32_MAX) & (np.sign(out64) == np.sign(ref64))
+        diff[overflow] = 0.0
+        diff[np.isnan(out64) != np.isnan(ref64)] = np.inf  # NaN where the reference has none is a failure
+        diff = np.nan_to_num(diff, nan=0.0, posinf=np.inf)
+        excused = np.zeros(rows, dtype=bool)
+        if beyond is not None:
+            excused = np.asarray(beyond, dtype=bool).reshape(rows) & ~np.isfinite(out64).all(axis=1)
+            diff[excused[:, None] & ~np.isfinite(out64)] = 0.0
+        # the reference's NaN gives no bound: a runtime's number where the reference has NaN fails
+        bound = runtime.tolerance.bound(np.nan_to_num(ref64, nan=0.0), s.x)
+        over = diff > bound
+        rel = diff / np.maximum(np.abs(np.nan_to_num(ref64)), REL_FLOOR)
+        excess = np.where(over, diff - bound, -np.inf)
+    flat = int(np.argmax(excess)) if over.any() else int(np.argmax(diff)) if diff.size else 0
+    worst_row, worst_col = divmod(flat, k) if k else (0, 0)
+    labels, disagree, near = _labels(task, out64, ref64, bound, runtime.tolerance, s.x, excused)
     expected_ok = s.expected_labels is None or tuple(int(v) for v in labels) == s.expected_labels
+    n_inputs = int(s.x.shape[1]) if s.x.ndim == 2 else 1
+    worst_input = tuple(float(v) for v in s.x[worst_row].reshape(-1)[:WORST_INPUT_FEATURES]) if rows else ()
     return Comparison(
         runtime=runtime.name,
         input_set=s.name,
-        rows=int(ref.shape[0]),
-        max_abs=float(diff.max()),
-        max_rel=float(rel.max()),
-        mean_abs=float(diff.mean()),
-        worst_row=worst,
-        worst_input=(float(s.x[worst, 0]), float(s.x[worst, 1])),
-        worst_value=float(out64[worst]),
-        worst_reference=float(ref[worst]),
-        rows_over_tolerance=int(over.sum()),
+        rows=rows,
+        max_abs=float(diff.max()) if diff.size else 0.0,
+        max_rel=float(rel.max()) if rel.size else 0.0,
+        mean_abs=float(diff.mean()) if diff.size else 0.0,
+        worst_row=worst_row,
+        worst_input=worst_input,
+        worst_value=float(out64[worst_row, worst_col]) if diff.size else float("nan"),
+        worst_reference=float(ref64[worst_row, worst_col]) if diff.size else float("nan"),
+        rows_over_tolerance=int(over.any(axis=1).sum()),
         label_disagreements=disagree,
-        labels_near_threshold=int(near.sum()),
+        labels_near_threshold=near,
         expected_labels_ok=expected_ok,
-        shape=tuple(int(d) for d in out_shape),
-        expected_shape=tuple(int(d) for d in ref_shape),
+        shape=out_shape,
+        expected_shape=ref_shape,
         passed=not over.any() and disagree == 0 and expected_ok and shape_ok,
+        worst_column=worst_col,
+        task=task,
+        n_inputs=n_inputs,
+        worst_bound=float(bound[worst_row, worst_col]) if diff.size else 0.0,
+        rows_beyond_float32=int(excused.sum()),
     )
 
 
+def beyond_float32(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """rows(x) -> (rows,) bool: the rows on which the model, run layer by layer in float64, has a value
+    beyond float32's largest (3.4e38) after some layer, or a Linear layer's sum of |w| |x| beyond it
+    (a float32 Gemm may overflow there even when the terms cancel). Such rows (an edge value of 1e30
+    on a feature with a tiny std, say) have no float32 answer: every fp32 runtime, torch included,
+    gives inf or NaN."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    m = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).eval()
+
+    def rows(x: np.ndarray) -> np.ndarray:
+        h = torch.from_numpy(np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1))
+        bad = torch.zeros(h.shape[0], dtype=torch.bool)
+        with torch.no_grad():
+            for layer in m:
+                if isinstance(layer, torch.nn.Linear):
+                    bad |= (h.abs() @ layer.weight.abs().T > _FLOAT32_MAX).any(dim=1)
+                h = layer(h)
+                bad |= (h.abs() > _FLOAT32_MAX).any(dim=1) | (torch.isnan(h).any(dim=1))
+        return bad.numpy()
+
+    return rows
+
+
 def check_runtime(runtime: Runtime, s: InputSet, batch_out: np.ndarray, samples: int = 16) -> RuntimeCheck:
-    """Batch consistency on `samples` rows of `s`, and byte repeatability on the whole of `s`."""
+    """Batch consistency on `samples` rows of `s` (every output column), and byte repeatability on the
+    whole of `s`."""
     import numpy as np
 
-    idx = np.linspace(0, s.x.shape[0] - 1, num=min(samples, s.x.shape[0])).astype(int)
-    if batch_out.size != s.x.shape[0]:  # a wrong output shape: already failed by compare_one
+    rows = int(s.x.shape[0])
+    if rows == 0 or batch_out.size == 0 or batch_out.size % rows or batch_out.shape[0] not in (rows, 1):
+        # a wrong output shape: already failed by compare_one
         return RuntimeCheck(runtime.name, float("inf"), False, False, runtime.deterministic, False)
-    alone = np.concatenate([runtime.run(s.x[i : i + 1]).reshape(-1) for i in idx]).astype(np.float64)
-    inside = batch_out.reshape(-1)[idx].astype(np.float64)
-    gap = float(np.max(np.abs(alone - inside)))
-    consistent = bool(np.all(np.abs(alone - inside) <= runtime.tolerance.bound(inside, s.x[idx])))
+    idx = np.unique(np.linspace(0, rows - 1, num=min(samples, rows)).astype(int))
+    inside = _as_rows(batch_out, rows)[idx]
+    alone = np.concatenate([_as_rows(runtime.run(s.x[i : i + 1]), 1) for i in idx])
+    if alone.shape != inside.shape:
+        return RuntimeCheck(runtime.name, float("inf"), False, False, runtime.deterministic, False)
+    with np.errstate(invalid="ignore"):
+        gaps = np.abs(alone - inside)
+        gaps[np.isnan(alone) != np.isnan(inside)] = np.inf
+        gaps = np.nan_to_num(gaps, nan=0.0, posinf=np.inf)
+    gap = float(np.max(gaps))
+    consistent = bool(np.all(gaps <= runtime.tolerance.bound(np.nan_to_num(inside, nan=0.0), s.x[idx])))
     again = runtime.run(s.x)
     repeatable = again.tobytes() == batch_out.tobytes()
     required = runtime.deterministic
@@ -308,15 +739,20 @@ def run_engine(
     skipped: dict[str, str],
     required: list[str],
     check_set: str | None,
+    task: str | None = None,
+    beyond: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Report:
+    """Run every runtime on every set and compare with `reference`; `beyond(x)` (optional) marks the
+    rows outside float32's range (see `compare_one`)."""
     start = time.perf_counter()
     refs = {s.name: reference(s.x) for s in sets}
+    masks = {s.name: beyond(s.x) for s in sets} if beyond is not None else {}
     comparisons: list[Comparison] = []
     checks: list[RuntimeCheck] = []
     for rt in runtimes:
         for s in sets:
             out = rt.run(s.x)
-            comparisons.append(compare_one(rt, s, out, refs[s.name]))
+            comparisons.append(compare_one(rt, s, out, refs[s.name], task, masks.get(s.name)))
             if s.name == check_set:
                 checks.append(check_runtime(rt, s, out))
     ran = {rt.name: rt.detail for rt in runtimes}
@@ -326,7 +762,7 @@ def run_engine(
         onnx_sha256=onnx_sha256,
         reference=reference_name,
         rel_floor=REL_FLOOR,
-        tolerances={rt.name: asdict(rt.tolerance) for rt in runtimes},
+        tolerances={rt.name: rt.tolerance.record() for rt in runtimes},
         input_sets=[s.as_dict() for s in sets],
         ran=ran,
         skipped=skipped,
@@ -364,15 +800,23 @@ def reference_evaluator_runtime(onnx: Any, tol: Tolerance | None = None) -> Runt
     return Runtime(reference_runner(onnx), tol or TOLERANCES["onnx-reference"])
 
 
-def _override(name: str, atol: float | None, rtol: float | None) -> Tolerance:
+def _override(name: str, atol: float | None, rtol: float | None, scaling: Scaling | None = None) -> Tolerance:
     base = TOLERANCES.get(name, FP32)
-    if atol is None and rtol is None:
-        return base
-    return Tolerance(
-        atol if atol is not None else base.atol,
-        rtol if rtol is not None else base.rtol,
-        "set on the command line (--atol/--rtol)",
-    )
+    if atol is not None or rtol is not None:
+        base = Tolerance(
+            atol if atol is not None else base.atol,
+            rtol if rtol is not None else base.rtol,
+            "set on the command line (--atol/--rtol)",
+        )
+    return base.for_model(scaling, scale_atol=atol is None) if scaling is not None else base
+
+
+def _resolve(arch: Arch | str) -> Arch:
+    if isinstance(arch, Arch):
+        return arch
+    from .archs import get_arch
+
+    return get_arch(arch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,7 +825,7 @@ def _override(name: str, atol: float | None, rtol: float | None) -> Tolerance:
 
 def verify(
     model: Any,
-    arch: str,
+    arch: Arch | str,
     onnx: bytes | Path,
     onnx_sha256: str,
     require: tuple[str, ...] = (),
@@ -389,37 +833,43 @@ def verify(
     rtol: float | None = None,
     seed: int = 0,
     batches: tuple[int, ...] = BATCHES,
+    *,
+    data: Any = None,
 ) -> Report:
-    """Every runtime available here against the float64 oracle. Does not raise on a failed verdict:
-    the caller records the report first, then fails (see `raise_on_failure`)."""
+    """Every runtime available here against the float64 oracle, on `input_sets(arch, data)`. `arch` is
+    the model's `Arch` (a built-in's name is accepted too); `data` its dataset (None for the built-ins).
+    Does not raise on a failed verdict: the caller records the report first, then fails (see
+    `raise_on_failure`)."""
     import torch
 
+    arch = _resolve(arch)
+    sets = input_sets(arch, data, seed=seed, batches=batches)  # raises first when a recipe comes without data
+    scaling = model_scaling(model, arch, data)
     required: list[str] = []
     for r in require:
         required.extend(CUDA_ALIAS if r == "cuda" else [r])
     runtimes: list[Runtime] = []
     skipped: dict[str, str] = {}
-    runtimes.append(torch_runtime(model, "cpu", tol=_override("torch-cpu", atol, rtol)))
+    runtimes.append(torch_runtime(model, "cpu", tol=_override("torch-cpu", atol, rtol, scaling)))
     if torch.cuda.is_available():
-        runtimes.append(torch_runtime(model, "cuda", tol=_override("torch-cuda", atol, rtol)))
+        runtimes.append(torch_runtime(model, "cuda", tol=_override("torch-cuda", atol, rtol, scaling)))
     else:
         skipped["torch-cuda"] = f"torch {torch.__version__} sees no CUDA device"
     if isinstance(onnx, Path):
         onnx = onnx.read_bytes()
-    cpu_rt, _ = ort_runtime(onnx, "cpu", _override("ort-cpu", atol, rtol))
+    cpu_rt, _ = ort_runtime(onnx, "cpu", _override("ort-cpu", atol, rtol, scaling))
     runtimes.append(cpu_rt)
     try:
-        cuda_rt, _ = ort_runtime(onnx, "cuda", _override("ort-cuda", atol, rtol))
+        cuda_rt, _ = ort_runtime(onnx, "cuda", _override("ort-cuda", atol, rtol, scaling))
         runtimes.append(cuda_rt)
     except DeviceUnavailable as exc:
         skipped["ort-cuda"] = str(exc).removeprefix("--provider cuda: ")
-    runtimes.append(reference_evaluator_runtime(onnx, _override("onnx-reference", atol, rtol)))
+    runtimes.append(reference_evaluator_runtime(onnx, _override("onnx-reference", atol, rtol, scaling)))
     oracle = torch_runtime(model, "cpu", "float64", name="oracle")
-    sets = input_sets(seed, batches)
     check_set = next((s.name for s in sets if s.name.startswith("wide-") and s.x.shape[0] >= 1000), sets[-1].name)
     return run_engine(
         "verify",
-        arch,
+        arch.name,
         onnx_sha256,
         "torch float64 on the CPU (weights from the artifact)",
         oracle.run,
@@ -428,13 +878,28 @@ def verify(
         skipped,
         required,
         check_set,
+        arch.task,
+        beyond_float32(model),
     )
 
 
 def serve_check(
-    model: Any, arch: str, onnx: bytes | Path, onnx_sha256: str, provider: str, seed: int = 0
+    model: Any,
+    arch: Arch | str,
+    onnx: bytes | Path,
+    onnx_sha256: str,
+    provider: str,
+    seed: int = 0,
+    *,
+    data: Any = None,
 ) -> tuple[Report, ProviderReport]:
-    """onnxruntime (chosen provider) against the torch fp32 model: (Report, ProviderReport)."""
+    """onnxruntime (chosen provider) against the torch fp32 model: (Report, ProviderReport). Sets: the
+    XOR points (built-ins) or the validation rows (recipes), and uniform batches of 1, 4 and 1000."""
+    arch = _resolve(arch)
+    builtin = is_builtin_xor(arch, data)
+    kinds = ("xor", "uniform") if builtin else ("validation", "uniform")
+    sets = input_sets(arch, data, seed=seed, batches=SERVE_BATCHES, kinds=kinds)
+    scaling = model_scaling(model, arch, data)
     torch_ref = torch_runtime(model, "cpu")
     rt, providers = ort_runtime(onnx, provider)
     # Both sides carry fp32 rounding: the allowed gap is the sum of both tolerances.
@@ -443,12 +908,11 @@ def serve_check(
         own.atol + torch_ref.tolerance.atol,
         own.rtol + torch_ref.tolerance.rtol,
         f"{rt.name} tolerance + torch-cpu tolerance (both fp32)",
-    )
+    ).for_model(scaling)
     rt = Runtime(rt.runner, tol)
-    sets = input_sets(seed, SERVE_BATCHES, kinds=("xor", "uniform"))
     report = run_engine(
         "serve-check",
-        arch,
+        arch.name,
         onnx_sha256,
         "torch float32 on the CPU (weights from the artifact)",
         torch_ref.run,
@@ -457,6 +921,7 @@ def serve_check(
         {},
         [],
         "uniform-1000",
+        arch.task,
     )
     return report, providers
 
@@ -481,16 +946,24 @@ def _load(paths: A.ArtifactPaths, arch: Arch) -> tuple[Any, Any, bytes, str]:
     return manifest, model, data, manifest.files[A.ONNX].sha256
 
 
+def _check_data(arch: Arch, data: Any) -> None:
+    """Fail before loading anything when a recipe's model comes without its data."""
+    if data is None and not is_builtin_xor(arch, None):
+        raise _needs_data(arch)
+
+
 @dataclass(frozen=True)
 class ServeCheckResult:
     report: Report
     providers: ProviderReport
 
 
-def run_serve_check(paths: A.ArtifactPaths, arch: Arch, provider: str) -> ServeCheckResult:
-    """Recorded in the manifest; raises EquivalenceFailed on a failure."""
-    _, model, data, sha = _load(paths, arch)
-    report, providers = serve_check(model, arch.name, data, sha, provider)
+def run_serve_check(paths: A.ArtifactPaths, arch: Arch, provider: str, *, data: Any = None) -> ServeCheckResult:
+    """Recorded in the manifest; raises EquivalenceFailed on a failure. `data`: the model's dataset
+    (None for the built-in XOR models)."""
+    _check_data(arch, data)
+    _, model, onnx, sha = _load(paths, arch)
+    report, providers = serve_check(model, arch, onnx, sha, provider, data=data)
     worst = report.worst()
     A.update_sections(
         paths,
@@ -517,10 +990,13 @@ def verify_folder(
     require: tuple[str, ...] = (),
     atol: float | None = None,
     rtol: float | None = None,
+    *,
+    data: Any = None,
 ) -> Report:
     """Verify a model folder (the candidate, or a version) and write nothing."""
-    _, model, data, sha = _load(paths, arch)
-    return verify(model, arch.name, data, sha, tuple(require), atol, rtol)
+    _check_data(arch, data)
+    _, model, onnx, sha = _load(paths, arch)
+    return verify(model, arch, onnx, sha, tuple(require), atol, rtol, data=data)
 
 
 def run_verify(
@@ -529,12 +1005,14 @@ def run_verify(
     require: tuple[str, ...] = (),
     atol: float | None = None,
     rtol: float | None = None,
+    *,
+    data: Any = None,
 ) -> Report:
     """The full report, written to <arch>/verify.json and summarised in the manifest. Does not
     raise on a failed verdict, so the caller can show it first: then `raise_on_failure`."""
     import json
 
-    report = verify_folder(paths, arch, require, atol, rtol)
+    report = verify_folder(paths, arch, require, atol, rtol, data=data)
     staged = A.stage_bytes(paths.folder, A.VERIFY, (json.dumps(report.as_dict(), indent=2) + "\n").encode())
     A.commit(
         paths,

@@ -32,3 +32,26 @@ def test_bench_serve_quick_is_a_bounded_load_test_with_no_errors(tmp_path):
     rows = json.loads(out.read_text())["serve"]
     assert {(x["protocol"], x["batch"], x["clients"]) for x in rows} >= {("http", 1, 1), ("http", 64, 4)}
     assert all(x["errors"] == 0 and x["requests"] > 0 and x["p99_ms"] >= x["p50_ms"] > 0 for x in rows)
+
+
+def test_bench_recipe_quick_reports_load_training_and_three_runtimes(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 4))
+    (tmp_path / "d.csv").write_text(
+        "a,b,c,d,y\n" + "".join(",".join(f"{v:.5f}" for v in r) + f",{int(r[0] > 0)}\n" for r in x)
+    )
+    (tmp_path / "d.toml").write_text(
+        'name = "d"\n[data]\npath = "d.csv"\ntarget = "y"\n[train]\nsteps = 100\nbatch_size = 128\n'
+        "[gate]\nmin_accuracy = 0.5\n"
+    )
+    out = tmp_path / "b.json"
+    r = run_cli("bench", "--recipe", str(tmp_path / "d.toml"), "--quick", "--out", str(out), timeout=600)
+    assert r.returncode == 0, r.stderr
+    b = json.loads(out.read_text())["recipe"]
+    assert b["rows"] == 2000 and b["features"] == 4 and b["csv_load_s"] > 0 and b["train_rows_per_s"] > 0
+    assert b["torch_rows_per_s"] > 0 and b["ort_rows_per_s"] > 0
+    assert b["ort_vs_torch"] == b["ort_rows_per_s"] / b["torch_rows_per_s"]
+    assert b["sklearn_rows_per_s"] is None or b["ort_vs_sklearn"] > 0
+    assert "onnxruntime (CPU)" in r.stdout and "CSV load" in r.stdout

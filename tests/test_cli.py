@@ -20,7 +20,7 @@ def test_all_end_to_end_both_archs(tmp_path):
     r = run_cli("all", "--arch", "all", "--artifacts-dir", str(tmp_path), "--device", "cpu")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    assert lines[0].split()[:3] == ["arch", "device", "steps"]
+    assert lines[0].split()[:3] == ["model", "device", "steps"]
     assert lines[1].startswith("shallow") and lines[2].startswith("wide-deep")
     assert "CPUExecutionProvider" in lines[1] and "pass" in lines[1]
     assert "Traceback" not in r.stderr
@@ -67,7 +67,7 @@ def test_unknown_arch_names_the_valid_values(tmp_path):
 def test_gate_failure_exits_with_the_gate_code_and_ships_nothing(tmp_path):
     r = invoke("all", "--arch", "shallow", "--artifacts-dir", str(tmp_path), "--steps", "10")
     assert r.exit_code == errors.GateFailed.exit_code
-    assert "accuracy gate" in r.output and "final loss" in r.output
+    assert "failed the gate: accuracy" in r.output and "final loss" in r.output
     assert not (tmp_path / "shallow" / "candidate" / "model.onnx").exists()
     assert not (tmp_path / "shallow" / "candidate" / "manifest.json").exists()
 

@@ -25,6 +25,8 @@ SHARED = {
     "plot",
     "tutorial_log",
     "inputs",
+    "recipe",
+    "data",
 }
 STAGES = {"train", "validate", "export", "verify"}
 
@@ -34,7 +36,7 @@ def test_run_all_runs_the_shallow_pipeline_end_to_end(tmp_path):
 
     summary = run_all("shallow", tmp_path, device="cpu", provider="cpu", steps=3000)
     (run,) = summary.models
-    assert run.arch is ARCHS["shallow"] and run.validation.accuracy == 1.0
+    assert run.arch == ARCHS["shallow"] and run.validation.accuracy == 1.0
     assert run.verify is not None and run.verify.passed and run.serve_check.passed
     assert run.providers.primary == "CPUExecutionProvider"
     assert run.export.sha256 == A.sha256_file(run.paths.onnx)

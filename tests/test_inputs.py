@@ -194,6 +194,39 @@ def test_header_by_name_errors(tmp_path):
     assert "line 3 has 2 columns, expected 3" in message
 
 
+def test_a_missing_feature_names_the_closest_column_and_the_others(tmp_path):
+    spec = InputSpec(4, ("age", "income", "score", "region_code"))
+    message = usage_error(tmp_path, "a.csv", "id,AGE,income,scroe\n1,2,3,4\n", spec)
+    assert "no column 'age' (closest: 'AGE') nor 2 other features ('score', 'region_code')" in message
+    assert "its columns: 'id,AGE,income,scroe'" in message
+    message = usage_error(tmp_path, "b.csv", "id,age,income,scroe,region_code\n1,2,3,4,5\n", spec)
+    assert "no column 'score' (closest: 'scroe');" in message
+    assert "closest" not in usage_error(tmp_path, "c.csv", "a,b,c,d\n1,2,3,4\n", spec)
+
+
+def test_headerless_rows_need_exactly_the_feature_count(tmp_path):
+    message = usage_error(tmp_path, "a.csv", "1,2,3\n", InputSpec(2, ("x1", "x2")))
+    assert "line 1 has 3 columns, expected 2" in message and "in order (x1, x2)" in message
+    assert "or give a header line naming the columns" in message
+    message = usage_error(tmp_path, "b.csv", "1,2,3\n", SPEC2)
+    assert "line 1 has 3 columns, expected 2" in message and "naming the columns" not in message
+
+
+def test_a_header_naming_every_feature_may_have_number_like_names(tmp_path):
+    spec = InputSpec(2, ("2019", "x"))
+    got = read_file(tmp_path, "y.csv", "id,x,2019\na,1.5,2\nb,3,4\n", spec)
+    np.testing.assert_array_equal(got, [[2, 1.5], [4, 3]])
+    # Without every feature named, such a line is still an error, not a header.
+    assert "mixes numbers and text" in usage_error(tmp_path, "z.csv", "id,2019\na,1\n", spec)
+    # A line of numbers only is data, whatever the feature names.
+    np.testing.assert_array_equal(read_file(tmp_path, "d.csv", "2019,7\n1,2\n", spec), [[2019, 7], [1, 2]])
+
+
+def test_extra_columns_are_never_parsed(tmp_path):
+    text = 'name,x2,comment,x1\n"Smith, J",1,"says ""hi"", twice",2\nnan,3,,4\n'
+    np.testing.assert_array_equal(read_file(tmp_path, "e.csv", text, NAMED2), [[2, 1], [4, 3]])
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad rows are found by validate(), named by line, wherever they are
 

@@ -37,6 +37,8 @@ def test_predict_runs_without_torch(shipped, tmp_path):
     ref = numpy_mlp(load_weights(shipped / "shallow" / "v1"), np.array([[0, 0], [0, 1], [1, 0], [1, 1]]))
     np.testing.assert_allclose([p["probability"] for p in data["predictions"]], ref, rtol=1e-5, atol=1e-6)
     assert data["sha256_checked"] is True and data["providers"][-1] == "CPUExecutionProvider"
+    assert (data["task"], data["features"], data["classes"], data["threshold"]) == ("binary", ["x1", "x2"], [0, 1], 0.5)
+    assert all(list(p) == ["x", "probability", "label"] and type(p["label"]) is int for p in data["predictions"])
 
 
 def test_predict_from_csv_npy_json_and_stdin(shipped, tmp_path):
@@ -63,7 +65,7 @@ def test_predict_with_model_path_and_table_output(shipped):
         (("a,b",), "is not 2 numbers joined by commas"),
         (("nan,1",), "not finite"),
         (("inf,1",), "not finite"),
-        ((), "either as x1,x2 arguments"),
+        ((), "give input rows either as"),
         (("--input", "/nonexistent.csv"), "does not exist"),
     ],
 )

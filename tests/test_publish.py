@@ -549,7 +549,7 @@ def test_an_interrupt_wrapped_by_the_exporter_is_still_an_interrupt(monkeypatch,
 def test_an_interrupt_while_plotting_leaves_no_temporaries(monkeypatch, tmp_path):
     from pipeline import plot
     from pipeline.train import TrainConfig, save, train
-    from pipeline.validate import evaluate
+    from pipeline.validate import Gate, evaluate
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt()
@@ -558,7 +558,9 @@ def test_an_interrupt_while_plotting_leaves_no_temporaries(monkeypatch, tmp_path
     result = train(TrainConfig(ARCHS["shallow"], steps=300, device="cpu"))
     paths = A.ArtifactPaths(tmp_path, "shallow")
     with pytest.raises(KeyboardInterrupt):
-        save(result, evaluate(result.model, ARCHS["shallow"], result.final_loss, 0.0).record(), paths)
+        save(
+            result, evaluate(result.model, ARCHS["shallow"], result.final_loss, Gate(min_accuracy=0.0)).record(), paths
+        )
     assert not paths.folder.exists() or list(paths.folder.iterdir()) == []
 
 

@@ -28,8 +28,10 @@ tritongrpc = pytest.importorskip("tritonclient.grpc", reason="needs tritonclient
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from pipeline import predict as P  # noqa: E402
+from pipeline.archs import Arch  # noqa: E402
 from tests.conftest import ROOT, run_cli  # noqa: E402
 from tests.test_predict import _no_torch_env  # noqa: E402
+from tests.test_ship_recipes import HOUSES, IRIS, published_model  # noqa: E402
 
 MODELS = {"shallow": "xor_shallow", "wide-deep": "xor_wide_deep"}
 XOR = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
@@ -41,14 +43,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# `serve` through the library (ServeConfig(names=...)): models named as in the artifacts folder.
+SERVE_NAMES = """
+import sys
+from pathlib import Path
+from pipeline.serve import ServeConfig, serve
+root, http, grpc, *names = sys.argv[1:]
+serve(ServeConfig(Path(root), names=tuple(names), http_port=int(http), grpc_port=int(grpc), provider="cpu"))
+"""
+
+
 class Server:
-    def __init__(self, root: Path, env: dict, *args: str, log: Path):
+    def __init__(self, root: Path, env: dict, *args: str, log: Path, names: tuple[str, ...] = ()):
         self.http, self.grpc = free_port(), free_port()
         self.log = log
         self.out = open(log, "w")  # noqa: SIM115 - closed in stop()
+        if names:
+            argv = [sys.executable, "-c", SERVE_NAMES, str(root), str(self.http), str(self.grpc), *names]
+        else:
+            argv = [sys.executable, str(ROOT / "cli.py"), "serve", "--artifacts-dir", str(root)]
+            argv += ["--http-port", str(self.http), "--grpc-port", str(self.grpc), "--provider", "cpu", *args]
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "cli.py"), "serve", "--artifacts-dir", str(root)]
-            + ["--http-port", str(self.http), "--grpc-port", str(self.grpc), "--provider", "cpu", *args],
+            argv,
             stdout=self.out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -169,7 +185,7 @@ def test_clients_get_predicts_numbers_bit_for_bit(server, root, arch):
     assert status == 200, doc
 
 
-def test_model_metadata_is_read_from_the_onnx_file(server):
+def test_model_metadata_comes_from_the_model_description(server):
     for name in MODELS.values():
         meta = server.h.get_model_metadata(name)
         assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}]
@@ -384,3 +400,101 @@ def test_pinned_version_and_sigterm_finishes_and_exits_0(shipped, tmp_path):
         rc = s.stop(signal.SIGTERM)
     assert rc == 0, s.text()
     assert "stopped" in s.log.read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipe models: what each takes and answers comes from its own manifest
+
+
+ROWS4 = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [-40, 0, 1e3, 7]], dtype=np.float32)
+
+
+def served_numbers(root: Path, name: str, x: np.ndarray, version: int | None = None) -> np.ndarray:
+    """What `predict` computes for model `name`: (rows, n_outputs), as float32 (exact: the session's values)."""
+    return P.Predictor(P.resolve_model(root, name, None, version), "cpu").outputs(x).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def recipe_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("serve-recipes") / "artifacts"
+    root.mkdir()
+    for arch in (IRIS, HOUSES):
+        published_model(root, arch)
+    return root
+
+
+@pytest.fixture(scope="module")
+def recipe_server(recipe_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve-recipes-env")
+    s = Server(recipe_root, _no_torch_env(tmp), log=tmp / "serve.log", names=("iris", "houses"))
+    yield s
+    rc = s.stop()
+    assert rc == 0, s.text()
+
+
+def test_a_multiclass_model_answers_one_probability_per_class(recipe_server, recipe_root):
+    want = served_numbers(recipe_root, "iris", ROWS4[:1])
+    assert want.shape == (1, 3) and abs(float(want.sum()) - 1) < 1e-5
+    status, doc = post(f"{recipe_server.url}/v2/models/iris/infer", body(ROWS4[:1]))
+    assert status == 200, doc
+    (out,) = doc["outputs"]
+    assert (out["name"], out["shape"], out["datatype"]) == ("probabilities", [1, 3], "FP32")
+    np.testing.assert_array_equal(np.array(out["data"], dtype=np.float32).reshape(1, 3), want)  # bit for bit
+    for client, mod in ((recipe_server.h, tritonhttp), (recipe_server.g, tritongrpc)):
+        inp = mod.InferInput("x", list(ROWS4.shape), "FP32")
+        inp.set_data_from_numpy(ROWS4)
+        got = client.infer("iris", [inp], outputs=[mod.InferRequestedOutput("probabilities")])
+        np.testing.assert_array_equal(got.as_numpy("probabilities"), served_numbers(recipe_root, "iris", ROWS4))
+    meta = recipe_server.h.get_model_metadata("iris")
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}]
+    g = recipe_server.g.get_model_metadata("iris")
+    assert [(t.name, list(t.shape)) for t in g.outputs] == [("probabilities", [-1, 3])]
+    assert "iris: iris v1" in recipe_server.text() and "answers probabilities [3]" in recipe_server.text()
+
+
+def test_a_multiclass_model_refuses_a_row_of_the_wrong_width(recipe_server):
+    got, doc = post(f"{recipe_server.url}/v2/models/iris/infer", body(XOR))
+    assert got == 400 and "must have 4 columns (sepal_length, sepal_width" in doc["error"], doc
+    got, doc = post(f"{recipe_server.url}/v2/models/iris/infer", body(ROWS4[:, :2].astype(np.int64), datatype="INT64"))
+    assert got == 400 and "must be FP32" in doc["error"]
+    got, doc = post(f"{recipe_server.url}/v2/models/iris/infer", body(ROWS4[:1]))
+    assert got == 200
+
+
+def test_a_regression_model_answers_its_value_under_its_serving_name(recipe_server, recipe_root):
+    x = np.array([[3, 20, 1.5], [5, 2, 30]], dtype=np.float32)
+    inp = tritongrpc.InferInput("x", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    got = recipe_server.g.infer("house_prices", [inp]).as_numpy("value")
+    assert got.shape == (2, 1)
+    np.testing.assert_array_equal(got, served_numbers(recipe_root, "houses", x))
+    assert not recipe_server.h.is_model_ready("houses")  # served under its serving name only
+    meta = recipe_server.h.get_model_metadata("house_prices")
+    assert meta["outputs"] == [{"name": "value", "datatype": "FP32", "shape": [-1, 1]}]
+
+
+def test_a_new_version_with_another_network_is_served_with_its_own_shapes(recipe_server, recipe_root):
+    """Runs last in the module: it publishes iris v2, which takes 3 features and answers 4 classes."""
+    wider = Arch(
+        name="iris",
+        widths=(3, 5, 4),
+        activation="gelu",
+        task="multiclass",
+        features=("a", "b", "c"),
+        classes=("p", "q", "r", "s"),
+        scale_input=True,
+    )
+    assert published_model(recipe_root, wider) == 2
+    assert _wait_for(lambda: recipe_server.h.get_model_metadata("iris")["versions"] == ["2"]), recipe_server.text()
+    meta = recipe_server.h.get_model_metadata("iris")
+    assert meta["inputs"][0]["shape"] == [-1, 3] and meta["outputs"][0]["shape"] == [-1, 4]
+    x = ROWS4[:, :3].copy()
+    status, doc = post(f"{recipe_server.url}/v2/models/iris/infer", body(x))
+    assert status == 200 and doc["outputs"][0]["shape"] == [3, 4] and doc["model_version"] == "2"
+    np.testing.assert_array_equal(
+        np.array(doc["outputs"][0]["data"], dtype=np.float32).reshape(3, 4), served_numbers(recipe_root, "iris", x, 2)
+    )
+    got, doc = post(f"{recipe_server.url}/v2/models/iris/infer", body(ROWS4))
+    assert got == 400 and "must have 3 columns" in doc["error"]
+    assert "reloaded: iris: iris v2" in recipe_server.text()

@@ -184,7 +184,9 @@ def test_tritons_schema_parse_runs_before_anything_is_written(files, tmp_path, m
 )
 def test_a_signature_triton_cannot_express_is_a_corrupt_artifact(model, why):
     with pytest.raises(errors.CorruptArtifact, match=why):
-        S.config_pbtxt("xor_shallow", model, 8, "auto", 1, version=1)
+        S.triton_tensors(model)
+    with pytest.raises(errors.CorruptArtifact):
+        S.model_tensors(SHALLOW, model)
     assert errors.CorruptArtifact.exit_code == 5
 
 
@@ -196,12 +198,19 @@ def test_a_model_with_a_foreign_signature_is_refused_before_anything_is_written(
 
 
 def test_check_config_refuses_values_out_of_range(files):
-    model = onnx.load_from_string(files["model.onnx"])
-    good = S.config_pbtxt("xor_shallow", model, 1, "auto", 1, version=1)
-    S.check_config(good, "xor_shallow", model, 1, "auto", 1, 1)
-    zero = S.config_pbtxt("xor_shallow", model, 0, "auto", 1, version=1)
+    tensors = S.model_tensors(SHALLOW, onnx.load_from_string(files["model.onnx"]))
+    good = S.config_pbtxt("xor_shallow", tensors, 1, "auto", 1, version=1)
+    S.check_config(good, "xor_shallow", tensors, 1, "auto", 1, 1)
+    zero = S.config_pbtxt("xor_shallow", tensors, 0, "auto", 1, version=1)
     with pytest.raises(errors.CorruptArtifact, match="max_batch_size 0"):
-        S.check_config(zero, "xor_shallow", model, 0, "auto", 1, 1)
+        S.check_config(zero, "xor_shallow", tensors, 0, "auto", 1, 1)
+
+
+def test_the_config_tensors_are_the_archs_and_only_a_classifier_with_classes_names_labels(files):
+    inputs, outputs = S.model_tensors(SHALLOW, onnx.load_from_string(files["model.onnx"]))
+    assert inputs == (S.TritonTensor("x", "TYPE_FP32", (2,)),)
+    assert outputs == (S.TritonTensor("probability", "TYPE_FP32", (1,)),)  # binary: no label file
+    assert "label_filename" not in S.config_pbtxt("xor_shallow", (inputs, outputs), 8, "auto", 1, version=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,8 +267,11 @@ def test_shipping_a_version_again_is_a_noop_that_rewrites_only_the_config(files,
     first = ship_version(SHALLOW, 1, files, tmp_path / "repo")
     folder = first.model_path.parent
     before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [folder, *folder.iterdir()]}
+    config = first.config_path.stat().st_mtime_ns
+    same = ship_version(SHALLOW, 1, files, tmp_path / "repo")  # same options: nothing at all is written
+    assert same.noop and same.written == () and first.config_path.stat().st_mtime_ns == config
     again = ship_version(SHALLOW, 1, files, tmp_path / "repo", instance_kind="cpu", instances=2)
-    assert again.noop and not first.noop
+    assert again.noop and not first.noop and again.written == ("xor_shallow/config.pbtxt",)
     assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [folder, *folder.iterdir()]} == before
     cfg = _parse(again.config_path)
     assert (
@@ -275,6 +287,23 @@ def test_a_rollback_ships_the_older_version_and_the_config_pins_it(files, tmp_pa
     back = ship_version(SHALLOW, 1, _with_manifest(files, version=1), repo)
     assert back.noop and list(_parse(back.config_path).version_policy.specific.versions) == [1]
     assert sorted(p.name for p in (repo / "xor_shallow").iterdir()) == ["1", "2", "config.pbtxt"]
+
+
+@pytest.mark.parametrize("name", ["verify.json", "manifest.json", "MODEL_CARD.md"])
+def test_an_existing_version_with_any_other_file_is_refused_naming_it(files, tmp_path, name):
+    r = ship_version(SHALLOW, 1, files, tmp_path / "repo")
+    (r.model_path.parent / name).write_bytes(b"changed")
+    config = r.config_path.read_bytes()
+    with pytest.raises(errors.IntegrityError, match=f"{name} sha256 {_sha(b'changed')} there, {_sha(files[name])}"):
+        ship_version(SHALLOW, 1, files, tmp_path / "repo", instances=2)
+    assert r.config_path.read_bytes() == config
+
+
+def test_an_existing_version_without_the_card_is_not_the_same_version(files, tmp_path):
+    without_card = {n: files[n] for n in NAMES}
+    ship_version(SHALLOW, 1, without_card, tmp_path / "repo")
+    with pytest.raises(errors.IntegrityError, match="MODEL_CARD.md sha256 absent there"):
+        ship_version(SHALLOW, 1, files, tmp_path / "repo")
 
 
 def test_an_existing_version_with_another_model_is_refused_naming_both_hashes(files, tmp_path):
@@ -342,7 +371,8 @@ def test_the_lock_is_held_until_the_config_is_written(files, tmp_path, monkeypat
 
     monkeypatch.setattr(A, "write_atomic", write_atomic)
     ship_version(SHALLOW, 1, files, repo)
-    ship_version(SHALLOW, 1, files, repo)  # the no-op too
+    ship_version(SHALLOW, 1, files, repo, instances=2)  # the no-op too, when the config changes
+    ship_version(SHALLOW, 1, files, repo, instances=2)  # nothing changes: nothing written
     assert seen == ["config.pbtxt", "config.pbtxt"]
 
 

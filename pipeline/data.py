@@ -1,0 +1,722 @@
+"""A recipe's data: the CSV file (or the built-in XOR points) read, checked, split and summarized.
+
+    dataset = load_dataset(recipe)          # x (float32), y, train/validation rows, training-split stats
+    dataset.x_train, dataset.y_val          # the splits; dataset.record() is the manifest's summary
+
+The CSV is read with pyarrow (typed columns, multithreaded). Every problem with the data is a `DataError`
+(exit 2) with one line naming the file and, where it applies, the column and the first bad data row
+(1-based, the header not counted) with its line in the file. Torch-free.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from .archs import TASKS, XOR_FEATURES, XOR_X, XOR_Y, Label
+from .errors import UsageError
+from .recipe import DataSpec, Recipe
+
+MAX_INFERRED_CLASSES = 20  # an integer target with more distinct values is inferred as regression
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+HASH_BLOCK = 1 << 20
+BUILTIN_XOR = "builtin:xor"
+
+Progress = Callable[[str], None]
+
+
+class DataError(UsageError):
+    """A data file that cannot be used as it is (exit 2)."""
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Per feature, over the training rows (float64 arithmetic; std is the population std, ddof=0)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    min: tuple[float, ...]
+    max: tuple[float, ...]
+
+    def record(self) -> dict[str, list[float]]:
+        return {"mean": list(self.mean), "std": list(self.std), "min": list(self.min), "max": list(self.max)}
+
+
+@dataclass(frozen=True, eq=False)
+class Columns:
+    """A data file read and checked, before the split: what `load_dataset` and `init` share."""
+
+    source: str  # resolved absolute path, or "builtin:xor"
+    sha256: str | None
+    features: tuple[str, ...]
+    target: str
+    task: str
+    classes: tuple[Label, ...]
+    x: np.ndarray  # (rows, n_features) float32
+    y: np.ndarray  # (rows,) int64 class index, or float32 values (regression)
+    where: str  # how messages name the file
+
+    @property
+    def rows(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """The data a recipe trains and is gated on."""
+
+    source: str
+    sha256: str | None
+    features: tuple[str, ...]
+    target: str
+    task: str
+    classes: tuple[Label, ...]
+    x: np.ndarray
+    y: np.ndarray
+    train_rows: np.ndarray  # int64, sorted
+    val_rows: np.ndarray  # int64, sorted; train_rows when validation_fraction is 0
+    stats: FeatureStats
+    target_mean: float | None
+    target_std: float | None
+    seconds: float
+
+    @property
+    def rows(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def x_train(self) -> np.ndarray:
+        return self._take(self.x, self.train_rows)
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self._take(self.y, self.train_rows)
+
+    @property
+    def x_val(self) -> np.ndarray:
+        return self._take(self.x, self.val_rows)
+
+    @property
+    def y_val(self) -> np.ndarray:
+        return self._take(self.y, self.val_rows)
+
+    def _take(self, a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return a if len(rows) == self.rows else a[rows]
+
+    def record(self) -> dict[str, Any]:
+        """A JSON-able summary (the manifest's `data` section)."""
+        return {
+            "source": self.source,
+            "sha256": self.sha256,
+            "rows": self.rows,
+            "train_rows": len(self.train_rows),
+            "val_rows": len(self.val_rows),
+            "features": list(self.features),
+            "target": self.target,
+            "task": self.task,
+            "classes": list(self.classes),
+            "stats": self.stats.record(),
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def load_dataset(recipe: Recipe, on_progress: Progress | None = None) -> Dataset:
+    """Read, check and split a recipe's data."""
+    start = time.perf_counter()
+    spec = recipe.data
+    path = recipe.data_path
+    if path is None:
+        cols = xor_columns()
+    else:
+        assert spec.target is not None  # the recipe requires it with a path
+        cols = read_columns(path, spec.target, spec.features, spec.task, on_progress)
+    return make_dataset(cols, spec, on_progress, start=start)
+
+
+def xor_columns() -> Columns:
+    """The tutorial's four XOR points."""
+    return Columns(
+        source=BUILTIN_XOR,
+        sha256=None,
+        features=XOR_FEATURES,
+        target="y",
+        task="binary",
+        classes=(0, 1),
+        x=np.asarray(XOR_X, dtype=np.float32),
+        y=np.asarray(XOR_Y, dtype=np.int64),
+        where=BUILTIN_XOR,
+    )
+
+
+def make_dataset(
+    cols: Columns, spec: DataSpec, on_progress: Progress | None = None, start: float | None = None
+) -> Dataset:
+    """Split `cols` as `spec` says and summarize the training rows (checks what needs the split)."""
+    start = time.perf_counter() if start is None else start
+    classifier = cols.task != "regression"
+    if cols.source == BUILTIN_XOR:
+        train = val = np.arange(cols.rows, dtype=np.int64)
+    else:
+        train, val = split_rows(cols.y, cols.task, spec.validation_fraction, spec.split_seed, len(cols.classes))
+        if classifier and spec.validation_fraction > 0 and on_progress is not None:
+            counts = np.bincount(cols.y, minlength=len(cols.classes))
+            for k in np.flatnonzero(counts == 1):
+                on_progress(f"class {cols.classes[k]!r} has a single row: it is in the training split only")
+    x_train = cols.x if len(train) == cols.rows else cols.x[train]
+    stats = _stats(x_train)
+    if spec.standardize:
+        for j, (lo, hi) in enumerate(zip(stats.min, stats.max)):
+            if lo == hi:
+                raise DataError(
+                    f"{cols.where}: feature {cols.features[j]!r} is constant ({lo:g}) on the training rows, and"
+                    " standardizing it would divide by zero: drop it from [data] features or set standardize = false"
+                )
+    target_mean = target_std = None
+    if not classifier:
+        y_train = cols.y if len(train) == cols.rows else cols.y[train]
+        target_mean = float(np.mean(y_train, dtype=np.float64))
+        target_std = float(np.std(y_train, dtype=np.float64))
+        if target_std == 0:
+            raise DataError(
+                f"{cols.where}: target {cols.target!r} is constant ({target_mean:g}) on the training rows;"
+                " there is nothing to learn"
+            )
+    return Dataset(
+        source=cols.source,
+        sha256=cols.sha256,
+        features=cols.features,
+        target=cols.target,
+        task=cols.task,
+        classes=cols.classes,
+        x=cols.x,
+        y=cols.y,
+        train_rows=train,
+        val_rows=val,
+        stats=stats,
+        target_mean=target_mean,
+        target_std=target_std,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def split_rows(
+    y: np.ndarray, task: str, fraction: float, seed: int, n_classes: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train_rows, val_rows), sorted int64. Classification is stratified: per class, in class order, the
+    class's rows are shuffled and round(fraction * n) of them (at least 1, at most n - 1) are held out; a
+    class with a single row stays in training. Regression holds out a shuffled share (at least 1 row,
+    and 1 row stays in training). fraction 0: both are every row."""
+    n = len(y)
+    everything = np.arange(n, dtype=np.int64)
+    if fraction == 0:
+        return everything, everything
+    rng = np.random.default_rng(seed)
+    held = np.zeros(n, dtype=bool)
+    if task == "regression":
+        n_val = min(max(round(fraction * n), 1), n - 1)
+        held[rng.permutation(n)[:n_val]] = True
+    else:
+        k = max(n_classes, int(y.max()) + 1 if n else 0)
+        order = np.argsort(y, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(y, minlength=k))])
+        for c in range(k):
+            rows = order[bounds[c] : bounds[c + 1]]
+            n_c = len(rows)
+            n_val = min(max(round(fraction * n_c), 1), n_c - 1) if n_c >= 2 else 0
+            held[rng.permutation(rows)[:n_val]] = True
+    return np.flatnonzero(~held).astype(np.int64), np.flatnonzero(held).astype(np.int64)
+
+
+def infer_task(values: pa.Array | pa.ChunkedArray, where: str = "the target column") -> str:
+    """binary, multiclass or regression from a target column's type and distinct values (nulls ignored)."""
+    kind = _kind(values.type)
+    distinct = [v for v in pc.unique(values).to_pylist() if v is not None]
+    if kind in ("bool", "int", "float", "str") and len(distinct) < 2:
+        shown = f" ({distinct[0]!r})" if distinct else ""
+        raise DataError(f"{where} has a single value{shown}; there is nothing to predict")
+    if kind == "bool":
+        return "binary"
+    if kind == "str":
+        return "binary" if len(distinct) == 2 else "multiclass"
+    if kind == "int":
+        if len(distinct) == 2:
+            return "binary"
+        return "multiclass" if len(distinct) <= MAX_INFERRED_CLASSES else "regression"
+    if kind == "float":
+        return "binary" if set(distinct) == {0.0, 1.0} else "regression"
+    raise DataError(f"{where} holds {values.type} values; a target must be numbers, true/false or text labels")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a CSV
+
+
+def read_columns(
+    path: Path | str,
+    target: str,
+    features: Sequence[str] | None = None,
+    task: str | None = None,
+    on_progress: Progress | None = None,
+) -> Columns:
+    """Read and check a CSV file: `features` (None: every column but the target, in file order) as
+    float32, the target as class indices or float32 values; `task` None means inferred."""
+    path = Path(path)
+    where = str(path)
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+    try:
+        if not path.exists():
+            raise DataError(f"data file {where} does not exist")
+        if not path.is_file():
+            raise DataError(f"data file {where} is not a file")
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DataError(f"data file {where} is not readable ({exc.strerror or exc.__class__.__name__})") from None
+    if size == 0:
+        raise DataError(f"data file {where} is empty")
+    if on_progress is not None:
+        on_progress(f"reading {path.name} ({_size(size)})")
+    hasher = _Hasher(path)
+    hasher.start()
+    try:
+        names = _header(path, where)
+        features = _resolve(names, target, features, where)
+        table = _read(path, where, names, [*features, target])
+        if table.num_rows == 0:
+            raise DataError(f"data file {where} has a header row but no data rows")
+        if on_progress is not None:
+            on_progress(f"read {table.num_rows} rows of {len(features)} features and the target")
+        loc = _Locator(path, where, names)
+        x = _feature_matrix(table, features, loc)
+        task, classes, y = _target(table.column(target), target, task, loc)
+        del table
+    except BaseException:
+        hasher.join()
+        raise
+    digest = hasher.result()
+    if task == "regression":
+        if len(y) < 2:
+            raise DataError(f"data file {where}: {len(y)} row is too few for regression; it needs at least 2 rows")
+    elif len(y) < 2 * len(classes):
+        raise DataError(
+            f"data file {where}: {len(y)} rows are too few for {len(classes)} classes; a classifier needs at least 2 rows"
+            f" per class ({2 * len(classes)})"
+        )
+    return Columns(str(path.resolve()), digest, tuple(features), target, task, classes, x, y, where)
+
+
+class _Hasher(threading.Thread):
+    """The file's sha256, computed beside the parse (hashlib releases the GIL on large blocks)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.digest: str | None = None
+        self.error: OSError | None = None
+
+    def run(self) -> None:
+        h = hashlib.sha256()
+        try:
+            with self.path.open("rb") as f:
+                while block := f.read(HASH_BLOCK):
+                    h.update(block)
+            self.digest = h.hexdigest()
+        except OSError as exc:
+            self.error = exc
+
+    def result(self) -> str:
+        self.join()
+        if self.error is not None or self.digest is None:
+            reason = self.error.strerror if self.error is not None else None
+            raise DataError(f"data file {self.path} is not readable ({reason or 'error'})")
+        return self.digest
+
+
+def _header(path: Path, where: str) -> list[str]:
+    try:
+        reader = pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(strings_can_be_null=False))
+        names = list(reader.schema.names)
+        reader.close()
+    except UnicodeDecodeError:
+        raise DataError(f"data file {where}: its header row is not UTF-8 text") from None
+    except OSError as exc:
+        raise DataError(f"data file {where} is not readable ({exc.strerror or exc.__class__.__name__})") from None
+    except pa.ArrowException as exc:
+        message = str(exc)
+        if "Empty CSV file" in message:
+            raise DataError(f"data file {where} is empty") from None
+        if "Expected" in message and "columns" in message:
+            # a bad row in the first block: the full read below places it
+            return _python_header(path, where)
+        raise DataError(f"data file {where} cannot be read as CSV: {_first_line(message)}") from None
+    return _check_header(names, where)
+
+
+def _python_header(path: Path, where: str) -> list[str]:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            for row in csv.reader(f):
+                if row:
+                    return _check_header(row, where)
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise DataError(f"data file {where} cannot be read as CSV ({_first_line(str(exc))})") from None
+    raise DataError(f"data file {where} is empty")
+
+
+def _check_header(names: list[str], where: str) -> list[str]:
+    if all(_is_number(n) for n in names):
+        shown = ",".join(names)
+        raise DataError(f"data file {where} has no header row: its first line ({shown[:60]!r}) holds only numbers")
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        if n in seen:
+            raise DataError(
+                f"data file {where}: column name {n!r} appears twice in the header (columns {seen[n] + 1} and {i + 1})"
+            )
+        seen[n] = i
+    return names
+
+
+def _resolve(names: list[str], target: str, features: Sequence[str] | None, where: str) -> list[str]:
+    if len(names) == 1 and target != names[0] and any(s in names[0] for s in (";", "\t", "|")):
+        raise DataError(f"data file {where} seems to separate fields with ';', tabs or '|'; only commas are read")
+    if target not in names:
+        raise DataError(f"data file {where} has no column {target!r} (the target){_suggest(target, names)}")
+    if features is None:
+        chosen = [n for n in names if n != target]
+        if not chosen:
+            raise DataError(f"data file {where} has no feature columns: its only column is the target {target!r}")
+        if "" in chosen:
+            raise DataError(
+                f"data file {where}: column {names.index('') + 1} has no name in the header (an index column?);"
+                " name it, drop it, or list [data] features"
+            )
+        return chosen
+    if target in features:
+        raise DataError(f"data file {where}: the target {target!r} is also listed as a feature")
+    for f in features:
+        if f not in names:
+            raise DataError(f"data file {where} has no column {f!r} (a feature){_suggest(f, names)}")
+    return list(features)
+
+
+def _read(path: Path, where: str, names: list[str], columns: list[str]) -> pa.Table:
+    convert = pacsv.ConvertOptions(strings_can_be_null=False, include_columns=columns)
+    for newlines in (False, True):  # quoted line breaks are rare: parse in parallel blocks first
+        try:
+            return pacsv.read_csv(
+                path, parse_options=pacsv.ParseOptions(newlines_in_values=newlines), convert_options=convert
+            )
+        except UnicodeDecodeError:
+            raise DataError(f"data file {where} is not UTF-8 text") from None
+        except OSError as exc:
+            raise DataError(f"data file {where} is not readable ({exc.strerror or exc.__class__.__name__})") from None
+        except pa.ArrowException as exc:
+            message = str(exc)
+            if not ("Expected" in message and "columns" in message):
+                raise DataError(f"data file {where} cannot be read as CSV: {_first_line(message)}") from None
+    raise _Locator(path, where, names).ragged_row()
+
+
+# ---------------------------------------------------------------------------------------------
+# Columns
+
+
+def _feature_matrix(table: pa.Table, features: Sequence[str], loc: _Locator) -> np.ndarray:
+    """(rows, n_features) float32, C order; built feature-major (contiguous writes), then transposed."""
+    rows = table.num_rows
+    xt = np.empty((len(features), rows), dtype=np.float32)
+    for j, name in enumerate(features):
+        col = table.column(name)
+        kind = _kind(col.type)
+        if kind == "str":
+            raise loc.text_in_numbers(name, col, "feature")
+        if kind not in ("int", "float", "bool"):
+            raise loc.not_numbers(name, col, "feature")
+        if col.null_count:
+            raise loc.missing(name, col)
+        start = 0
+        with np.errstate(over="ignore", invalid="ignore"):
+            for chunk in col.chunks:
+                xt[j, start : start + len(chunk)] = _chunk_numpy(chunk)
+                start += len(chunk)
+        if not np.isfinite(xt[j]).all():
+            raise loc.non_finite(name, col, xt[j])
+    return np.ascontiguousarray(xt.T)
+
+
+def _target(
+    col: pa.ChunkedArray, name: str, task: str | None, loc: _Locator
+) -> tuple[str, tuple[Label, ...], np.ndarray]:
+    where = loc.where
+    kind = _kind(col.type)
+    if kind == "null":
+        raise loc.missing(name, col)
+    if kind not in ("bool", "int", "float", "str"):
+        raise loc.not_numbers(name, col, "target")
+    if col.null_count:
+        raise loc.missing(name, col)
+    if kind == "str":
+        empty = _numpy(pc.utf8_length(pc.utf8_trim_whitespace(col))) == 0
+        if empty.any():
+            raise loc.missing(name, col, int(np.argmax(empty)))
+    if kind == "float":
+        values = _numpy(col)
+        if not np.isfinite(values).all():
+            raise loc.non_finite(name, col, values)
+    what = f"data file {where}: target {name!r}"
+    found = task or infer_task(col, what)
+    if task is not None:
+        infer_task(col, what)  # a single value is an error whatever the task says
+    if found == "regression":
+        if kind not in ("int", "float"):
+            raise (
+                loc.text_in_numbers(name, col, "regression target")
+                if kind == "str"
+                else DataError(f"{what} holds true/false values; task regression needs numbers")
+            )
+        with np.errstate(over="ignore"):
+            y32 = _numpy(col).astype(np.float32)
+        if not np.isfinite(y32).all():
+            raise loc.non_finite(name, col, y32)
+        return found, (), y32
+    value_set = _sorted_unique(col)
+    classes: tuple[Label, ...] = tuple(value_set.to_pylist())
+    if found == "binary" and len(classes) != 2:
+        raise DataError(f"{what} has {len(classes)} distinct values ({_preview(classes)}); task binary needs exactly 2")
+    if found == "multiclass" and kind == "float":
+        values = _numpy(col)
+        frac = values != np.round(values)
+        if frac.any():
+            row = int(np.argmax(frac))
+            raise DataError(
+                f"{what} holds non-integer numbers ({values[row]:g} at {loc.at(row)}); task multiclass needs class labels"
+            )
+    y = _numpy(pc.index_in(col, value_set=value_set)).astype(np.int64)
+    return found, classes, y
+
+
+def _sorted_unique(col: pa.ChunkedArray) -> pa.Array:
+    """The distinct values, sorted: numbers numerically, text by code point (UTF-8 byte order), False < True."""
+    unique = pc.drop_null(pc.unique(col))
+    return pc.take(unique, pc.array_sort_indices(unique))
+
+
+def _stats(x: np.ndarray, block: int = 1 << 16) -> FeatureStats:
+    """Mean, population std, min and max per column in float64, in blocks of rows (no full float64 copy)."""
+    n = x.shape[0]
+    mean = x.sum(axis=0, dtype=np.float64) / n
+    sq = np.zeros(x.shape[1], dtype=np.float64)
+    for start in range(0, n, block):
+        d = x[start : start + block].astype(np.float64) - mean
+        sq += np.einsum("ij,ij->j", d, d)
+    std = np.sqrt(sq / n)
+    return FeatureStats(
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+        min=tuple(float(v) for v in x.min(axis=0)),
+        max=tuple(float(v) for v in x.max(axis=0)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: locating the first bad row (slow paths only)
+
+
+class _Locator:
+    """Builds the one-line errors that name a column and its first bad data row (and that row's line)."""
+
+    def __init__(self, path: Path, where: str, names: list[str]) -> None:
+        self.path, self.where, self.names = path, where, names
+
+    def at(self, row: int) -> str:
+        """How messages place a 0-based row: data row N (line L)."""
+        line, _ = self._find(row)
+        return f"data row {row + 1}" + (f" (line {line})" if line is not None else "")
+
+    def _find(self, row: int) -> tuple[int | None, list[str] | None]:
+        """The file line where 0-based data row `row` starts, and its raw fields (Python's csv reader)."""
+        try:
+            with self.path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
+                reader = csv.reader(f)
+                seen = -1  # the header is -1
+                line = 1
+                for fields in reader:
+                    if not fields:
+                        line = reader.line_num + 1
+                        continue
+                    if seen == row:
+                        return line, fields
+                    seen += 1
+                    line = reader.line_num + 1
+        except (OSError, csv.Error):
+            pass
+        return None, None
+
+    def _raw(self, row: int, name: str) -> tuple[str, str]:
+        line, fields = self._find(row)
+        place = f"data row {row + 1}" + (f" (line {line})" if line is not None else "")
+        i = self.names.index(name)
+        raw = fields[i] if fields is not None and i < len(fields) else ""
+        return place, raw
+
+    def missing(self, name: str, col: pa.ChunkedArray, row: int | None = None) -> DataError:
+        row = _first_true(pc.is_null(col)) if row is None else row
+        place, raw = self._raw(row, name)
+        shown = f" ({raw[:40]!r})" if raw.strip() else ""
+        return DataError(f"data file {self.where}: column {name!r} has a missing value{shown} at {place}")
+
+    def text_in_numbers(self, name: str, col: pa.ChunkedArray, role: str) -> DataError:
+        values = col.to_pylist()
+        row = next((i for i, v in enumerate(values) if v is None or not _is_number(v)), 0)
+        if values[row] is None or not str(values[row]).strip():
+            return self.missing(name, col, row)
+        return DataError(
+            f"data file {self.where}: column {name!r} has a non-numeric value {values[row][:40]!r} at"
+            f" {self.at(row)}; a {role} must be a number"
+        )
+
+    def not_numbers(self, name: str, col: pa.ChunkedArray, role: str) -> DataError:
+        if col.type == pa.null():
+            return self.missing(name, col)
+        if col.null_count:
+            return self.missing(name, col)
+        first = col[0].as_py()
+        shown = first[:40] if isinstance(first, bytes) else str(first)[:40]
+        extra = " (not UTF-8 text)" if pa.types.is_binary(col.type) else ""
+        needs = "a number" if role == "feature" else "a number, true/false or a text label"
+        return DataError(
+            f"data file {self.where}: column {name!r} holds {col.type} values{extra} ({shown!r} at {self.at(0)});"
+            f" a {role} must be {needs}"
+        )
+
+    def non_finite(self, name: str, col: pa.ChunkedArray, cast: np.ndarray) -> DataError:
+        row = int(np.argmax(~np.isfinite(cast)))
+        place, raw = self._raw(row, name)
+        value = col[row].as_py()
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return DataError(
+                f"data file {self.where}: column {name!r} has {raw[:40] or value!r} at {place}, beyond float32's"
+                f" range (±{FLOAT32_MAX:.4g})"
+            )
+        return DataError(
+            f"data file {self.where}: column {name!r} has a non-finite value {raw[:40] or value!r} at {place}"
+        )
+
+    def ragged_row(self) -> DataError:
+        """The first data row whose field count differs from the header's."""
+        try:
+            with self.path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
+                reader = csv.reader(f)
+                header: list[str] | None = None
+                row = 0
+                line = 1
+                for fields in reader:
+                    if fields:
+                        if header is None:
+                            header = fields
+                        else:
+                            row += 1
+                            if len(fields) != len(header):
+                                return DataError(
+                                    f"data file {self.where}: data row {row} (line {line}) has {len(fields)} fields;"
+                                    f" the header has {len(header)} columns"
+                                )
+                    line = reader.line_num + 1
+        except (OSError, csv.Error) as exc:
+            return DataError(f"data file {self.where} cannot be read as CSV ({_first_line(str(exc))})")
+        return DataError(f"data file {self.where}: a row's field count differs from the header's")
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "str"
+    if pa.types.is_null(t):
+        return "null"
+    return "other"
+
+
+def _first_true(mask: pa.ChunkedArray) -> int:
+    return int(np.argmax(_numpy(mask)))
+
+
+def _chunk_numpy(chunk: pa.Array) -> np.ndarray:
+    """A null-free numeric or bool array's values, read from its buffer (pyarrow's own `to_numpy` imports
+    pandas, half a second)."""
+    if pa.types.is_boolean(chunk.type):
+        chunk = pc.cast(chunk, pa.int8())
+    t = chunk.type
+    code = "f" if pa.types.is_floating(t) else "i" if pa.types.is_signed_integer(t) else "u"
+    dtype = np.dtype(f"{code}{t.bit_width // 8}")
+    if len(chunk) == 0:
+        return np.empty(0, dtype=dtype)
+    return np.frombuffer(chunk.buffers()[1], dtype=dtype, count=chunk.offset + len(chunk))[chunk.offset :]
+
+
+def _numpy(col: pa.ChunkedArray) -> np.ndarray:
+    parts = [_chunk_numpy(c) for c in col.chunks]
+    if not parts:
+        return np.empty(0, dtype=np.int8)
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _is_number(text: str) -> bool:
+    if "_" in text:
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _suggest(name: str, names: Sequence[str]) -> str:
+    hint = difflib.get_close_matches(name, list(names), n=1, cutoff=0.5)
+    if hint:
+        return f"; did you mean {hint[0]!r}?"
+    shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
+    return f"; its columns: {shown}"
+
+
+def _preview(values: Sequence[Label], n: int = 5) -> str:
+    return ", ".join(repr(v) for v in values[:n]) + (", ..." if len(values) > n else "")
+
+
+def _first_line(message: str) -> str:
+    lines = message.strip().splitlines()
+    return lines[0] if lines else message
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.0f} {unit}" if n >= 10 * scale else f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"

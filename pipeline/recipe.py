@@ -1,0 +1,480 @@
+"""Recipes: a TOML file that says everything a run needs (model, data, training, gate).
+
+The built-in XOR models are recipes too (`pipeline/recipes/*.toml`, shipped as package data), read by
+the same code as a user's file:
+
+    recipe = load_recipe("iris.toml")            # or builtin_recipe("shallow")
+    recipe = recipe.with_overrides(steps=500)     # what a command-line flag changes
+    print(recipe.to_toml())
+
+Every problem in a file is a `RecipeError` (exit 2) with one line naming the key: an unknown key names
+the closest valid one, a wrong type says what was expected. Torch-free and numpy-free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import math
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+# The vocabulary of a recipe (archs.py, which resolves a recipe to a network, re-exports it).
+TASKS = ("binary", "multiclass", "regression")
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu")
+XOR_FEATURES: tuple[str, ...] = ("x1", "x2")
+Label = bool | int | float | str  # a class value, with the type it has in the data
+
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+SERVING_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+OPTIMIZERS = ("sgd", "adam")
+BUILTIN_DATA = ("xor",)
+MAX_STEPS = 10_000_000
+MAX_WIDTH = 4096
+MAX_HIDDEN_LAYERS = 16
+MAX_RECIPE_BYTES = 1 << 20
+
+
+class RecipeError(UsageError):
+    """A recipe that cannot be used as written (exit 2)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    hidden: tuple[int, ...] = (16, 16)
+    activation: str = "relu"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    path: str | None = None  # as written; resolved against the recipe's folder
+    builtin: str | None = None  # "xor"
+    target: str | None = None
+    features: tuple[str, ...] | None = None  # None: every column but the target, in file order
+    task: str | None = None  # None: inferred from the target column
+    validation_fraction: float = 0.2
+    split_seed: int = 0
+    standardize: bool = True
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    optimizer: str = "adam"
+    lr: float = 0.01
+    steps: int = 2000
+    batch_size: int = 0  # 0: full batch
+    seed: int = 0
+    init_after: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    min_accuracy: float | None = None  # classification, on the validation rows
+    max_rmse: float | None = None  # regression, in the target's units
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    model: ModelSpec
+    data: DataSpec
+    train: TrainSpec
+    gate: GateSpec
+    serving_name: str | None = None
+    source: Path | None = None  # the file it was read from (for a built-in: inside the package)
+    builtin: bool = False
+
+    @property
+    def serving(self) -> str:
+        return self.serving_name or self.name.replace("-", "_")
+
+    @property
+    def data_path(self) -> Path | None:
+        """The data file, resolved against the recipe's folder (None for built-in data)."""
+        if self.data.path is None:
+            return None
+        p = Path(self.data.path).expanduser()
+        if not p.is_absolute() and self.source is not None:
+            p = self.source.parent / p
+        return p
+
+    @property
+    def where(self) -> str:
+        return f"built-in recipe {self.name}" if self.builtin else str(self.source or f"recipe {self.name}")
+
+    def with_overrides(
+        self,
+        *,
+        steps: int | None = None,
+        lr: float | None = None,
+        seed: int | None = None,
+        min_accuracy: float | None = None,
+        max_rmse: float | None = None,
+    ) -> Recipe:
+        """The recipe with the command-line flags a user typed (None: not given, the recipe's value)."""
+        train = self.train
+        if steps is not None:
+            train = dataclasses.replace(train, steps=_steps(steps, "--steps"))
+        if lr is not None:
+            train = dataclasses.replace(train, lr=_lr(lr, "--lr"))
+        if seed is not None:
+            train = dataclasses.replace(train, seed=_seed(seed, "--seed"))
+        gate = self.gate
+        if min_accuracy is not None:
+            gate = GateSpec(min_accuracy=_fraction(min_accuracy, "--min-accuracy", upper_inclusive=True))
+        if max_rmse is not None:
+            gate = GateSpec(max_rmse=_positive(max_rmse, "--max-rmse"))
+        return dataclasses.replace(self, train=train, gate=gate)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved recipe as plain data (what the manifest records); the data path is absolute."""
+        data = {k: v for k, v in _plain(self.data).items() if v is not None}
+        if self.data_path is not None:
+            data["path"] = str(self.data_path.resolve())
+        out: dict[str, Any] = {"name": self.name, "serving_name": self.serving}
+        out["model"] = _plain(self.model)
+        out["data"] = data
+        out["train"] = _plain(self.train)
+        out["gate"] = {k: v for k, v in _plain(self.gate).items() if v is not None}
+        return out
+
+    def to_toml(self) -> str:
+        """The resolved recipe as TOML (readable back by `load_recipe`)."""
+        d = self.as_dict()
+        lines = [f"name = {_toml(d['name'])}", f"serving_name = {_toml(d['serving_name'])}"]
+        for section in ("model", "data", "train", "gate"):
+            lines += ["", f"[{section}]"] + [f"{k} = {_toml(v)}" for k, v in d[section].items()]
+        return "\n".join(lines) + "\n"
+
+    def check_gate(self, task: str) -> None:
+        """The gate must fit the task (known once the data is read when `task` is inferred)."""
+        g = self.gate
+        if task == "regression" and g.max_rmse is None:
+            raise RecipeError(
+                f"{self.where}: a regression model needs [gate] max_rmse (min_accuracy is for classifiers)"
+            )
+        if task != "regression" and g.min_accuracy is None:
+            raise RecipeError(f"{self.where}: a {task} model needs [gate] min_accuracy (max_rmse is for regression)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+_SECTIONS: dict[str, type] = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec, "gate": GateSpec}
+_TOP_KEYS = ("name", "serving_name", *_SECTIONS)
+
+
+def load_recipe(path: Path | str) -> Recipe:
+    """Read and check a recipe file."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            raise RecipeError(f"recipe {path} does not exist" if not path.exists() else f"recipe {path} is not a file")
+        with path.open("rb") as f:
+            raw = f.read(MAX_RECIPE_BYTES + 1)
+    except OSError as exc:
+        raise RecipeError(f"recipe {path} is not readable ({exc.strerror or exc.__class__.__name__})") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"recipe {path} is larger than {MAX_RECIPE_BYTES} bytes; a recipe is a short TOML file")
+    return parse_recipe(raw, path)
+
+
+def parse_recipe(raw: bytes | str, source: Path | None, builtin: bool = False) -> Recipe:
+    where = str(source) if source is not None else "recipe"
+    try:
+        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
+        doc = tomllib.loads(text)
+    except UnicodeDecodeError:
+        raise RecipeError(f"{where} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{where} is not valid TOML: {str(exc).splitlines()[0]}") from None
+    _known(doc, _TOP_KEYS, where, "")
+    name = _name(doc.get("name"), where)
+    serving = doc.get("serving_name")
+    if serving is not None and (not isinstance(serving, str) or not SERVING_NAME_RE.fullmatch(serving)):
+        raise RecipeError(
+            f"{where}: serving_name {_show(serving)} must match {SERVING_NAME_RE.pattern} (letters, digits, '_', '-')"
+        )
+    sections: dict[str, Any] = {}
+    for key, cls in _SECTIONS.items():
+        table = doc.get(key, {})
+        if not isinstance(table, dict):
+            raise RecipeError(f"{where}: [{key}] must be a table, not {_show(table)}")
+        _known(table, [f.name for f in dataclasses.fields(cls)], where, key)
+        sections[key] = table
+    recipe = Recipe(
+        name=name,
+        serving_name=serving,
+        model=_model(sections["model"], where),
+        data=_data(sections["data"], where),
+        train=_train(sections["train"], where, name),
+        gate=_gate(sections["gate"], where),
+        source=source,
+        builtin=builtin,
+    )
+    if recipe.data.task is not None:
+        recipe.check_gate(recipe.data.task)
+    return recipe
+
+
+def _model(t: Mapping[str, Any], where: str) -> ModelSpec:
+    d = ModelSpec()
+    hidden = t.get("hidden", list(d.hidden))
+    if not isinstance(hidden, list) or len(hidden) > MAX_HIDDEN_LAYERS:
+        raise RecipeError(
+            f"{where}: [model] hidden must be a list of at most {MAX_HIDDEN_LAYERS} widths, like [16, 16]"
+        )
+    for w in hidden:
+        if not _is_int(w) or not 1 <= w <= MAX_WIDTH:
+            raise RecipeError(f"{where}: [model] hidden width {_show(w)} must be an integer from 1 to {MAX_WIDTH}")
+    return ModelSpec(
+        tuple(hidden), _choice(t.get("activation", d.activation), ACTIVATIONS, where, "[model] activation")
+    )
+
+
+def _data(t: Mapping[str, Any], where: str) -> DataSpec:
+    d = DataSpec()
+    path, builtin = t.get("path"), t.get("builtin")
+    if (path is None) == (builtin is None):
+        raise RecipeError(f'{where}: [data] needs exactly one of path (a CSV file) or builtin ("xor")')
+    if path is not None and (not isinstance(path, str) or not path.strip()):
+        raise RecipeError(f"{where}: [data] path must be a file name, not {_show(path)}")
+    if builtin is not None:
+        builtin = _choice(builtin, BUILTIN_DATA, where, "[data] builtin")
+    target = t.get("target")
+    if target is not None and (not isinstance(target, str) or not target):
+        raise RecipeError(f"{where}: [data] target must be a column name, not {_show(target)}")
+    if path is not None and target is None:
+        raise RecipeError(f"{where}: [data] target is missing: name the column to predict")
+    features = t.get("features")
+    if features is not None:
+        if not isinstance(features, list) or not features or not all(isinstance(f, str) and f for f in features):
+            raise RecipeError(f"{where}: [data] features must be a non-empty list of column names")
+        if len(set(features)) != len(features):
+            dup = next(f for f in features if features.count(f) > 1)
+            raise RecipeError(f"{where}: [data] features names {dup!r} twice")
+        if target is not None and target in features:
+            raise RecipeError(f"{where}: [data] the target {target!r} is also listed as a feature")
+        features = tuple(features)
+    if builtin == "xor":
+        if features is not None and features != XOR_FEATURES:
+            raise RecipeError(f"{where}: [data] builtin xor has features {list(XOR_FEATURES)}")
+        if target not in (None, "y"):
+            raise RecipeError(f"{where}: [data] builtin xor has target 'y'")
+        target, features = "y", XOR_FEATURES
+    task = t.get("task")
+    if task is not None:
+        task = _choice(task, TASKS, where, "[data] task")
+    if builtin == "xor" and task not in (None, "binary"):
+        raise RecipeError(f"{where}: [data] builtin xor is a binary task")
+    fraction = _number(t.get("validation_fraction", d.validation_fraction), where, "[data] validation_fraction")
+    if not 0 <= fraction < 1:
+        raise RecipeError(f"{where}: [data] validation_fraction {fraction:g} must be at least 0 and below 1")
+    split_seed = t.get("split_seed", d.split_seed)
+    if not _is_int(split_seed) or not 0 <= split_seed < 2**32:
+        raise RecipeError(f"{where}: [data] split_seed must be an integer from 0 to 2**32-1, not {_show(split_seed)}")
+    standardize = t.get("standardize", d.standardize)
+    if not isinstance(standardize, bool):
+        raise RecipeError(f"{where}: [data] standardize must be true or false, not {_show(standardize)}")
+    return DataSpec(path, builtin, target, features, task, fraction, split_seed, standardize)
+
+
+def _train(t: Mapping[str, Any], where: str, name: str) -> TrainSpec:
+    d = TrainSpec()
+    batch = t.get("batch_size", d.batch_size)
+    if not _is_int(batch) or batch < 0:
+        raise RecipeError(f"{where}: [train] batch_size must be an integer >= 0 (0: full batch), not {_show(batch)}")
+    init_after = t.get("init_after", [])
+    if not isinstance(init_after, list) or not all(isinstance(n, str) for n in init_after):
+        raise RecipeError(f"{where}: [train] init_after must be a list of built-in recipe names")
+    for n in init_after:
+        if n not in BUILTIN_NAMES or n == name:
+            raise RecipeError(
+                f"{where}: [train] init_after names {n!r}; it takes built-in recipes other than this one ({', '.join(BUILTIN_NAMES)})"
+            )
+    return TrainSpec(
+        optimizer=_choice(t.get("optimizer", d.optimizer), OPTIMIZERS, where, "[train] optimizer"),
+        lr=_lr(_number(t.get("lr", d.lr), where, "[train] lr"), f"{where}: [train] lr"),
+        steps=_steps(_integer(t.get("steps", d.steps), where, "[train] steps"), f"{where}: [train] steps"),
+        batch_size=batch,
+        seed=_seed(_integer(t.get("seed", d.seed), where, "[train] seed"), f"{where}: [train] seed"),
+        init_after=tuple(init_after),
+    )
+
+
+def _gate(t: Mapping[str, Any], where: str) -> GateSpec:
+    acc, rmse = t.get("min_accuracy"), t.get("max_rmse")
+    if acc is None and rmse is None:
+        raise RecipeError(f"{where}: [gate] needs min_accuracy (classification) or max_rmse (regression)")
+    if acc is not None and rmse is not None:
+        raise RecipeError(f"{where}: [gate] takes one of min_accuracy or max_rmse, not both")
+    if acc is not None:
+        return GateSpec(
+            min_accuracy=_fraction(_number(acc, where, "[gate] min_accuracy"), f"{where}: [gate] min_accuracy")
+        )
+    return GateSpec(max_rmse=_positive(_number(rmse, where, "[gate] max_rmse"), f"{where}: [gate] max_rmse"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks shared by the file and the command line
+
+
+def _steps(v: int, what: str) -> int:
+    if not 1 <= v <= MAX_STEPS:
+        raise RecipeError(f"{what} {v}: must be between 1 and {MAX_STEPS}")
+    return v
+
+
+def _lr(v: float, what: str) -> float:
+    if not math.isfinite(v) or v <= 0 or v > 3.4e38:
+        raise RecipeError(f"{what} {v}: must be a finite number > 0 within float32's range")
+    return float(v)
+
+
+def _seed(v: int, what: str) -> int:
+    if not 0 <= v <= 2**63 - 1:
+        raise RecipeError(f"{what} {v}: must be between 0 and 2**63-1")
+    return v
+
+
+def _fraction(v: float, what: str, upper_inclusive: bool = True) -> float:
+    if not math.isfinite(v) or not 0 <= v <= 1:
+        raise RecipeError(f"{what} {v}: must be between 0 and 1")
+    return float(v)
+
+
+def _positive(v: float, what: str) -> float:
+    if not math.isfinite(v) or v <= 0:
+        raise RecipeError(f"{what} {v}: must be a finite number > 0")
+    return float(v)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _integer(v: Any, where: str, key: str) -> int:
+    if not _is_int(v):
+        raise RecipeError(f"{where}: {key} must be an integer, not {_show(v)}")
+    return int(v)
+
+
+def _number(v: Any, where: str, key: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise RecipeError(f"{where}: {key} must be a number, not {_show(v)}")
+    return float(v)
+
+
+def _choice(v: Any, choices: Sequence[str], where: str, key: str) -> str:
+    if not isinstance(v, str) or v not in choices:
+        hint = _closest(v, choices) if isinstance(v, str) else None
+        tip = f" (did you mean {hint!r}?)" if hint else ""
+        raise RecipeError(f"{where}: {key} {_show(v)} is not one of {', '.join(choices)}{tip}")
+    return v
+
+
+def _name(v: Any, where: str) -> str:
+    if v is None:
+        raise RecipeError(f"{where}: name is missing (it names the folder <artifacts>/<name>/)")
+    if not isinstance(v, str) or not NAME_RE.fullmatch(v):
+        raise RecipeError(
+            f"{where}: name {_show(v)} must match {NAME_RE.pattern} (lower-case letters, digits, '_', '-'; 64 at most)"
+        )
+    return v
+
+
+def _known(table: Mapping[str, Any], keys: Sequence[str], where: str, section: str) -> None:
+    for k in table:
+        if k not in keys:
+            hint = _closest(k, keys)
+            place = f"[{section}]" if section else "the top level"
+            tip = f"; did you mean {hint!r}?" if hint else f"; valid keys: {', '.join(keys)}"
+            raise RecipeError(f"{where}: unknown key {k!r} in {place}{tip}")
+
+
+def _closest(v: str, choices: Sequence[str]) -> str | None:
+    found = difflib.get_close_matches(v, list(choices), n=1, cutoff=0.5)
+    return found[0] if found else None
+
+
+def _show(v: Any) -> str:
+    return repr(v)[:60]
+
+
+def _plain(spec: Any) -> dict[str, Any]:
+    return {
+        f.name: (list(v) if isinstance(v, tuple) else v)
+        for f in dataclasses.fields(spec)
+        for v in [getattr(spec, f.name)]
+    }
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    raise TypeError(f"no TOML form for {v!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-ins
+
+
+def _builtin_files() -> dict[str, Any]:
+    folder = resources.files("pipeline") / "recipes"
+    return {p.name[: -len(".toml")]: p for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+BUILTIN_NAMES: tuple[str, ...] = ("shallow", "wide-deep")  # declaration order: `all` runs them in this order
+
+
+@functools.cache
+def builtin_recipe(name: str) -> Recipe:
+    files = _builtin_files()
+    if name not in files:
+        raise RecipeError(f"unknown built-in recipe {name!r}: choose one of {', '.join(BUILTIN_NAMES)}")
+    return parse_recipe(files[name].read_bytes(), Path(str(files[name])), builtin=True)
+
+
+def builtin_text(name: str) -> str:
+    """A built-in recipe's file, as shipped (`recipes --show`)."""
+    files = _builtin_files()
+    if name not in files:
+        raise RecipeError(f"unknown built-in recipe {name!r}: choose one of {', '.join(BUILTIN_NAMES)}")
+    return str(files[name].read_text(encoding="utf-8"))
+
+
+def recipe_for(arch: str | None, recipe: Path | str | None) -> Recipe:
+    """What `--arch NAME` / `--recipe FILE` select (exactly one; neither: the shallow built-in)."""
+    if arch is not None and recipe is not None:
+        raise UsageError("give --arch or --recipe, not both")
+    if recipe is not None:
+        return load_recipe(recipe)
+    return builtin_recipe(arch or "shallow")
+
+
+def recipe_from_record(record: Mapping[str, Any], where: str) -> Recipe:
+    """The recipe a manifest recorded (`Recipe.as_dict()`), read back with the file checks."""
+    try:
+        lines = [f"name = {_toml(record['name'])}", f"serving_name = {_toml(record['serving_name'])}"]
+        for section in ("model", "data", "train", "gate"):
+            lines += [f"[{section}]"] + [f"{k} = {_toml(v)}" for k, v in dict(record[section]).items()]
+    except (KeyError, TypeError, ValueError) as exc:
+        from .errors import CorruptArtifact
+
+        raise CorruptArtifact(f"{where}: its recipe record is not readable ({exc})") from None
+    return parse_recipe("\n".join(lines) + "\n", None, builtin=record.get("data", {}).get("builtin") is not None)

@@ -1,0 +1,470 @@
+"""pipeline.data: reading, checking, splitting and summarizing a recipe's CSV (and the built-in XOR)."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.archs import XOR_X, XOR_Y
+from pipeline.data import DataError, Dataset, infer_task, load_dataset, read_columns, split_rows
+from pipeline.errors import UsageError
+from pipeline.recipe import DataSpec, GateSpec, ModelSpec, Recipe, TrainSpec, builtin_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str | bytes, name: str = "data.csv") -> Path:
+    p = tmp_path / name
+    p.write_bytes(text.encode() if isinstance(text, str) else text)
+    return p
+
+
+def recipe(path: Path, target: str = "y", **data) -> Recipe:
+    spec = DataSpec(path=path.name, target=target, **data)
+    return Recipe("t", ModelSpec(), spec, TrainSpec(), GateSpec(min_accuracy=0.5), source=path.parent / "t.toml")
+
+
+def load(tmp_path: Path, text: str | bytes, target: str = "y", on_progress=None, **data) -> Dataset:
+    return load_dataset(recipe(write(tmp_path, text), target, **data), on_progress)
+
+
+def fails(tmp_path: Path, text: str | bytes, target: str = "y", **data) -> str:
+    """The one-line message of the DataError that loading raises (exit 2, names the file)."""
+    with pytest.raises(DataError) as info:
+        load(tmp_path, text, target, **data)
+    msg = str(info.value)
+    assert info.value.exit_code == 2 and isinstance(info.value, UsageError)
+    assert "\n" not in msg and "data.csv" in msg, msg
+    return msg
+
+
+def csv_of(columns: dict[str, list]) -> str:
+    names = list(columns)
+    rows = zip(*columns.values())
+    return ",".join(names) + "\n" + "".join(",".join(str(v) for v in r) + "\n" for r in rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-in XOR
+
+
+def test_builtin_xor():
+    ds = load_dataset(builtin_recipe("shallow"))
+    assert ds.source == "builtin:xor" and ds.sha256 is None
+    assert ds.features == ("x1", "x2") and ds.target == "y" and ds.task == "binary" and ds.classes == (0, 1)
+    np.testing.assert_array_equal(ds.x, np.asarray(XOR_X, np.float32))
+    np.testing.assert_array_equal(ds.y, np.asarray(XOR_Y))
+    assert ds.x.dtype == np.float32 and ds.y.dtype == np.int64
+    np.testing.assert_array_equal(ds.train_rows, [0, 1, 2, 3])
+    np.testing.assert_array_equal(ds.val_rows, [0, 1, 2, 3])
+    assert ds.stats.mean == (0.5, 0.5) and ds.stats.std == (0.5, 0.5)
+    assert ds.stats.min == (0.0, 0.0) and ds.stats.max == (1.0, 1.0)
+    assert ds.target_mean is None and ds.target_std is None
+    rec = json.loads(json.dumps(ds.record()))
+    assert rec["source"] == "builtin:xor" and rec["rows"] == 4 and rec["train_rows"] == 4 and rec["val_rows"] == 4
+    assert rec["classes"] == [0, 1] and rec["stats"]["mean"] == [0.5, 0.5]
+
+
+# ---------------------------------------------------------------------------------------------
+# The happy path
+
+
+def test_binary_csv_record_sha_and_types(tmp_path):
+    text = "a,b,y\n" + "".join(f"{i},{i * 0.5},{i % 2}\n" for i in range(20))
+    messages: list[str] = []
+    ds = load(tmp_path, text, on_progress=messages.append)
+    path = tmp_path / "data.csv"
+    assert ds.source == str(path.resolve())
+    assert ds.sha256 == hashlib.sha256(text.encode()).hexdigest()
+    assert ds.features == ("a", "b") and ds.target == "y" and ds.task == "binary" and ds.classes == (0, 1)
+    assert all(type(c) is int for c in ds.classes)
+    assert ds.x.dtype == np.float32 and ds.x.shape == (20, 2) and ds.x.flags.c_contiguous
+    assert ds.y.dtype == np.int64 and ds.rows == 20
+    np.testing.assert_array_equal(ds.x[:, 1], np.arange(20) * 0.5)
+    assert ds.train_rows.dtype == np.int64 and ds.val_rows.dtype == np.int64
+    assert len(ds.x_train) == 16 and len(ds.y_val) == 4 and len(ds.x_val) == 4 and len(ds.y_train) == 16
+    assert ds.seconds >= 0
+    rec = json.loads(json.dumps(ds.record()))
+    assert set(rec) == {
+        "source",
+        "sha256",
+        "rows",
+        "train_rows",
+        "val_rows",
+        "features",
+        "target",
+        "task",
+        "classes",
+        "stats",
+        "target_mean",
+        "target_std",
+    }
+    assert rec["train_rows"] == 16 and rec["val_rows"] == 4 and rec["features"] == ["a", "b"]
+    assert set(rec["stats"]) == {"mean", "std", "min", "max"}
+    assert any("reading data.csv" in m for m in messages)
+
+
+def test_listed_features_in_order_and_other_columns_ignored(tmp_path):
+    text = "id,a,b,c,y\n" + "".join(f"row{i},{i},{2 * i},{3 * i},{i % 2}\n" for i in range(10))
+    ds = load(tmp_path, text, features=("c", "a"))
+    assert ds.features == ("c", "a")
+    np.testing.assert_array_equal(ds.x, np.stack([3 * np.arange(10), np.arange(10)], axis=1))
+
+
+def test_bool_feature_is_0_1(tmp_path):
+    ds = load(tmp_path, "flag,v,y\ntrue,1,0\nfalse,2,1\nTrue,3,0\nFalse,4,1\n", validation_fraction=0.0)
+    np.testing.assert_array_equal(ds.x[:, 0], [1, 0, 1, 0])
+
+
+def test_bom_quoted_fields_and_crlf(tmp_path):
+    text = '\ufeff"x,1","say ""hi""",y\r\n"1.5",2,"a, b"\r\n2.5,3,"c ""d"""\r\n3.5,4,"a, b"\r\n4.5,5,"c ""d"""\r\n'
+    ds = load(tmp_path, text, validation_fraction=0.0)
+    assert ds.features == ("x,1", 'say "hi"')
+    assert ds.classes == ("a, b", 'c "d"')
+    np.testing.assert_array_equal(ds.x[:, 0], [1.5, 2.5, 3.5, 4.5])
+    np.testing.assert_array_equal(ds.y, [0, 1, 0, 1])
+
+
+def test_quoted_line_breaks_and_line_numbers(tmp_path):
+    text = 'a,note,y\n1,"two\nlines",0\n2,x,1\n3,"more\nlines\nhere",0\n4,y,1\n'
+    ds = load(tmp_path, text, features=("a",), validation_fraction=0.0)
+    np.testing.assert_array_equal(ds.x[:, 0], [1, 2, 3, 4])
+    bad = 'a,note,y\n1,"two\nlines",0\n2,x,1\n3,"more\nlines\nhere",0\nzz,y,1\n'
+    msg = fails(tmp_path, bad, features=("a",), validation_fraction=0.0)
+    assert "'a'" in msg and "'zz'" in msg and "data row 4 (line 8)" in msg
+
+
+def test_many_blocks(tmp_path):
+    """Over pyarrow's 1 MB blocks: columns arrive in many chunks."""
+    rng = np.random.default_rng(1)
+    n = 60_000
+    a = rng.integers(-1000, 1000, n)
+    b = np.round(rng.standard_normal(n), 4)
+    labels = np.array(["cat", "dog", "emu"])[rng.integers(0, 3, n)]
+    text = "a,b,label\n" + "".join(f"{i},{f},{s}\n" for i, f, s in zip(a, b, labels))
+    ds = load(tmp_path, text, target="label")
+    assert ds.task == "multiclass" and ds.classes == ("cat", "dog", "emu")
+    np.testing.assert_array_equal(ds.x[:, 0], a.astype(np.float32))
+    np.testing.assert_array_equal(ds.x[:, 1], b.astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(ds.classes)[ds.y], labels)
+
+
+def test_stats_match_numpy(tmp_path):
+    rng = np.random.default_rng(0)
+    x = np.round(rng.normal(3.0, 2.0, size=(500, 3)), 5)
+    y = rng.normal(10, 4, 500).round(4)
+    text = "p,q,r,t\n" + "".join(f"{a},{b},{c},{d}\n" for (a, b, c), d in zip(x, y))
+    ds = load(tmp_path, text, target="t", validation_fraction=0.25, split_seed=3)
+    assert ds.task == "regression" and ds.classes == () and ds.y.dtype == np.float32
+    xt = ds.x[ds.train_rows].astype(np.float64)
+    np.testing.assert_allclose(ds.stats.mean, xt.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(ds.stats.std, xt.std(axis=0), rtol=1e-10)
+    assert ds.stats.min == tuple(xt.min(axis=0)) and ds.stats.max == tuple(xt.max(axis=0))
+    assert all(type(v) is float for v in ds.stats.mean + ds.stats.std + ds.stats.min + ds.stats.max)
+    yt = ds.y[ds.train_rows].astype(np.float64)
+    assert ds.target_mean == pytest.approx(yt.mean(), rel=1e-12)
+    assert ds.target_std == pytest.approx(yt.std(), rel=1e-12)
+    assert type(ds.target_mean) is float and type(ds.target_std) is float
+    assert len(ds.val_rows) == 125
+
+
+def test_no_pandas_import(tmp_path):
+    """pyarrow's to_numpy imports pandas (half a second); the reader avoids it."""
+    path = write(tmp_path, "a,b,y\n1,2,x\n3,4,z\n5,6,x\n7,8,z\n")
+    code = (
+        "import sys; from pipeline.data import read_columns; "
+        f"c = read_columns({str(path)!r}, 'y'); assert c.classes == ('x', 'z'); print('pandas' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks and classes
+
+
+@pytest.mark.parametrize(
+    "values, task",
+    [
+        (["true", "false", "true", "false"], "binary"),
+        (["no", "yes", "no", "yes"], "binary"),
+        (["a", "b", "c", "a", "b", "c"], "multiclass"),
+        (["3", "7", "3", "7"], "binary"),
+        ([str(i % 3) for i in range(6)], "multiclass"),
+        ([str(i) for i in range(20)] * 2, "multiclass"),
+        ([str(i) for i in range(21)] * 2, "regression"),
+        (["0.0", "1.0", "1.0", "0.0"], "binary"),
+        (["0", "1.0", "1", "0"], "binary"),
+        (["0.5", "1.5", "0.5", "1.5"], "regression"),
+        (["0.0", "1.0", "2.0", "0.0", "1.0", "2.0"], "regression"),
+        (["-1", "1", "-1", "1"], "binary"),
+    ],
+)
+def test_task_inference(tmp_path, values, task):
+    text = "a,y\n" + "".join(f"{i},{v}\n" for i, v in enumerate(values))
+    assert load(tmp_path, text).task == task
+
+
+def test_infer_task_on_arrays():
+    assert infer_task(pa.array([True, False, None])) == "binary"
+    assert infer_task(pa.chunked_array([pa.array(["a", "b"]), pa.array(["c"])])) == "multiclass"
+    assert infer_task(pa.array(list(range(25)))) == "regression"
+    assert infer_task(pa.array([0.0, 1.0, 1.0])) == "binary"
+    with pytest.raises(DataError, match="single value"):
+        infer_task(pa.array([2, 2, 2]))
+    with pytest.raises(DataError, match="date32"):
+        infer_task(pa.array([datetime.date(2020, 1, 1)] * 2))
+
+
+def test_class_order_and_types(tmp_path):
+    ds = load(tmp_path, "a,y\n" + "".join(f"{i},{v}\n" for i, v in enumerate([10, 9, 100, 9, 10, 100])))
+    assert ds.classes == (9, 10, 100) and all(type(c) is int for c in ds.classes)
+    np.testing.assert_array_equal(ds.y, [1, 0, 2, 0, 1, 2])
+    ds = load(tmp_path, "a,y\n" + "".join(f"{i},{v}\n" for i, v in enumerate("b a C b a C".split())))
+    assert ds.classes == ("C", "a", "b")
+    np.testing.assert_array_equal(ds.y, [2, 1, 0, 2, 1, 0])
+    ds = load(tmp_path, "a,y\n1,true\n2,false\n3,TRUE\n4,False\n")
+    assert ds.classes == (False, True) and all(type(c) is bool for c in ds.classes)
+    np.testing.assert_array_equal(ds.y, [1, 0, 1, 0])
+    ds = load(tmp_path, "a,y\n" + "".join(f"{i},{v}\n" for i, v in enumerate([2.0, 1.0, 3.0] * 2)), task="multiclass")
+    assert ds.classes == (1.0, 2.0, 3.0) and all(type(c) is float for c in ds.classes)
+    assert json.dumps(ds.record()["classes"]) == "[1.0, 2.0, 3.0]"
+
+
+def test_explicit_tasks(tmp_path):
+    three = "a,y\n" + "".join(f"{i},{'abc'[i % 3]}\n" for i in range(9))
+    msg = fails(tmp_path, three, task="binary")
+    assert "'y'" in msg and "3 distinct values" in msg and "binary" in msg
+    ds = load(tmp_path, "a,y\n1,p\n2,q\n3,p\n4,q\n", task="multiclass")
+    assert ds.task == "multiclass" and ds.classes == ("p", "q")
+    msg = fails(tmp_path, "a,y\n1,1.0\n2,2.0\n3,2.5\n4,1.0\n5,2.0\n6,3.0\n", task="multiclass")
+    assert "non-integer" in msg and "2.5" in msg and "data row 3 (line 4)" in msg
+    msg = fails(tmp_path, "a,y\n1,p\n2,q\n3,r\n", task="regression")
+    assert "'y'" in msg and "'p'" in msg and "data row 1" in msg
+    msg = fails(tmp_path, "a,y\n1,true\n2,false\n3,true\n", task="regression")
+    assert "true/false" in msg
+    ds = load(tmp_path, "a,y\n1,3\n2,4\n3,3\n4,5\n", task="regression")
+    assert ds.task == "regression" and ds.y.dtype == np.float32 and ds.classes == ()
+    ds = load(tmp_path, "a,y\n1,0.5\n2,2\n3,0.5\n4,2\n", task="binary")
+    assert ds.classes == (0.5, 2.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+def test_missing_file_and_folder(tmp_path):
+    r = recipe(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match=r"nope\.csv does not exist") as info:
+        load_dataset(r)
+    assert info.value.exit_code == 2
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(DataError, match="is not a file"):
+        load_dataset(recipe(tmp_path / "folder.csv"))
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file(tmp_path):
+    p = write(tmp_path, "a,y\n1,0\n2,1\n")
+    p.chmod(0)
+    try:
+        with pytest.raises(DataError, match="not readable"):
+            load_dataset(recipe(p))
+    finally:
+        p.chmod(0o644)
+
+
+def test_read_error_is_a_data_error(tmp_path, monkeypatch):
+    import pipeline.data as data
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(data.pacsv, "open_csv", denied)
+    assert "not readable (Permission denied)" in fails(tmp_path, "a,y\n1,0\n2,1\n")
+
+
+def test_empty_headerless_and_no_rows(tmp_path):
+    assert "is empty" in fails(tmp_path, "")
+    assert "is empty" in fails(tmp_path, "\n\n")
+    assert "no header row" in fails(tmp_path, "1,2,3\n4,5,6\n")
+    assert "no header row" in fails(tmp_path, "0.5,-2,1e3\n")
+    assert "no data rows" in fails(tmp_path, "a,b,y\n")
+
+
+def test_duplicate_columns(tmp_path):
+    msg = fails(tmp_path, "a,b,a,y\n1,2,3,0\n")
+    assert "'a'" in msg and "twice" in msg and "columns 1 and 3" in msg
+
+
+def test_missing_target_or_feature_suggests(tmp_path):
+    msg = fails(tmp_path, "sepal_len,species\n1,a\n", target="specie")
+    assert "no column 'specie'" in msg and "did you mean 'species'" in msg
+    msg = fails(tmp_path, "sepal_len,species\n1,a\n", target="species", features=("sepal_lenght",))
+    assert "no column 'sepal_lenght'" in msg and "feature" in msg and "did you mean 'sepal_len'" in msg
+    msg = fails(tmp_path, "a,b\n1,2\n", target="zzzzz")
+    assert "its columns: 'a', 'b'" in msg
+
+
+def test_unnamed_column_and_separator_hint(tmp_path):
+    msg = fails(tmp_path, ",a,y\n0,1,0\n1,2,1\n")
+    assert "column 1 has no name" in msg
+    msg = fails(tmp_path, "a;b;y\n1;2;0\n")
+    assert "only commas" in msg
+    msg = fails(tmp_path, "a,y\n1,2\n3\n")
+    assert "data row 2 (line 3) has 1 fields" in msg and "2 columns" in msg
+
+
+def test_non_numeric_feature_names_column_row_and_value(tmp_path):
+    msg = fails(tmp_path, "a,b,y\n1,2,0\n3,4,1\n5,oops,0\n6,bad,1\n")
+    assert "column 'b'" in msg and "'oops'" in msg and "data row 3 (line 4)" in msg and "number" in msg
+    msg = fails(tmp_path, "a,b,y\n1,2020-01-01,0\n2,2020-01-02,1\n")
+    assert "column 'b'" in msg and "date32" in msg and "data row 1" in msg
+    msg = fails(tmp_path, b"a,b,y\n1,2,0\n3,\xe9t\xe9,1\n")
+    assert "column 'b'" in msg and "UTF-8" in msg
+    assert "UTF-8" in fails(tmp_path, b"a,\xe9,y\n1,2,0\n")
+
+
+def test_missing_values(tmp_path):
+    msg = fails(tmp_path, "a,b,y\n1,2,0\n3,,1\n5,6,0\n")
+    assert "column 'b'" in msg and "missing value" in msg and "data row 2 (line 3)" in msg
+    msg = fails(tmp_path, "a,b,y\n1,2,0\n3,4,1\n5,NA,0\n")
+    assert "column 'b'" in msg and "missing value ('NA')" in msg and "data row 3 (line 4)" in msg
+    msg = fails(tmp_path, "a,b,y\n1,2,0\n3,,1\n5,x,0\n")  # text column: the empty field comes first
+    assert "column 'b'" in msg and "missing value" in msg and "data row 2" in msg
+    msg = fails(tmp_path, "a,b,y\n1,,0\n3,,1\n")
+    assert "column 'b'" in msg and "missing value" in msg and "data row 1 (line 2)" in msg
+    msg = fails(tmp_path, "a,y\n1,0\n2,\n3,1\n")
+    assert "column 'y'" in msg and "missing value" in msg and "data row 2 (line 3)" in msg
+    msg = fails(tmp_path, "a,y\n1,cat\n2,dog\n3,\n4,cat\n")
+    assert "column 'y'" in msg and "missing value" in msg and "data row 3 (line 4)" in msg
+    msg = fails(tmp_path, "a,y\n1,0.5\n2,nan\n3,1.5\n")
+    assert "column 'y'" in msg and "data row 2" in msg
+
+
+def test_non_finite_and_float32_range(tmp_path):
+    msg = fails(tmp_path, "a,b,y\n1,2,0\n3,inf,1\n")
+    assert "column 'b'" in msg and "non-finite" in msg and "'inf'" in msg and "data row 2 (line 3)" in msg
+    msg = fails(tmp_path, "a,b,y\n1,2,0\n3,4,1\n5,NAN,0\n")
+    assert "column 'b'" in msg and "non-finite" in msg and "data row 3" in msg
+    msg = fails(tmp_path, "a,b,y\n1,2,0\n3,-1e39,1\n")
+    assert "column 'b'" in msg and "float32" in msg and "-1e39" in msg and "data row 2" in msg
+    msg = fails(tmp_path, "a,y\n1,1.5\n2,2.5\n3,1e40\n", task="regression")
+    assert "column 'y'" in msg and "float32" in msg and "data row 3" in msg
+    msg = fails(tmp_path, "a,y\n1,1.5\n2,-inf\n3,2.5\n")
+    assert "column 'y'" in msg and "non-finite" in msg and "data row 2" in msg
+
+
+def test_constant_feature(tmp_path):
+    text = "a,c,y\n1,5,0\n2,5,1\n3,5,0\n4,5,1\n"
+    msg = fails(tmp_path, text)
+    assert "feature 'c'" in msg and "constant" in msg and "standardize = false" in msg
+    ds = load(tmp_path, text, standardize=False)
+    assert ds.stats.std[1] == 0.0
+
+
+def test_single_value_target_and_too_few_rows(tmp_path):
+    msg = fails(tmp_path, "a,y\n1,cat\n2,cat\n3,cat\n")
+    assert "target 'y'" in msg and "single value ('cat')" in msg
+    assert "single value" in fails(tmp_path, "a,y\n1,2.5\n2,2.5\n", task="regression")
+    msg = fails(tmp_path, "a,y\n1,a\n2,b\n3,c\n4,a\n5,b\n")
+    assert "5 rows are too few for 3 classes" in msg and "(6)" in msg
+
+
+def test_regression_target_constant_on_training_rows(tmp_path):
+    y = np.array([1.0] * 9 + [5.0])
+    seed = next(s for s in range(1000) if 9 in split_rows(y, "regression", 0.1, s)[1])
+    text = "a,y\n" + "".join(f"{i},{v}\n" for i, v in enumerate(y))
+    msg = fails(tmp_path, text, validation_fraction=0.1, split_seed=seed)
+    assert "target 'y'" in msg and "constant" in msg and "training rows" in msg
+
+
+def test_first_bad_row_is_reported(tmp_path):
+    text = "a,b,y\n" + "".join(f"{i},{'x' if i in (40, 70) else i},{i % 2}\n" for i in range(100))
+    assert "data row 41 (line 42)" in fails(tmp_path, text)
+
+
+def test_blank_lines_are_skipped_and_counted(tmp_path):
+    msg = fails(tmp_path, "a,b,y\n\n1,2,0\n\n3,x,1\n")
+    assert "data row 2 (line 5)" in msg
+
+
+# ---------------------------------------------------------------------------------------------
+# The split
+
+
+def test_single_row_class_stays_in_training(tmp_path):
+    labels = ["a"] * 5 + ["b"] * 5 + ["c"]
+    text = "v,y\n" + "".join(f"{i},{s}\n" for i, s in enumerate(labels))
+    notes: list[str] = []
+    ds = load(tmp_path, text, on_progress=notes.append)
+    assert 10 in ds.train_rows and 10 not in ds.val_rows
+    assert any("'c'" in n and "single row" in n for n in notes)
+
+
+def test_stratified_split():
+    y = np.repeat(np.arange(3), [100, 37, 8])
+    rng = np.random.default_rng(5)
+    y = y[rng.permutation(len(y))]
+    train, val = split_rows(y, "multiclass", 0.2, 7, 3)
+    assert train.dtype == np.int64 and val.dtype == np.int64
+    assert np.all(np.diff(train) > 0) and np.all(np.diff(val) > 0)
+    assert not set(train) & set(val) and len(train) + len(val) == len(y)
+    for k, n in enumerate([100, 37, 8]):
+        assert (y[val] == k).sum() == round(0.2 * n)
+        assert (y[train] == k).sum() == n - round(0.2 * n)
+    again = split_rows(y, "multiclass", 0.2, 7, 3)
+    np.testing.assert_array_equal(again[1], val)
+    other = split_rows(y, "multiclass", 0.2, 8, 3)
+    assert not np.array_equal(other[1], val)
+
+
+def test_split_bounds():
+    y = np.array([0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1])
+    train, val = split_rows(y, "binary", 0.01, 0, 2)  # round(0.02) = 0, but each class gives one
+    assert (y[val] == 0).sum() == 1 and (y[val] == 1).sum() == 1
+    train, val = split_rows(np.array([0, 0, 1, 1]), "binary", 0.9, 0, 2)  # at most n - 1 per class
+    assert sorted(y[:4][train].tolist()) == [0, 1] or len(train) == 2
+    train, val = split_rows(np.array([1.0, 2.0], np.float32), "regression", 0.1, 0)
+    assert len(train) == 1 and len(val) == 1
+    train, val = split_rows(np.array([1.0, 2.0, 3.0], np.float32), "regression", 0.9, 0)
+    assert len(train) == 1 and len(val) == 2
+    y = np.arange(1000, dtype=np.float32)
+    train, val = split_rows(y, "regression", 0.25, 3)
+    assert len(val) == 250 and len(train) == 750 and not set(train) & set(val)
+    train, val = split_rows(y, "regression", 0.0, 3)
+    assert train is val or np.array_equal(train, val)
+    np.testing.assert_array_equal(train, np.arange(1000))
+
+
+def test_fraction_zero_uses_every_row(tmp_path):
+    ds = load(tmp_path, "a,y\n1,0\n2,1\n3,0\n4,1\n", validation_fraction=0.0)
+    np.testing.assert_array_equal(ds.train_rows, np.arange(4))
+    np.testing.assert_array_equal(ds.val_rows, np.arange(4))
+    assert ds.x_train is ds.x and ds.y_val is ds.y
+
+
+def test_split_from_a_recipe_is_seeded(tmp_path):
+    text = "a,y\n" + "".join(f"{i},{'pq'[i % 2]}\n" for i in range(40))
+    one = load(tmp_path, text, split_seed=11)
+    two = load(tmp_path, text, split_seed=11)
+    three = load(tmp_path, text, split_seed=12)
+    np.testing.assert_array_equal(one.val_rows, two.val_rows)
+    assert not np.array_equal(one.val_rows, three.val_rows)
+    assert set(one.y[one.val_rows]) == {0, 1} and set(one.y[one.train_rows]) == {0, 1}
+    np.testing.assert_array_equal(one.x_val[:, 0], one.val_rows)
+
+
+def test_read_columns_rejects_target_as_feature(tmp_path):
+    p = write(tmp_path, "a,y\n1,0\n2,1\n")
+    with pytest.raises(DataError, match="also listed as a feature"):
+        read_columns(p, "y", ["a", "y"])

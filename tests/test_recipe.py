@@ -1,0 +1,139 @@
+"""Recipes: the TOML schema, its one-line errors, the built-ins, overrides and the recorded form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.archs import ARCHS, TUTORIAL
+from pipeline.recipe import (
+    BUILTIN_NAMES,
+    RecipeError,
+    builtin_recipe,
+    builtin_text,
+    load_recipe,
+    parse_recipe,
+    recipe_for,
+    recipe_from_record,
+)
+
+GOOD = """
+name = "iris"
+[model]
+hidden = [16, 16]
+activation = "relu"
+[data]
+path = "iris.csv"
+target = "species"
+task = "multiclass"
+[train]
+optimizer = "adam"
+lr = 0.01
+steps = 300
+[gate]
+min_accuracy = 0.9
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "r.toml"
+    p.write_text(text)
+    return p
+
+
+def test_a_full_recipe_reads_with_defaults(tmp_path):
+    r = load_recipe(_write(tmp_path, GOOD))
+    assert r.name == "iris" and r.serving == "iris"
+    assert r.model.hidden == (16, 16) and r.model.activation == "relu"
+    assert r.data_path == tmp_path / "iris.csv"  # relative to the recipe's folder, not the cwd
+    assert r.data.validation_fraction == 0.2 and r.data.standardize and r.data.split_seed == 0
+    assert r.train.batch_size == 0 and r.train.seed == 0
+    assert r.gate.min_accuracy == 0.9 and r.gate.max_rmse is None
+
+
+def test_builtins_are_the_tutorial():
+    assert BUILTIN_NAMES == ("shallow", "wide-deep")
+    for name in BUILTIN_NAMES:
+        r = builtin_recipe(name)
+        assert r.builtin and r.data.builtin == "xor" and r.data.validation_fraction == 0
+        assert (r.train.optimizer, r.train.lr, r.train.steps, r.train.seed) == (
+            "sgd",
+            TUTORIAL.lr,
+            TUTORIAL.steps,
+            TUTORIAL.seed,
+        )
+        assert r.model.activation == "sigmoid" and r.gate.min_accuracy == 1.0
+        assert "[model]" in builtin_text(name)
+    assert ARCHS["shallow"].widths == (2, 2, 1) and ARCHS["wide-deep"].widths == (2, 10, 10, 10, 1)
+    assert ARCHS["wide-deep"].tutorial_predecessors == ("shallow",)
+    assert ARCHS["shallow"].serving_name == "xor_shallow" and ARCHS["wide-deep"].serving_name == "xor_wide_deep"
+
+
+def test_overrides_change_only_what_is_given(tmp_path):
+    r = load_recipe(_write(tmp_path, GOOD))
+    o = r.with_overrides(steps=5)
+    assert o.train.steps == 5 and o.train.lr == r.train.lr and o.gate == r.gate
+    assert r.with_overrides().train == r.train
+    with pytest.raises(RecipeError, match="--lr"):
+        r.with_overrides(lr=-1)
+
+
+def test_recorded_recipe_reads_back(tmp_path):
+    r = load_recipe(_write(tmp_path, GOOD)).with_overrides(steps=7, min_accuracy=0.5)
+    back = recipe_from_record(r.as_dict(), "manifest")
+    assert back.train == r.train and back.model == r.model and back.gate == r.gate
+    assert back.data_path == r.data_path.resolve()
+    assert parse_recipe(r.to_toml(), tmp_path / "x.toml").as_dict() == r.as_dict()
+
+
+def test_recipe_for_arch_or_recipe(tmp_path):
+    assert recipe_for(None, None).name == "shallow"
+    assert recipe_for("wide-deep", None).name == "wide-deep"
+    with pytest.raises(RecipeError):
+        recipe_for(None, tmp_path / "missing.toml")
+    with pytest.raises(Exception, match="not both"):
+        recipe_for("shallow", _write(tmp_path, GOOD))
+
+
+@pytest.mark.parametrize(
+    ("change", "expect"),
+    [
+        (("hidden = [16, 16]", "hiden = [16, 16]"), "unknown key 'hiden' in \\[model\\]; did you mean 'hidden'"),
+        (('name = "iris"', 'name = "Iris Data"'), "name 'Iris Data' must match"),
+        (("lr = 0.01", 'lr = "fast"'), "lr must be a number"),
+        (("steps = 300", "steps = 0"), "steps 0: must be between"),
+        (("steps = 300", "steps = 1.5"), "steps must be an integer"),
+        (('activation = "relu"', 'activation = "relu6"'), "did you mean 'relu'"),
+        (('optimizer = "adam"', 'optimizer = "adamw"'), "did you mean 'adam'"),
+        (("min_accuracy = 0.9", "min_accuracy = 1.5"), "between 0 and 1"),
+        (("min_accuracy = 0.9", "max_rmse = 3.0"), "needs \\[gate\\] min_accuracy"),
+        (('target = "species"', ""), "target is missing"),
+        (('path = "iris.csv"', 'builtin = "mnist"'), "builtin 'mnist' is not one of"),
+        (("[train]", "[training]"), "unknown key 'training' in the top level; did you mean 'train'"),
+        (("hidden = [16, 16]", "hidden = [0]"), "hidden width 0"),
+        (("hidden = [16, 16]", "hidden = [true]"), "hidden width True"),
+        (('task = "multiclass"', 'task = "multi"'), "did you mean 'multiclass'"),
+        (("[gate]", "[gate]\nstandardize = 1"), "unknown key 'standardize' in \\[gate\\]"),
+        (("steps = 300", 'steps = 300\ninit_after = ["iris"]'), "init_after names 'iris'"),
+        (("[data]", "[data]\nvalidation_fraction = 1.0"), "validation_fraction 1 must be"),
+        (("[data]", '[data]\nfeatures = ["a", "a"]'), "names 'a' twice"),
+        (("[data]", '[data]\nfeatures = ["species"]'), "also listed as a feature"),
+    ],
+)
+def test_bad_recipes_get_one_line(tmp_path, change, expect):
+    old, new = change
+    assert old in GOOD
+    with pytest.raises(RecipeError, match=expect) as info:
+        load_recipe(_write(tmp_path, GOOD.replace(old, new, 1)))
+    assert "\n" not in str(info.value) and info.value.exit_code == 2
+
+
+def test_not_toml_and_not_a_file(tmp_path):
+    with pytest.raises(RecipeError, match="not valid TOML"):
+        load_recipe(_write(tmp_path, "name = [unclosed"))
+    with pytest.raises(RecipeError, match="is not a file"):
+        load_recipe(tmp_path)
+    (tmp_path / "bin.toml").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(RecipeError, match="not UTF-8"):
+        load_recipe(tmp_path / "bin.toml")

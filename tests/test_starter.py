@@ -1,0 +1,215 @@
+"""pipeline.starter (`init`): a starter recipe from a CSV file that loads back and trains on that file."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.archs import arch_for
+from pipeline.data import DataError, load_dataset
+from pipeline.errors import UsageError
+from pipeline.recipe import DataSpec, load_recipe
+from pipeline.starter import max_rmse, min_accuracy, starter_name, write_starter
+
+
+def write_csv(path: Path, header: list[str], rows) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def iris_csv(tmp_path) -> Path:
+    from sklearn.datasets import load_iris
+
+    iris = load_iris()
+    names = [n.replace(" (cm)", "").replace(" ", "_") for n in iris.feature_names]
+    rows = [[*map(float, x), iris.target_names[t]] for x, t in zip(iris.data, iris.target)]
+    return write_csv(tmp_path / "Iris.csv", [*names, "species"], rows)
+
+
+def key_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if re.match(r"^[a-z_]+ = ", line)]
+
+
+def test_iris_starter_loads_and_round_trips(iris_csv, tmp_path):
+    out = tmp_path / "recipes" / "iris.toml"
+    out.parent.mkdir()
+    s = write_starter(iris_csv, "species", out=out)
+    assert s.path == out and out.read_text(encoding="utf-8") == s.recipe_text
+    assert s.name == "iris" and s.task == "multiclass"
+    assert s.features == ("sepal_length", "sepal_width", "petal_length", "petal_width")
+    assert s.classes == ("setosa", "versicolor", "virginica")
+    assert "# classes: setosa, versicolor, virginica" in s.recipe_text
+    lines = key_lines(s.recipe_text)
+    assert len(lines) == 16 and all(" # " in line for line in lines), lines
+
+    recipe = load_recipe(out)
+    assert recipe.name == "iris"
+    assert recipe.data == DataSpec(
+        path="../Iris.csv",
+        target="species",
+        features=s.features,
+        task="multiclass",
+        validation_fraction=0.2,
+        split_seed=0,
+        standardize=True,
+    )
+    assert recipe.model.hidden == (32, 32) and recipe.model.activation == "relu"
+    assert (recipe.train.optimizer, recipe.train.lr, recipe.train.steps) == ("adam", 0.001, 300)
+    assert (recipe.train.batch_size, recipe.train.seed) == (0, 0)
+    assert recipe.gate.min_accuracy == 0.383 and recipe.gate.max_rmse is None
+    recipe.check_gate("multiclass")
+
+    ds = load_dataset(recipe)
+    assert ds.source == str(iris_csv.resolve()) and ds.rows == 150 and ds.classes == s.classes
+    assert len(ds.val_rows) == 30 and all((ds.y[ds.val_rows] == k).sum() == 10 for k in range(3))
+    assert arch_for(recipe, ds.features, ds.classes, ds.task).widths == (4, 32, 32, 3)
+
+
+def test_default_out_is_the_current_folder(tmp_path, monkeypatch):
+    data = tmp_path / "data" / "My Sales Data (2024).csv"
+    data.parent.mkdir()
+    write_csv(data, ["units", "price", "sold"], [[i, i * 1.5, i % 2 == 0] for i in range(20)])
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    s = write_starter(data, "sold")
+    assert s.name == "my-sales-data-2024" and s.path == work / "my-sales-data-2024.toml"
+    assert s.task == "binary" and s.classes == (False, True)
+    assert "# classes: false, true" in s.recipe_text
+    recipe = load_recipe(s.path)
+    assert recipe.data.path == "../data/My Sales Data (2024).csv"
+    assert load_dataset(recipe).classes == (False, True)
+
+
+@pytest.mark.parametrize(
+    "file, name",
+    [
+        ("Iris Data (v2).csv", "iris-data-v2"),
+        ("__x.csv", "x"),
+        ("données.csv", "donnees"),
+        ("!!!.csv", "model"),
+        ("my.data.csv", "my-data"),
+        ("a--b__c.csv", "a-b__c"),
+        ("a - b.csv", "a-b"),
+        ("X" * 100 + ".csv", "x" * 64),
+        ("9lives.csv", "9lives"),
+    ],
+)
+def test_starter_name(file, name):
+    assert starter_name(Path("/some/where") / file) == name
+    assert re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", starter_name(file))
+
+
+def test_refuses_to_overwrite_without_force(iris_csv, tmp_path):
+    out = tmp_path / "iris.toml"
+    out.write_text("keep me")
+    with pytest.raises(UsageError) as info:
+        write_starter(iris_csv, "species", out=out)
+    assert info.value.exit_code == 2 and "already exists" in str(info.value) and "--force" in str(info.value)
+    assert out.read_text() == "keep me"
+    write_starter(iris_csv, "species", out=out, force=True)
+    assert load_recipe(out).data.target == "species"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Iris.csv", "iris.toml"]  # no temporaries left
+    with pytest.raises(UsageError, match="is a folder"):
+        write_starter(iris_csv, "species", out=tmp_path, force=True)
+    with pytest.raises(UsageError, match="does not exist"):
+        write_starter(iris_csv, "species", out=tmp_path / "nope" / "x.toml")
+
+
+def test_data_errors_write_nothing(tmp_path):
+    data = write_csv(tmp_path / "d.csv", ["a", "b", "label"], [[1, 2, "x"], [3, 4, "y"], [5, 6, "x"], [7, 8, "y"]])
+    out = tmp_path / "d.toml"
+    with pytest.raises(DataError, match="did you mean 'label'") as info:
+        write_starter(data, "lable", out=out)
+    assert info.value.exit_code == 2
+    same = write_csv(tmp_path / "s.csv", ["a", "label"], [[1, "x"], [2, "x"], [3, "x"]])
+    with pytest.raises(DataError, match="single value"):
+        write_starter(same, "label", out=out)
+    text = write_csv(tmp_path / "t.csv", ["name", "label"], [["bob", 0], ["al", 1], ["cy", 0], ["di", 1]])
+    with pytest.raises(DataError, match=r"no column besides 'label' holds numbers \(name\)"):
+        write_starter(text, "label", out=out)
+    with pytest.raises(DataError, match="does not exist"):
+        write_starter(tmp_path / "missing.csv", "label", out=out)
+    assert not out.exists()
+
+
+def test_regression_gate_is_the_targets_std(tmp_path):
+    from sklearn.datasets import load_diabetes
+
+    d = load_diabetes()
+    data = write_csv(tmp_path / "diabetes.csv", [*d.feature_names, "progression"], np.column_stack([d.data, d.target]))
+    s = write_starter(data, "progression", out=tmp_path / "diabetes.toml")
+    assert s.task == "regression" and s.classes == ()
+    recipe = load_recipe(s.path)
+    std = float(np.std(d.target.astype(np.float32), dtype=np.float64))
+    assert recipe.gate.max_rmse == max_rmse(std) >= std and recipe.gate.min_accuracy is None
+    assert recipe.gate.max_rmse == 77.01
+    assert "# classes" not in s.recipe_text and "the features and the target" in s.recipe_text
+    ds = load_dataset(recipe)
+    assert ds.task == "regression" and ds.target_std is not None
+
+
+@pytest.mark.parametrize(
+    "std, expected",
+    [(76.97034208, 76.98), (0.1, 0.1), (1234.0, 1234.0), (12345.1, 12350.0), (0.000123456, 0.0001235), (2.0, 2.0)],
+)
+def test_max_rmse_rounds_up_to_4_significant_digits(std, expected):
+    assert max_rmse(std) == expected
+
+
+@pytest.mark.parametrize(
+    "majority, expected",
+    [(0.5, 0.55), (1 / 3, 0.383), (0.35, 0.4), (0.97, 1.0), (0.951, 1.0), (0.6666, 0.716), (0.9, 0.95)],
+)
+def test_min_accuracy_is_majority_plus_margin_rounded_down(majority, expected):
+    assert min_accuracy(majority) == expected
+
+
+def test_constant_features_are_left_out(tmp_path):
+    rows = [[i, 7, i % 3, "ab"[i % 2]] for i in range(30)]
+    data = write_csv(tmp_path / "c.csv", ["a", "const", "b", "label"], rows)
+    s = write_starter(data, "label", out=tmp_path / "c.toml")
+    assert s.features == ("a", "b")
+    assert "# left out (constant on the training rows" in s.recipe_text and "const" in s.recipe_text
+    assert load_dataset(load_recipe(s.path)).features == ("a", "b")
+    flat = write_csv(tmp_path / "f.csv", ["a", "label"], [[1, "x"], [1, "y"], [1, "x"], [1, "y"]])
+    with pytest.raises(DataError, match="every feature is constant"):
+        write_starter(flat, "label", out=tmp_path / "f.toml")
+
+
+def test_odd_column_names_and_long_feature_lists(tmp_path):
+    names = ['say "hi"', "back\\slash", "naïve", "with,comma"] + [f"feature_number_{i}" for i in range(30)]
+    rng = np.random.default_rng(0)
+    rows = [[*rng.integers(0, 100, len(names)).tolist(), "ab"[i % 2]] for i in range(40)]
+    data = write_csv(tmp_path / "odd.csv", [*names, "class label"], rows)
+    s = write_starter(data, "class label", out=tmp_path / "odd.toml")
+    recipe = load_recipe(s.path)
+    assert recipe.data.features == tuple(names) and recipe.data.target == "class label"
+    assert "features = [" in s.recipe_text and len(s.recipe_text.splitlines()) > 30  # wrapped
+    assert all(" # " in line for line in key_lines(s.recipe_text))
+    assert load_dataset(recipe).features == tuple(names)
+
+
+def test_large_data_uses_minibatches(tmp_path):
+    rows = [[i, i % 7, i % 2] for i in range(10_000)]
+    data = write_csv(tmp_path / "big.csv", ["a", "b", "y"], rows)
+    s = write_starter(data, "y", out=tmp_path / "big.toml")
+    assert load_recipe(s.path).train.batch_size == 256
+    assert load_recipe(s.path).gate.min_accuracy == 0.55
+
+
+def test_text_columns_are_left_out_and_named(tmp_path):
+    rows = [[i, f"id{i}", i % 2 * 10 + i * 0.1, i % 2] for i in range(12)]
+    data = write_csv(tmp_path / "t.csv", ["a", "name", "b", "label"], rows)
+    st = write_starter(data, "label", out=tmp_path / "t.toml")
+    assert st.features == ("a", "b") and st.text_columns == ("name",)
+    assert "# left out (not numbers" in st.recipe_text and "name" in st.recipe_text.split("left out (not numbers")[1]
+    assert load_recipe(st.path).data.features == ("a", "b")
