@@ -127,8 +127,9 @@ TrainerOpt = Annotated[
     TrainerName,
     typer.Option(
         "--trainer",
-        help="auto: explicit on CPU, CUDA graph on CUDA; explicit: ATen kernels without autograd; "
-        "fast: autograd.grad; tutorial: the tutorial's own loop. All give the same bits.",
+        help="auto: explicit on CPU / CUDA graph on CUDA for the tutorial's stack (sigmoid, binary head, full-batch "
+        "SGD), else autograd; explicit: ATen kernels without autograd; fast: autograd.grad; autograd (alias "
+        "tutorial): modules, loss and torch.optim. On the built-ins all give the same bits.",
     ),
 ]
 RequireOpt = Annotated[

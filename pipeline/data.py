@@ -151,6 +151,31 @@ def load_dataset(recipe: Recipe, on_progress: Progress | None = None) -> Dataset
     return make_dataset(cols, spec, on_progress, start=start)
 
 
+def in_memory_dataset(
+    features: Sequence[str],
+    task: str,
+    classes: Sequence[Label],
+    x: np.ndarray,
+    y: np.ndarray,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    source: str = "memory",
+) -> Dataset:
+    """A Dataset from arrays already in memory (tools and tests), with the statistics `load_dataset`
+    would compute from the training rows."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    train_rows, val_rows = np.asarray(train_rows, np.int64), np.asarray(val_rows, np.int64)
+    regression = task == "regression"
+    target = np.asarray(y, np.float64)[train_rows] if regression else None
+    return Dataset(
+        source=source, sha256=None, features=tuple(features), target="y", task=task,
+        classes=tuple(classes) if not regression else (), x=x,
+        y=np.asarray(y, np.float32 if regression else np.int64), train_rows=train_rows, val_rows=val_rows,
+        stats=_stats(x[train_rows]), target_mean=float(target.mean()) if target is not None else None,
+        target_std=float(target.std()) if target is not None else None, seconds=0.0,
+    )  # fmt: skip
+
+
 def xor_columns() -> Columns:
     """The tutorial's four XOR points."""
     return Columns(

@@ -28,37 +28,9 @@ from .verify import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
+    from .data import Dataset
 # ---------------------------------------------------------------------------------------------
 # Measuring the tolerances (docs/verification.md): `python -m pipeline.tolerances`
-
-
-@dataclass(frozen=True)
-class SyntheticData:
-    """A made-up dataset in the shape `verify` reads (DataLike, plus y / train_rows)."""
-
-    features: tuple[str, ...]
-    x: np.ndarray = field(repr=False)
-    y: np.ndarray = field(repr=False)
-    train_rows: np.ndarray = field(repr=False)
-    val_rows: np.ndarray = field(repr=False)
-    stats: Any = None
-
-    @property
-    def x_val(self) -> np.ndarray:
-        return self.x[self.val_rows]
-
-    @property
-    def x_train(self) -> np.ndarray:
-        return self.x[self.train_rows]
-
-
-@dataclass(frozen=True)
-class _Stats:
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    min: tuple[float, ...]
-    max: tuple[float, ...]
 
 
 def random_case(
@@ -72,7 +44,7 @@ def random_case(
     n_classes: int = 4,
     gain: float | None = None,
     rows: int = 2000,
-) -> tuple[Arch, Any, SyntheticData]:
+) -> tuple[Arch, Any, Dataset]:
     """(arch, model, data): a random-weight model (build_model, weights and biases times `gain`, as
     trained weights are larger than a fresh init's) on made-up data whose features have means in
     [-1000, 1000] and stds in [0.01, 1000]; a regression's target has mean in [-1e4, 1e4] and std in
@@ -80,6 +52,7 @@ def random_case(
     import numpy as np
     import torch
 
+    from .data import in_memory_dataset
     from .model import build_model, linear_layers, set_scaling
 
     rng = np.random.default_rng(seed)
@@ -105,18 +78,12 @@ def random_case(
     mean = rng.uniform(-1000, 1000, n_features)
     std = 10 ** rng.uniform(-2, 3, n_features)
     x = rng.normal(mean, std, size=(rows, n_features)).astype(np.float32)
-    y = rng.normal(rng.uniform(-1e4, 1e4), 10 ** rng.uniform(-1, 3), size=rows)
+    values = rng.normal(rng.uniform(-1e4, 1e4), 10 ** rng.uniform(-1, 3), size=rows)
+    y = values if task == "regression" else rng.integers(0, len(classes), size=rows)
     train_rows = np.arange(rows * 4 // 5, dtype=np.int64)
     val_rows = np.arange(rows * 4 // 5, rows, dtype=np.int64)
-    xt = x[train_rows].astype(np.float64)
-    stats = _Stats(
-        tuple(float(v) for v in xt.mean(axis=0)),
-        tuple(float(v) for v in xt.std(axis=0)),
-        tuple(float(v) for v in xt.min(axis=0)),
-        tuple(float(v) for v in xt.max(axis=0)),
-    )
-    set_scaling(model, arch, stats.mean, stats.std, float(np.mean(y[train_rows])), float(np.std(y[train_rows])))
-    data = SyntheticData(arch.features, x, y, train_rows, val_rows, stats)
+    data = in_memory_dataset(arch.features, arch.task, arch.classes, x, y, train_rows, val_rows, source="random")
+    set_scaling(model, arch, data.stats.mean, data.stats.std, data.target_mean, data.target_std)
     return arch, model.eval(), data
 
 

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -140,3 +141,53 @@ def test_explicit_loop_matches_at_other_seeds_and_rates(seed, lr):
     a, b = init_model(ARCHS["wide-deep"], seed), init_model(ARCHS["wide-deep"], seed)
     assert torch.equal(tutorial_loop(a, x, y, 500, lr, Monitor(100)), explicit_loop(b, x, y, 500, lr, Monitor(100)))
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def _toy_data(task: str):
+    from pipeline.data import in_memory_dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3)).astype(np.float32) * 50 + 10
+    y = {
+        "binary": (x[:, 0] > 10).astype(int),
+        "multiclass": (x[:, 0] > 10) + (x[:, 1] > 10),
+        "regression": x[:, 0] * 3.0,
+    }[task]
+    classes = {"binary": (0, 1), "multiclass": ("a", "b", "c"), "regression": ()}[task]
+    return in_memory_dataset(("a", "b", "c"), task, classes, x, y, np.arange(240), np.arange(240, 300))
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_recipe_training_is_seeded_and_learns(task):
+    from pipeline.archs import Arch
+
+    data = _toy_data(task)
+    arch = Arch("toy", (3, 8, 3 if task == "multiclass" else 1), activation="relu", task=task,
+                features=("a", "b", "c"), classes=data.classes, scale_input=True, scale_output=task == "regression")  # fmt: skip
+    cfg = TrainConfig(arch, steps=150, lr=0.01, seed=5, device="cpu", optimizer="adam", batch_size=32)
+    a, b = train(cfg, data=data), train(cfg, data=data)
+    assert a.trainer == "autograd" and a.losses == b.losses  # mini-batches from a seeded generator
+    assert a.losses[-1] < a.losses[0] * 0.5
+    c = train(TrainConfig(arch, steps=150, lr=0.01, seed=6, device="cpu", optimizer="adam", batch_size=32), data=data)
+    assert c.losses != a.losses
+    model = a.model
+    first = model[0]  # the standardization layer holds the training rows' statistics
+    np.testing.assert_allclose(first.mean.numpy(), np.array(data.stats.mean, np.float32))
+
+
+def test_asking_for_the_explicit_trainer_on_a_relu_recipe_falls_back_and_says_so():
+    from pipeline.archs import Arch
+
+    data = _toy_data("binary")
+    arch = Arch("toy", (3, 4, 1), activation="relu", task="binary", features=("a", "b", "c"), scale_input=True)
+    run = train(TrainConfig(arch, steps=20, device="cpu", trainer="explicit", optimizer="adam", lr=0.01), data=data)
+    assert run.trainer == "autograd" and any("trained with the autograd loop" in n for n in run.notices)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_builtins_through_the_autograd_loop_are_the_explicit_bits(arch):
+    a = train(TrainConfig(ARCHS[arch], steps=300, device="cpu", trainer="autograd"))
+    b = train(TrainConfig(ARCHS[arch], steps=300, device="cpu", trainer="explicit"))
+    assert a.trainer == "autograd" and a.losses == b.losses
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(p, q)

@@ -5,7 +5,6 @@ training), exported with the pipeline's exporter, checked against an independent
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from scipy.special import erf
 from pipeline import artifacts as A
 from pipeline import verify as V
 from pipeline.archs import XOR_X, Arch
+from pipeline.data import in_memory_dataset
 from pipeline.errors import EquivalenceFailed, UsageError
 from pipeline.model import build_model, linear_layers, set_scaling
 from pipeline.runtimes import Runner
@@ -37,44 +37,14 @@ CASES = [
 ]
 
 
-@dataclass(frozen=True)
-class FakeStats:
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    min: tuple[float, ...]
-    max: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class FakeData:
-    """The attributes of pipeline.data.Dataset that verify reads (and a few it does not)."""
-
-    features: tuple[str, ...]
-    task: str
-    classes: tuple
-    x: np.ndarray = field(repr=False)
-    y: np.ndarray = field(repr=False)
-    train_rows: np.ndarray = field(repr=False)
-    val_rows: np.ndarray = field(repr=False)
-    stats: FakeStats
-
-    @property
-    def x_val(self) -> np.ndarray:
-        return self.x[self.val_rows]
-
-    @property
-    def x_train(self) -> np.ndarray:
-        return self.x[self.train_rows]
-
-
-def fake_data(task: str, classes: tuple, rows: int = 500, seed: int = 0) -> FakeData:
+def fake_data(task: str, classes: tuple, rows: int = 500, seed: int = 0):
     rng = np.random.default_rng(seed)
     x = rng.normal(MEAN, STD, size=(rows, len(FEATURES))).astype(np.float32)
     y = rng.normal(TARGET_MEAN, TARGET_STD, size=rows)
     train, val = np.arange(0, rows * 3 // 5), np.arange(rows * 3 // 5, rows)
-    xt = x[train].astype(np.float64)
-    stats = FakeStats(*(tuple(float(v) for v in f(xt, axis=0)) for f in (np.mean, np.std, np.min, np.max)))
-    return FakeData(FEATURES, task, classes, x, y, train.astype(np.int64), val.astype(np.int64), stats)
+    if task != "regression":
+        y = rng.integers(0, len(classes), size=rows)
+    return in_memory_dataset(FEATURES, task, classes, x, y, train, val)
 
 
 def make_case(task: str, activation: str, folder: Path):
@@ -192,10 +162,9 @@ def test_builtins_keep_the_tutorial_sets_and_recipes_need_their_data():
 
     xor_names = [s.name for s in V.input_sets()]
     assert [s.name for s in V.input_sets(ARCHS["shallow"])] == xor_names
-    xor_data = FakeData(
-        ("x1", "x2"), "binary", (0, 1), np.array(XOR_X, np.float32), np.array([0, 1, 1, 0]),
-        np.arange(4), np.arange(0), FakeStats((0.5, 0.5), (0.5, 0.5), (0.0, 0.0), (1.0, 1.0)),
-    )  # fmt: skip
+    xor_data = in_memory_dataset(
+        ("x1", "x2"), "binary", (0, 1), np.array(XOR_X, np.float32), np.array([0, 1, 1, 0]), np.arange(4), np.arange(4)
+    )
     assert [s.name for s in V.input_sets(ARCHS["wide-deep"], xor_data)] == xor_names
     recipe = Arch("iris-ish", (3, 4, 3), (), "relu", "multiclass", FEATURES, ("a", "b", "c"), True)
     with pytest.raises(UsageError, match="verifying iris-ish needs its data"):
