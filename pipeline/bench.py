@@ -80,6 +80,7 @@ class BenchReport:
     stages_s: dict[str, float] = field(default_factory=dict)
     help_startup_s: float | None = None
     predict_stream: dict[str, float] = field(default_factory=dict)  # rows, seconds, rows/s, peak RSS MB
+    whole_process: dict[str, float] = field(default_factory=dict)  # `all --arch shallow` vs the naive script
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -270,6 +271,30 @@ def bench_predict_stream(cli_path: Path, root: Path, rows: int) -> dict[str, flo
     }
 
 
+def whole_process(cli_path: Path, root: Path, runs: int) -> dict[str, float]:
+    """`python cli.py all --arch shallow` against `pipeline/naive_all.py` (train with the tutorial's
+    loop, torch.onnx.export, one onnxruntime run), each a fresh process, alternating, `runs` times;
+    medians and their ratio."""
+    naive = Path(__file__).with_name("naive_all.py")
+    ours_s: list[float] = []
+    naive_s: list[float] = []
+    for i in range(runs):
+        for cmd, times in (
+            ([sys.executable, str(naive), str(root / f"naive-{i}.onnx")], naive_s),
+            (
+                [sys.executable, str(cli_path), "all", "--arch", "shallow", "--artifacts-dir", str(root / f"all-{i}")],
+                ours_s,
+            ),
+        ):
+            t = time.perf_counter()
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            times.append(time.perf_counter() - t)
+            if r.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd[1:3])} failed: {r.stderr.strip()[-300:]}")
+    ours, base = statistics.median(ours_s), statistics.median(naive_s)
+    return {"runs": runs, "all_s": ours, "naive_s": base, "ratio": ours / base}
+
+
 def help_startup(cli_path: Path, runs: int) -> float:
     times = []
     for _ in range(runs):
@@ -291,6 +316,7 @@ def run(cfg: BenchConfig, cli_path: Path) -> BenchReport:
         for arch, (model, onnx_bytes) in bench_stages(Path(tmp), report).items():
             bench_inference(arch, model, onnx_bytes, cfg, report)
         report.predict_stream = bench_predict_stream(cli_path, Path(tmp), cfg.stream_rows)
+        report.whole_process = whole_process(cli_path, Path(tmp), 1 if cfg.quick else 5)
     report.help_startup_s = help_startup(cli_path, 3 if cfg.quick else 7)
     return report
 
@@ -321,6 +347,12 @@ def table(report: BenchReport) -> str:
             f"{f(i.rows_per_s, '12.3e'):>12} {f(i.vs_torch, '8.2f') + ('x' if i.vs_torch else ''):>9}"
         )
     out += ["", "stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in report.stages_s.items())]
+    w = report.whole_process
+    if w:
+        out.append(
+            f"all --arch shallow as a process: {w['all_s']:.2f} s vs the naive script {w['naive_s']:.2f} s "
+            f"= {w['ratio']:.2f}x (median of {int(w['runs'])}, alternating)"
+        )
     out.append(f"cli.py --help start-up: {report.help_startup_s:.3f} s (median)")
     ps = report.predict_stream
     if ps:

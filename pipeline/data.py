@@ -138,7 +138,7 @@ class Dataset:
 # Entry points
 
 
-def load_dataset(recipe: Recipe, on_progress: Progress | None = None) -> Dataset:
+def load_dataset(recipe: Recipe, on_progress: Progress | None = None, on_notice: Progress | None = None) -> Dataset:
     """Read, check and split a recipe's data."""
     start = time.perf_counter()
     spec = recipe.data
@@ -148,7 +148,7 @@ def load_dataset(recipe: Recipe, on_progress: Progress | None = None) -> Dataset
     else:
         assert spec.target is not None  # the recipe requires it with a path
         cols = read_columns(path, spec.target, spec.features, spec.task, on_progress)
-    return make_dataset(cols, spec, on_progress, start=start)
+    return make_dataset(cols, spec, on_notice, start=start)
 
 
 def in_memory_dataset(
@@ -192,7 +192,7 @@ def xor_columns() -> Columns:
 
 
 def make_dataset(
-    cols: Columns, spec: DataSpec, on_progress: Progress | None = None, start: float | None = None
+    cols: Columns, spec: DataSpec, on_notice: Progress | None = None, start: float | None = None
 ) -> Dataset:
     """Split `cols` as `spec` says and summarize the training rows (checks what needs the split)."""
     start = time.perf_counter() if start is None else start
@@ -201,10 +201,10 @@ def make_dataset(
         train = val = np.arange(cols.rows, dtype=np.int64)
     else:
         train, val = split_rows(cols.y, cols.task, spec.validation_fraction, spec.split_seed, len(cols.classes))
-        if classifier and spec.validation_fraction > 0 and on_progress is not None:
+        if classifier and spec.validation_fraction > 0 and on_notice is not None:
             counts = np.bincount(cols.y, minlength=len(cols.classes))
             for k in np.flatnonzero(counts == 1):
-                on_progress(f"class {cols.classes[k]!r} has a single row: it is in the training split only")
+                on_notice(f"class {cols.classes[k]!r} has a single row: it is in the training split only")
     x_train = cols.x if len(train) == cols.rows else cols.x[train]
     stats = _stats(x_train)
     if spec.standardize:
@@ -525,6 +525,9 @@ def _target(
         return found, (), y32
     value_set = _sorted_unique(col)
     classes: tuple[Label, ...] = tuple(value_set.to_pylist())
+    odd = next((c for c in classes if isinstance(c, str) and any(ch in c for ch in "\r\n\x00")), None)
+    if odd is not None:  # one name a line in Triton's labels.txt, and one row a line in predict's table
+        raise DataError(f"{what} has a class name with a line break or NUL ({odd!r}); rename that class")
     if found == "binary" and len(classes) != 2:
         raise DataError(f"{what} has {len(classes)} distinct values ({_preview(classes)}); task binary needs exactly 2")
     if found == "multiclass" and kind == "float":

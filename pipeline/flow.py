@@ -131,13 +131,13 @@ class Overrides:
         self.apply(builtin_recipe("shallow"))
 
 
-def load_data(recipe: Recipe, on_progress: NoticeFn | None = None) -> Any:
+def load_data(recipe: Recipe, on_progress: NoticeFn | None = None, on_notice: NoticeFn | None = None) -> Any:
     """The recipe's dataset (None for the built-in XOR points: the stages use them directly)."""
     if recipe.data.builtin is not None:
         return None
     from .data import load_dataset
 
-    return load_dataset(recipe, on_progress)
+    return load_dataset(recipe, on_progress, on_notice)
 
 
 def recorded_data(manifest: Manifest, where: str) -> Any:
@@ -381,7 +381,7 @@ def _train_one(
     from .validate import evaluate, gate
 
     if data is None:
-        data = load_data(recipe, on_progress)
+        data = load_data(recipe, on_progress, on_notice)
     if data is None:
         arch = arch_for(recipe, XOR_FEATURES, (0, 1), "binary")
     else:

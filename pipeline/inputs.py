@@ -337,7 +337,9 @@ class _CsvSource(RowSource):
         names = [f.strip() for f in self._split(line, line_no, header=True)]
         numeric = [_is_number(n) for n in names]
         header = not any(numeric)
-        if any(numeric) and not all(numeric):
+        if all(numeric) and features is not None and any(map(_is_number, features)) and set(features) <= set(names):
+            header = True  # feature names that look like numbers: a first line naming every feature is the header
+        elif any(numeric) and not all(numeric):
             if features is None or not set(features) <= set(names):
                 raise _err(
                     f"{self.name}: line {line_no} ({_clip(line)}) mixes numbers and text: a header line must have no"

@@ -91,6 +91,7 @@ class Recipe:
     serving_name: str | None = None
     source: Path | None = None  # the file it was read from (for a built-in: inside the package)
     builtin: bool = False
+    gate_source: str = "[gate]"  # where the gate came from: the file, or a command-line option
 
     @property
     def serving(self) -> str:
@@ -127,12 +128,16 @@ class Recipe:
             train = dataclasses.replace(train, lr=_lr(lr, "--lr"))
         if seed is not None:
             train = dataclasses.replace(train, seed=_seed(seed, "--seed"))
-        gate = self.gate
+        gate, source = self.gate, self.gate_source
+        if min_accuracy is not None and max_rmse is not None:
+            raise RecipeError("give --min-accuracy (classification) or --max-rmse (regression), not both")
         if min_accuracy is not None:
             gate = GateSpec(min_accuracy=_fraction(min_accuracy, "--min-accuracy", upper_inclusive=True))
+            source = "--min-accuracy"
         if max_rmse is not None:
             gate = GateSpec(max_rmse=_positive(max_rmse, "--max-rmse"))
-        return dataclasses.replace(self, train=train, gate=gate)
+            source = "--max-rmse"
+        return dataclasses.replace(self, train=train, gate=gate, gate_source=source)
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain data (what the manifest records); the data path is absolute."""
@@ -157,6 +162,9 @@ class Recipe:
     def check_gate(self, task: str) -> None:
         """The gate must fit the task (known once the data is read when `task` is inferred)."""
         g = self.gate
+        if self.gate_source != "[gate]" and (task == "regression") != (g.max_rmse is not None):
+            right = "--max-rmse" if task == "regression" else "--min-accuracy"
+            raise RecipeError(f"{self.gate_source} does not fit {self.name}, a {task} model: use {right}")
         if task == "regression" and g.max_rmse is None:
             raise RecipeError(
                 f"{self.where}: a regression model needs [gate] max_rmse (min_accuracy is for classifiers)"
@@ -199,6 +207,10 @@ def parse_recipe(raw: bytes | str, source: Path | None, builtin: bool = False) -
         raise RecipeError(f"{where} is not valid TOML: {str(exc).splitlines()[0]}") from None
     _known(doc, _TOP_KEYS, where, "")
     name = _name(doc.get("name"), where)
+    if not builtin and name in BUILTIN_NAMES:
+        raise RecipeError(
+            f"{where}: name {name!r} is a built-in model's; choose another (its folder would mix both models' versions)"
+        )
     serving = doc.get("serving_name")
     if serving is not None and (not isinstance(serving, str) or not SERVING_NAME_RE.fullmatch(serving)):
         raise RecipeError(
@@ -402,7 +414,7 @@ def _known(table: Mapping[str, Any], keys: Sequence[str], where: str, section: s
 
 
 def _closest(v: str, choices: Sequence[str]) -> str | None:
-    found = difflib.get_close_matches(v, list(choices), n=1, cutoff=0.5)
+    found = difflib.get_close_matches(v, list(choices), n=1, cutoff=0.6)
     return found[0] if found else None
 
 

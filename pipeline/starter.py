@@ -20,13 +20,14 @@ import unicodedata
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .archs import Label
 from .data import Columns, DataError, make_dataset, read_columns, split_rows
 from .errors import UsageError
-from .recipe import DataSpec, parse_recipe
+from .recipe import BUILTIN_NAMES, DataSpec, parse_recipe
 
 HIDDEN = (32, 32)
 ACTIVATION = "relu"
@@ -67,7 +68,11 @@ def write_starter(data: Path, target: str, out: Path | None = None, force: bool 
     """Read `data`, infer the task and write a starter recipe to `out` (default: ./<name>.toml)."""
     data = Path(data)
     name = starter_name(data)
+    if name in BUILTIN_NAMES:
+        name = f"{name}-data"  # a built-in's folder is the built-in's
     out = (Path(out) if out is not None else Path(f"{name}.toml")).absolute()
+    if data.exists() and out.exists() and out.resolve() == data.resolve():
+        raise UsageError(f"--out {out} is the data file itself; write the recipe elsewhere")
     if out.is_dir():
         raise UsageError(f"{out} is a folder; give the recipe file to write with --out")
     if out.exists() and not force:
@@ -85,6 +90,22 @@ def write_starter(data: Path, target: str, out: Path | None = None, force: bool 
     return Starter(out, text, name, cols.task, cols.features, cols.classes, text_columns)
 
 
+def _mostly_numbers(column: Any, sample: int = 1000) -> bool:
+    """A text column whose values are mostly numbers is a numeric column with a typo: it stays, so that
+    reading it names the bad row and value instead of `init` dropping the feature."""
+    values = [v for v in column.slice(0, sample).to_pylist() if v is not None and str(v).strip()]
+    if not values:
+        return False
+    good = 0
+    for v in values:
+        try:
+            float(v)
+            good += 1
+        except ValueError:
+            pass
+    return good >= 0.5 * len(values)
+
+
 def _numeric_columns(data: Path, target: str) -> tuple[list[str] | None, tuple[str, ...]]:
     """(features, text columns): a column that is not all numbers (an id, a name, a note) is left out
     of the starter's features, and named in a comment, rather than failing `init`."""
@@ -98,7 +119,11 @@ def _numeric_columns(data: Path, target: str) -> tuple[list[str] | None, tuple[s
         return None, ()
     others = [n for n in names if n != target]
     table = _read(data, where, names, others)
-    text = tuple(n for n in others if _kind(table.schema.field(n).type) in ("str", "other"))
+    text = tuple(
+        n
+        for n in others
+        if _kind(table.schema.field(n).type) in ("str", "other") and not _mostly_numbers(table.column(n))
+    )
     if not text:
         return None, ()
     keep = [n for n in others if n not in text]

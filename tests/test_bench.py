@@ -16,6 +16,7 @@ def test_bench_quick_runs_and_writes_json(tmp_path):
     assert {"torch-eager-cpu", "ort-cpu"} <= runtimes
     assert {"latency batch 1", "latency batch 4", "throughput 1024"} <= {i["metric"] for i in data["inference"]}
     assert data["help_startup_s"] > 0 and "shallow train" in data["stages_s"]
+    assert data["whole_process"]["ratio"] > 0 and "naive script" in r.stdout
     assert "speed-up" in r.stdout and "ORT/torch" in r.stdout
 
 

@@ -33,8 +33,8 @@ def recipe(path: Path, target: str = "y", **data) -> Recipe:
     return Recipe("t", ModelSpec(), spec, TrainSpec(), GateSpec(min_accuracy=0.5), source=path.parent / "t.toml")
 
 
-def load(tmp_path: Path, text: str | bytes, target: str = "y", on_progress=None, **data) -> Dataset:
-    return load_dataset(recipe(write(tmp_path, text), target, **data), on_progress)
+def load(tmp_path: Path, text: str | bytes, target: str = "y", on_progress=None, on_notice=None, **data) -> Dataset:
+    return load_dataset(recipe(write(tmp_path, text), target, **data), on_progress, on_notice)
 
 
 def fails(tmp_path: Path, text: str | bytes, target: str = "y", **data) -> str:
@@ -406,7 +406,7 @@ def test_single_row_class_stays_in_training(tmp_path):
     labels = ["a"] * 5 + ["b"] * 5 + ["c"]
     text = "v,y\n" + "".join(f"{i},{s}\n" for i, s in enumerate(labels))
     notes: list[str] = []
-    ds = load(tmp_path, text, on_progress=notes.append)
+    ds = load(tmp_path, text, on_notice=notes.append)
     assert 10 in ds.train_rows and 10 not in ds.val_rows
     assert any("'c'" in n and "single row" in n for n in notes)
 
@@ -468,3 +468,9 @@ def test_read_columns_rejects_target_as_feature(tmp_path):
     p = write(tmp_path, "a,y\n1,0\n2,1\n")
     with pytest.raises(DataError, match="also listed as a feature"):
         read_columns(p, "y", ["a", "y"])
+
+
+def test_a_class_name_with_a_line_break_is_refused(tmp_path):
+    text = "v,y\n" + "".join(f'{i},"{s}"\n' for i, s in enumerate(["a", "b\nc"] * 4))
+    message = fails(tmp_path, text)
+    assert "line break" in message and "'b\\nc'" in message

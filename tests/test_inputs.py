@@ -610,3 +610,13 @@ def test_input_spec_checks_itself():
         InputSpec(2, ("a", "a"))
     with pytest.raises(ValueError):
         list(open_input(SPEC2, pairs=["0,1"]).chunks(0))
+
+
+def test_feature_names_that_look_like_numbers_make_a_first_line_naming_them_all_the_header(tmp_path):
+    path = tmp_path / "n.csv"
+    path.write_text("3,2,1\n0,0.5,0.25\n")
+    source = open_input(InputSpec(3, ("1", "2", "3")), path=path)
+    assert source.validate() == 1
+    np.testing.assert_array_equal(np.concatenate(list(source.chunks())), np.array([[0.25, 0.5, 0.0]], np.float32))
+    path.write_text("4,5,6\n0,0.5,0.25\n")  # numbers that are not the feature names: data
+    assert open_input(InputSpec(3, ("1", "2", "3")), path=path).validate() == 2

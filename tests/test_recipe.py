@@ -137,3 +137,16 @@ def test_not_toml_and_not_a_file(tmp_path):
     (tmp_path / "bin.toml").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(RecipeError, match="not UTF-8"):
         load_recipe(tmp_path / "bin.toml")
+
+
+def test_a_recipe_may_not_take_a_builtin_name(tmp_path):
+    with pytest.raises(RecipeError, match="'shallow' is a built-in model's"):
+        load_recipe(_write(tmp_path, GOOD.replace('name = "iris"', 'name = "shallow"')))
+
+
+def test_a_gate_flag_that_does_not_fit_the_task_is_named(tmp_path):
+    r = load_recipe(_write(tmp_path, GOOD)).with_overrides(max_rmse=1.0)
+    with pytest.raises(RecipeError, match="--max-rmse does not fit iris, a multiclass model: use --min-accuracy"):
+        r.check_gate("multiclass")
+    with pytest.raises(RecipeError, match="not both"):
+        r.with_overrides(min_accuracy=0.5, max_rmse=1.0)

@@ -213,3 +213,20 @@ def test_text_columns_are_left_out_and_named(tmp_path):
     assert st.features == ("a", "b") and st.text_columns == ("name",)
     assert "# left out (not numbers" in st.recipe_text and "name" in st.recipe_text.split("left out (not numbers")[1]
     assert load_recipe(st.path).data.features == ("a", "b")
+
+
+def test_init_never_writes_over_its_data_and_never_takes_a_builtin_name(tmp_path, monkeypatch):
+    rows = [[i, i * 0.5, i % 2] for i in range(12)]
+    data = write_csv(tmp_path / "shallow.csv", ["a", "b", "label"], rows)
+    with pytest.raises(UsageError, match="is the data file itself"):
+        write_starter(data, "label", out=data, force=True)
+    monkeypatch.chdir(tmp_path)
+    st = write_starter(data, "label")
+    assert st.name == "shallow-data" and st.path.name == "shallow-data.toml"
+
+
+def test_a_numeric_column_with_a_typo_is_an_error_not_a_dropped_feature(tmp_path):
+    rows = [[i if i != 7 else "1.5x", i % 2] for i in range(20)]
+    data = write_csv(tmp_path / "t.csv", ["a", "label"], rows)
+    with pytest.raises(DataError, match=r"column 'a' has a non-numeric value '1.5x' at data row 8"):
+        write_starter(data, "label", out=tmp_path / "t.toml")
