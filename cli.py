@@ -24,7 +24,7 @@ import typer
 
 import pipeline
 from pipeline import artifacts as A
-from pipeline.archs import ARCH_CHOICES, TUTORIAL
+from pipeline.archs import ARCH_CHOICES
 from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, PipelineError, Terminated, UsageError, request_stop
 from pipeline.flow import Outcome, Overrides, worst_exit_code
 from pipeline.recipe import MAX_STEPS
@@ -805,14 +805,20 @@ def recipes(
 @app.command()
 @_guard
 def sweep(
-    arch: Annotated[str, typer.Option("--arch", help="Which model: shallow or wide-deep.")] = "shallow",
+    arch: Annotated[str | None, typer.Option("--arch", help="Which model: shallow or wide-deep (default).")] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Option("--recipe", help="A recipe instead (sigmoid layers, full-batch SGD, built-in XOR data)."),
+    ] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Train seeds 0..N-1 (N: 1..1,000,000).")] = 100,
     lrs: Annotated[str, typer.Option("--lrs", help="Comma-separated learning rates, each > 0, e.g. 0.5,1,2.")] = "1",
-    steps: Annotated[int, typer.Option("--steps", help=f"Training steps, 1..{MAX_STEPS} (the tutorial: 10001).")] = (
-        TUTORIAL.steps
-    ),
+    steps: Annotated[
+        int | None, typer.Option("--steps", help=f"Training steps, 1..{MAX_STEPS}. Default: the recipe's (10001).")
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when torch sees a GPU), cpu or cuda.")] = "auto",
-    min_accuracy: Annotated[float, typer.Option("--min-accuracy", help="The gate (0..1).")] = TUTORIAL.min_accuracy,
+    min_accuracy: Annotated[
+        float | None, typer.Option("--min-accuracy", help="The gate (0..1). Default: the recipe's (1.0).")
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Folder for sweep.json and sweep.png (default: ARTIFACTS/sweeps/ARCH).")
     ] = None,
@@ -824,13 +830,19 @@ def sweep(
 ) -> None:
     """Train many seeds (and learning rates) at once as one batched program: how often does a model get stuck?"""
     from pipeline import sweep as SW
-    from pipeline.archs import get_arch
+    from pipeline.recipe import builtin_recipe, load_recipe
 
     with _json_errors(as_json):
-        model = get_arch(arch)
+        if arch is not None and recipe is not None:
+            raise UsageError("give --arch or --recipe, not both")
+        chosen = load_recipe(recipe) if recipe is not None else builtin_recipe(arch or "shallow")
+        model = SW.sweep_arch(chosen)
+        steps = steps if steps is not None else chosen.train.steps
+        gate = min_accuracy if min_accuracy is not None else chosen.gate.min_accuracy
         run = SW.run_sweep(
-            model, seeds, SW.parse_lrs(lrs), steps=steps, device=device, min_accuracy=min_accuracy, out=out,
-            artifacts_dir=artifacts_dir, export_best=export_best, on_notice=_note,
+            model, seeds, SW.parse_lrs(lrs), steps=steps, device=device, min_accuracy=gate if gate is not None else 1.0,
+            out=out, artifacts_dir=artifacts_dir, export_best=export_best, on_notice=_note,
+            recipe=chosen if recipe is not None else None,
         )  # fmt: skip
     for n in run.notices:
         _note(n)

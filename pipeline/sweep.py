@@ -40,6 +40,8 @@ from .train import DIVERGENCE_FACTOR
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from .recipe import Recipe
+
 MAX_SEEDS = 1_000_000
 MAX_STEPS = 10_000_000
 CHECK_EVERY = 100  # steps between the (cheap, batched) divergence checks
@@ -453,6 +455,23 @@ class SweepRun:
     notices: tuple[str, ...] = ()
 
 
+def sweep_arch(recipe: Recipe) -> Arch:
+    """The network a recipe's sweep trains, when the batched program covers it: sigmoid layers, a
+    binary head and full-batch SGD on the built-in XOR data. Anything else is a one-line UsageError."""
+    from .archs import XOR_FEATURES, arch_for
+    from .errors import UsageError
+
+    arch = arch_for(recipe, XOR_FEATURES, (0, 1), "binary")
+    t = recipe.train
+    if recipe.data.builtin != "xor" or not arch.is_tutorial_stack or t.optimizer != "sgd" or t.batch_size:
+        what = f"{arch.activation}, {recipe.data.path or recipe.data.builtin} data, {t.optimizer}"
+        raise UsageError(
+            f"sweep trains sigmoid MLPs with full-batch SGD on the built-in XOR data as one batched program; "
+            f"{recipe.name} ({what}{', batch ' + str(t.batch_size) if t.batch_size else ''}) is not covered yet"
+        )
+    return arch
+
+
 def run_sweep(
     arch: Arch,
     seeds: int,
@@ -465,6 +484,7 @@ def run_sweep(
     artifacts_dir: Path = Path("artifacts"),
     export_best: bool = False,
     on_notice: Callable[[str], None] | None = None,
+    recipe: Recipe | None = None,
 ) -> SweepRun:
     """`sweep`: seeds 0..seeds-1 x lrs; writes sweep.json (and sweep.png with matplotlib) into `out`
     (default <artifacts_dir>/sweeps/<arch>); with export_best, trains the best converged pair again
@@ -500,7 +520,7 @@ def run_sweep(
         best = result.summary.best
         if not best.converged:
             raise GateFailed(f"no pair passed the gate (best: seed {best.seed}, lr {best.lr:g}); nothing to export")
-        run = run_all(arch, artifacts_dir, seed=best.seed, lr=best.lr, steps=steps, device=device,
+        run = run_all(recipe if recipe is not None else arch, artifacts_dir, seed=best.seed, lr=best.lr, steps=steps, device=device,
                       min_accuracy=min_accuracy, on_notice=on_notice)  # fmt: skip
         published = run.models[0].published
     return SweepRun(result, tuple(written), published, tuple(notices))

@@ -157,3 +157,20 @@ def test_regression_recipe_end_to_end(tmp_path):
     r = invoke("predict", "--recipe", tmp_path / "reg.toml", "--artifacts-dir", tmp_path / "art", "--json", "1,0")
     value = json.loads(r.stdout)["predictions"][0]["value"]
     assert abs(value - 130) < 15  # in the target's units: the graph un-standardizes
+
+
+def test_sweep_takes_a_recipe_it_can_batch_and_names_what_it_cannot(tmp_path, recipe):
+    xor3 = tmp_path / "xor3.toml"
+    xor3.write_text(
+        'name = "xor3"\n[model]\nhidden = [3]\nactivation = "sigmoid"\n[data]\nbuiltin = "xor"\n'
+        'validation_fraction = 0.0\nstandardize = false\n[train]\noptimizer = "sgd"\nlr = 1.0\nsteps = 3000\n'
+        "seed = 1\n[gate]\nmin_accuracy = 1.0\n"
+    )
+    out = tmp_path / "sw"
+    r = invoke("sweep", "--recipe", xor3, "--seeds", "8", "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["arch"] == "xor3" and doc["steps"] == 3000 and len(doc["members"]) == 8
+    r = invoke("sweep", "--recipe", recipe, "--seeds", "4", "--out", out)
+    assert r.exit_code == 2 and "toy (tanh, toy.csv data, adam) is not covered yet" in r.output
+    assert invoke("sweep", "--recipe", recipe, "--arch", "shallow").exit_code == 2
