@@ -75,12 +75,12 @@ def write_starter(data: Path, target: str, out: Path | None = None, force: bool 
         raise UsageError(f"--out {out} is the data file itself; write the recipe elsewhere")
     if out.is_dir():
         raise UsageError(f"{out} is a folder; give the recipe file to write with --out")
-    if out.exists() and not force:
-        raise UsageError(f"{out} already exists; pass --force to overwrite it")
     if not out.parent.is_dir():
         raise UsageError(f"cannot write {out}: folder {out.parent} does not exist")
     features, text_columns = _numeric_columns(data, target)
-    cols = read_columns(data, target, features)
+    cols = read_columns(data, target, features)  # the data's problems first: they matter more than --out
+    if out.exists() and not force:
+        raise UsageError(f"{out} already exists; pass --force to overwrite it")
     spec = DataSpec(target=target, validation_fraction=0.2, split_seed=0, standardize=True)
     cols, dropped = _drop_constant(cols, spec)
     text = recipe_text(name, cols, dropped, _data_path(data, out), text_columns)
