@@ -544,7 +544,7 @@ def publish(
     _finish(pipeline.publish_models(_which(arch, recipe), artifacts_dir, version=version), show)
 
 
-@app.command()
+@app.command(context_settings={"ignore_unknown_options": True})  # -1,0 is a row, not an option
 @_guard
 def predict(
     pairs: Annotated[

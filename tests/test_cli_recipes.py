@@ -85,7 +85,9 @@ def test_every_command_takes_a_recipe(tmp_path, recipe):
     r = invoke("ship", "--recipe", recipe, "--artifacts-dir", d, "--out", tmp_path / "triton")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "triton" / "toy" / "labels.txt").read_text().split() == ["high", "low", "mid"]
-    r = invoke("predict", "--recipe", recipe, "--artifacts-dir", d, "--json", "--", "2,0,0", "-2,1,0", "-2,-1,0")
+    r = invoke(
+        "predict", "--recipe", recipe, "--artifacts-dir", d, "--json", "2,0,0", "-2,1,0", "-2,-1,0"
+    )  # no "--" needed
     assert r.exit_code == 0, r.output
     preds = json.loads(r.stdout)["predictions"]
     assert [p["label"] for p in preds] == ["high", "mid", "low"]
