@@ -288,13 +288,12 @@ def _status() -> Callable[[str], None] | None:
 
 def _which(arch: Any, recipe: Path | None, default: str = "shallow") -> Any:
     """--arch NAME or --recipe FILE (exactly one; neither: `default`) -> what the library takes."""
-    from pipeline.recipe import load_recipe
+    from pipeline.recipe import recipe_for
 
-    if arch is not None and recipe is not None:
-        raise UsageError("give --arch or --recipe, not both")
-    if recipe is not None:
-        return load_recipe(recipe)
-    return arch.value if arch is not None else default
+    name = arch.value if arch is not None else (default if recipe is None else None)
+    if recipe is None and name == "all":
+        return name
+    return recipe_for(name, recipe)
 
 
 def _total_steps(which: Any, steps: int | None) -> int | None:

@@ -132,7 +132,7 @@ class Recipe:
         if min_accuracy is not None and max_rmse is not None:
             raise RecipeError("give --min-accuracy (classification) or --max-rmse (regression), not both")
         if min_accuracy is not None:
-            gate = GateSpec(min_accuracy=_fraction(min_accuracy, "--min-accuracy", upper_inclusive=True))
+            gate = GateSpec(min_accuracy=_fraction(min_accuracy, "--min-accuracy"))
             source = "--min-accuracy"
         if max_rmse is not None:
             gate = GateSpec(max_rmse=_positive(max_rmse, "--max-rmse"))
@@ -358,7 +358,7 @@ def _seed(v: int, what: str) -> int:
     return v
 
 
-def _fraction(v: float, what: str, upper_inclusive: bool = True) -> float:
+def _fraction(v: float, what: str) -> float:
     if not math.isfinite(v) or not 0 <= v <= 1:
         raise RecipeError(f"{what} {v}: must be between 0 and 1")
     return float(v)
