@@ -127,9 +127,10 @@ TrainerOpt = Annotated[
     TrainerName,
     typer.Option(
         "--trainer",
-        help="auto: explicit on CPU / CUDA graph on CUDA for the tutorial's stack (sigmoid, binary head, full-batch "
-        "SGD), else autograd; explicit: ATen kernels without autograd; fast: autograd.grad; autograd (alias "
-        "tutorial): modules, loss and torch.optim. On the built-ins all give the same bits.",
+        help="auto: explicit (CPU; CUDA with Adam or mini-batches) or CUDA graph (CUDA, full-batch SGD); "
+        "explicit: autograd's own ATen kernels called without autograd, first step checked against autograd; fast: "
+        "autograd.grad (built-ins only); autograd (alias tutorial): modules, loss and torch.optim, the reference. "
+        "All give the same bits.",
     ),
 ]
 RequireOpt = Annotated[
@@ -801,62 +802,107 @@ def recipes(
         )
 
 
+@contextlib.contextmanager
+def _member_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar of a sweep's member-steps on stderr when it is a terminal; nothing when piped."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=True,
+    ) as progress:  # fmt: skip
+        bar = progress.add_task(label, total=None)
+
+        def on_members(done: int, total: int) -> None:
+            progress.update(bar, completed=done, total=total)
+
+        yield on_members
+
+
 @app.command()
 @_guard
 def sweep(
-    arch: Annotated[str | None, typer.Option("--arch", help="Which model: shallow or wide-deep (default).")] = None,
+    arch: Annotated[
+        str | None, typer.Option("--arch", help="A built-in model: shallow (default) or wide-deep.")
+    ] = None,
     recipe: Annotated[
         Path | None,
-        typer.Option("--recipe", help="A recipe instead (sigmoid layers, full-batch SGD, built-in XOR data)."),
+        typer.Option("--recipe", help="A recipe file instead: its data, model, optimizer, batch size and gate."),
     ] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Train seeds 0..N-1 (N: 1..1,000,000).")] = 100,
-    lrs: Annotated[str, typer.Option("--lrs", help="Comma-separated learning rates, each > 0, e.g. 0.5,1,2.")] = "1",
+    lrs: Annotated[
+        str | None,
+        typer.Option("--lrs", help="Comma-separated learning rates, each > 0, e.g. 0.5,1,2. Default: the recipe's lr."),
+    ] = None,
     steps: Annotated[
-        int | None, typer.Option("--steps", help=f"Training steps, 1..{MAX_STEPS}. Default: the recipe's (10001).")
+        int | None, typer.Option("--steps", help=f"Training steps, 1..{MAX_STEPS}. Default: the recipe's.")
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when torch sees a GPU), cpu or cuda.")] = "auto",
     min_accuracy: Annotated[
-        float | None, typer.Option("--min-accuracy", help="The gate (0..1). Default: the recipe's (1.0).")
+        float | None,
+        typer.Option(
+            "--min-accuracy", help="Classification gate (0..1) on the validation rows. Default: the recipe's."
+        ),
     ] = None,
+    max_rmse: MaxRmseOpt = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Folder for sweep.json and sweep.png (default: ARTIFACTS/sweeps/ARCH).")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for sweep.json and sweep.png (default: ARTIFACTS/_sweeps/<recipe name>; "
+            "not inside a model's artifacts).",
+        ),
     ] = None,
     artifacts_dir: DirOpt = DEFAULT_DIR,
     export_best: Annotated[
-        bool, typer.Option("--export-best", help="Train the best pair through `all` and publish it as a version.")
+        bool,
+        typer.Option(
+            "--export-best",
+            help="Train the best pair through `all` and publish it as a version. If nothing converged (or "
+            "the export fails), the sweep is still reported and written, then the error (exit 8 for the gate).",
+        ),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train many seeds (and learning rates) at once as one batched program: how often does a model get stuck?"""
+    """Train many seeds (and learning rates) of a model at once as one batched program: how often does it
+    get stuck, and which pair is best?"""
     from pipeline import sweep as SW
-    from pipeline.recipe import builtin_recipe, load_recipe
+    from pipeline.recipe import recipe_for
 
     with _json_errors(as_json):
-        if arch is not None and recipe is not None:
-            raise UsageError("give --arch or --recipe, not both")
-        chosen = load_recipe(recipe) if recipe is not None else builtin_recipe(arch or "shallow")
-        model = SW.sweep_arch(chosen)
-        steps = steps if steps is not None else chosen.train.steps
-        gate = min_accuracy if min_accuracy is not None else chosen.gate.min_accuracy
-        run = SW.run_sweep(
-            model, seeds, SW.parse_lrs(lrs), steps=steps, device=device, min_accuracy=gate if gate is not None else 1.0,
-            out=out, artifacts_dir=artifacts_dir, export_best=export_best, on_notice=_note,
-            recipe=chosen if recipe is not None else None,
-        )  # fmt: skip
+        chosen = recipe_for(arch, recipe)
+        with _member_progress(f"sweeping {chosen.name}") as on_members:
+            run = SW.run_sweep(
+                chosen, seeds, SW.parse_lrs(lrs) if lrs is not None else None, steps=steps, device=device,
+                min_accuracy=min_accuracy, max_rmse=max_rmse, out=out, artifacts_dir=artifacts_dir,
+                export_best=export_best, on_notice=_note, on_progress=_status(), on_members=on_members,
+            )  # fmt: skip
     for n in run.notices:
         _note(n)
-    published, best = run.published, run.result.summary.best
+    published, best, result, error = run.published, run.result.summary.best, run.result, run.export_error
     if as_json:
-        doc = run.result.as_dict()
+        doc = result.as_dict()
         doc["written"] = [str(p) for p in run.written]
-        if published is not None:
-            doc["published_version"] = published.number
+        if export_best:
+            doc["published_version"] = published.number if published is not None else None
+        if error is not None:  # one document: the sweep's results and why nothing was published
+            doc["error"] = str(error)
+            doc["exit_code"] = getattr(error, "exit_code", 1)
         _echo(json.dumps(doc, indent=1))
-        return
-    _echo(SW.table(run.result))
-    _echo(f"written: {', '.join(str(p) for p in run.written)}")
-    if published is not None:
-        _echo(f"published: {model.name} version {published.number} (seed {best.seed}, lr {best.lr:g}, {steps} steps)")
+    else:
+        _echo(SW.table(result))
+        _echo(f"written: {', '.join(str(p) for p in run.written)}")
+        if published is not None:
+            _echo(
+                f"published: {chosen.name} version {published.number} (seed {best.seed}, lr {best.lr:g}, "
+                f"{result.steps} steps)"
+            )
+    if error is not None:
+        raise error
 
 
 @app.command()

@@ -5,7 +5,8 @@ Only this module knows file names. Layout, per model:
     <root>/<name>/candidate/            what the stage commands (train, export, serve-check, verify) write
         weights.safetensors             trained weights (safetensors: no unpickling on load)
         loss_history.json               loss at every step
-        loss.png                        loss curve (only when matplotlib works)
+        loss.png                        loss curve (only when matplotlib works; drawn by a child
+                                        process, committed after verify, before publication)
         model.onnx                      the model to ship, self-contained
         verify.json                     the cross-runtime equivalence report
         manifest.json                   written last; names every file above with its sha256
@@ -64,7 +65,7 @@ DEFAULT_KEEP = 5
 
 # What each stage's output invalidates downstream: (files, manifest sections).
 DOWNSTREAM: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "train": ((ONNX, VERIFY, CARD), ("export", "serve_check", "verify")),
+    "train": ((LOSS_PNG, ONNX, VERIFY, CARD), ("export", "serve_check", "verify")),  # loss.png: "plot" adds it
     "export": ((VERIFY, CARD), ("serve_check", "verify")),
     "verify": ((CARD,), ()),
 }

@@ -4,7 +4,9 @@
   same seed, with a check that the weights come out bit-identical;
 - inference: torch eager against onnxruntime (CPU provider; CUDA provider with IO binding when it
   really runs), latency p50/p99 at batch 1 and 4, throughput at 1024, 65536 and 1M rows;
-- the pipeline's stages (train, export, serve-check, verify) and `cli.py --help` start-up.
+- the pipeline's stages (train, export, serve-check, verify) and `cli.py --help` start-up;
+- `sweep`: 1000 shallow seeds trained as one batched program against one seed's `train()`, same
+  settings, same process (and, with a GPU, seeds per second at 100,000 seeds).
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ class BenchConfig:
     def throughput_rows(self) -> tuple[int, ...]:
         return (1024, 65536) if self.quick else (1024, 65536, 1_000_000)
 
+    @property
+    def sweep_seeds(self) -> int:
+        return 100 if self.quick else 1000
+
+    @property
+    def sweep_steps(self) -> int:
+        return 500 if self.quick else TUTORIAL.steps
+
+    @property
+    def sweep_gpu_seeds(self) -> int:
+        return 10_000 if self.quick else 100_000
+
 
 @dataclass(frozen=True)
 class TrainBench:
@@ -72,6 +86,20 @@ class InferBench:
     vs_torch: float | None = None  # ratio ORT / torch per row (> 1: ORT faster)
 
 
+@dataclass(frozen=True)
+class SweepBench:
+    arch: str
+    device: str
+    seeds: int
+    steps: int
+    lr: float
+    sweep_s: float  # wall time of sweep(): every seed's initialisation, training and gate
+    train_s: float | None  # wall time of one seed's train() (default trainer), same settings; None: not measured
+    ratio: float | None  # sweep_s / train_s
+    seeds_per_s: float
+    converged_fraction: float
+
+
 @dataclass
 class BenchReport:
     machine: dict
@@ -81,6 +109,7 @@ class BenchReport:
     help_startup_s: float | None = None
     predict_stream: dict[str, float] = field(default_factory=dict)  # rows, seconds, rows/s, peak RSS MB
     whole_process: dict[str, float] = field(default_factory=dict)  # `all --arch shallow` vs the naive script
+    sweep: list[SweepBench] = field(default_factory=list)  # `sweep` vs one seed's train()
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -145,6 +174,37 @@ def bench_training(arch_name: str, device: str, cfg: BenchConfig) -> TrainBench:
         b / o,
         identical,
     )
+
+
+def bench_sweep(cfg: BenchConfig, device: str = "cpu") -> SweepBench:
+    """`sweep(shallow, N seeds, lr 1, steps)` against one seed's `train()` at the same settings, both
+    timed as wall time in this process after a warm-up of each. On CUDA: the sweep alone, at
+    sweep_gpu_seeds seeds (seeds per second)."""
+    from .sweep import sweep
+    from .train import TrainConfig, train
+
+    arch = ARCHS["shallow"]
+    gpu = device == "cuda"
+    seeds = cfg.sweep_gpu_seeds if gpu else cfg.sweep_seeds
+    steps = cfg.sweep_steps
+    sweep(arch, range(4), [TUTORIAL.lr], steps=10, device=device)  # warm-up: kernels, the linear-layer probes
+    train_s = None
+    if not gpu:
+        config = TrainConfig(arch, steps=steps, lr=TUTORIAL.lr, seed=TUTORIAL.seed, device=device)
+        train(TrainConfig(arch, steps=10, device=device))
+        times = []
+        for _ in range(1 if cfg.quick else 3):
+            t = time.perf_counter()
+            train(config)
+            times.append(time.perf_counter() - t)
+        train_s = statistics.median(times)
+    t = time.perf_counter()
+    result = sweep(arch, range(seeds), [TUTORIAL.lr], steps=steps, device=device)
+    sweep_s = time.perf_counter() - t
+    return SweepBench(
+        "shallow", result.device, seeds, steps, TUTORIAL.lr, sweep_s, train_s,
+        sweep_s / train_s if train_s else None, seeds / sweep_s, result.summary.converged_fraction,
+    )  # fmt: skip
 
 
 def _latency(fn, calls: int) -> tuple[float, float]:
@@ -312,6 +372,8 @@ def run(cfg: BenchConfig, cli_path: Path) -> BenchReport:
     for device in devices:
         for arch in ARCHS:
             report.training.append(bench_training(arch, device, cfg))
+    for device in devices:
+        report.sweep.append(bench_sweep(cfg, device))
     with tempfile.TemporaryDirectory() as tmp:
         for arch, (model, onnx_bytes) in bench_stages(Path(tmp), report).items():
             bench_inference(arch, model, onnx_bytes, cfg, report)
@@ -345,6 +407,16 @@ def table(report: BenchReport) -> str:
         out.append(
             f"{i.arch:<10} {i.runtime:<19} {i.metric:<19} {f(i.p50_us, '9.1f'):>9} {f(i.p99_us, '9.1f'):>9} "
             f"{f(i.rows_per_s, '12.3e'):>12} {f(i.vs_torch, '8.2f') + ('x' if i.vs_torch else ''):>9}"
+        )
+    for sw in report.sweep:
+        versus = (
+            f" vs one seed's train() {sw.train_s:.2f} s = {sw.ratio:.1f}x (target <= 10x)"
+            if sw.ratio is not None
+            else ""
+        )
+        out.append(
+            f"sweep {sw.arch} on {sw.device.split(' ')[0]}: {sw.seeds} seeds x {sw.steps} steps in {sw.sweep_s:.2f} s"
+            f" ({sw.seeds_per_s:,.0f} seeds/s, converged {sw.converged_fraction:.3f}){versus}"
         )
     out += ["", "stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in report.stages_s.items())]
     w = report.whole_process

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import artifacts as A
 from .archs import Arch
@@ -33,6 +33,9 @@ from .contract import (
 from .errors import ExportFailed, GateFailed, raise_if_stopped, stop_exception_in
 from .manifest import ExportRecord, Manifest, TensorRecord
 from .model import load_trained
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
 
 
 @dataclass(frozen=True)
@@ -74,16 +77,19 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(lv)
 
 
-def _to_onnx(model: Any, n_inputs: int, path: Path, output_name: str = OUTPUT_NAME) -> None:
+def _to_proto(model: Any, n_inputs: int, output_name: str = OUTPUT_NAME) -> onnx.ModelProto:
+    """The exporter's model, in memory: torch.onnx.export(dynamo=True) with no file, so that the
+    caller serializes it once (instead of the exporter writing a file that is read back, changed and
+    written again). The same bytes as the exporter's own file (external_data=False)."""
     import torch
 
     example = torch.zeros(4, n_inputs, dtype=torch.float32)  # (batch, n_inputs); batch is symbolic below
     with _quiet():
         try:
-            torch.onnx.export(
+            program = torch.onnx.export(
                 model,
                 (example,),
-                str(path),
+                None,  # no file: the ONNXProgram is returned
                 dynamo=True,  # the modern exporter, stated explicitly
                 opset_version=OPSET,
                 input_names=[INPUT_NAME],
@@ -92,6 +98,8 @@ def _to_onnx(model: Any, n_inputs: int, path: Path, output_name: str = OUTPUT_NA
                 external_data=False,
                 verbose=False,
             )
+            assert program is not None
+            return program.model_proto
         except Exception as exc:  # the exporter raises many types; all mean the same to the user
             stop = stop_exception_in(exc)
             if stop is not None:  # Ctrl-C / SIGTERM wrapped by torch.export: still an interruption
@@ -102,6 +110,11 @@ def _to_onnx(model: Any, n_inputs: int, path: Path, output_name: str = OUTPUT_NA
             text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # the exporter colours its messages
             detail = text.splitlines()[0] if text else exc.__class__.__name__
             raise ExportFailed(f"torch.onnx.export failed: {detail[:300]}") from None
+
+
+def _to_onnx(model: Any, n_inputs: int, path: Path, output_name: str = OUTPUT_NAME) -> None:
+    """The exporter's model written to `path` as it stands (no metadata of ours): for tools and tests."""
+    path.write_bytes(_to_proto(model, n_inputs, output_name).SerializeToString())
 
 
 def check_exported(data: bytes, where: str, arch: Arch) -> None:
@@ -124,35 +137,27 @@ def check_exported(data: bytes, where: str, arch: Arch) -> None:
 def export_model(model: Any, arch: Arch, paths: A.ArtifactPaths, facts: dict[str, Any]) -> tuple[ExportResult, Path]:
     """Export `model` to a staged (not yet committed) file. Returns the result and the staged path.
 
-    `facts` (arch, seed, steps, final loss, accuracy...) go into the model's metadata_props.
+    `facts` (arch, seed, steps, final loss, accuracy...) go into the model's metadata_props. The
+    model is serialized once; those bytes are checked, hashed and written.
     """
     import hashlib
 
-    import onnx
-
     start = time.perf_counter()
     model = model.cpu().eval()  # the exporter warns on training mode; export what is served
-    digest: list[str] = []
-
-    def write(tmp: Path) -> None:
-        _to_onnx(model, arch.n_inputs, tmp, arch.output_name)
-        proto = onnx.load(str(tmp))
-        del proto.metadata_props[:]  # exporter internals; ours replace them
-        props = {f"{META_PREFIX}{key}": str(value) for key, value in facts.items()} | metadata_props(arch)
-        for key, value in props.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        proto.doc_string = _doc(arch)
-        data = proto.SerializeToString()
-        check_exported(data, paths.onnx.name, arch)
-        tmp.write_bytes(data)
-        digest.append(hashlib.sha256(data).hexdigest())
-
-    staged = A.stage_file(paths.folder, A.ONNX, write)
+    proto = _to_proto(model, arch.n_inputs, arch.output_name)
+    del proto.metadata_props[:]  # exporter internals; ours replace them
+    props = {f"{META_PREFIX}{key}": str(value) for key, value in facts.items()} | metadata_props(arch)
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = _doc(arch)
+    data = proto.SerializeToString()
+    check_exported(data, paths.onnx.name, arch)
+    staged = A.stage_bytes(paths.folder, A.ONNX, data)
     result = ExportResult(
         onnx_path=paths.onnx,
         opset=OPSET,
-        sha256=digest[0],
+        sha256=hashlib.sha256(data).hexdigest(),
         input_name=INPUT_NAME,
         output_name=arch.output_name,
         batch_dim=BATCH_DIM,

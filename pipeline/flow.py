@@ -19,6 +19,7 @@ points PUBLISHED at it. predict, ship and serve only ever read a published (or n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,7 +34,9 @@ from .errors import CorruptArtifact, MissingArtifact, PipelineError, UsageError,
 from .manifest import SCHEMA, FileRecord, Manifest
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .data import Dataset
     from .export import ExportResult
+    from .plot import LossPlot
     from .recipe import Recipe
     from .runtimes import ProviderReport
     from .ship import ShipResult
@@ -373,20 +376,17 @@ def _train_one(
     on_notice: NoticeFn | None,
     on_progress: NoticeFn | None = None,
     data: Any = None,
-) -> tuple[TrainResult, ValidationResult, Manifest, tuple[str, ...], Any]:
+) -> tuple[TrainResult, ValidationResult, Manifest, tuple[str, ...], Any, LossPlot | None]:
     """Read the data, train, gate, save. Nothing is written unless the model passes the gate, so a
-    failed retrain leaves the previous artifacts alone. Returns the dataset too (None: XOR)."""
-    from .archs import XOR_FEATURES
+    failed retrain leaves the previous artifacts alone. Returns the dataset too (None: XOR), and
+    loss.png being drawn in a separate process (None: no picture, and a notice says why): the
+    caller commits it with `_finish_plot` (or cancels it)."""
     from .train import TrainConfig, save, train
     from .validate import evaluate, gate
 
     if data is None:
         data = load_data(recipe, on_progress, on_notice)
-    if data is None:
-        arch = arch_for(recipe, XOR_FEATURES, (0, 1), "binary")
-    else:
-        arch = arch_for(recipe, data.features, data.classes, data.task)
-    recipe.check_gate(arch.task)
+    arch = network_for(recipe, data)
     raise_if_stopped()
     t = recipe.train
     config = TrainConfig(
@@ -396,8 +396,40 @@ def _train_one(
     log = (lambda step, loss: on_log(arch.name, step, loss)) if on_log else None
     result = train(config, log, data)
     validation = gate(evaluate(result.model, arch, result.final_loss, _gate_of(recipe), data))
-    manifest, notices = save(result, validation.record(), paths, recipe.as_dict(), _data_record(recipe, data))
-    return result, validation, manifest, notices, data
+    plot, no_plot = _start_plot(result)  # drawn beside what follows (save, export, the checks)
+    try:
+        manifest, notices = save(result, validation.record(), paths, recipe.as_dict(), _data_record(recipe, data))
+    except BaseException:
+        if plot is not None:
+            plot.cancel()
+        raise
+    return result, validation, manifest, (*notices, *([no_plot] if no_plot else [])), data, plot
+
+
+def _start_plot(result: TrainResult) -> tuple[LossPlot | None, str | None]:
+    from .plot import start_loss_plot, uses_tutorial_settings
+
+    cfg = result.config
+    overlay = uses_tutorial_settings(cfg.arch.name, cfg.steps, cfg.lr, cfg.seed, cfg.tutorial_init)
+    return start_loss_plot(cfg.arch.name, result.losses, overlay)
+
+
+def _finish_plot(paths: A.ArtifactPaths, plot: LossPlot | None) -> tuple[str, ...]:
+    """Wait for loss.png and commit it into `paths`, the folder the same run trained into: (), or
+    the notice that says why there is no picture (a plotting failure is never an error). The child
+    only renders; the bytes are staged and committed here, so a kill leaves no partial file."""
+    if plot is None:
+        return ()
+    from .plot import PlotFailed
+
+    try:
+        png = plot.result()
+        A.commit(paths, "plot", {A.LOSS_PNG: A.stage_bytes(paths.folder, A.LOSS_PNG, png)}, {})
+    except PlotFailed as exc:
+        return (str(exc),)
+    finally:
+        plot.cancel()  # after a result: nothing to stop; after an interrupt or a failed commit: the child
+    return ()
 
 
 def train_models(
@@ -420,14 +452,27 @@ def train_models(
         A.check_model_dirs(root, recipe.name)
         _migrate_legacy(root, recipe, on_notice)
         paths = A.ArtifactPaths(root, recipe.name)
-        result, validation, _, notices, _ = _train_one(
+        result, validation, _, notices, _, plot = _train_one(
             recipe, paths, device=device, trainer=trainer, on_log=on_log, on_notice=on_notice, on_progress=on_progress
         )
-        return Trained(result, validation, paths, notices)
+        return Trained(result, validation, paths, (*notices, *_finish_plot(paths, plot)))
 
     recipes = _recipes(which)
     with _writing(root, create=True):
         return _each(recipes, one)
+
+
+def network_for(recipe: Recipe, data: Dataset | None) -> Arch:
+    """The network `recipe` trains on `data` (None: the built-in XOR points); its gate must fit the
+    task the data has (a one-line RecipeError otherwise)."""
+    from .archs import XOR_FEATURES
+
+    if data is None:
+        arch = arch_for(recipe, XOR_FEATURES, (0, 1), "binary")
+    else:
+        arch = arch_for(recipe, data.features, data.classes, data.task)
+    recipe.check_gate(arch.task)
+    return arch
 
 
 def candidate_arch(paths: A.ArtifactPaths) -> Arch:
@@ -686,32 +731,54 @@ def run_all(
         _migrate_legacy(root, recipe, on_notice)
         paths = A.ArtifactPaths(root, recipe.name)
         t = time.perf_counter()
-        result, validation, manifest, notices, data = _train_one(
+        result, validation, manifest, train_notices, data, plot = _train_one(
             recipe, paths, device=device, trainer=trainer, on_log=on_log, on_notice=on_notice, on_progress=on_progress
         )
         arch = result.arch
         t_train = time.perf_counter() - t
-        raise_if_stopped()
-        for n in notices:
-            if on_notice:
-                on_notice(n)
-        t = time.perf_counter()
-        exported = export(result.model, arch, paths, manifest)  # the model in memory: no reload
-        t_export = time.perf_counter() - t
-        raise_if_stopped()
-        t = time.perf_counter()
-        checked = run_serve_check(paths, arch, provider, data=data)
-        t_serve = time.perf_counter() - t
-        if checked.providers.cuda_note and on_notice:
-            on_notice(checked.providers.cuda_note)
-        report, t_verify, published = None, None, None
-        if not skip_verify:
+        notices: list[str] = []
+
+        def notify(new: tuple[str, ...]) -> None:
+            notices.extend(new)
+            for n in new:
+                if on_notice:
+                    on_notice(n)
+
+        try:
+            raise_if_stopped()
+            notify(train_notices)
             t = time.perf_counter()
-            report = run_verify(paths, arch, data=data)
-            raise_on_failure(report, str(paths.verify))
-            raise_if_stopped()  # a stop asked for during verify: publish nothing
-            published = _publish_candidate(root, arch, report, keep)
-            t_verify = time.perf_counter() - t
+            exported = export(result.model, arch, paths, manifest)  # the model in memory: no reload
+            t_export = time.perf_counter() - t
+            raise_if_stopped()
+            t = time.perf_counter()
+            checked = run_serve_check(paths, arch, provider, data=data)
+            t_serve = time.perf_counter() - t
+            if checked.providers.cuda_note and on_notice:
+                on_notice(checked.providers.cuda_note)
+            report, t_verify, published = None, None, None
+            if not skip_verify:
+                t = time.perf_counter()
+                report = run_verify(paths, arch, data=data)
+                raise_on_failure(report, str(paths.verify))
+                raise_if_stopped()  # a stop asked for during verify: publish nothing
+                t_verify = time.perf_counter() - t
+            pending, plot = plot, None
+            notify(_finish_plot(paths, pending))  # loss.png joins the candidate before it is published
+            raise_if_stopped()
+            if report is not None and t_verify is not None:
+                t = time.perf_counter()
+                published = _publish_candidate(root, arch, report, keep)
+                t_verify += time.perf_counter() - t
+        except PipelineError:
+            if plot is not None:  # the chain failed after training: the candidate still gets its picture
+                pending, plot = plot, None
+                with contextlib.suppress(PipelineError):
+                    notify(_finish_plot(paths, pending))
+            raise
+        finally:
+            if plot is not None:  # interrupted: stop drawing
+                plot.cancel()
         return ModelRun(
             arch=arch, paths=paths, train=result, validation=validation, export=exported,
             providers=checked.providers, serve_check=checked.report, verify=report, published=published,

@@ -2,26 +2,31 @@
 
 Every (seed, lr) pair is one *member*. The members' parameters are stacked along a leading dimension
 and trained together by one program of batched ops (`torch.baddbmm`, `torch.bmm`), so the cost barely
-grows with the number of members: at 4 rows per member the per-op overhead, not the arithmetic,
+grows with the number of members: at a few rows per member the per-op overhead, not the arithmetic,
 is what a step costs.
 
-Each member starts from exactly `init_model(arch, seed)`'s weights and follows the same SGD/BCE
-dynamics as a single `train()` run, with the same ATen kernels where they exist in batched form:
-the BCE gradient is `binary_cross_entropy_backward` itself (its clamp included) and the sigmoid
-gradient is `sigmoid_backward`. The matrix products are batched (`bmm` instead of `mm`), the bias
-gradient is a sum over a different dimension, and the learning rate is folded into the loss
-gradient, so members are not bit-identical to single runs: their final losses agree within 1e-4
-relative (tested) and their gate verdicts agree. `docs/sweep.md` has the numbers.
+Every recipe is covered: sigmoid, tanh, relu and gelu layers; binary (sigmoid + BCE), multi-class
+(log-softmax + NLL on the logits) and regression (MSE, on the standardized target when the output is
+scaled) heads; standardized inputs; SGD and Adam; full batch or mini-batches. Member *s* starts from
+exactly `init_model(arch, s)`'s weights, sees exactly the batches a single `train --seed s` run sees
+(its own generator seeded with s, a fresh permutation per epoch, the short last batch dropped), and
+follows the same dynamics with the same ATen kernels: the loss's and the activations' own backward
+kernels, torch.optim's update op for op. The matrix products are batched where a batched form's
+summation order reproduces the single run's `addmm`/`mm` (picked by a probe, `_linear_plan`); where
+none does, that product runs member by member with the single run's own kernel on aligned operands
+(`_per_member`). So every member is a single run to the bit, whatever its chunk (tested per head,
+optimizer and batching; `docs/sweep.md` has the numbers and the cost).
 
 Verdicts:
-- converged: the gate passes, accuracy on the 4 XOR points (threshold 0.5) >= min_accuracy;
-- diverged: a non-finite loss or parameter, or a loss above DIVERGENCE_FACTOR x the step-0 loss at a
-  checked step (every CHECK_EVERY steps and the last; a single run checks every step). A diverged
-  member never counts as converged.
+- converged: the gate passes on the validation rows as `validate.evaluate` computes it (accuracy with
+  the 0.5 threshold or the most probable class >= min_accuracy; RMSE in the target's units <= max_rmse);
+- diverged: a non-finite loss or parameter, or a loss above DIVERGENCE_FACTOR x the step-0 loss at any
+  step (a running maximum of every step's loss, the rule of a single run's Monitor). A diverged member
+  never counts as converged.
 
 Memory is bounded: the pairs are trained in chunks of `chunk` members (by default as many as fit in
-about CHUNK_BYTES of stacked parameters, gradients and activations). Nothing here imports torch at
-module level.
+about CHUNK_BYTES of stacked parameters, optimizer state, activations and batch indices). Nothing here
+imports torch at module level.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .archs import TUTORIAL, XOR_Y, Arch
+from .archs import THRESHOLD, TUTORIAL, XOR_Y, Arch
 from .errors import UsageError, raise_if_stopped
 from .train import DIVERGENCE_FACTOR
 
@@ -41,14 +46,15 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from .recipe import Recipe
+    from .validate import Gate
 
 MAX_SEEDS = 1_000_000
 MAX_STEPS = 10_000_000
-CHECK_EVERY = 100  # steps between the (cheap, batched) divergence checks
 CHUNK_BYTES = 256 * 2**20  # stacked tensors per chunk: well under 1 GB even with allocator slack
 QUANTILES: tuple[tuple[str, float], ...] = (("min", 0.0), ("p5", 0.05), ("p50", 0.5), ("p95", 0.95), ("max", 1.0))
 
-ProgressFn = Callable[[int, int], None]  # (members done, members in all), after each chunk
+ProgressFn = Callable[[int, int], None]  # (member-steps done, member-steps in all), every PROGRESS_EVERY steps
+PROGRESS_EVERY = 250  # steps between progress reports (and stop checks) within a chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,19 +64,25 @@ class Member:
     seed: int
     lr: float
     final_loss: float  # the loss of the last step (before its update), as TrainResult.final_loss
-    accuracy: float  # of the trained weights on the 4 XOR points
+    accuracy: float | None  # classifiers: on the validation rows (the 4 XOR points for XOR data)
     converged: bool  # passes the gate (and did not diverge)
     diverged: bool
+    rmse: float | None = None  # regression: on the validation rows, in the target's units
+
+    @property
+    def metric(self) -> float:
+        """The gate's metric: accuracy, or RMSE for regression."""
+        value = self.rmse if self.accuracy is None else self.accuracy
+        return value if value is not None else math.nan
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "seed": self.seed,
-            "lr": self.lr,
-            "final_loss": _json_float(self.final_loss),
-            "accuracy": self.accuracy,
-            "converged": self.converged,
-            "diverged": self.diverged,
-        }
+        out: dict[str, Any] = {"seed": self.seed, "lr": self.lr, "final_loss": _json_float(self.final_loss)}
+        if self.accuracy is not None:
+            out["accuracy"] = self.accuracy
+        if self.rmse is not None or self.accuracy is None:
+            out["rmse"] = _json_float(self.rmse if self.rmse is not None else math.nan)
+        out["converged"], out["diverged"] = self.converged, self.diverged
+        return out
 
 
 @dataclass(frozen=True)
@@ -105,12 +117,25 @@ class SweepResult:
     seeds: tuple[int, ...]
     lrs: tuple[float, ...]
     steps: int
-    min_accuracy: float
+    min_accuracy: float | None  # the gate: min_accuracy (classifiers) or max_rmse (regression)
     device: str
     chunk: int  # members trained together
     seconds: float  # training and evaluation, initialisation included
     members: tuple[Member, ...]  # seed-major: (seeds[0], lrs[0]), (seeds[0], lrs[1]), ...
     summary: SweepSummary
+    max_rmse: float | None = None
+    optimizer: str = "sgd"
+    batch_size: int = 0
+    data: str = "builtin:xor"  # the data's source
+    train_rows: int = 4
+    val_rows: int = 4
+    on: str = "XOR points"  # what the gate was judged on
+
+    @property
+    def gate_text(self) -> str:
+        if self.max_rmse is not None:
+            return f"RMSE <= {self.max_rmse:g}"
+        return f"accuracy >= {self.min_accuracy:g}"
 
     def failing(self, lr: float | None = None) -> list[Member]:
         """Members that did not converge (for one lr, or all)."""
@@ -120,8 +145,18 @@ class SweepResult:
         s = self.summary
         return {
             "arch": self.arch.name,
+            "task": self.arch.task,
+            "widths": list(self.arch.widths),
+            "activation": self.arch.activation,
+            "optimizer": self.optimizer,
+            "batch_size": self.batch_size,
+            "data": self.data,
+            "train_rows": self.train_rows,
+            "val_rows": self.val_rows,
+            "gate_on": self.on,
             "steps": self.steps,
             "min_accuracy": self.min_accuracy,
+            "max_rmse": self.max_rmse,
             "device": self.device,
             "chunk": self.chunk,
             "seconds": round(self.seconds, 4),
@@ -156,7 +191,7 @@ def _json_float(v: float) -> float | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def check_options(n_seeds: int, lrs: Sequence[float], steps: int, min_accuracy: float) -> None:
+def check_options(n_seeds: int, lrs: Sequence[float], steps: int, min_accuracy: float | None = None) -> None:
     if not 1 <= n_seeds <= MAX_SEEDS:
         raise UsageError(f"--seeds {n_seeds}: must be between 1 and {MAX_SEEDS:,}")
     if not lrs:
@@ -168,7 +203,7 @@ def check_options(n_seeds: int, lrs: Sequence[float], steps: int, min_accuracy: 
         raise UsageError(f"--lrs {','.join(map(str, lrs))}: a learning rate is given twice")
     if not 1 <= steps <= MAX_STEPS:
         raise UsageError(f"--steps {steps}: must be between 1 and {MAX_STEPS:,}")
-    if not 0.0 <= min_accuracy <= 1.0:
+    if min_accuracy is not None and not 0.0 <= min_accuracy <= 1.0:
         raise UsageError(f"--min-accuracy {min_accuracy}: must be between 0 and 1")
 
 
@@ -183,12 +218,13 @@ def parse_lrs(text: str) -> tuple[float, ...]:
     return tuple(out)
 
 
-def default_chunk(arch: Arch) -> int:
-    """Members per chunk so the stacked tensors stay near CHUNK_BYTES."""
-    rows = len(XOR_Y)
-    activations = rows * sum(arch.widths)
-    # parameters, gradients, the update's temporaries; forward activations, their gradients, scratch
-    per_member = 4 * (3 * arch.n_params + 6 * activations)
+def default_chunk(arch: Arch, rows_per_step: int = len(XOR_Y), optimizer: str = "sgd", batch_rows: int = 0) -> int:
+    """Members per chunk so the stacked tensors stay near CHUNK_BYTES: per member, its parameters,
+    gradients, update temporaries (and Adam's two moments), its activations and their gradients at
+    rows_per_step rows, and its epoch's permutation of batch_rows rows (int64) with mini-batches."""
+    activations = rows_per_step * sum(arch.widths)
+    state = (3 + (4 if optimizer == "adam" else 0)) * arch.n_params
+    per_member = 4 * (state + 8 * activations) + 8 * batch_rows
     return max(1, CHUNK_BYTES // per_member)
 
 
@@ -198,12 +234,24 @@ def sweep(
     lrs: Sequence[float],
     steps: int = TUTORIAL.steps,
     device: str = "cpu",
-    min_accuracy: float = TUTORIAL.min_accuracy,
+    min_accuracy: float | None = TUTORIAL.min_accuracy,
     chunk: int | None = None,
     on_progress: ProgressFn | None = None,
+    *,
+    data: Any = None,
+    optimizer: str = "sgd",
+    batch_size: int = 0,
+    max_rmse: float | None = None,
+    tutorial_init: bool = True,
 ) -> SweepResult:
-    """Train every (seed, lr) pair of `arch` (seed-major order) and summarise."""
+    """Train every (seed, lr) pair of `arch` (seed-major order) and summarise.
+
+    data: a `data.Dataset` (trained on its training rows, judged on its validation rows) or None for
+    the four XOR points; optimizer, batch_size: as `TrainConfig`'s; the gate: min_accuracy for
+    classifiers, max_rmse for regression."""
+    from .kernels import small_step_threads
     from .train import describe_device, resolve_device
+    from .validate import Gate
 
     seeds, lrs = tuple(int(s) for s in seeds), tuple(float(lr) for lr in lrs)
     if not seeds:
@@ -212,11 +260,23 @@ def sweep(
         if not 0 <= s <= 2**63 - 1:
             raise UsageError(f"seed {s}: must be between 0 and 2**63-1")
     check_options(1, lrs, steps, min_accuracy)
+    if arch.task == "regression":
+        if max_rmse is None or not math.isfinite(max_rmse) or max_rmse <= 0:
+            raise UsageError(f"{arch.name} is a regression model: give its gate as max_rmse > 0")
+        gate = Gate(max_rmse=max_rmse)
+        min_accuracy = None
+    else:
+        if min_accuracy is None:
+            raise UsageError(f"{arch.name} is a {arch.task} model: give its gate as min_accuracy")
+        gate = Gate(min_accuracy=min_accuracy)
+        max_rmse = None
     if chunk is not None and chunk < 1:
         raise UsageError(f"chunk {chunk}: must be at least 1")
-    size = chunk or default_chunk(arch)
     dev = resolve_device(device)
-    total = len(seeds) * len(lrs)
+    prob = problem(arch, data, optimizer, batch_size, dev)
+    batch_rows = prob.rows if prob.rows_per_step < prob.rows else 0
+    size = chunk or default_chunk(arch, prob.rows_per_step, optimizer, batch_rows)
+    total = len(set(seeds)) * len(lrs) * steps  # member-steps
     trained: dict[tuple[int, float], Member] = {}
     done = 0
     start = time.perf_counter()
@@ -224,13 +284,15 @@ def sweep(
     for i in range(0, len(unique), size):
         raise_if_stopped()
         block = unique[i : i + size]
-        init = _stacked_init(arch, block)  # once per seed, shared by every lr
+        init = _stacked_init(arch, block, tutorial_init)  # once per seed, shared by every lr
         for lr in lrs:
-            for mem in _train_chunk(arch, block, init, lr, steps, dev, min_accuracy):
-                trained[(mem.seed, mem.lr)] = mem
+            tick = None if on_progress is None else _ticker(on_progress, done * steps, len(block), total)
+            with small_step_threads(dev.type, len(block) * prob.rows_per_step * max(arch.widths)):
+                for mem in _train_chunk(arch, block, init, lr, steps, dev, prob, gate, tick):
+                    trained[(mem.seed, mem.lr)] = mem
             done += len(block)
             if on_progress is not None:
-                on_progress(min(done, total), total)
+                on_progress(done * steps, total)
     members = [trained[(s, lr)] for s in seeds for lr in lrs]
     seconds = time.perf_counter() - start
     return SweepResult(
@@ -244,7 +306,19 @@ def sweep(
         seconds=seconds,
         members=tuple(members),
         summary=summarize(members, lrs),
+        max_rmse=max_rmse,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        data=data.source if data is not None else "builtin:xor",
+        train_rows=prob.rows,
+        val_rows=int(prob.x_val.shape[0]),
+        on=prob.on,
     )
+
+
+def _ticker(on_progress: ProgressFn, before: int, members: int, total: int) -> Callable[[int], None]:
+    """A chunk's step count -> on_progress(member-steps done, in all)."""
+    return lambda step: on_progress(before + members * step, total)
 
 
 def summarize(members: Sequence[Member], lrs: Sequence[float]) -> SweepSummary:
@@ -275,106 +349,549 @@ def summarize(members: Sequence[Member], lrs: Sequence[float]) -> SweepSummary:
 # The batched trainer
 
 
-def _stacked_init(arch: Arch, seeds: Sequence[int]) -> list[torch.Tensor]:
-    """[W0, b0, W1, b1, ...] on the CPU: W (M, out, in), b (M, out); member m is init_model(arch, seeds[m])'s."""
-    import torch
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """What every member trains on and is judged on, on the training device: the data as a single
+    `train` run sees it, and the optimizer settings shared by all members."""
 
-    from .model import init_model
+    x: Any  # (rows, n_inputs) float32: the training rows, standardized as the model's first layer does
+    y: Any  # binary/regression (rows, 1) float32 (regression: standardized when scale_output); multiclass (rows,) int64
+    x_val: Any  # (val_rows, n_inputs) float32, standardized likewise
+    y_val: Any  # numpy: class indices (classifiers) or float64 targets in the target's units (regression)
+    out_scale: tuple[float, float] | None  # regression: (std, mean), float32 values of the Unstandardize layer
+    optimizer: str = "sgd"
+    batch_size: int = 0  # 0 or >= rows: full batch
+    on: str = "XOR points"
 
-    rows = [[p.detach() for p in init_model(arch, seed).parameters()] for seed in seeds]
-    return [torch.stack([r[k] for r in rows]).contiguous() for k in range(2 * arch.n_linear)]
+    @property
+    def rows(self) -> int:
+        return int(self.x.shape[0])
 
-
-def _forward(weights: list, biases: list, x) -> list:
-    """Activations [x, h1, ..., out]; x: (M, rows, in)."""
-    import torch
-
-    hs = [x]
-    h = x
-    for w, b in zip(weights, biases):
-        h = torch.sigmoid(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))  # (M, rows, out)
-        hs.append(h)
-    return hs
-
-
-def _member_loss(out, y):
-    """BCE, mean over each member's rows: (M,)."""
-    import torch
-
-    return torch._C._nn.binary_cross_entropy(out, y, None, 0).mean(dim=(1, 2))  # type: ignore[arg-type]
+    @property
+    def rows_per_step(self) -> int:
+        return self.batch_size if 0 < self.batch_size < self.rows else self.rows
 
 
-def _train_chunk(
-    arch: Arch, seeds: Sequence[int], init: list, lr: float, steps: int, dev: torch.device, min_accuracy: float
-) -> list[Member]:
-    """Train copies of the stacked `init` (one member per seed) at one learning rate.
-
-    One lr per chunk lets the update be torch.optim.SGD's own `p += -lr * grad` (`_foreach_add_`)."""
+def problem(arch: Arch, data: Any = None, optimizer: str = "sgd", batch_size: int = 0, device: Any = "cpu") -> Problem:
+    """The training and validation tensors of `arch` on `data` (a `data.Dataset`; None: the four XOR
+    points), standardized once with the training split's float32 statistics (`model.set_scaling`):
+    `(x - mean) / std` row by row is exactly what the model's Standardize layer computes on each batch."""
+    import numpy as np
     import torch
 
     from .model import xor_tensors
+    from .train import training_tensors
+
+    if optimizer not in ("sgd", "adam"):
+        raise UsageError(f"optimizer {optimizer!r}: choose sgd or adam")
+    if batch_size < 0:
+        raise UsageError(f"batch size {batch_size}: must be >= 0 (0: full batch)")
+    if data is None:
+        if arch.task != "binary" or arch.n_inputs != 2:
+            raise UsageError(f"{arch.name} is a {arch.task} model with {arch.n_inputs} inputs: give its data")
+        x, y = xor_tensors(device)
+        return Problem(x, y, x, np.asarray(XOR_Y), None, optimizer, batch_size)
+    x, y = training_tensors(data, arch, device)
+    x_val = torch.from_numpy(np.ascontiguousarray(data.x_val, dtype=np.float32)).to(device)
+    if arch.scale_input:
+        mean = torch.as_tensor(data.stats.mean, dtype=torch.float32, device=device)
+        std = torch.as_tensor(data.stats.std, dtype=torch.float32, device=device)
+        x, x_val = (x - mean) / std, (x_val - mean) / std
+    out_scale = None
+    if arch.task == "regression":
+        y_val = np.asarray(data.y_val, dtype=np.float64)
+        if arch.scale_output:
+            out_scale = (float(np.float32(data.target_std)), float(np.float32(data.target_mean)))
+    else:
+        y_val = np.asarray(data.y_val, dtype=np.int64)
+    same = data.val_rows.shape == data.train_rows.shape and np.array_equal(data.val_rows, data.train_rows)
+    on = "training rows" if same else "validation rows"
+    return Problem(x.contiguous(), y.contiguous(), x_val.contiguous(), y_val, out_scale, optimizer, batch_size, on)
+
+
+def _stacked_init(arch: Arch, seeds: Sequence[int], tutorial_init: bool = True) -> list[torch.Tensor]:
+    """[W0, b0, W1, b1, ...] on the CPU: W (M, out, in), b (M, out); member m is init_model(arch, seeds[m])'s."""
+    import torch
+
+    from .model import init_model, linear_layers
+
+    rows = []
+    for seed in seeds:
+        layers = linear_layers(init_model(arch, seed, tutorial_init))
+        rows.append([t.detach() for layer in layers for t in (layer.weight, layer.bias)])
+    return [torch.stack([r[k] for r in rows]).contiguous() for k in range(2 * arch.n_linear)]
+
+
+@dataclass(frozen=True)
+class _LinearPlan:
+    """How one layer's three products are computed for stacked members (see `_linear_plan`)."""
+
+    forward: Callable[..., Any]  # (h (M, rows, in), w (M, out, in), w_t view, b_view (M, 1, out)) -> (M, rows, out)
+    weight_grad: Callable[..., Any]  # (gz (M, rows, out), h) -> (M, out, in)
+    input_grad: Callable[..., Any]  # (gz, w) -> (M, rows, in)
+    batched: tuple[bool, bool, bool]  # per product: a batched form (True) or the per-member loop (False)
+
+
+def _forms(m: int, rows: int, n_in: int, n_out: int, dev: Any) -> tuple[list, list, list]:
+    """Batched forms of a layer's forward, weight-gradient and input-gradient products, in order of
+    preference (cheapest first). They compute the same sums in different orders."""
+    import torch
+
+    bmm, baddbmm, mv = torch.bmm, torch.baddbmm, torch.mv
+    forward = [
+        lambda h, w, wt, bv: baddbmm(bv, h, wt),  # F.linear's addmm(b, h, w.t()), batched
+        lambda h, w, wt, bv: bmm(h, wt) + bv,
+    ]
+    if n_out == 1:
+        # One output: the single run's addmm hands (rows, in) @ (in, 1) to MKL's gemv, whose order is
+        # reproduced by one gemv over every member's rows at once: the products h * w (M, rows, in),
+        # summed by `mv` against ones (the order of a gemv row does not depend on the row count).
+        ones = torch.ones(n_in, device=dev)
+        forward.append(lambda h, w, wt, bv: mv((h * w).reshape(-1, n_in), ones).view(m, -1, 1) + bv)
+    weight_grad = [
+        lambda gz, h: bmm(gz.transpose(1, 2), h),  # autograd: grad.t().mm(input)
+        lambda gz, h: bmm(h.transpose(1, 2), gz).transpose(1, 2),
+    ]
+    input_grad = [
+        lambda gz, w: bmm(gz, w),  # autograd: grad.mm(weight)
+        lambda gz, w: bmm(w.transpose(1, 2), gz.transpose(1, 2)).transpose(1, 2),
+    ]
+    return forward, weight_grad, input_grad
+
+
+PROBE_DRAWS = 8  # random operands per probe: a form that differs in rare elements only must show it
+ALIGN = 16  # float32 elements in 64 bytes: the CPU allocator's alignment, which every single-run tensor has
+
+
+def _per_member(m: int, rows: int, n_in: int, n_out: int) -> tuple[Callable[..., Any], ...]:
+    """The three products computed member by member with a single run's own kernels (`addmm(b, h,
+    w.t())`, `mm(g.t(), h)`, `mm(g, w)`) on 2-D tensors laid out as a single run's: contiguous and
+    64-byte aligned. MKL's small-matrix kernels pick their summation order by the operands' alignment
+    (16 bytes matters), and member k of a stacked tensor starts at k x its size, so the operands are
+    first copied (one op each) into staging buffers whose members start at 64-byte boundaries, and
+    the results written into such a buffer, then copied out contiguous. M kernel calls per product:
+    the price of exactness where no batched form has it."""
+    import torch
+
+    addmm, mm = torch.addmm, torch.mm
+
+    def stage(a: int, b: int) -> tuple[Any, list[Any]]:
+        n = a * b
+        buf = torch.empty(m, -(-n // ALIGN) * ALIGN)  # torch.empty is 64-byte aligned
+        stacked = buf[:, :n].view(m, a, b)
+        return stacked, [stacked[k] for k in range(m)]
+
+    h_st, h_k = stage(rows, n_in)
+    w_st, w_k = stage(n_out, n_in)
+    b_st, b_k = stage(1, n_out)
+    gz_st, gz_k = stage(rows, n_out)
+    f_st, f_k = stage(rows, n_out)
+    g_st, g_k = stage(n_out, n_in)
+    i_st, i_k = stage(rows, n_in)
+    wt_k = [w.t() for w in w_k]
+    gzt_k = [g.t() for g in gz_k]
+    b_k = [b[0] for b in b_k]  # (out,), as the single run's bias
+
+    def inputs(h: Any) -> list[Any]:
+        if h.stride(0) == 0 and h[0].is_contiguous():  # one input shared by every member: a single run's own x
+            return [h[0]] * m
+        h_st.copy_(h)
+        return h_k
+
+    def forward(h: Any, w: Any, wt: Any, bv: Any) -> Any:
+        hs = inputs(h)
+        w_st.copy_(w)
+        b_st.copy_(bv)
+        for k in range(m):
+            addmm(b_k[k], hs[k], wt_k[k], out=f_k[k])
+        return f_st.contiguous()
+
+    def weight_grad(gz: Any, h: Any) -> Any:
+        hs = inputs(h)
+        gz_st.copy_(gz)
+        for k in range(m):
+            mm(gzt_k[k], hs[k], out=g_k[k])
+        return g_st.contiguous()
+
+    def input_grad(gz: Any, w: Any) -> Any:
+        gz_st.copy_(gz)
+        w_st.copy_(w)
+        for k in range(m):
+            mm(gz_k[k], w_k[k], out=i_k[k])
+        return i_st.contiguous()
+
+    return forward, weight_grad, input_grad
+
+
+_PLANS: dict[tuple, _LinearPlan] = {}
+
+
+def _probe_members(m: int) -> list[int]:
+    """Members the probe checks: one of each alignment class (member k of a stacked tensor starts at
+    k x its size, so the classes repeat within ALIGN members), the middle and the last."""
+    return sorted({*range(min(m, ALIGN)), m // 2, m - 1})
+
+
+def _linear_plan(m: int, rows: int, n_in: int, n_out: int, shared_input: bool, dev: Any) -> _LinearPlan:
+    """For a layer (rows, n_in) -> (rows, n_out) stacked m times: per product, the first batched form
+    that reproduces on random data the bits autograd gives a single run (`F.linear` and its backward)
+    for every probed member (`_probe_members`); where none does, the per-member loop of the single
+    run's own kernel (`_per_member`). Which order a kernel sums in is a property of the shapes, strides
+    and alignment (MKL's kernels; ATen's own loop below about 400 multiply-adds), not of the values, so
+    the probe decides for the real data too. On CUDA the first forms are used. shared_input: the
+    layer's input is one (rows, n_in) tensor expanded over members."""
+    import torch
+
+    key = (m, rows, n_in, n_out, shared_input, str(dev))
+    if key in _PLANS:
+        return _PLANS[key]
+    forward, weight_grad, input_grad = _forms(m, rows, n_in, n_out, dev)
+    if dev.type != "cpu":
+        plan = _LinearPlan(forward[0], weight_grad[0], input_grad[0], (True, True, True))
+        _PLANS[key] = plan
+        return plan
+    gen = torch.Generator().manual_seed(0)
+    probe = _probe_members(m)
+    draws = []  # (h, w, b, gz, [(out, weight grad, input grad) of a single run per probed member])
+    for _ in range(PROBE_DRAWS):
+        h = torch.randn(1 if shared_input else m, rows, n_in, generator=gen)
+        h = h.expand(m, rows, n_in) if shared_input else h
+        w = torch.randn(m, n_out, n_in, generator=gen)
+        b = torch.randn(m, n_out, generator=gen)
+        gz = torch.randn(m, rows, n_out, generator=gen)
+        ref: list[tuple[Any, Any, Any]] = []
+        for k in probe:
+            wk, bk, hk = (t[k].clone().requires_grad_() for t in (w, b, h))  # fresh, aligned: a single run's
+            out = torch.nn.functional.linear(hk, wk, bk)
+            out.backward(gz[k].clone())
+            ref.append((out.detach(), wk.grad, hk.grad))
+        draws.append((h, w, b, gz, ref))
+    loop = _per_member(m, rows, n_in, n_out)
+
+    def first(forms: list, which: int) -> tuple[Callable[..., Any], bool]:
+        for form in forms:
+            for h, w, b, gz, ref in draws:
+                args = ((h, w, w.transpose(1, 2), b.unsqueeze(1)), (gz, h), (gz, w))[which]
+                got = form(*args)
+                if not all(torch.equal(got[k], r[which]) for k, r in zip(probe, ref)):
+                    break
+            else:
+                return form, True
+        return loop[which], False
+
+    f, fb = first(forward, 0)
+    g, gb = first(weight_grad, 1)
+    i, ib = first(input_grad, 2)
+    plan = _LinearPlan(f, g, i, (fb, gb, ib))
+    _PLANS[key] = plan
+    return plan
+
+
+def _vector_block() -> int:
+    """Elements ATen's CPU elementwise loop handles per vectorized iteration (two SIMD registers of
+    float32); a tensor's last (numel mod this) elements take the scalar loop."""
+    import torch
+
+    return 32 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 16
+
+
+def _sigmoid_as_single(m: int, rows: int, width: int, dev: Any) -> Callable[[Any], Any]:
+    """torch.sigmoid on (m, rows, width), each member's elements computed by the loop (vectorized or
+    scalar) that computes them in a single run's (rows, width) tensor. The two loops of sigmoid give
+    different bits (1 ulp now and then; every other op in the step agrees): a single run's tensor takes
+    the vectorized loop for its first (n // block) * block elements and the scalar loop for the rest,
+    where the stacked tensor would take the vectorized loop for nearly everything. So: every element
+    through the vectorized loop (a padded flat buffer), then each member's tail again through the scalar
+    loop (a strided view, which ATen cannot vectorize)."""
+    import torch
+
+    n = rows * width
+    block = _vector_block()
+    head = n // block * block
+    if dev.type != "cpu" or head == n:
+        return torch.sigmoid
+    if head == 0:  # all scalar: write through a view with stride 2
+        buf = torch.zeros(m, n, 2, device=dev)
+        view = buf[:, :, 0]
+
+        def scalar(z):
+            torch.sigmoid(z.reshape(m, n), out=view)
+            return view.reshape(z.shape).contiguous()
+
+        return scalar
+    padded = -(-m * n // block) * block
+    zbuf = torch.zeros(padded, device=dev)
+    z_used = zbuf[: m * n]
+
+    def mixed(z):
+        z_used.copy_(z.reshape(-1))
+        h = torch.sigmoid(zbuf)  # (padded,): every element through the vectorized loop
+        tails = h[: m * n].view(m, n)[:, head:]  # (m, n - head), rows n apart: the scalar loop
+        torch.sigmoid(z_used.view(m, n)[:, head:], out=tails)
+        return h[: m * n].view(z.shape)
+
+    return mixed
+
+
+def _activation(name: str) -> tuple[Callable[..., Any], Callable[..., Any], bool]:
+    """(forward, backward(grad, saved), whether backward takes the pre-activation): the module's op and
+    the backward kernel autograd calls for it."""
+    import torch
+
+    aten = torch.ops.aten
+    if name == "sigmoid":
+        return torch.sigmoid, aten.sigmoid_backward, False
+    if name == "tanh":
+        return torch.tanh, aten.tanh_backward, False
+    if name == "relu":
+        return torch.relu, lambda g, out: aten.threshold_backward(g, out, 0), False
+    if name == "gelu":
+        gelu = torch._C._nn.gelu
+        return gelu, lambda g, z: aten.gelu_backward(g, z, approximate="none"), True
+    raise ValueError(f"unknown activation {name!r}")
+
+
+ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults
+ADAM_EPS = 1e-8
+
+
+def _train_chunk(
+    arch: Arch,
+    seeds: Sequence[int],
+    init: list,
+    lr: float,
+    steps: int,
+    dev: torch.device,
+    prob: Problem,
+    gate: Gate,
+    on_step: Callable[[int], None] | None = None,
+) -> list[Member]:
+    """Train copies of the stacked `init` (one member per seed) at one learning rate.
+
+    One step, per member exactly what `train.autograd_loop` does for a single run: the member's batch
+    (its own seeded permutation per epoch), the modules' forward ops, the loss's and activations' own
+    backward kernels in autograd's order, and torch.optim's update (SGD's `p += -lr * grad`, or Adam's
+    single-tensor formula, op for op)."""
+    import torch
 
     m = len(seeds)
     params = [p.to(dev, copy=True) for p in init]
     weights, biases = params[0::2], params[1::2]
-    n = len(weights)
-    x1, y1 = xor_tensors(dev)  # (rows, 2), (rows, 1)
-    rows = x1.shape[0]
-    x = x1.unsqueeze(0).expand(m, rows, x1.shape[1]).contiguous()
-    y = y1.unsqueeze(0).expand(m, rows, 1).contiguous()
-    # d (mean over each member's rows) / d out: BCELoss's backward divides by the row count; 1/rows is a
-    # power of 2 here, so scaling first gives the same bits.
-    grad_out = torch.full((m, rows, 1), 1.0 / rows, dtype=x.dtype, device=dev)
-
-    bce_backward = torch.ops.aten.binary_cross_entropy_backward
-    sigmoid_backward = torch.ops.aten.sigmoid_backward
-    bmm, baddbmm, sigmoid = torch.bmm, torch.baddbmm, torch.sigmoid
-    foreach_add_ = torch._foreach_add_
-    bias_views = [b.unsqueeze(1) for b in biases]  # (M, 1, out): broadcast over rows
     weights_t = [w.transpose(1, 2) for w in weights]  # views: they follow the in-place updates
+    bias_views = [b.unsqueeze(1) for b in biases]  # (M, 1, out): broadcast over rows
+    n = len(weights)
+    rows, step_rows = prob.rows, prob.rows_per_step
+    batches = step_rows < rows
+    plans = [
+        _linear_plan(m, step_rows, arch.widths[i], arch.widths[i + 1], i == 0 and not batches, dev) for i in range(n)
+    ]
+    act, act_backward, needs_z = _activation(arch.activation)
+    task = arch.task
+    widths = arch.widths
+    acts = [_sigmoid_as_single(m, step_rows, widths[i + 1], dev) if arch.activation == "sigmoid" else act
+            for i in range(n - 1)]  # fmt: skip
+    head_sigmoid = _sigmoid_as_single(m, step_rows, widths[-1], dev)
 
-    loss0: Any = None
-    bad = torch.zeros(m, dtype=torch.bool, device=dev)  # diverged at a checked step
+    aten = torch.ops.aten
+    bce, bce_backward = torch._C._nn.binary_cross_entropy, aten.binary_cross_entropy_backward
+    sigmoid_backward = aten.sigmoid_backward
+    log_softmax, log_softmax_backward = torch.log_softmax, aten._log_softmax_backward_data
+    mse_backward = aten.mse_loss_backward
+    # The loss gradient's 1/rows: BCELoss's backward divides by the row count after the elementwise
+    # formula; when 1/rows is a power of 2, multiplying first gives the same bits in one op fewer.
+    inv = torch.tensor(1.0, device=dev) / step_rows  # float32 1/rows, as the kernels compute it
+    power_of_2 = step_rows & (step_rows - 1) == 0
+    ones = torch.ones((m, step_rows, 1), device=dev)
+    grad_out = torch.full((m, step_rows, 1), float(inv), device=dev) if power_of_2 else ones
+    nll_value = -inv  # nll_loss's backward: -grad / total_weight at each row's class
+
+    x_all, y_all = prob.x, prob.y
+    if not batches:  # every member sees every row: one copy, expanded (no per-member memory)
+        xb = x_all.unsqueeze(0).expand(m, *x_all.shape)
+        yb = y_all.unsqueeze(0).expand(m, *y_all.shape)
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds] if batches else []
+    order: Any = None
+    cursor = rows
+
+    mse = aten.mse_loss.default  # what a single run calls (kernels.explicit_grads)
+    nll = aten.nll_loss_forward.default
+
+    def batch_loss(out: Any, yb: Any) -> Any:
+        """Each member's loss on its batch (mean over its rows), batched: (M,). Within rounding of a
+        single run's (the reduction's order differs); read every step for the divergence rule only."""
+        if task == "binary":
+            return bce(out, yb, None, 0).mean(dim=(1, 2))  # type: ignore[arg-type]
+        if task == "multiclass":
+            return -out.gather(2, yb.unsqueeze(2)).mean(dim=(1, 2))  # out: log-probabilities
+        return mse(out, yb, 0).mean(dim=(1, 2))
+
+    def single_loss(out: Any, yb: Any) -> Any:
+        """Each member's loss as a single run computes it, to the bit: the head's loss kernel with mean
+        reduction on the member's own (fresh, aligned) 2-D tensors, one call per member: (M,)."""
+        each = []
+        for k in range(m):
+            o, y = out[k].clone(), yb[k].clone()
+            if task == "binary":
+                each.append(bce(o, y, None, 1))  # type: ignore[arg-type]
+            elif task == "multiclass":
+                each.append(nll(o, y, None, 1, -100)[0])  # CrossEntropyLoss: nll_loss on log_softmax's output
+            else:
+                each.append(mse(o, y, 1))
+        return torch.stack(each)
+
+    adam = prob.optimizer == "adam"
+    if adam:
+        beta1, beta2 = ADAM_BETAS
+        exp_avg = [torch.zeros_like(p) for p in params]
+        exp_avg_sq = [torch.zeros_like(p) for p in params]
+    loss0: Any = None  # step 0's loss per member, as a single run computes it
+    peak: Any = None  # the highest loss of any step so far per member (NaN once one was NaN)
     final: Any = None
     for step in range(steps):
-        hs = [x]
-        h = x
-        for bv, wt in zip(bias_views, weights_t):
-            h = sigmoid(baddbmm(bv, h, wt))  # F.linear's addmm, batched
-            hs.append(h)
+        if batches:
+            if cursor + step_rows > rows:  # a new epoch; the short last batch is dropped, as autograd_loop does
+                order = torch.stack([torch.randperm(rows, generator=g) for g in gens]).to(dev)  # (M, rows)
+                cursor = 0
+            idx = order[:, cursor : cursor + step_rows].reshape(-1)  # (M * rows_per_step,)
+            cursor += step_rows
+            xb = x_all.index_select(0, idx).view(m, step_rows, -1)
+            yb = y_all.index_select(0, idx).view(m, step_rows, *y_all.shape[1:])
+        hs = [xb]  # hs[i]: layer i's input, (M, rows, widths[i])
+        zs: list[Any] = []  # pre-activations (gelu's backward takes them)
+        h = xb
+        for i in range(n):
+            z = plans[i].forward(h, weights[i], weights_t[i], bias_views[i])
+            if i < n - 1:
+                h = acts[i](z)
+                hs.append(h)
+                if needs_z:
+                    zs.append(z)
+            else:
+                h = z
+        if task == "binary":
+            out = head_sigmoid(h)
+        elif task == "multiclass":
+            out = log_softmax(h, 2)
+        else:
+            out = h
         last = step == steps - 1
-        if last or step % CHECK_EVERY == 0:
-            loss = _member_loss(h, y)
-            if loss0 is None:
+        # The divergence rule of a single run's Monitor, which reads every step's loss: non-finite, or
+        # above DIVERGENCE_FACTOR x step 0's. A running maximum (NaN propagates) decides it at the end.
+        if step == 0 or last:
+            loss = single_loss(out, yb)
+            if step == 0:
                 loss0 = loss
-            bad |= ~torch.isfinite(loss) | (loss > DIVERGENCE_FACTOR * loss0)
             if last:
                 final = loss
-        g = bce_backward(grad_out, h, y, None, 0)  # (M, rows, 1): d loss / d out
+        else:
+            loss = batch_loss(out, yb)
+        peak = loss if peak is None else torch.maximum(peak, loss)
+        # d loss / d last pre-activation, (M, rows, n_out)
+        if task == "binary":
+            g = bce_backward(grad_out, out, yb, None, 0)
+            if not power_of_2:
+                g = g.div_(step_rows)
+            gz = sigmoid_backward(g, out)
+        elif task == "multiclass":
+            g = torch.zeros_like(out).scatter_(2, yb.unsqueeze(2), nll_value.expand(m, step_rows, 1))
+            gz = log_softmax_backward(g, out, 2, out.dtype)
+        else:
+            gz = mse_backward(inv, out, yb, 0)  # 2 * (out - y) * (1/rows): MSELoss's 2/rows * (out - y)
         grads: list[Any] = [None] * (2 * n)
         for i in range(n - 1, -1, -1):  # autograd's order: last layer first
-            gz = sigmoid_backward(g, hs[i + 1])  # (M, rows, out)
+            if i < n - 1:
+                gz = act_backward(g, zs[i] if needs_z else hs[i + 1])
             if i:
-                g = bmm(gz, weights[i])  # (M, rows, in)
-            grads[2 * i] = bmm(gz.transpose(1, 2), hs[i])  # (M, out, in)
+                g = plans[i].input_grad(gz, weights[i])  # (M, rows, widths[i])
+            grads[2 * i] = plans[i].weight_grad(gz, hs[i])  # (M, out, in)
             grads[2 * i + 1] = gz.sum(1)  # (M, out)
-        foreach_add_(params, grads, alpha=-lr)  # torch.optim.SGD's update
-        if step % 1000 == 999:
+        if not adam:
+            torch._foreach_add_(params, grads, alpha=-lr)  # torch.optim.SGD's update
+        else:  # torch.optim.Adam's single-tensor update (the CPU default), op for op
+            t = step + 1
+            bias_correction1 = 1 - beta1**t
+            bias_correction2 = 1 - beta2**t
+            step_size = lr / bias_correction1
+            bias_correction2_sqrt = bias_correction2**0.5
+            torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
+            torch._foreach_mul_(exp_avg_sq, beta2)
+            torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
+            denom = torch._foreach_sqrt(exp_avg_sq)
+            torch._foreach_div_(denom, bias_correction2_sqrt)
+            torch._foreach_add_(denom, ADAM_EPS)
+            torch._foreach_addcdiv_(params, exp_avg, denom, value=-step_size)
+        if step % PROGRESS_EVERY == PROGRESS_EVERY - 1:
             raise_if_stopped()
+            if on_step is not None:
+                on_step(step + 1)
 
-    out = _forward(weights, biases, x)[-1].reshape(m, rows)  # the trained weights, as the gate sees them
-    hits = ((out > 0.5) == (y.reshape(m, rows) > 0.5)).sum(1)
     finite_params = torch.stack([torch.isfinite(p.reshape(m, -1)).all(1) for p in params]).all(0)
-    diverged = bad | ~finite_params | ~torch.isfinite(final)
+    blown = ~torch.isfinite(peak) | ~torch.isfinite(loss0) | (peak > DIVERGENCE_FACTOR * loss0)
+    diverged = (blown | ~finite_params).tolist()
+    metric = _evaluate(arch, weights, weights_t, bias_views, prob, act, dev)
     result = []
-    for seed, loss_v, h_v, d_v in zip(seeds, final.tolist(), hits.tolist(), diverged.tolist()):
-        accuracy = h_v / rows
-        result.append(Member(seed, lr, loss_v, accuracy, accuracy >= min_accuracy and not d_v, bool(d_v)))
+    for seed, loss_v, metric_v, d_v in zip(seeds, final.tolist(), metric, diverged):
+        if task == "regression":
+            passed = gate.max_rmse is not None and metric_v <= gate.max_rmse
+            accuracy, rmse = None, metric_v
+        else:
+            passed = gate.min_accuracy is not None and metric_v >= gate.min_accuracy
+            accuracy, rmse = metric_v, None
+        result.append(Member(seed, lr, loss_v, accuracy, passed and not d_v, bool(d_v), rmse))
     return result
+
+
+def _evaluate(
+    arch: Arch, weights: list, weights_t: list, bias_views: list, prob: Problem, act: Any, dev: Any
+) -> list[float]:
+    """The gate's metric per member on the validation rows, as `validate.evaluate` computes it from the
+    model's outputs: the same blocks of `validate.EVAL_CHUNK` rows, each layer's product as the single
+    run's `addmm` (`_linear_plan`), the head's op (sigmoid, softmax, Unstandardize's `x * std + mean` in
+    float32), then per member numpy's own reductions on the float64 outputs: accuracy (binary:
+    probability > 0.5; multi-class: the first most probable class) or RMSE in the target's units. So a
+    row on the threshold gets the single run's verdict."""
+    import numpy as np
+    import torch
+
+    from .validate import EVAL_CHUNK
+
+    m = weights[0].shape[0]
+    sigmoid = arch.activation == "sigmoid"
+    x = prob.x_val
+    n_rows = int(x.shape[0])
+    truth = prob.y_val
+    if not n_rows:
+        return [math.inf if arch.task == "regression" else 0.0] * m
+    outs = []
+    for start in range(0, n_rows, EVAL_CHUNK):
+        h = x[start : start + EVAL_CHUNK].unsqueeze(0).expand(m, -1, -1)  # (M, rows, n_inputs)
+        for i, (w, wt, bv) in enumerate(zip(weights, weights_t, bias_views)):
+            plan = _linear_plan(m, int(h.shape[1]), arch.widths[i], arch.widths[i + 1], i == 0, dev)
+            h = plan.forward(h, w, wt, bv)  # the products the single run's addmm computes, in its order
+            if i < len(weights) - 1:
+                h = _sigmoid_as_single(m, int(h.shape[1]), int(h.shape[2]), dev)(h) if sigmoid else act(h)
+        if arch.task == "binary":
+            outs.append((_sigmoid_as_single(m, int(h.shape[1]), 1, dev)(h)[:, :, 0] > THRESHOLD).cpu().numpy())
+        elif arch.task == "multiclass":
+            outs.append(torch.softmax(h, 2).argmax(2).cpu().numpy())  # the first most probable class
+        else:
+            out = h[:, :, 0]
+            if prob.out_scale is not None:
+                std, mean = (torch.tensor(v, dtype=torch.float32, device=out.device) for v in prob.out_scale)
+                out = out * std + mean  # Unstandardize: x * std + mean, float32
+            outs.append(out.cpu().numpy())
+    got = np.concatenate(outs, axis=1)  # (M, rows)
+    if arch.task == "regression":
+        truth = np.asarray(truth, dtype=np.float64)
+        return [float(np.sqrt(np.mean((got[k].astype(np.float64) - truth) ** 2))) for k in range(m)]
+    truth = np.asarray(truth)
+    return [float(np.mean(got[k].astype(np.int64) == truth)) for k in range(m)]
 
 
 # ---------------------------------------------------------------------------------------------
 # The picture
+
+LOSS_NAMES = {"binary": "BCE", "multiclass": "cross-entropy", "regression": "MSE"}
 
 
 def write_png(result: SweepResult) -> bytes:
@@ -398,7 +915,7 @@ def write_png(result: SweepResult) -> bytes:
                 ax1.hist(v, bins=bins, alpha=0.6, label=f"lr {lr:g}")
         ax1.set_xscale("log")
         ax1.set_yscale("log")
-        ax1.set_xlabel("final BCE loss")
+        ax1.set_xlabel(f"final {LOSS_NAMES[result.arch.task]} loss")
         ax1.set_ylabel("members")
         ax1.set_title(f"{result.arch.name}: {len(result.seeds)} seeds, {result.steps} steps")
         ax1.grid(True, which="major", alpha=0.3)
@@ -412,7 +929,7 @@ def write_png(result: SweepResult) -> bytes:
         ax2.set_ylim(0, 1.1)
         ax2.set_xlabel("learning rate")
         ax2.set_ylabel("converged fraction")
-        ax2.set_title(f"gate: accuracy >= {result.min_accuracy:g}")
+        ax2.set_title(f"gate: {result.gate_text}")
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
@@ -424,9 +941,11 @@ def write_png(result: SweepResult) -> bytes:
 def table(result: SweepResult, failing: int = 10) -> str:
     """The summary the CLI prints."""
     s = result.summary
+    batch = f", batch {result.batch_size}" if result.batch_size else ""
     lines = [
         f"{result.arch.name}: {s.members} members ({len(result.seeds)} seeds x {len(result.lrs)} lrs), "
-        f"{result.steps} steps on {result.device} in {result.seconds:.2f}s (chunks of {result.chunk})",
+        f"{result.steps} steps{batch} with {result.optimizer} on {result.device} in {result.seconds:.2f}s "
+        f"(chunks of {result.chunk}); gate {result.gate_text} on {result.val_rows} {result.on}",
         f"  {'lr':>8} {'members':>8} {'converged':>10} {'fraction':>9} {'diverged':>9}  first failing seeds",
     ]
     for p in s.per_lr:
@@ -438,8 +957,9 @@ def table(result: SweepResult, failing: int = 10) -> str:
     q = "  ".join(f"{k} {v:.3e}" for k, v in s.loss_quantiles)
     lines.append(f"  final loss: {q}")
     b = s.best
+    metric = f"RMSE {b.metric:.4g}" if b.accuracy is None else f"accuracy {b.metric:.3f}"
     lines.append(
-        f"  best: seed {b.seed}, lr {b.lr:g}: final loss {b.final_loss:.4e}, accuracy {b.accuracy:.2f}"
+        f"  best: seed {b.seed}, lr {b.lr:g}: final loss {b.final_loss:.4e}, {metric}"
         f"{'' if b.converged else ' (NOT converged: no pair passes the gate)'}"
     )
     return "\n".join(lines)
@@ -453,74 +973,113 @@ class SweepRun:
     written: tuple[Path, ...]
     published: Any | None  # flow.Published of the best pair, with export_best
     notices: tuple[str, ...] = ()
+    export_error: Exception | None = None  # with export_best: why nothing was published (a PipelineError)
 
 
-def sweep_arch(recipe: Recipe) -> Arch:
-    """The network a recipe's sweep trains, when the batched program covers it: sigmoid layers, a
-    binary head and full-batch SGD on the built-in XOR data. Anything else is a one-line UsageError."""
-    from .archs import XOR_FEATURES, arch_for
-    from .errors import UsageError
+SWEEPS_FOLDER = "_sweeps"  # under the artifacts root: no recipe (hence no model folder) can have this name
 
-    arch = arch_for(recipe, XOR_FEATURES, (0, 1), "binary")
-    t = recipe.train
-    if recipe.data.builtin != "xor" or not arch.is_tutorial_stack or t.optimizer != "sgd" or t.batch_size:
-        what = f"{arch.activation}, {recipe.data.path or recipe.data.builtin} data, {t.optimizer}"
+
+def check_out(folder: Path, artifacts_dir: Path) -> None:
+    """Refuse an output folder inside a model's artifacts (its candidate, a version, the model folder
+    itself): sweep.json there would sit among files the manifests describe. That is any folder under
+    <artifacts_dir>/<a possible recipe name>/, or under any folder holding a manifest.json or a PUBLISHED
+    pointer."""
+    from . import artifacts as A
+    from .recipe import NAME_RE
+
+    out = folder.resolve()
+    root = artifacts_dir.resolve()
+    try:
+        rel = out.relative_to(root)
+    except ValueError:
+        rel = None
+    if rel is not None and rel.parts and NAME_RE.fullmatch(rel.parts[0]):
         raise UsageError(
-            f"sweep trains sigmoid MLPs with full-batch SGD on the built-in XOR data as one batched program; "
-            f"{recipe.name} ({what}{', batch ' + str(t.batch_size) if t.batch_size else ''}) is not covered yet"
+            f"--out {folder}: inside the model folder {root / rel.parts[0]} of {artifacts_dir}; "
+            f"choose a folder outside the models (default: {artifacts_dir / SWEEPS_FOLDER}/<name>)"
         )
-    return arch
+    for p in (out, *out.parents):
+        if (p / A.MANIFEST).is_file() or (p / A.PUBLISHED).exists():
+            raise UsageError(f"--out {folder}: inside the model artifacts at {p}; choose a folder outside them")
 
 
 def run_sweep(
-    arch: Arch,
+    which: Recipe | Arch | str,
     seeds: int,
-    lrs: Sequence[float],
+    lrs: Sequence[float] | None = None,
     *,
-    steps: int = TUTORIAL.steps,
+    steps: int | None = None,
     device: str = "auto",
-    min_accuracy: float = TUTORIAL.min_accuracy,
+    min_accuracy: float | None = None,
+    max_rmse: float | None = None,
     out: Path | None = None,
     artifacts_dir: Path = Path("artifacts"),
     export_best: bool = False,
     on_notice: Callable[[str], None] | None = None,
-    recipe: Recipe | None = None,
+    on_progress: Callable[[str], None] | None = None,
+    on_members: ProgressFn | None = None,
 ) -> SweepRun:
-    """`sweep`: seeds 0..seeds-1 x lrs; writes sweep.json (and sweep.png with matplotlib) into `out`
-    (default <artifacts_dir>/sweeps/<arch>); with export_best, trains the best converged pair again
-    through `run_all` (train, gate, export, serve-check, verify) so the sweep ends in a published version."""
+    """`sweep`: seeds 0..seeds-1 x lrs (default: the recipe's own lr) of a recipe (a built-in's name or
+    Arch, or a Recipe), on its data read once and split as `train` splits it, with its optimizer, batch
+    size and gate; steps, min_accuracy and max_rmse override the recipe's as `all`'s flags do. Writes
+    sweep.json (and sweep.png with matplotlib; without it, an old sweep.png is removed) into `out`
+    (default <artifacts_dir>/_sweeps/<name>; never inside a model's artifacts). With export_best,
+    trains the best converged pair again through `run_all` (train, gate, export, serve-check, verify)
+    so the sweep ends in a published version; when that fails (no pair converged: GateFailed), the
+    sweep's files stay written and the error comes back in `export_error`, not raised, so the caller
+    can still report the sweep. on_progress: status lines (reading data); on_members: (member-steps
+    done, in all) while training."""
     import json
 
     from . import artifacts as A
-    from .errors import GateFailed, UsageError
+    from .errors import GateFailed, PipelineError
+    from .flow import Overrides, load_data, network_for, recipes_of, run_all
     from .plot import matplotlib_missing
     from .train import DEVICES
 
-    check_options(seeds, lrs, steps, min_accuracy)
+    check_options(seeds, lrs if lrs is not None else (1.0,), steps if steps is not None else 1, min_accuracy)
     if device not in DEVICES:
         raise UsageError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
-    folder = out if out is not None else artifacts_dir / "sweeps" / arch.name
+    overrides = Overrides(steps=steps, min_accuracy=min_accuracy, max_rmse=max_rmse)
+    overrides.check()
+    recipe = overrides.apply(recipes_of(which)[0])
+    lrs = tuple(lrs) if lrs is not None else (recipe.train.lr,)
+    folder = out if out is not None else artifacts_dir / SWEEPS_FOLDER / recipe.name
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--out {folder}: not a folder")
-    result = sweep(arch, range(seeds), lrs, steps=steps, device=device, min_accuracy=min_accuracy)
+    check_out(folder, artifacts_dir)
+    data = load_data(recipe, on_progress, on_notice)
+    arch = network_for(recipe, data)
+    t = recipe.train
+    result = sweep(
+        arch, range(seeds), lrs, steps=t.steps, device=device, min_accuracy=recipe.gate.min_accuracy,
+        max_rmse=recipe.gate.max_rmse, data=data, optimizer=t.optimizer, batch_size=t.batch_size,
+        on_progress=on_members,
+    )  # fmt: skip
     A.ensure_folder(folder)
     A.write_atomic(folder / "sweep.json", (json.dumps(result.as_dict(), indent=1) + "\n").encode())
     written = [folder / "sweep.json"]
     notices = []
     missing = matplotlib_missing()
     if missing:
+        stale = folder / "sweep.png"
+        if stale.is_file() or stale.is_symlink():
+            stale.unlink()  # a picture of an earlier sweep must not sit beside this sweep.json
+            missing += f"; removed the old {stale.name}, which showed an earlier sweep"
         notices.append(missing.replace("loss.png", "sweep.png"))
     else:
         A.write_atomic(folder / "sweep.png", write_png(result))
         written.append(folder / "sweep.png")
-    published = None
+    published, error = None, None
     if export_best:
-        from .flow import run_all
-
         best = result.summary.best
-        if not best.converged:
-            raise GateFailed(f"no pair passed the gate (best: seed {best.seed}, lr {best.lr:g}); nothing to export")
-        run = run_all(recipe if recipe is not None else arch, artifacts_dir, seed=best.seed, lr=best.lr, steps=steps, device=device,
-                      min_accuracy=min_accuracy, on_notice=on_notice)  # fmt: skip
-        published = run.models[0].published
-    return SweepRun(result, tuple(written), published, tuple(notices))
+        try:
+            if not best.converged:
+                raise GateFailed(f"no pair passed the gate (best: seed {best.seed}, lr {best.lr:g}); nothing to export")
+            # `recipe` carries the steps and gate already: the best pair's seed and lr are all that change
+            run = run_all(recipe, artifacts_dir, overrides=Overrides(seed=best.seed, lr=best.lr), device=device,
+                          on_notice=on_notice, on_progress=on_progress)  # fmt: skip
+            published = run.models[0].published
+        except PipelineError as exc:
+            error = exc
+    return SweepRun(result, tuple(written), published, tuple(notices), error)

@@ -4,24 +4,25 @@ Loops (all read losses back at log steps only):
 - `autograd` (alias `tutorial`): modules, the head's loss (BCE, cross-entropy, MSE), torch.optim
   (SGD or Adam), zero_grad/backward/step, full batch or seeded mini-batches. For the built-ins this is
   the tutorial's loop verbatim: the reference the others are tested against, and the baseline `bench`
-  measures. Every recipe the explicit trainer does not cover trains here.
-- `explicit` (the CPU default): no autograd at all. The forward ops the modules call (`addmm`,
-  `sigmoid`, `binary_cross_entropy`), then the very backward kernels autograd would call for them
-  (`binary_cross_entropy_backward`, `sigmoid_backward`, `mm`, `sum`), in autograd's order, then one
-  `_foreach_add_` for SGD's update. Same kernels, same inputs: bit-identical to `tutorial`.
-- `fast`: the ops called directly but gradients from `torch.autograd.grad`; also bit-identical, slower.
-- `cuda-graph`: on CUDA, the explicit step captured once in a CUDA graph and replayed; losses stay in a
-  device buffer read once per log interval. Falls back to eager `explicit` with a notice if capture fails.
-The explicit, fast and cuda-graph loops cover the tutorial's stack (sigmoid, binary head, no scaling)
-with full-batch SGD; anything else trains with `autograd`, with a notice when another loop was asked for.
+  measures.
+- `explicit` (the CPU default, every recipe): no autograd at all (`kernels.explicit_step`): the
+  forward ops the modules call, then the very backward kernels autograd would call for each
+  activation and head, in autograd's order, then SGD's `_foreach_add_` or torch.optim.Adam's own step.
+  Same kernels, same inputs: bit-identical to `autograd` (tested for every activation, head and
+  optimizer, full batch and mini-batches). Its first step is checked against autograd's before
+  training (`kernels.check_step`); a difference hands the run to `autograd` with a notice.
+- `fast`: the tutorial's stack with gradients from `torch.autograd.grad`; also bit-identical, slower.
+- `cuda-graph` (the CUDA default for full-batch SGD): the explicit step captured once in a CUDA graph
+  and replayed; losses stay in a device buffer read once per log interval. Falls back to eager
+  `explicit` with a notice if capture fails. Adam and mini-batches on CUDA run eager `explicit`.
+A loop asked for where it does not apply hands over to the closest one that does, with a notice.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -142,37 +143,24 @@ def autograd_loop(
     seed: int = 0,
 ):
     """The reference loop: modules, the head's loss, torch.optim, zero_grad/backward/step. With
-    `batch_size`, each epoch is a fresh permutation of the rows from a generator seeded with `seed`
-    (drawn on the CPU, so the batches do not depend on the device). The history is kept as detached
-    tensors (no sync per step).
+    `batch_size`, seeded mini-batches (`kernels.batches`). The history is kept as detached tensors
+    (no sync per step).
 
     model: what is trained (`model.training_view`); x: (rows, n_inputs); y: (rows, 1) float for
     binary, (rows,) int64 class indices for multiclass, (rows, 1) float for regression."""
     import torch
 
-    criterion = {"binary": torch.nn.BCELoss, "multiclass": torch.nn.CrossEntropyLoss, "regression": torch.nn.MSELoss}[
-        task
-    ]().to(x.device)
-    params = model.parameters()
-    opt = torch.optim.SGD(params, lr=lr) if optimizer == "sgd" else torch.optim.Adam(params, lr=lr)
-    rows = x.shape[0]
-    batches = batch_size > 0 and batch_size < rows
-    gen = torch.Generator().manual_seed(seed) if batches else None
-    order, cursor = None, rows
+    from .kernels import batches, criterion, make_optimizer
+
+    loss_fn = criterion(task).to(x.device)
+    opt = make_optimizer(optimizer, list(model.parameters()), lr)
+    stream = batches(x, y, batch_size, seed)
     history = []
     for step in range(steps):
-        if batches:
-            if cursor + batch_size > rows:  # a new epoch (the last, short batch of an epoch is dropped)
-                order, cursor = torch.randperm(rows, generator=gen).to(x.device), 0
-            assert order is not None
-            idx = order[cursor : cursor + batch_size]
-            cursor += batch_size
-            xb, yb = x.index_select(0, idx), y.index_select(0, idx)
-        else:
-            xb, yb = x, y
+        xb, yb = next(stream)
         opt.zero_grad()
         hypothesis = model(xb)
-        cost = criterion(hypothesis, yb)
+        cost = loss_fn(hypothesis, yb)
         cost.backward()
         opt.step()
         history.append(cost.detach())
@@ -183,9 +171,8 @@ def autograd_loop(
 
 
 def make_step(params: list, x, y, lr: float) -> Callable[[], torch.Tensor]:
-    """One SGD step with no host synchronisation: forward, BCE, autograd, in-place update; returns
-    the loss (a 0-dim tensor on the device). The CPU `fast` loop calls it eagerly; the CUDA-graph
-    loop captures it (with `recording_step`).
+    """One SGD step of the tutorial's stack with autograd.grad and no module or optimizer
+    bookkeeping (the `fast` loop); returns the loss (a 0-dim tensor on the device).
 
     params: [w0, b0, w1, b1, ...] leaf tensors; x: (4, 2); y: (4, 1).
     """
@@ -227,50 +214,54 @@ def recording_step(step: Callable, losses, cursor) -> Callable[[], None]:
     return run
 
 
-def make_explicit_step(params: list, x, y, lr: float) -> Callable[[], torch.Tensor]:
-    """One SGD step without autograd: the forward ops nn.Linear/Sigmoid/BCELoss call, then the very
-    backward kernels autograd would call for them, then torch.optim.SGD's update. The same ATen
-    kernels on the same inputs give the tutorial loop's numbers to the bit (tested over 10001 steps
-    for both built-ins); hand-simplified gradient formulas would not.
+def _tutorial_arch(model) -> Arch:
+    """The Arch of a bare Linear/Sigmoid stack with a binary head (the built-ins' shape)."""
+    from .model import linear_layers
 
-    params: [w0, b0, w1, b1, ...]; x: (batch, widths[0]); y: (batch, 1). Returns the loss (0-dim).
+    layers = linear_layers(model)
+    return Arch("stack", (layers[0].in_features, *(m.out_features for m in layers)))
+
+
+def explicit_loop(
+    model,
+    x,
+    y,
+    steps: int,
+    lr: float,
+    monitor: Monitor,
+    *,
+    arch: Arch | None = None,
+    optimizer: str = "sgd",
+    batch_size: int = 0,
+    seed: int = 0,
+    check: bool = True,
+):
+    """The default CPU trainer: `kernels.explicit_step` in a loop, losses read back at log steps
+    only. Same arguments as `autograd_loop` (x raw: the model's own standardization is applied once
+    here), plus `arch` (default: the tutorial's stack, read off the model).
+
+    With `check`, the step's loss and gradients are first compared to autograd's on one batch
+    (`kernels.check_step`); a difference raises NotBitIdentical, and the caller trains with autograd.
     """
-    import torch
+    from .kernels import batches, check_step, explicit_step, standardized_inputs
+    from .model import training_view
 
-    addmm, sigmoid, mm = torch.addmm, torch.sigmoid, torch.mm
-    bce = torch._C._nn.binary_cross_entropy  # what nn.BCELoss calls; reduction 1 = mean
-    bce_backward = torch.ops.aten.binary_cross_entropy_backward
-    sigmoid_backward = torch.ops.aten.sigmoid_backward
-    foreach_add_ = torch._foreach_add_
-    storage = [p.detach() for p in params]  # same memory, outside autograd
-    weights, biases = storage[0::2], storage[1::2]
-    n = len(weights)
-    one = torch.ones((), dtype=x.dtype, device=x.device)  # d loss / d loss
-
-    def step() -> torch.Tensor:
-        hs = [x]  # activations: hs[i] is layer i's input, (batch, widths[i])
-        h = x
-        for w, b in zip(weights, biases):
-            h = sigmoid(addmm(b, h, w.t()))  # F.linear's 2-D path: addmm(bias, input, weight.t())
-            hs.append(h)
-        loss = bce(h, y, None, 1)  # type: ignore[arg-type]
-        g = bce_backward(one, h, y, None, 1)  # (batch, 1): d loss / d output
-        grads: list[Any] = [None] * (2 * n)
-        for i in range(n - 1, -1, -1):  # autograd's order: last layer first
-            gz = sigmoid_backward(g, hs[i + 1])  # d loss / d pre-activation, (batch, widths[i+1])
-            if i:
-                g = mm(gz, weights[i])  # d loss / d input, (batch, widths[i])
-            grads[2 * i] = mm(hs[i].t(), gz).t()  # weight: (widths[i+1], widths[i])
-            grads[2 * i + 1] = gz.sum(0)  # bias
-        foreach_add_(storage, grads, alpha=-lr)  # torch.optim.SGD's update for plain SGD
-        return loss
-
-    return step
+    arch = arch or _tutorial_arch(model)
+    view = training_view(model, arch)
+    xs = standardized_inputs(model, arch, x)
+    step = explicit_step(arch, list(view.parameters()), optimizer, lr)
+    if check:
+        rows = min(batch_size, x.shape[0]) if batch_size else x.shape[0]
+        differs = check_step(view, arch, step.grads, x[:rows], xs[:rows], y[:rows])
+        if differs:
+            raise NotBitIdentical(differs)
+    stream = batches(xs, y, batch_size, seed)
+    run = step.run
+    return _eager_loop(lambda: run(*next(stream)), steps, monitor)
 
 
-def explicit_loop(model, x, y, steps: int, lr: float, monitor: Monitor):
-    """The default CPU trainer: `make_explicit_step` in a loop, losses read back at log steps only."""
-    return _eager_loop(make_explicit_step(list(model.parameters()), x, y, lr), steps, monitor)
+class NotBitIdentical(Exception):
+    """The explicit step's numbers differ from autograd's here (the message names the tensor)."""
 
 
 def fast_loop(model, x, y, steps: int, lr: float, monitor: Monitor):
@@ -292,13 +283,27 @@ def _eager_loop(step_fn: Callable[[], Any], steps: int, monitor: Monitor):
     return torch.stack(history)
 
 
-def cuda_graph_loop(model, x, y, steps: int, lr: float, monitor: Monitor):
-    """The explicit step captured in a CUDA graph. Raises RuntimeError if capture is not possible."""
+def cuda_graph_loop(
+    model, x, y, steps: int, lr: float, monitor: Monitor, *, arch: Arch | None = None, check: bool = True
+):
+    """The explicit full-batch SGD step captured in a CUDA graph. Raises RuntimeError if capture is
+    not possible, NotBitIdentical as `explicit_loop` does."""
     import torch
 
+    from .kernels import check_step, explicit_step, standardized_inputs
+    from .model import training_view
+
+    arch = arch or _tutorial_arch(model)
+    view = training_view(model, arch)
+    xs = standardized_inputs(model, arch, x)
+    explicit = explicit_step(arch, list(view.parameters()), "sgd", lr)
+    if check:
+        differs = check_step(view, arch, explicit.grads, x, xs, y)
+        if differs:
+            raise NotBitIdentical(differs)
     losses = torch.empty(steps, dtype=x.dtype, device=x.device)
     cursor = torch.zeros(1, dtype=torch.int64, device=x.device)
-    step_fn = recording_step(make_explicit_step(list(model.parameters()), x, y, lr), losses, cursor)
+    step_fn = recording_step(lambda: explicit.run(xs, y), losses, cursor)
     eager = min(WARMUP_STEPS, steps)
     # Warm-up on a side stream (torch.cuda.graphs docs); these are real training steps.
     side = torch.cuda.Stream()
@@ -382,10 +387,11 @@ def train(config: TrainConfig, on_log: LogFn | None = None, data: Any = None) ->
     notices: list[str] = []
     trainer = pick_trainer(config, dev.type, x.shape[0], notices)
     start = time.perf_counter()
-    with _threads_for(dev.type, x.shape[0] if not config.batch_size else min(config.batch_size, x.shape[0]), arch):
-        losses = _train_loop(trainer, model, x, y, config, on_log, notices)
-    if trainer == "cuda-graph" and notices:
-        trainer = "explicit"
+    from .kernels import small_step_threads
+
+    rows = x.shape[0] if not config.batch_size else min(config.batch_size, x.shape[0])
+    with small_step_threads(dev.type, rows * max(arch.widths)):
+        trainer, losses = _train_loop(trainer, model, x, y, config, on_log, notices)
     history = losses.tolist()  # one sync at the end
     seconds = time.perf_counter() - start
     model = model.cpu().eval()
@@ -401,39 +407,57 @@ def train(config: TrainConfig, on_log: LogFn | None = None, data: Any = None) ->
     )
 
 
-SMALL_STEP = 1 << 18  # rows per step x widest layer below this: one CPU thread is faster (no OpenMP hand-offs)
-
-
-@contextlib.contextmanager
-def _threads_for(device_type: str, rows: int, arch: Arch) -> Iterator[None]:
-    """One intra-op thread for small steps on the CPU. A step of a small MLP is a few microseconds of
-    work per op; splitting it across OpenMP threads costs more than it saves, and on a busy machine
-    spinning threads made a 120-row step 25x slower (measured: 78 ms vs 3 ms per Adam step)."""
+def _train_loop(trainer: str, model, x, y, config: TrainConfig, on_log, notices: list[str]) -> tuple[str, Any]:
+    """(the loop that ran, its losses). An explicit or graph loop whose numbers would not be
+    autograd's (its first step checked against autograd), or a graph that cannot be captured, hands
+    over to the next loop with a notice; the model's parameters are restored first."""
     import torch
 
-    if device_type != "cpu" or rows * max(arch.widths) >= SMALL_STEP:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _train_loop(trainer: str, model, x, y, config: TrainConfig, on_log, notices: list[str]):
     from .model import training_view
 
     arch = config.arch
-    if trainer == "autograd":
-        monitor = Monitor(config.log_every, on_log)
+
+    def monitor() -> Monitor:
+        return Monitor(config.log_every, on_log)
+
+    if trainer in ("autograd", "tutorial"):
         losses = autograd_loop(
-            training_view(model, arch), x, y, config.steps, config.lr, monitor,
+            training_view(model, arch), x, y, config.steps, config.lr, monitor(),
             task=arch.task, optimizer=config.optimizer, batch_size=config.batch_size, seed=config.seed,
         )  # fmt: skip
-        return losses
-    return _run(trainer, model, x, y, config, on_log, notices)
+        return trainer, losses
+    if trainer == "fast":
+        return trainer, fast_loop(model, x, y, config.steps, config.lr, monitor())
+    snapshot = [p.detach().clone() for p in model.parameters()]
+
+    def restore() -> None:
+        with torch.no_grad():
+            for p, s in zip(model.parameters(), snapshot):
+                p.copy_(s)
+
+    if trainer == "cuda-graph" and x.device.type != "cuda":
+        raise DeviceUnavailable("the cuda-graph trainer needs --device cuda")
+    try:
+        if trainer == "cuda-graph":
+            try:
+                return trainer, cuda_graph_loop(model, x, y, config.steps, config.lr, monitor(), arch=arch)
+            except (TrainingFailed, NotBitIdentical):
+                raise
+            except RuntimeError as exc:  # capture not supported here: same numbers, eagerly
+                restore()
+                notices.append(f"CUDA graph capture failed ({str(exc).splitlines()[0]}); trained eagerly instead")
+                trainer = "explicit"
+        return trainer, explicit_loop(
+            model, x, y, config.steps, config.lr, monitor(),
+            arch=arch, optimizer=config.optimizer, batch_size=config.batch_size, seed=config.seed,
+        )  # fmt: skip
+    except NotBitIdentical as exc:
+        restore()
+        notices.append(
+            f"the explicit trainer's gradients differ from autograd's in {exc} (checked before training; torch "
+            f"{torch.__version__}, {x.device.type}); trained with the autograd loop"
+        )
+        return _train_loop("autograd", model, x, y, config, on_log, notices)
 
 
 def training_tensors(data: Any, arch: Arch, dev: Any) -> tuple[Any, Any]:
@@ -457,53 +481,46 @@ def training_tensors(data: Any, arch: Arch, dev: Any) -> tuple[Any, Any]:
 
 
 def pick_trainer(config: TrainConfig, device_type: str, rows: int, notices: list[str]) -> str:
-    """The loop that runs: what was asked for where it applies, else `autograd` (with a notice when
-    the user named another loop)."""
-    asked = "autograd" if config.trainer == "tutorial" else config.trainer
+    """The loop that runs: what was asked for where it applies, else the closest one that does
+    (with a notice when the user named a loop that does not apply).
+
+    explicit: every activation, head and optimizer `kernels` has kernels for, full batch or
+    mini-batches; cuda-graph: the same with full-batch SGD on CUDA (torch.optim.Adam's step is not
+    captured: its capturable mode computes differently); fast: the tutorial's stack only."""
+    from .kernels import covers
+
+    asked = config.trainer
     if asked not in (*TRAINERS, "cuda-graph"):
         raise ValueError(f"unknown trainer {config.trainer!r}")
-    covered = config.arch.is_tutorial_stack and config.optimizer == "sgd" and config.batch_size in (0,)
+    arch = config.arch
+    why_not = covers(arch, config.optimizer)
+    full_batch = config.batch_size == 0 or config.batch_size >= rows  # a batch of every row is the full batch
+    graphable = why_not is None and config.optimizer == "sgd" and full_batch and device_type == "cuda"
+    what = (
+        f"{arch.name} ({arch.activation}, {arch.task}, {config.optimizer}"
+        f"{', batch ' + str(config.batch_size) if config.batch_size else ''})"
+    )
     if asked == "auto":
-        if not covered:
+        if why_not is not None:
             return "autograd"
-        return "cuda-graph" if device_type == "cuda" else "explicit"
-    if asked in ("explicit", "fast", "cuda-graph") and not covered:
-        notices.append(
-            f"the {asked} trainer covers sigmoid layers with a binary head and full-batch SGD; "
-            f"{config.arch.name} ({config.arch.activation}, {config.arch.task}, {config.optimizer}"
-            f"{', batch ' + str(config.batch_size) if config.batch_size else ''}) trained with the autograd loop"
-        )
+        return "cuda-graph" if graphable else "explicit"
+    if asked == "explicit" and why_not is not None:
+        notices.append(f"the explicit trainer has {why_not}; {what} trained with the autograd loop")
         return "autograd"
-    return "tutorial" if config.trainer == "tutorial" else asked
-
-
-def _run(trainer: str, model, x, y, config: TrainConfig, on_log, notices: list[str]):
-    def args():
-        return (model, x, y, config.steps, config.lr, Monitor(config.log_every, on_log))
-
-    if trainer in ("tutorial", "autograd"):
-        return tutorial_loop(*args())
-    if trainer == "explicit":
-        return explicit_loop(*args())
-    if trainer == "fast":
-        return fast_loop(*args())
-    if trainer == "cuda-graph":
-        if x.device.type != "cuda":
-            raise DeviceUnavailable("the cuda-graph trainer needs --device cuda")
-        snapshot = [p.detach().clone() for p in model.parameters()]
-        try:
-            return cuda_graph_loop(*args())
-        except TrainingFailed:
-            raise
-        except RuntimeError as exc:  # capture not supported here: same numbers, eagerly
-            import torch
-
-            with torch.no_grad():
-                for p, s in zip(model.parameters(), snapshot):
-                    p.copy_(s)
-            notices.append(f"CUDA graph capture failed ({str(exc).splitlines()[0]}); trained eagerly instead")
-            return explicit_loop(*args())
-    raise ValueError(f"unknown trainer {trainer!r}")
+    if asked == "cuda-graph" and not graphable:
+        fallback = "explicit" if why_not is None else "autograd"
+        notices.append(
+            f"the cuda-graph trainer captures full-batch SGD on CUDA; {what} trained with the {fallback} loop"
+        )
+        return fallback
+    if asked == "fast" and not (arch.is_tutorial_stack and config.full_batch_sgd):
+        fallback = "explicit" if why_not is None else "autograd"
+        notices.append(
+            f"the fast trainer covers sigmoid layers with a binary head and full-batch SGD; {what} trained with the "
+            f"{fallback} loop"
+        )
+        return fallback
+    return asked
 
 
 def save(
@@ -513,43 +530,26 @@ def save(
     recipe: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
 ) -> tuple[Manifest, tuple[str, ...]]:
-    """Write weights, loss history and (with matplotlib) loss.png, then the manifest (with the
-    network's description, the resolved recipe and the data's record).
+    """Write weights and loss history, then the manifest (with the network's description, the
+    resolved recipe and the data's record). loss.png is not drawn here: `flow` draws it in a separate
+    process meanwhile (`plot.LossPlot`) and commits it into the same folder before publication.
 
     Returns the new manifest and notices for the user. Only a model that passed the gate gets here.
     """
     import json
 
     from .model import weights_bytes
-    from .plot import matplotlib_missing, uses_tutorial_settings, write_loss_png
 
     cfg = result.config
     folder = paths.folder
-    staged = {
-        A.WEIGHTS: A.stage_bytes(folder, A.WEIGHTS, weights_bytes(result.model, cfg.arch)),
-        A.HISTORY: A.stage_bytes(
-            folder, A.HISTORY, json.dumps({"arch": cfg.arch.name, "loss": list(result.losses)}).encode()
-        ),
-    }
+    staged = {A.WEIGHTS: A.stage_bytes(folder, A.WEIGHTS, weights_bytes(result.model, cfg.arch))}
+    try:
+        history = json.dumps({"arch": cfg.arch.name, "loss": list(result.losses)}).encode()
+        staged[A.HISTORY] = A.stage_bytes(folder, A.HISTORY, history)
+    except BaseException:
+        staged[A.WEIGHTS].unlink(missing_ok=True)
+        raise
     notices = list(result.notices)
-    missing = matplotlib_missing()
-    if missing:
-        notices.append(missing)
-    else:
-        overlay = uses_tutorial_settings(cfg.arch.name, cfg.steps, cfg.lr, cfg.seed, cfg.tutorial_init)
-        try:
-            staged[A.LOSS_PNG] = A.stage_file(
-                folder, A.LOSS_PNG, lambda p: write_loss_png(p, cfg.arch.name, result.losses, overlay)
-            )
-        except BaseException as exc:  # any plotting failure (a bad MPLBACKEND, a broken font cache...) is a notice
-            if isinstance(exc, A.ArtifactWriteError) or not isinstance(exc, Exception):  # disk full, Ctrl-C, SIGTERM
-                for tmp in staged.values():
-                    tmp.unlink(missing_ok=True)
-                raise
-            first = (str(exc).splitlines() or [exc.__class__.__name__])[0][:200]
-            notices.append(
-                f"loss.png not written: matplotlib failed ({exc.__class__.__name__}: {first}); the model is saved"
-            )
     sections = {
         "versions": A.versions(),
         "config": ConfigRecord(

@@ -673,31 +673,78 @@ def compare_one(
     )
 
 
-def beyond_float32(model: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """rows(x) -> (rows,) bool: the rows on which the model, run layer by layer in float64, has a value
-    beyond float32's largest (3.4e38) after some layer, or a Linear layer's sum of |w| |x| beyond it
-    (a float32 Gemm may overflow there even when the terms cancel). Such rows (an edge value of 1e30
-    on a feature with a tiny std, say) have no float32 answer: every fp32 runtime, torch included,
-    gives inf or NaN."""
-    import copy
+class Float64Pass:
+    """The model in float64 on the CPU, run layer by layer: `reference(x)` is the oracle's output
+    (what `torch_runtime(model, "cpu", "float64")` computes, to the bit) and `beyond(x)` marks the rows
+    outside float32's range, both from one pass (the last input's pass is kept, so asking both for
+    one set costs one forward pass, not two).
 
-    import numpy as np
-    import torch
+    A row is beyond float32 when, after some layer, it holds a value beyond float32's largest (3.4e38)
+    or NaN, or when a Linear layer's sum of |w| |x| is beyond it (a float32 Gemm may overflow there
+    even when the terms cancel). Such rows (an edge value of 1e30 on a feature with a tiny std, say)
+    have no float32 answer: every fp32 runtime, torch included, gives inf or NaN. Each layer is first
+    checked as a whole (its largest |value|, and |x|max times the largest row sum of |w|, against half
+    of float32's largest); only a layer that fails that bound is checked row by row."""
 
-    m = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).eval()
+    def __init__(self, model: Any) -> None:
+        import copy
 
-    def rows(x: np.ndarray) -> np.ndarray:
-        h = torch.from_numpy(np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1))
+        import torch
+
+        self._model = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).eval()
+        # per Linear layer: (|w|^T (in, out), the largest row sum of |w|) for the whole-layer bound
+        self._abs_w = {
+            id(layer): (layer.weight.detach().abs().T, float(layer.weight.detach().abs().sum(dim=1).max()))
+            for layer in self._model
+            if isinstance(layer, torch.nn.Linear) and layer.weight.numel()
+        }
+        self._last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (x, output, beyond)
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import numpy as np
+        import torch
+
+        if self._last is not None and self._last[0] is x:
+            return self._last[1], self._last[2]
+        safe = _FLOAT32_MAX / 2  # a layer whose bound stays below this has no row beyond float32
+        x64 = np.ascontiguousarray(x, dtype=np.float64)
+        h = torch.from_numpy(x64 if x64.ndim == 2 else x64.reshape(x64.shape[0], -1))  # (rows, F)
         bad = torch.zeros(h.shape[0], dtype=torch.bool)
         with torch.no_grad():
-            for layer in m:
-                if isinstance(layer, torch.nn.Linear):
-                    bad |= (h.abs() @ layer.weight.abs().T > _FLOAT32_MAX).any(dim=1)
+            for layer in self._model:
+                w = self._abs_w.get(id(layer))
+                if w is not None and h.numel():
+                    # NaN and inf fail the test: then the layer is checked row by row
+                    if not _largest_abs(h) * w[1] <= safe:
+                        bad |= (h.abs() @ w[0] > _FLOAT32_MAX).any(dim=1)
                 h = layer(h)
-                bad |= (h.abs() > _FLOAT32_MAX).any(dim=1) | (torch.isnan(h).any(dim=1))
-        return bad.numpy()
+                if h.numel() and not _largest_abs(h) <= safe:
+                    bad |= ~(h.abs() <= _FLOAT32_MAX).all(dim=1)  # beyond float32's largest, or NaN
+        out, mask = h.numpy(), bad.numpy()
+        self._last = (x, out, mask)
+        return out, mask
 
-    return rows
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        """(rows, outputs) float64: the oracle's output for raw inputs x (rows, F)."""
+        return self._run(x)[0]
+
+    def beyond(self, x: np.ndarray) -> np.ndarray:
+        """(rows,) bool: the rows of x on which the float64 model leaves float32's range."""
+        return self._run(x)[1]
+
+
+def _largest_abs(h: Any) -> float:
+    """max |h| over a whole non-empty tensor, NaN when it holds a NaN (one pass, no |h| copy)."""
+    import torch
+
+    lo, hi = (float(v) for v in torch.aminmax(h))
+    return math.nan if math.isnan(lo) or math.isnan(hi) else max(-lo, hi)
+
+
+def beyond_float32(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """rows(x) -> (rows,) bool: the rows on which the model, run layer by layer in float64, leaves
+    float32's range (`Float64Pass.beyond`)."""
+    return Float64Pass(model).beyond
 
 
 def check_runtime(runtime: Runtime, s: InputSet, batch_out: np.ndarray, samples: int = 16) -> RuntimeCheck:
@@ -745,8 +792,12 @@ def run_engine(
     """Run every runtime on every set and compare with `reference`; `beyond(x)` (optional) marks the
     rows outside float32's range (see `compare_one`)."""
     start = time.perf_counter()
-    refs = {s.name: reference(s.x) for s in sets}
-    masks = {s.name: beyond(s.x) for s in sets} if beyond is not None else {}
+    refs: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
+    for s in sets:  # set by set: a `Float64Pass` answers both for one set from one pass
+        refs[s.name] = reference(s.x)
+        if beyond is not None:
+            masks[s.name] = beyond(s.x)
     comparisons: list[Comparison] = []
     checks: list[RuntimeCheck] = []
     for rt in runtimes:
@@ -835,11 +886,13 @@ def verify(
     batches: tuple[int, ...] = BATCHES,
     *,
     data: Any = None,
+    checked: Any = None,
 ) -> Report:
     """Every runtime available here against the float64 oracle, on `input_sets(arch, data)`. `arch` is
-    the model's `Arch` (a built-in's name is accepted too); `data` its dataset (None for the built-ins).
-    Does not raise on a failed verdict: the caller records the report first, then fails (see
-    `raise_on_failure`)."""
+    the model's `Arch` (a built-in's name is accepted too); `data` its dataset (None for the built-ins);
+    `checked` the ModelProto already parsed and checked from these very bytes (else they are parsed
+    and checked here, once). Does not raise on a failed verdict: the caller records the report first,
+    then fails (see `raise_on_failure`)."""
     import torch
 
     arch = _resolve(arch)
@@ -864,22 +917,26 @@ def verify(
         runtimes.append(cuda_rt)
     except DeviceUnavailable as exc:
         skipped["ort-cuda"] = str(exc).removeprefix("--provider cuda: ")
-    runtimes.append(reference_evaluator_runtime(onnx, _override("onnx-reference", atol, rtol, scaling)))
-    oracle = torch_runtime(model, "cpu", "float64", name="oracle")
+    runtimes.append(
+        reference_evaluator_runtime(
+            checked if checked is not None else onnx, _override("onnx-reference", atol, rtol, scaling)
+        )
+    )
+    oracle = Float64Pass(model)  # the reference and the rows beyond float32, from one float64 pass
     check_set = next((s.name for s in sets if s.name.startswith("wide-") and s.x.shape[0] >= 1000), sets[-1].name)
     return run_engine(
         "verify",
         arch.name,
         onnx_sha256,
         "torch float64 on the CPU (weights from the artifact)",
-        oracle.run,
+        oracle.reference,
         runtimes,
         sets,
         skipped,
         required,
         check_set,
         arch.task,
-        beyond_float32(model),
+        oracle.beyond,
     )
 
 
@@ -937,13 +994,14 @@ def raise_on_failure(report: Report, where: str) -> None:
 # From an artifacts folder: load (hash-checked), run, record, then fail closed.
 
 
-def _load(paths: A.ArtifactPaths, arch: Arch) -> tuple[Any, Any, bytes, str]:
-    """(manifest, torch model, ONNX bytes, ONNX sha256): each file read once, hashed, and parsed
-    from those same bytes."""
+def _load(paths: A.ArtifactPaths, arch: Arch) -> tuple[Any, Any, bytes, str, Any]:
+    """(manifest, torch model, ONNX bytes, ONNX sha256, the checked ModelProto): each file read
+    once, hashed, and parsed (and checked) from those same bytes."""
     manifest, model = load_trained(paths, arch)
     data = A.read_verified(paths, manifest, A.ONNX, "export")
-    check_served(parse_checked(data, str(paths.onnx)), str(paths.onnx), arch.n_inputs, arch.n_outputs)
-    return manifest, model, data, manifest.files[A.ONNX].sha256
+    proto = parse_checked(data, str(paths.onnx))
+    check_served(proto, str(paths.onnx), arch.n_inputs, arch.n_outputs)
+    return manifest, model, data, manifest.files[A.ONNX].sha256, proto
 
 
 def _check_data(arch: Arch, data: Any) -> None:
@@ -962,7 +1020,7 @@ def run_serve_check(paths: A.ArtifactPaths, arch: Arch, provider: str, *, data: 
     """Recorded in the manifest; raises EquivalenceFailed on a failure. `data`: the model's dataset
     (None for the built-in XOR models)."""
     _check_data(arch, data)
-    _, model, onnx, sha = _load(paths, arch)
+    _, model, onnx, sha, _ = _load(paths, arch)
     report, providers = serve_check(model, arch, onnx, sha, provider, data=data)
     worst = report.worst()
     A.update_sections(
@@ -995,8 +1053,8 @@ def verify_folder(
 ) -> Report:
     """Verify a model folder (the candidate, or a version) and write nothing."""
     _check_data(arch, data)
-    _, model, onnx, sha = _load(paths, arch)
-    return verify(model, arch, onnx, sha, tuple(require), atol, rtol, data=data)
+    _, model, onnx, sha, proto = _load(paths, arch)
+    return verify(model, arch, onnx, sha, tuple(require), atol, rtol, data=data, checked=proto)
 
 
 def run_verify(

@@ -18,6 +18,9 @@ def test_bench_quick_runs_and_writes_json(tmp_path):
     assert data["help_startup_s"] > 0 and "shallow train" in data["stages_s"]
     assert data["whole_process"]["ratio"] > 0 and "naive script" in r.stdout
     assert "speed-up" in r.stdout and "ORT/torch" in r.stdout
+    sweep = data["sweep"][0]  # `sweep` against one seed's train(), measured in the same run
+    assert (sweep["arch"], sweep["seeds"], sweep["device"]) == ("shallow", 100, "cpu")
+    assert sweep["ratio"] == sweep["sweep_s"] / sweep["train_s"] and "sweep shallow on cpu: 100 seeds" in r.stdout
 
 
 def test_bench_serve_quick_is_a_bounded_load_test_with_no_errors(tmp_path):

@@ -161,7 +161,7 @@ def test_regression_recipe_end_to_end(tmp_path):
     assert abs(value - 130) < 15  # in the target's units: the graph un-standardizes
 
 
-def test_sweep_takes_a_recipe_it_can_batch_and_names_what_it_cannot(tmp_path, recipe):
+def test_sweep_takes_any_recipe(tmp_path, recipe):
     xor3 = tmp_path / "xor3.toml"
     xor3.write_text(
         'name = "xor3"\n[model]\nhidden = [3]\nactivation = "sigmoid"\n[data]\nbuiltin = "xor"\n'
@@ -173,6 +173,12 @@ def test_sweep_takes_a_recipe_it_can_batch_and_names_what_it_cannot(tmp_path, re
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["arch"] == "xor3" and doc["steps"] == 3000 and len(doc["members"]) == 8
-    r = invoke("sweep", "--recipe", recipe, "--seeds", "4", "--out", out)
-    assert r.exit_code == 2 and "toy (tanh, toy.csv data, adam) is not covered yet" in r.output
+    root = tmp_path / "artifacts"
+    r = invoke("sweep", "--recipe", recipe, "--seeds", "4", "--steps", "50", "--artifacts-dir", root, "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["arch"] == "toy" and doc["activation"] == "tanh" and doc["optimizer"] == "adam"
+    assert doc["lrs"] == [0.02]  # no --lrs: the recipe's own lr
+    assert (root / "_sweeps" / "toy" / "sweep.json").is_file() and not (root / "toy").exists()
+    assert [m["seed"] for m in doc["members"]] == [0, 1, 2, 3]
     assert invoke("sweep", "--recipe", recipe, "--arch", "shallow").exit_code == 2

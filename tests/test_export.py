@@ -55,3 +55,27 @@ def test_manifest_records_export_and_hashes(shipped):
         assert {"python", "torch", "onnx", "numpy"} <= set(m.versions)
         assert len(m.train.loss_log) == 101 and m.train.device == "cpu"
         assert m.serve_check.passed and m.verify.passed
+
+
+def test_export_serializes_once_and_writes_the_bytes_it_checked(tmp_path, monkeypatch):
+    """The exporter's model is serialized once: no file of the exporter's own is read back, and the
+    staged file holds exactly the bytes that were checked and hashed."""
+    import hashlib
+
+    from pipeline import export as E
+
+    def no_read_back(*a, **k):
+        raise AssertionError("the exported model was read back from a file")
+
+    monkeypatch.setattr(onnx, "load", no_read_back)
+    monkeypatch.setattr(onnx, "load_model", no_read_back)
+    checked: list[bytes] = []
+    check = E.check_exported
+    monkeypatch.setattr(E, "check_exported", lambda data, *a: (checked.append(data), check(data, *a))[1])
+    run = train(TrainConfig(ARCHS["shallow"], steps=5, device="cpu"))
+    result, staged = export_model(run.model, ARCHS["shallow"], A.ArtifactPaths(tmp_path, "shallow"), {"seed": 5})
+    (data,) = checked
+    assert staged.read_bytes() == data and result.sha256 == hashlib.sha256(data).hexdigest()
+    assert [p.name for p in staged.parent.iterdir()] == [staged.name]  # the exporter wrote no file of its own
+    model = onnx.ModelProto.FromString(data)
+    assert {p.key: p.value for p in model.metadata_props}["xorship.seed"] == "5"

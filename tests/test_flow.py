@@ -27,6 +27,7 @@ SHARED = {
     "inputs",
     "recipe",
     "data",
+    "kernels",
 }
 STAGES = {"train", "validate", "export", "verify"}
 
@@ -45,6 +46,12 @@ def test_run_all_runs_the_shallow_pipeline_end_to_end(tmp_path):
     )
     manifest = A.read_manifest(run.paths)
     assert manifest.train.final_loss == run.train.final_loss and manifest.verify.passed
+    # loss.png, drawn in its own process meanwhile, is committed with the candidate and published
+    assert run.published is not None and not run.notices
+    version = A.ArtifactPaths.version(tmp_path, "shallow", run.published.number)
+    published = A.read_manifest(version)
+    assert "loss.png" in manifest.files and published.files["loss.png"] == manifest.files["loss.png"]
+    assert A.sha256_file(version.loss_png) == published.files["loss.png"].sha256
     # the shipped file computes what the saved weights compute (independent numpy oracle)
     import onnxruntime as ort
 

@@ -46,7 +46,7 @@ def test_a_passing_run_publishes_version_1_with_everything_it_passed(shipped):
         v1 = shipped / arch / "v1"
         m = Manifest.from_json((v1 / "manifest.json").read_bytes(), "m")
         assert m.version == 1 and m.verify.passed and m.serve_check.passed and m.validation.passed
-        assert set(m.files) >= {"weights.safetensors", "model.onnx", "verify.json", "MODEL_CARD.md"}
+        assert set(m.files) >= {"weights.safetensors", "loss.png", "model.onnx", "verify.json", "MODEL_CARD.md"}
         for name, rec in m.files.items():
             assert A.sha256_file(v1 / name) == rec.sha256
         assert "Verdict: PASS" in (v1 / "MODEL_CARD.md").read_text()
@@ -546,22 +546,84 @@ def test_an_interrupt_wrapped_by_the_exporter_is_still_an_interrupt(monkeypatch,
         E._to_onnx(torch.nn.Linear(2, 1), 2, tmp_path / "m.onnx")
 
 
-def test_an_interrupt_while_plotting_leaves_no_temporaries(monkeypatch, tmp_path):
+def _plot_children(monkeypatch):
+    """Every LossPlot started from now on (to look at its child process afterwards)."""
     from pipeline import plot
-    from pipeline.train import TrainConfig, save, train
-    from pipeline.validate import Gate, evaluate
 
-    def interrupted(*a, **k):
+    started = []
+    init = plot.LossPlot.__init__
+
+    def spy(self, *a, **k):
+        init(self, *a, **k)
+        started.append(self)
+
+    monkeypatch.setattr(plot.LossPlot, "__init__", spy)
+    return started
+
+
+def test_an_interrupt_while_plotting_leaves_no_temporaries_and_no_child(monkeypatch, tmp_path):
+    import pipeline
+    from pipeline import plot
+
+    started = _plot_children(monkeypatch)
+
+    def interrupted(self, *a, **k):
         raise KeyboardInterrupt()
 
-    monkeypatch.setattr(plot, "write_loss_png", interrupted)
-    result = train(TrainConfig(ARCHS["shallow"], steps=300, device="cpu"))
-    paths = A.ArtifactPaths(tmp_path, "shallow")
+    monkeypatch.setattr(plot.LossPlot, "result", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        save(
-            result, evaluate(result.model, ARCHS["shallow"], result.final_loss, Gate(min_accuracy=0.0)).record(), paths
-        )
-    assert not paths.folder.exists() or list(paths.folder.iterdir()) == []
+        pipeline.train_models("shallow", tmp_path, overrides=pipeline.Overrides(steps=3000), device="cpu")
+    cand = tmp_path / "shallow" / "candidate"
+    assert not [p for p in cand.iterdir() if p.name.startswith(A.TMP_PREFIX)]
+    assert (
+        not (cand / "loss.png").exists()
+        and "loss.png" not in A.read_manifest(A.ArtifactPaths(tmp_path, "shallow")).files
+    )
+    (child,) = started
+    assert child._proc.poll() is not None  # stopped, not left drawing
+
+
+def _broken_matplotlib(monkeypatch, tmp_path):
+    """The parent believes matplotlib works; the drawing process imports one that raises."""
+    from pipeline import plot
+
+    fake = tmp_path / "fake-site" / "matplotlib"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise RuntimeError('broken on purpose')\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    monkeypatch.setattr(plot, "matplotlib_missing", lambda: None)
+
+
+def test_a_failing_plot_process_is_a_notice_and_the_model_is_still_published(monkeypatch, tmp_path):
+    from pipeline import run_all
+
+    _broken_matplotlib(monkeypatch, tmp_path)
+    notes: list[str] = []
+    root = tmp_path / "art"
+    summary = run_all("shallow", root, device="cpu", provider="cpu", steps=3000, on_notice=notes.append)
+    (run,) = summary.models
+    assert run.published is not None and run.published.number == 1
+    expected = "loss.png not written: matplotlib failed (RuntimeError: broken on purpose); the model is saved"
+    assert expected in notes and expected in run.notices
+    v1 = root / "shallow" / "v1"
+    manifest = Manifest.from_json((v1 / "manifest.json").read_bytes(), "m")
+    assert "loss.png" not in manifest.files and not (v1 / "loss.png").exists()
+    assert {"weights.safetensors", "model.onnx", "verify.json"} <= set(manifest.files)
+    assert not [p for p in (root / "shallow").rglob("*") if p.name.startswith(A.TMP_PREFIX)]
+
+
+def test_a_retrain_never_keeps_the_previous_runs_picture(monkeypatch, tmp_path):
+    import pipeline
+
+    pipeline.train_models("shallow", tmp_path, overrides=pipeline.Overrides(steps=3000), device="cpu")
+    paths = A.ArtifactPaths(tmp_path, "shallow")
+    assert "loss.png" in A.read_manifest(paths).files and paths.loss_png.exists()
+    _broken_matplotlib(monkeypatch, tmp_path)
+    (outcome,) = pipeline.train_models(
+        "shallow", tmp_path, overrides=pipeline.Overrides(steps=3000, seed=3), device="cpu"
+    )
+    assert outcome.ok and any("loss.png not written" in n for n in outcome.result.notices)
+    assert "loss.png" not in A.read_manifest(paths).files and not paths.loss_png.exists()
 
 
 def test_a_fifo_input_is_refused_not_waited_on(shipped, tmp_path):

@@ -102,15 +102,17 @@ def test_cuda_graph_is_identical_to_eager_on_the_card(arch):
 
 
 def test_the_step_a_cuda_graph_replays_matches_the_fast_loop_on_cpu():
-    """`recording_step(make_step(...))` is what cuda_graph_loop captures; run eagerly it must give
+    """`recording_step(explicit step)` is what cuda_graph_loop captures; run eagerly it must give
     the fast loop's (and so the tutorial's) numbers exactly."""
-    from pipeline.train import make_explicit_step, recording_step
+    from pipeline.kernels import explicit_step
+    from pipeline.train import recording_step
 
     x, y = xor_tensors()
     a, b = init_model(ARCHS["wide-deep"], 777), init_model(ARCHS["wide-deep"], 777)
     losses = torch.empty(300)
     cursor = torch.zeros(1, dtype=torch.int64)
-    step = recording_step(make_explicit_step(list(a.parameters()), x, y, 1.0), losses, cursor)
+    explicit = explicit_step(ARCHS["wide-deep"], list(a.parameters()), "sgd", 1.0)
+    step = recording_step(lambda: explicit.run(x, y), losses, cursor)
     for _ in range(300):
         step()
     assert cursor.item() == 300
@@ -166,7 +168,7 @@ def test_recipe_training_is_seeded_and_learns(task):
                 features=("a", "b", "c"), classes=data.classes, scale_input=True, scale_output=task == "regression")  # fmt: skip
     cfg = TrainConfig(arch, steps=150, lr=0.01, seed=5, device="cpu", optimizer="adam", batch_size=32)
     a, b = train(cfg, data=data), train(cfg, data=data)
-    assert a.trainer == "autograd" and a.losses == b.losses  # mini-batches from a seeded generator
+    assert a.trainer == "explicit" and a.losses == b.losses  # mini-batches from a seeded generator
     assert a.losses[-1] < a.losses[0] * 0.5
     c = train(TrainConfig(arch, steps=150, lr=0.01, seed=6, device="cpu", optimizer="adam", batch_size=32), data=data)
     assert c.losses != a.losses
@@ -175,13 +177,13 @@ def test_recipe_training_is_seeded_and_learns(task):
     np.testing.assert_allclose(first.mean.numpy(), np.array(data.stats.mean, np.float32))
 
 
-def test_asking_for_the_explicit_trainer_on_a_relu_recipe_falls_back_and_says_so():
+def test_asking_for_the_fast_trainer_on_a_relu_recipe_trains_explicitly_and_says_so():
     from pipeline.archs import Arch
 
     data = _toy_data("binary")
     arch = Arch("toy", (3, 4, 1), activation="relu", task="binary", features=("a", "b", "c"), scale_input=True)
-    run = train(TrainConfig(arch, steps=20, device="cpu", trainer="explicit", optimizer="adam", lr=0.01), data=data)
-    assert run.trainer == "autograd" and any("trained with the autograd loop" in n for n in run.notices)
+    run = train(TrainConfig(arch, steps=20, device="cpu", trainer="fast", optimizer="adam", lr=0.01), data=data)
+    assert run.trainer == "explicit" and any("trained with the explicit loop" in n for n in run.notices)
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))

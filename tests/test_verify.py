@@ -169,3 +169,44 @@ def test_onnxruntime_matches_float64_on_random_batches(runtimes, x):
         ref = numpy_mlp(weights, x)
         out = rt.run(x).reshape(-1)
         assert np.all(np.abs(out - ref) <= rt.tolerance.bound(ref, x))
+
+
+def _beyond_row_by_row(model, x):
+    """The definition, checked on every row at every layer (an independent reference)."""
+    import torch
+
+    big = 3.4028234663852886e38
+    m = __import__("copy").deepcopy(model).double().eval()
+    h = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    bad = torch.zeros(h.shape[0], dtype=torch.bool)
+    with torch.no_grad():
+        for layer in m:
+            if isinstance(layer, torch.nn.Linear):
+                bad |= (h.abs() @ layer.weight.abs().T > big).any(dim=1)
+            h = layer(h)
+            bad |= (h.abs() > big).any(dim=1) | torch.isnan(h).any(dim=1)
+    return bad.numpy()
+
+
+def test_one_float64_pass_gives_the_oracle_and_the_rows_beyond_float32():
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1), torch.nn.Sigmoid())
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, -1.0], [2.0, 0.5], [-1.0, 3.0]]))
+    rng = np.random.default_rng(0)
+    ordinary = rng.normal(size=(1000, 2)).astype(np.float32)
+    edges = np.array(
+        [[1e38, 1e38], [3e38, -3e38], [1e30, 0.0], [np.nan, 0.0], [np.inf, 1.0], [-np.inf, 0.0], [0.0, 0.0]],
+        np.float32,
+    )
+    oracle = V.torch_runtime(model, "cpu", "float64", name="oracle")
+    f64 = V.Float64Pass(model)
+    for x in (ordinary, edges, np.concatenate([ordinary, edges]), ordinary[:0]):
+        ref = f64.reference(x)
+        assert ref.tobytes() == oracle.run(x).tobytes()  # the oracle's numbers, to the bit
+        np.testing.assert_array_equal(f64.beyond(x), _beyond_row_by_row(model, x))
+        np.testing.assert_array_equal(V.beyond_float32(model)(x), _beyond_row_by_row(model, x))
+    assert not _beyond_row_by_row(model, ordinary).any()
+    assert _beyond_row_by_row(model, edges).tolist() == [True, True, False, True, True, True, False]
