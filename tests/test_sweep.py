@@ -511,3 +511,17 @@ def test_a_stale_picture_is_removed_without_matplotlib(tmp_path, monkeypatch):
     run = run_sweep("shallow", 2, [1.0], steps=5, device="cpu", out=tmp_path)
     assert not (tmp_path / "sweep.png").exists() and run.written == (tmp_path / "sweep.json",)
     assert any("sweep.png" in n and "removed" in n for n in run.notices)
+
+
+def test_a_sweep_on_cuda_says_its_members_are_not_bit_identical(tmp_path, monkeypatch):
+    """The CPU promise (bit-identical members) does not hold on CUDA; the user hears it."""
+    import dataclasses
+
+    import pipeline.sweep as SW
+
+    real = SW.sweep
+    monkeypatch.setattr(SW, "sweep", lambda *a, **k: dataclasses.replace(real(*a, **k), device="cuda:0 (a card)"))
+    run = SW.run_sweep("shallow", 2, [1.0], steps=5, device="cpu", out=tmp_path)
+    assert SW.CUDA_NOTICE in run.notices and "--device cpu" in SW.CUDA_NOTICE
+    monkeypatch.undo()
+    assert SW.CUDA_NOTICE not in SW.run_sweep("shallow", 2, [1.0], steps=5, device="cpu", out=tmp_path / "b").notices
