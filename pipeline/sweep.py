@@ -987,8 +987,8 @@ SWEEPS_FOLDER = "_sweeps"  # under the artifacts root: no recipe (hence no model
 def check_out(folder: Path, artifacts_dir: Path) -> None:
     """Refuse an output folder inside a model's artifacts (its candidate, a version, the model folder
     itself): sweep.json there would sit among files the manifests describe. That is any folder under
-    <artifacts_dir>/<a possible recipe name>/, or under any folder holding a manifest.json or a PUBLISHED
-    pointer."""
+    <artifacts_dir>/<a possible recipe name>/, or under any folder holding a manifest.json, a PUBLISHED
+    pointer or a candidate with a manifest (a model folder under another artifacts root)."""
     from . import artifacts as A
     from .recipe import NAME_RE
 
@@ -1003,8 +1003,8 @@ def check_out(folder: Path, artifacts_dir: Path) -> None:
             f"--out {folder}: inside the model folder {root / rel.parts[0]} of {artifacts_dir}; "
             f"choose a folder outside the models (default: {artifacts_dir / SWEEPS_FOLDER}/<name>)"
         )
-    for p in (out, *out.parents):
-        if (p / A.MANIFEST).is_file() or (p / A.PUBLISHED).exists():
+    for p in (out, *out.parents):  # a version or candidate (manifest.json), or a model folder of another root
+        if (p / A.MANIFEST).is_file() or (p / A.PUBLISHED).exists() or (p / A.CANDIDATE / A.MANIFEST).is_file():
             raise UsageError(f"--out {folder}: inside the model artifacts at {p}; choose a folder outside them")
 
 

@@ -466,12 +466,16 @@ def test_out_is_refused_inside_model_artifacts(tmp_path):
     elsewhere = tmp_path / "shipped" / "m"
     elsewhere.mkdir(parents=True)
     (elsewhere / "manifest.json").write_text("{}")
+    unpublished = tmp_path / "other-root" / "mine"  # a model folder of another root: a candidate only
+    (unpublished / "candidate").mkdir(parents=True)
+    (unpublished / "candidate" / "manifest.json").write_text("{}")
     for out in (
         root / "shallow" / "v1",
         root / "shallow" / "new",
         root / "sweeps",
         root / "v1" / "x",
         elsewhere / "sub",
+        unpublished,
     ):
         r = runner.invoke(cli.app, ["sweep", "--seeds", "2", "--steps", "5", "--device", "cpu",
                                     "--artifacts-dir", str(root), "--out", str(out)])  # fmt: skip
