@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
-import json
 import math
 import os
 import signal
@@ -24,11 +23,14 @@ import typer
 
 import pipeline
 from pipeline import artifacts as A
+from pipeline import jsonout
 from pipeline.archs import ARCH_CHOICES
 from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, PipelineError, Terminated, UsageError, request_stop
 from pipeline.flow import Outcome, Overrides, worst_exit_code
+from pipeline.limits import FLOAT32_MAX
 from pipeline.recipe import MAX_STEPS
 from pipeline.runtimes import PROVIDERS
+from pipeline.serve import DEFAULT_MAX_REQUEST_MB, MAX_REQUEST_MB_LIMIT
 from pipeline.ship import INSTANCE_KINDS, MAX_BATCH_SIZE, MAX_INSTANCES
 from pipeline.train import DEVICES, TRAINERS
 from pipeline.verify import REQUIRE_CHOICES
@@ -48,7 +50,6 @@ DeviceName = enum.Enum("DeviceName", {n: n for n in DEVICES}, type=str)  # type:
 ProviderName = enum.Enum("ProviderName", {n: n for n in PROVIDERS}, type=str)  # type: ignore[misc]
 TrainerName = enum.Enum("TrainerName", {n: n for n in TRAINERS}, type=str)  # type: ignore[misc]
 InstanceKind = enum.Enum("InstanceKind", {n: n for n in INSTANCE_KINDS}, type=str)  # type: ignore[misc]
-FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _lr(value: float | None) -> float | None:
@@ -240,7 +241,7 @@ def _json_errors(enabled: bool) -> Iterator[None]:
         yield
     except PipelineError as exc:
         if enabled:
-            _echo(json.dumps({"passed": False, "error": str(exc), "exit_code": exc.exit_code}, indent=2))
+            _echo(jsonout.dumps({"passed": False, "error": str(exc), "exit_code": exc.exit_code}, indent=2))
         raise
 
 
@@ -338,7 +339,8 @@ def train(
         _echo(
             f"{r.arch.name}: trained on {r.device} ({r.trainer}) in {r.seconds:.2f}s, "
             f"loss {r.losses[0]:.7f} -> {r.final_loss:.7f}, {t.validation.summary()}, "
-            f"saved to {t.paths.folder} (not published: run export, serve-check and verify)"
+            f"saved to {t.paths.folder} (not published: {t.paths.hint('export', 'next')}, then serve-check and verify "
+            "the same way)"
         )
 
     which = _which(arch, recipe)
@@ -475,7 +477,7 @@ def verify(
         doc = reports[outcomes[0].arch.name] if len(outcomes) == 1 else {
             "models": reports, "passed": all(o.ok for o in outcomes)
         }  # fmt: skip
-        _echo(json.dumps(doc, indent=2))
+        _echo(jsonout.dumps(doc, indent=2))
         code = worst_exit_code(outcomes)
         for o in outcomes:
             if o.error is not None:
@@ -512,7 +514,7 @@ def versions(
 
         doc: dict[str, Any] = {name: [asdict(v) for v in vs] for name, vs in listing.items()}
         one = {"versions": next(iter(doc.values()))}
-        _echo(json.dumps(one if len(doc) == 1 else {"models": doc, "passed": True}, indent=2))
+        _echo(jsonout.dumps(one if len(doc) == 1 else {"models": doc, "passed": True}, indent=2))
         return
     for name, vs in listing.items():
         if not vs:
@@ -524,7 +526,7 @@ def versions(
             loss = f"{v.final_loss:.4e}" if v.final_loss is not None else "?"
             _echo(
                 f"  {v.number:>7} {v.created or '?':<20} {loss:>11} {(v.onnx_sha256 or '?')[:16]:<16} "
-                f"{'*' if v.published else ''}{'' if v.verified else ' (does not verify)'}"
+                f"{'*' if v.published else ''}{'' if v.verified else f' (does not verify: {v.problem})'}"
             )
 
 
@@ -589,18 +591,20 @@ def predict(
     if arch is not None and arch.value == "all":
         raise UsageError("predict serves one model: --arch shallow or --arch wide-deep")
     name = arch.value if arch is not None else None
+    hint = None
     if recipe is not None:
         from pipeline.recipe import load_recipe
 
-        name = load_recipe(recipe).name
+        chosen = load_recipe(recipe)
+        name, hint = chosen.name, chosen.selector
     if bool(pairs) == (input_file is not None):
         raise UsageError(
             "give input rows either as arguments (comma-separated feature values) or with --input FILE (or --input - for JSON on stdin)"
         )
-    if output is not None and (output.is_dir() or not output.parent.is_dir()):
-        raise UsageError(f"--output {output}: its folder must exist and it must not be a folder")
+    if output is not None:  # before any work: a folder, a device we must not touch, the input itself
+        A.check_output(output, "--output", inputs=[input_file])
     with _json_errors(as_json):
-        served = P.resolve_model(artifacts_dir, name, model, version, allow_unverified)
+        served = P.resolve_model(artifacts_dir, name, model, version, allow_unverified, hint)
         predictor = P.Predictor(served, provider.value)
         if input_file is not None and str(input_file) == "-":
             source = open_input(predictor.spec, stdin=sys.stdin.buffer)
@@ -618,17 +622,7 @@ def predict(
         write(sys.stdout, predictor, source)
         sys.stdout.flush()
         return
-
-    def fill(tmp: Path) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            write(f, predictor, source)
-
-    staged = A.stage_file(output.parent, output.name, fill)
-    try:
-        os.replace(staged, output)
-    except OSError as exc:
-        staged.unlink(missing_ok=True)
-        raise A.write_error(output, exc) from None
+    P.write_to(output, write, predictor, source, inputs=[input_file])
 
 
 @app.command("all")
@@ -741,21 +735,40 @@ def serve(
     max_batch_size: Annotated[
         int, typer.Option("--max-batch-size", min=1, max=MAX_BATCH_SIZE, help="Most rows one request may send.")
     ] = 1024,
+    max_request_mb: Annotated[
+        int,
+        typer.Option(
+            "--max-request-mb",
+            min=1,
+            max=MAX_REQUEST_MB_LIMIT,
+            help="Largest request body (REST) or message (gRPC), in MiB; a larger one is refused before it is read.",
+        ),
+    ] = DEFAULT_MAX_REQUEST_MB,
     version: VersionOpt = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Refuse to start unless every named model has a published version (default: skip those)."
+        ),
+    ] = False,
+    access_log: Annotated[bool, typer.Option("--access-log", help="One line per request on stdout.")] = False,
 ) -> None:
     """Serve the published verified versions over the v2 inference protocol (REST and gRPC), as Triton
-    would; a new publication is picked up without a restart. SIGTERM or Ctrl-C stops (exit 0). Needs .[serve]."""
+    would; a new publication is picked up without a restart. Models with nothing published yet are
+    skipped (named) and picked up once published. SIGTERM or Ctrl-C stops (exit 0). Needs .[serve]."""
     from pipeline import serve as S
     from pipeline.flow import recipes_of
 
-    names = tuple(r.name for r in recipes_of(_which(arch, recipe, default="all")))
+    chosen = recipes_of(_which(arch, recipe, default="all"))
     config = S.ServeConfig(
-        root=artifacts_dir, names=names, host=host, http_port=http_port, grpc_port=grpc_port,
-        provider=provider.value, max_batch_size=max_batch_size, version=version,
+        root=artifacts_dir, names=tuple(r.name for r in chosen), host=host, http_port=http_port,
+        grpc_port=grpc_port, provider=provider.value, max_batch_size=max_batch_size, version=version,
+        max_request_mb=max_request_mb, strict=strict, access_log=access_log,
+        hints={r.name: r.selector for r in chosen},
     )  # fmt: skip
 
     def line(msg: str) -> None:
-        typer.echo(msg, err=msg.startswith("warning:"))
+        typer.echo(msg, err=msg.startswith(("warning:", "client error:", "error:")))
         sys.stdout.flush()
 
     S.serve(config, on_line=line)
@@ -779,6 +792,9 @@ def init(
     _echo(f"wrote {st.path}: {st.name}, {st.task} on {len(st.features)} features ({what})")
     if st.text_columns:
         _note(f"left out columns that are not numbers: {', '.join(st.text_columns)}")
+    if st.other_columns:
+        shown = ", ".join(f"{n} ({t})" for n, t in st.other_columns)
+        _note(f"left out columns of types that are not features yet: {shown}")
     _echo(f"next: python cli.py all --recipe {st.path}")
 
 
@@ -892,7 +908,7 @@ def sweep(
         if error is not None:  # one document: the sweep's results and why nothing was published
             doc["error"] = str(error)
             doc["exit_code"] = getattr(error, "exit_code", 1)
-        _echo(json.dumps(doc, indent=1))
+        _echo(jsonout.dumps(doc, indent=1))
     else:
         _echo(SW.table(result))
         _echo(f"written: {', '.join(str(p) for p in run.written)}")
@@ -926,16 +942,17 @@ def bench(
     --serve: instead, a bounded load test of `serve` (p50/p99 latency and requests/s, batch 1 and 64)."""
     from pipeline import bench as B
 
-    folder = out.parent if str(out.parent) else Path(".")
-    if out.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):  # checked before a long run
-        raise UsageError(
-            f"--out {out}: cannot write there (its folder must exist and be writable; it must not be a folder)"
-        )
+    inputs: list[Path | None] = [recipe]
+    chosen = None
     if recipe is not None:
         from pipeline.recipe import load_recipe
 
-        result = B.bench_recipe(load_recipe(recipe), quick)
-        A.write_atomic(out, (json.dumps({"recipe": result.as_dict()}, indent=2) + "\n").encode())
+        chosen = load_recipe(recipe)
+        inputs.append(chosen.data_path)
+    A.check_output(out, "--out", inputs)  # before a long run
+    if chosen is not None:
+        result = B.bench_recipe(chosen, quick)
+        B.write_results(out, {"recipe": result.as_dict()}, inputs)
         _echo(B.recipe_table(result))
         _echo(f"written: {out}")
         return
@@ -943,15 +960,14 @@ def bench(
         from dataclasses import asdict
 
         results, notes = B.run_serve(Path(__file__).resolve(), quick)
-        doc = {"serve": [asdict(r) for r in results], "notes": notes}
-        A.write_atomic(out, (json.dumps(doc, indent=2) + "\n").encode())
+        B.write_results(out, {"serve": [asdict(r) for r in results], "notes": notes}, inputs)
         _echo(B.serve_table(results))
         for n in notes:
             _echo(f"note: {n}")
         _echo(f"written: {out}")
         return
     report = B.run(B.BenchConfig(quick=quick), Path(__file__).resolve())
-    A.write_atomic(out, (json.dumps(report.as_dict(), indent=2) + "\n").encode())
+    B.write_results(out, report.as_dict(), inputs)
     _echo(B.table(report))
     _echo(f"written: {out}")
 

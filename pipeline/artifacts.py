@@ -32,10 +32,10 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import (
     ArtifactWriteError,
@@ -43,8 +43,9 @@ from .errors import (
     FolderLocked,
     IntegrityError,
     MissingArtifact,
+    UsageError,
 )
-from .manifest import FileRecord, Manifest
+from .manifest import SCHEMA, FileRecord, Manifest
 
 if TYPE_CHECKING:  # pragma: no cover
     from .archs import Arch
@@ -56,6 +57,7 @@ ONNX = "model.onnx"
 VERIFY = "verify.json"
 CARD = "MODEL_CARD.md"
 MANIFEST = "manifest.json"
+SEAL = "manifest.sha256"  # a version's manifest's sha256, `sha256sum -c` format: an edited manifest is refused
 LOCK = ".lock"
 TMP_PREFIX = ".tmp-"
 CANDIDATE = "candidate"
@@ -80,10 +82,18 @@ class ArtifactPaths:
     arch: str
     sub: str = CANDIDATE
     at: Path | None = None
+    selector: str = field(default="", compare=False)  # how the command line names the model (for hints)
 
     @classmethod
-    def version(cls, root: Path, arch: str, number: int) -> ArtifactPaths:
-        return cls(root, arch, f"v{number}")
+    def version(cls, root: Path, arch: str, number: int, selector: str = "") -> ArtifactPaths:
+        return cls(root, arch, f"v{number}", selector=selector)
+
+    def hint(self, cmd: str, when: str = "first") -> str:
+        """`run train first (python cli.py train --arch shallow --artifacts-dir ROOT)`: the command that
+        fixes what a message about this model names."""
+        from .recipe import hint, selector
+
+        return hint(cmd, self.selector or selector(self.arch), when, _dir_option(self.root))
 
     @classmethod
     def loose(cls, folder: Path) -> ArtifactPaths:
@@ -134,6 +144,11 @@ class ArtifactPaths:
     @property
     def manifest(self) -> Path:
         return self.file(MANIFEST)
+
+
+def _dir_option(root: Path) -> str:
+    """`--artifacts-dir ROOT` unless ROOT is the default folder (`artifacts`)."""
+    return "" if Path(root) == Path("artifacts") else f"--artifacts-dir {root}"
 
 
 def sha256_file(path: Path) -> str:
@@ -235,6 +250,131 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise write_error(path, exc) from None
 
 
+# ---------------------------------------------------------------------------------------------
+# Destinations a user names (`predict --output`, `init --out`, `bench --out`, `sweep --out`, `ship --out`)
+#
+# A regular file (or nothing) is written to a temporary in the same folder and renamed into place. A
+# FIFO or a character device (/dev/null, /dev/stdout, a pipe someone reads) is written through: opened
+# for writing, never renamed over (renaming would replace the device node itself). Block devices,
+# sockets and other special files are refused, and so is the input file itself (same inode).
+
+OUTPUT_FILE = "file"  # absent or a regular file: staged, then renamed into place
+OUTPUT_STREAM = "stream"  # a FIFO or character device: written through
+
+
+def _what_is(mode: int) -> str:
+    import stat
+
+    for test, name in (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """os.stat (following links), None when nothing is there (or a dangling link)."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UsageError(f"{path} cannot be examined ({exc.strerror or exc.__class__.__name__})") from None
+
+
+def check_output(
+    path: Path, option: str, inputs: Sequence[Path | None] = (), input_name: str = "the input file"
+) -> str:
+    """What writing to `path` (the value of `option`) will do: OUTPUT_FILE or OUTPUT_STREAM. A
+    UsageError (exit 2, one line) for a folder, a missing parent folder, a block device, a socket or
+    another special file, and for one of `inputs` (the same inode: a result never overwrites what it
+    is computed from)."""
+    import stat
+
+    path = Path(path)
+    st = _stat(path)
+    if st is not None:
+        for source in inputs:
+            if source is None or str(source) == "-":
+                continue
+            other = _stat(Path(source))
+            if other is not None and (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                raise UsageError(f"{option} {path} is {input_name} itself ({source}); write the result elsewhere")
+        if stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode):
+            return OUTPUT_STREAM
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"{option} {path} is {_what_is(st.st_mode)}; give a file to write")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: its folder {parent} does not exist")
+    return OUTPUT_FILE
+
+
+def check_output_folder(folder: Path, option: str) -> None:
+    """A folder a command writes into (`ship --out`, `sweep --out`): absent or a folder (a link to one
+    is fine); anything else is a UsageError (exit 2, one line)."""
+    import stat
+
+    st = _stat(Path(folder))
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{option} {folder} is {_what_is(st.st_mode)}, not a folder; give a folder")
+
+
+def write_output(
+    path: Path,
+    fill: Callable[[IO[bytes]], None],
+    option: str,
+    inputs: Sequence[Path | None] = (),
+    input_name: str = "the input file",
+) -> str:
+    """Write what `fill(binary file)` writes to `path`, as `check_output` decides (checked again here):
+    a regular file is staged and renamed into place (readers see the old or the whole new file), a
+    FIFO or character device is opened and written through. Returns the kind."""
+    import stat
+
+    path = Path(path)
+    kind = check_output(path, option, inputs, input_name)
+    if kind == OUTPUT_STREAM:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise write_error(path, exc) from None
+        if not (stat.S_ISFIFO(os.fstat(fd).st_mode) or stat.S_ISCHR(os.fstat(fd).st_mode)):
+            os.close(fd)  # replaced meanwhile: never write into a file we did not stage
+            raise UsageError(f"{option} {path} changed while it was being opened; try again")
+        with os.fdopen(fd, "wb") as f:
+            fill(f)
+        return kind
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            fill(f)
+
+    staged = stage_file(path.parent if str(path.parent) else Path("."), path.name, write)
+    try:
+        os.replace(staged, path)
+        fsync_dir(path.parent if str(path.parent) else Path("."))
+    except OSError as exc:
+        staged.unlink(missing_ok=True)
+        raise write_error(path, exc) from None
+    return kind
+
+
+def write_output_bytes(
+    path: Path, data: bytes, option: str, inputs: Sequence[Path | None] = (), input_name: str = "the input file"
+) -> str:
+    def fill(f: IO[bytes]) -> None:
+        f.write(data)
+
+    return write_output(path, fill, option, inputs, input_name)
+
+
 def clean_stale_temporaries(folder: Path) -> None:
     """Remove temporary files and folders a killed run left behind (only called while holding the
     lock). Links are removed, never followed."""
@@ -274,17 +414,62 @@ def open_regular(path: Path) -> int:
 
 
 def read_manifest(paths: ArtifactPaths) -> Manifest:
-    """The manifest, checked for shape, types and arch. Missing -> MissingArtifact (run train first)."""
+    """The manifest, checked for shape, types and arch, and (a version's, schema 4 on) against its
+    seal. Missing -> MissingArtifact (run train first)."""
+    return read_manifest_bytes(paths)[0]
+
+
+def read_manifest_bytes(paths: ArtifactPaths) -> tuple[Manifest, bytes, bytes | None]:
+    """(the manifest, the very bytes it was parsed from, the seal's bytes or None): what `ship` copies
+    is what was checked. A sealed manifest (a version's, made by `create_version`; schema 4 on) must
+    match the sha256 its seal (`manifest.sha256`, written with the version) holds: a manifest edited
+    afterwards, by hand or by another tool, is an IntegrityError (exit 6). A copy outside the artifacts
+    (`ArtifactPaths.loose`: a Triton version folder) is checked when its seal was shipped with it.
+    Older versions (schema 1-3) have no seal and are read as before."""
     try:
         raw = paths.manifest.read_bytes()
     except FileNotFoundError:
-        raise MissingArtifact(f"no trained model for {paths.arch} in {paths.root}: run train first") from None
+        raise MissingArtifact(f"no trained model for {paths.arch} in {paths.root}: {paths.hint('train')}") from None
     except OSError as exc:
         raise CorruptArtifact(f"{paths.manifest} is not readable ({exc.strerror or exc.__class__.__name__})") from None
     manifest = Manifest.from_json(raw, str(paths.manifest))
     if paths.at is None and manifest.arch != paths.arch:
         raise CorruptArtifact(f"{paths.manifest} describes arch {manifest.arch!r}, not {paths.arch!r}")
-    return manifest
+    seal = None
+    if manifest.sealed and manifest.schema >= 4:  # schema 4 introduced the seal
+        seal = _read_seal(paths)
+        if seal is not None or paths.at is None:  # a shipped copy is checked when it carries its seal
+            check_seal(raw, seal, str(paths.manifest))
+    return manifest, raw, seal
+
+
+def seal_of(raw: bytes) -> bytes:
+    """The seal of a manifest's bytes: `<sha256>  manifest.json`, as `sha256sum` writes it."""
+    return f"{hashlib.sha256(raw).hexdigest()}  {MANIFEST}\n".encode()
+
+
+def check_seal(raw: bytes, seal: bytes | None, where: str) -> None:
+    """IntegrityError unless `seal` is the seal of `raw`."""
+    if seal is None:
+        raise IntegrityError(f"{where}: its seal {SEAL} is missing, so nothing vouches for the manifest")
+    recorded = seal.split(b" ", 1)[0].decode("ascii", errors="replace").strip()
+    actual = hashlib.sha256(raw).hexdigest()
+    if recorded != actual:
+        raise IntegrityError(
+            f"{where} was changed after the version was made (sha256 {actual[:16]}..., its {SEAL} says "
+            f"{recorded[:16]}...); an edited manifest is refused: restore it, or publish another version"
+        )
+
+
+def _read_seal(paths: ArtifactPaths) -> bytes | None:
+    try:
+        fd = open_regular(paths.file(SEAL))
+    except FileNotFoundError:
+        return None
+    try:
+        return os.read(fd, 256)
+    finally:
+        os.close(fd)
 
 
 def read_verified(paths: ArtifactPaths, manifest: Manifest, name: str, produced_by: str) -> bytes:
@@ -292,14 +477,18 @@ def read_verified(paths: ArtifactPaths, manifest: Manifest, name: str, produced_
     these very bytes, so a file swapped after the check is never the one that is used."""
     entry = manifest.file(name)
     path = paths.file(name)
+    if paths.sub != CANDIDATE or paths.at is not None:
+        produced_by = "all"  # a version (or a shipped copy) is never rewritten: a new version is the fix
     if entry is None:
         if name == WEIGHTS:
-            raise MissingArtifact(f"no trained model for {paths.arch} in {paths.root}: run train first")
-        raise MissingArtifact(f"no {name} for {paths.arch} in {paths.root}: run {produced_by} first")
+            raise MissingArtifact(f"no trained model for {paths.arch} in {paths.root}: {paths.hint('train')}")
+        raise MissingArtifact(f"no {name} for {paths.arch} in {paths.root}: {paths.hint(produced_by)}")
     try:
         fd = open_regular(path)
     except FileNotFoundError:
-        raise MissingArtifact(f"{path} is recorded in the manifest but missing: run {produced_by} again") from None
+        raise MissingArtifact(
+            f"{path} is recorded in the manifest but missing: {paths.hint(produced_by, 'again')}"
+        ) from None
     try:  # never more bytes than the manifest recorded (+1 to notice more)
         chunks, left = [], max(entry.bytes, 0) + 1
         while left > 0:
@@ -381,11 +570,14 @@ def update_sections(paths: ArtifactPaths, sections: dict[str, Any]) -> Manifest:
 
 
 @contextlib.contextmanager
-def run_lock(root: Path, create: bool = True) -> Iterator[None]:
+def run_lock(root: Path, create: bool = True, remove: bool = False) -> Iterator[None]:
     """Exclusive, non-blocking lock on an artifacts folder for the whole of a writing run.
 
     create=False (stages that only add to existing artifacts): a folder that does not exist is not
-    made; there is nothing to guard, and the stage reports what is missing.
+    made; there is nothing to guard, and the stage reports what is missing. remove=True (a Triton
+    repository, whose tree is shipped as it is): the lock file is removed before the lock is let go,
+    so nothing is left behind; a run that opened the file just before it went finds, once it holds
+    the lock, that the name no longer names its file, and reports the folder as in use.
     """
     import fcntl
 
@@ -414,6 +606,9 @@ def run_lock(root: Path, create: bool = True) -> Iterator[None]:
             raise FolderLocked(
                 f"{root} is in use by another run (pid {holder}); wait for it to finish, or use another --artifacts-dir"
             ) from None
+        if remove and not _names_file(lock_path, fd):  # removed by its holder as we opened it
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            raise FolderLocked(f"{root} is in use by another run; wait for it to finish, or use another folder")
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         try:
@@ -421,9 +616,21 @@ def run_lock(root: Path, create: bool = True) -> Iterator[None]:
         finally:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
+                if remove:
+                    lock_path.unlink()
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _names_file(path: Path, fd: int) -> bool:
+    """`path` (not followed) is the file open as `fd`."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
 def versions() -> dict[str, str]:
@@ -500,7 +707,8 @@ def create_version(root: Path, arch: str, files: dict[str, bytes], manifest: Man
     except OSError as exc:
         raise write_error(final, exc) from None
     try:
-        for name, data in {**files, MANIFEST: manifest.replace(version=number).to_json()}.items():
+        text = manifest.replace(version=number, schema=SCHEMA, sealed=True).to_json()
+        for name, data in {**files, MANIFEST: text, SEAL: seal_of(text)}.items():
             with open(tmp / name, "xb") as f:
                 f.write(data)
                 f.flush()

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -572,9 +573,7 @@ def bench_serve(cli_path: Path, root: Path, quick: bool) -> tuple[list[ServeBenc
                     n = len(lat)
                     results.append(ServeBench(protocol, batch, clients, n, errors, lat[n // 2] * 1e3,
                                               lat[min(n - 1, int(n * 0.99))] * 1e3, n / seconds, n * batch / seconds))  # fmt: skip
-        notes.append(
-            "server-side batching: the kserve Python server has none (Triton's dynamic batcher is configured by ship)"
-        )
+        notes.append("server-side batching: serve has none yet (Triton's dynamic batcher is configured by ship)")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -719,3 +718,12 @@ def recipe_table(b: RecipeBench) -> str:
     ]
     lines += [f"  note: {n}" for n in b.notes]
     return "\n".join(lines)
+
+
+def write_results(out: Path, doc: dict[str, Any], inputs: Sequence[Path | None] = ()) -> None:
+    """bench's JSON results into `out` (`--out`): strict JSON (non-finite figures as null, said so),
+    written as `artifacts.write_output` writes any file a user names."""
+    from . import artifacts as A
+    from .jsonout import dumps_bytes
+
+    A.write_output_bytes(out, dumps_bytes(doc), "--out", inputs)

@@ -28,10 +28,10 @@ import pyarrow.csv as pacsv
 
 from .archs import TASKS, XOR_FEATURES, XOR_X, XOR_Y, Label
 from .errors import UsageError
-from .recipe import DataSpec, Recipe
+from .limits import FLOAT32_MAX, WIDE_FACTOR
+from .recipe import DataSpec, Recipe, name_problem
 
 MAX_INFERRED_CLASSES = 20  # an integer target with more distinct values is inferred as regression
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 HASH_BLOCK = 1 << 20
 BUILTIN_XOR = "builtin:xor"
 
@@ -214,9 +214,11 @@ def make_dataset(
                     f"{cols.where}: feature {cols.features[j]!r} is constant ({lo:g}) on the training rows, and"
                     " standardizing it would divide by zero: drop it from [data] features or set standardize = false"
                 )
+    _check_float32_reach(cols, stats)
     target_mean = target_std = None
     if not classifier:
         y_train = cols.y if len(train) == cols.rows else cols.y[train]
+        _check_float32_reach_target(cols, y_train)
         target_mean = float(np.mean(y_train, dtype=np.float64))
         target_std = float(np.std(y_train, dtype=np.float64))
         if target_std == 0:
@@ -240,6 +242,43 @@ def make_dataset(
         target_std=target_std,
         seconds=time.perf_counter() - start,
     )
+
+
+def float32_reach(lo: float, hi: float, mean: float) -> float:
+    """The largest |x - mean| float32 arithmetic meets for a column with training [lo, hi] and `mean`,
+    over verify's inputs WIDE_FACTOR spans beyond that range (float64)."""
+    span = hi - lo if hi > lo else max(abs(lo), 1.0)
+    return max(abs(lo - WIDE_FACTOR * span), abs(hi + WIDE_FACTOR * span)) + abs(mean)
+
+
+def _reach_error(cols: Columns, what: str, names: list[tuple[str, float, float]]) -> DataError:
+    shown = "; ".join(f"{n!r} from {lo:.4g} to {hi:.4g}" for n, lo, hi in names[:5])
+    more = f" (and {len(names) - 5} more)" if len(names) > 5 else ""
+    return DataError(
+        f"{cols.where}: {what} {shown}{more} spans too much for float32: standardizing it (x - mean) and "
+        f"verify's inputs {WIDE_FACTOR:g} spans beyond its range would overflow float32 (±{FLOAT32_MAX:.4g}); "
+        "rescale the column (other units, or a log) or leave it out of [data] features"
+    )
+
+
+def _check_float32_reach(cols: Columns, stats: FeatureStats) -> None:
+    """Refuse features whose training statistics overflow float32 in the model or in verify."""
+    bad = [
+        (name, lo, hi)
+        for name, lo, hi, mean in zip(cols.features, stats.min, stats.max, stats.mean)
+        if not float32_reach(lo, hi, mean) <= FLOAT32_MAX
+    ]
+    if bad:
+        raise _reach_error(cols, "feature" if len(bad) == 1 else "features", bad)
+
+
+def _check_float32_reach_target(cols: Columns, y_train: np.ndarray) -> None:
+    """A regression target is standardized and un-standardized in float32 too."""
+    if len(y_train) == 0:
+        return
+    lo, hi = float(np.min(y_train)), float(np.max(y_train))
+    if not float32_reach(lo, hi, float(np.mean(y_train, dtype=np.float64))) <= FLOAT32_MAX:
+        raise _reach_error(cols, "target", [(cols.target, lo, hi)])
 
 
 def split_rows(
@@ -421,6 +460,17 @@ def _check_header(names: list[str], where: str) -> list[str]:
 
 
 def _resolve(names: list[str], target: str, features: Sequence[str] | None, where: str) -> list[str]:
+    chosen = _choose(names, target, features, where)
+    for n in (*chosen, target):
+        problem = name_problem(n)
+        if problem:
+            raise DataError(
+                f"data file {where}: column {names.index(n) + 1}'s name {n!r} {problem}; rename the column in the header"
+            )
+    return chosen
+
+
+def _choose(names: list[str], target: str, features: Sequence[str] | None, where: str) -> list[str]:
     if len(names) == 1 and target != names[0] and any(s in names[0] for s in (";", "\t", "|")):
         raise DataError(f"data file {where} seems to separate fields with ';', tabs or '|'; only commas are read")
     if target not in names:

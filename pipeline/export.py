@@ -213,5 +213,5 @@ def run_stage(paths: A.ArtifactPaths, arch: Arch) -> ExportResult:
         or manifest.config is None
         or manifest.train is None
     ):
-        raise GateFailed(f"{arch.name} in {paths.root} has not passed the accuracy gate: run train or validate first")
+        raise GateFailed(f"{arch.name} in {paths.root} has not passed the accuracy gate: {paths.hint('train')}")
     return export(model, arch, paths, manifest)

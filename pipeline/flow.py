@@ -45,6 +45,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .verify import Report, ServeCheckResult
 
 Named = Union[Arch, "Recipe"]  # what names a model folder: its `.name`
+
+
+@dataclass(frozen=True)
+class _Named:
+    """A model known by its name only (what `resolve_version` needs of it)."""
+
+    name: str
+
+
 LogFn = Callable[[str, int, float], None]  # (arch, step, loss) at log steps
 NoticeFn = Callable[[str], None]
 ReportFn = Callable[["Report"], None]
@@ -106,10 +115,22 @@ def _writing(root: Path, create: bool) -> Iterator[None]:
         yield
 
 
+def _selector(named: Any) -> str:
+    """How the command line names a model (for hints): a Recipe knows its file; otherwise by name."""
+    from .recipe import Recipe, selector
+
+    return named.selector if isinstance(named, Recipe) else selector(named.name)
+
+
 def _need_folder(root: Path, arch: Arch | Recipe) -> None:
     if not root.is_dir():
-        raise MissingArtifact(f"no trained model for {arch.name} in {root}: run train first")
+        raise MissingArtifact(f"no trained model for {arch.name} in {root}: {_hint('train', arch, root)}")
     A.check_model_dirs(root, arch.name)
+
+
+def _hint(cmd: str, named: Any, root: Path, when: str = "first") -> str:
+    """The command that fixes what a message about model `named` names (`recipe.hint`)."""
+    return A.ArtifactPaths(root, named.name, selector=_selector(named)).hint(cmd, when)
 
 
 @dataclass(frozen=True)
@@ -182,23 +203,32 @@ class VersionInfo:
     created: str | None
     final_loss: float | None
     onnx_sha256: str | None
-    verified: bool  # every file intact and a passing verify record
+    verified: bool  # every file intact (the manifest matching its seal) and a passing verify record
+    problem: str | None = None  # why it does not verify (an edited manifest, a changed file...)
 
 
-def resolve_version(root: Path | str, arch: Named, version: int | None = None) -> A.ArtifactPaths:
-    """The folder of the published version (or of version `version`). A folder in the layout of
-    older releases is read as version 1 when it verifies, else refused."""
+def resolve_version(
+    root: Path | str, arch: Named | str, version: int | None = None, selector: str | None = None
+) -> A.ArtifactPaths:
+    """The folder of the published version (or of version `version`) of the model named `arch` (a
+    name, or a Recipe or Arch: its `.name`). A folder in the layout of older releases is read as version
+    1 when it verifies, else refused. `selector`: how the command line names the model, for hints
+    (default: from the recipe, or the name)."""
+    from .recipe import selector as selector_of
+
     root = Path(root)
-    name = arch.name
+    name = arch if isinstance(arch, str) else arch.name
+    sel = selector or (selector_of(arch) if isinstance(arch, str) else _selector(arch))
     if version is None:
         number = A.read_published(root, name)
         if number is None:
             if A.has_legacy_layout(root, name):
-                return _legacy(root, arch)
-            raise MissingArtifact(f"no published version of {name} in {root}: run all (or train, export, verify) first")
+                return _legacy(root, arch if not isinstance(arch, str) else _Named(name))
+            fix = A.ArtifactPaths(root, name, selector=sel).hint("all")
+            raise MissingArtifact(f"no published version of {name} in {root}: {fix}")
     else:
         number = version
-    paths = A.ArtifactPaths.version(root, name, number)
+    paths = A.ArtifactPaths.version(root, name, number, selector=sel)
     if not paths.folder.is_dir() or paths.folder.is_symlink():
         if version is None:
             raise CorruptArtifact(f"{root / name / A.PUBLISHED} names version {number}, which is missing")
@@ -207,10 +237,10 @@ def resolve_version(root: Path | str, arch: Named, version: int | None = None) -
     return paths
 
 
-def _legacy(root: Path, arch: Named) -> A.ArtifactPaths:
+def _legacy(root: Path, arch: Any) -> A.ArtifactPaths:
     """Files directly in <root>/<arch>/ (an older release): version 1 if its record says verified and
     every file still has its recorded sha256."""
-    paths = A.ArtifactPaths(root, arch.name, "")
+    paths = A.ArtifactPaths(root, arch.name, "", selector=_selector(arch))
     try:
         manifest = A.read_manifest(paths)
         if manifest.verify is None or not manifest.verify.passed:
@@ -219,7 +249,7 @@ def _legacy(root: Path, arch: Named) -> A.ArtifactPaths:
             A.read_verified(paths, manifest, name, "all")
     except PipelineError:
         raise CorruptArtifact(
-            f"{paths.folder} was made by an older version of this tool and does not verify; run all again"
+            f"{paths.folder} was made by an older version of this tool and does not verify; {paths.hint('all', 'again')}"
         ) from None
     return paths
 
@@ -231,7 +261,7 @@ def _migrate_legacy(root: Path, arch: Named, on_notice: NoticeFn | None) -> None
 
     if not A.has_legacy_layout(root, arch.name):
         return
-    paths = A.ArtifactPaths(root, arch.name, "")
+    paths = A.ArtifactPaths(root, arch.name, "", selector=_selector(arch))
     try:
         _legacy(root, arch)
         manifest = A.read_manifest(paths)
@@ -265,7 +295,7 @@ def _publish_candidate(root: Path, arch: Named, report: Report, keep: int) -> Pu
     PUBLISHED at it; keep the newest `keep` versions (never the published one)."""
     from .ship import model_card
 
-    paths = A.ArtifactPaths(root, arch.name)
+    paths = A.ArtifactPaths(root, arch.name, selector=_selector(arch))
     manifest = A.read_manifest(paths)
     if manifest.verify is None or not manifest.verify.passed:
         raise CorruptArtifact(f"{paths.manifest} does not record a passing verify")
@@ -303,11 +333,11 @@ def list_model_versions(root: Path | str, arch: Named) -> list[VersionInfo]:
         except PipelineError:
             m = None
         onnx = m.file(A.ONNX) if m else None
+        problem = None
         try:
             check_version(root, arch, number)
-            intact = True
-        except PipelineError:
-            intact = False
+        except PipelineError as exc:
+            problem = str(exc)
         out.append(
             VersionInfo(
                 number=number,
@@ -315,7 +345,8 @@ def list_model_versions(root: Path | str, arch: Named) -> list[VersionInfo]:
                 created=m.published_at if m else None,
                 final_loss=m.train.final_loss if m and m.train else None,
                 onnx_sha256=onnx.sha256 if onnx else None,
-                verified=intact,
+                verified=problem is None,
+                problem=problem,
             )
         )
     return out
@@ -451,7 +482,7 @@ def train_models(
         recipe = overrides.apply(recipe)
         A.check_model_dirs(root, recipe.name)
         _migrate_legacy(root, recipe, on_notice)
-        paths = A.ArtifactPaths(root, recipe.name)
+        paths = A.ArtifactPaths(root, recipe.name, selector=recipe.selector)
         result, validation, _, notices, _, plot = _train_one(
             recipe, paths, device=device, trainer=trainer, on_log=on_log, on_notice=on_notice, on_progress=on_progress
         )
@@ -490,7 +521,7 @@ def _on_candidates(
 
     def one(recipe: Recipe) -> T:
         _need_folder(root, recipe)
-        paths = A.ArtifactPaths(root, recipe.name)
+        paths = A.ArtifactPaths(root, recipe.name, selector=recipe.selector)
         return stage(paths, candidate_arch(paths), recipe)
 
     recipes = _recipes(which)
@@ -583,7 +614,7 @@ def verify_models(
                 on_report(report)
             raise_on_failure(report, f"version {version}")
             return Verified(report, None)
-        paths = A.ArtifactPaths(root, recipe.name)
+        paths = A.ArtifactPaths(root, recipe.name, selector=recipe.selector)
         arch = candidate_arch(paths)
         report = run_verify(paths, arch, tuple(require), atol, rtol, data=_candidate_data(paths))
         if on_report is not None:
@@ -595,7 +626,7 @@ def verify_models(
     recipes = _recipes(which)
     if version is not None:  # reads only
         if not root.is_dir():
-            raise MissingArtifact(f"no published version in {root}: run all first")
+            raise MissingArtifact(f"no published version in {root}: {_hint('all', recipes[0], root)}")
         return _each(recipes, one)
     with _writing(root, create=False):
         return _each(recipes, one)
@@ -615,20 +646,21 @@ def ship_models(
     from .ship import ship_version
 
     root = Path(root)
+    A.check_output_folder(Path(out), "--out")  # a file or device there: one line for every model
 
     def one(recipe: Recipe) -> ShipResult:
         paths = resolve_version(root, recipe, version)
         if paths.number is not None:
             check_version(root, recipe, paths.number)  # every file intact, verified
-        manifest = A.read_manifest(paths)
+        manifest, raw, seal = A.read_manifest_bytes(paths)  # the very bytes checked are the ones shipped
         arch = A.arch_of(manifest, str(paths.manifest))
         if manifest.verify is None or not manifest.verify.passed:
             raise CorruptArtifact(f"{paths.folder} has no passing verify record; ship takes verified versions only")
         names = [n for n in (A.ONNX, A.VERIFY, A.CARD) if n in manifest.files]
         files = {n: A.read_verified(paths, manifest, n, "verify") for n in names}
-        files[A.MANIFEST] = paths.manifest.read_bytes()
-        if Manifest.from_json(files[A.MANIFEST], str(paths.manifest)) != manifest:
-            raise CorruptArtifact(f"{paths.manifest} changed while it was being read")
+        files[A.MANIFEST] = raw
+        if seal is not None:
+            files[A.SEAL] = seal
         number = paths.number or 1
         return ship_version(
             arch,
@@ -729,7 +761,7 @@ def run_all(
         recipe = overrides.apply(recipe)
         A.check_model_dirs(root, recipe.name)
         _migrate_legacy(root, recipe, on_notice)
-        paths = A.ArtifactPaths(root, recipe.name)
+        paths = A.ArtifactPaths(root, recipe.name, selector=recipe.selector)
         t = time.perf_counter()
         result, validation, manifest, train_notices, data, plot = _train_one(
             recipe, paths, device=device, trainer=trainer, on_log=on_log, on_notice=on_notice, on_progress=on_progress

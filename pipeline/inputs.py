@@ -32,6 +32,7 @@ from typing import Any, BinaryIO, TextIO
 import numpy as np
 
 from .errors import UsageError
+from .limits import FLOAT32_MAX
 
 MAX_STDIN_ROWS = 1_000_000  # stdin is kept in memory: more rows than this are refused (files have no cap)
 MAX_LINE_BYTES = 1 << 20  # a longer CSV line is refused instead of buffered
@@ -42,7 +43,6 @@ _CSV_BLOCK_BYTES = 1 << 20  # CSV is read and parsed this many bytes at a time
 _JSON_BLOCK_CHARS = 1 << 16
 _ARRAY_BLOCK_BYTES = 1 << 22
 _JSON_ROWS_PER_BLOCK = 16384
-_F32_MAX = float(np.finfo(np.float32).max)
 # What counts as a number in CSV and command-line rows: decimal notation, nan, inf, infinity (any case, signed).
 # Deliberately stricter than float(): no "1_000", no non-ASCII digits.
 _NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|nan|inf|infinity)", re.IGNORECASE)
@@ -106,7 +106,7 @@ def _as_float32(arr: np.ndarray) -> tuple[np.ndarray, tuple[int, str] | None]:
     row = int(np.argmin(ok))
     if not np.isfinite(arr[row]).all():
         return out, (row, f"is not finite ({arr[row].tolist()}); NaN, Inf and overflowing numbers are refused")
-    return out, (row, f"has a value beyond float32's range (+-{_F32_MAX:.4g}): {arr[row].tolist()}")
+    return out, (row, f"has a value beyond float32's range (+-{FLOAT32_MAX:.4g}): {arr[row].tolist()}")
 
 
 def _rechunk(blocks: Iterable[np.ndarray], rows: int, width: int) -> Iterator[np.ndarray]:

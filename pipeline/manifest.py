@@ -16,12 +16,10 @@ from typing import Any, TypeVar, Union
 
 from .errors import CorruptArtifact
 
-SCHEMA = 3
-READABLE_SCHEMAS = (
-    1,
-    2,
-    3,
-)  # 1: the layout before versions (files directly in <root>/<arch>/); 3: + model, recipe, data
+SCHEMA = 4
+# 1: the layout before versions (files directly in <root>/<arch>/); 3: + model, recipe, data;
+# 4: + `sealed`: a version's manifest has its sha256 in manifest.sha256 beside it (`artifacts.read_manifest`)
+READABLE_SCHEMAS = (1, 2, 3, 4)
 T = TypeVar("T")
 
 
@@ -111,7 +109,7 @@ class VerifyRecord:
     passed: bool
     runtimes: dict[str, str]
     skipped: dict[str, str]
-    max_abs_vs_oracle: dict[str, float]
+    max_abs_vs_oracle: dict[str, float | None]  # None: not finite (a runtime answered inf or NaN)
     failures: tuple[str, ...]
 
 
@@ -133,6 +131,7 @@ class Manifest:
     updated: str | None = None
     version: int | None = None  # set in a version folder's copy: the version number
     published_at: str | None = None  # when the version was created
+    sealed: bool = False  # a version's copy: its sha256 is in manifest.sha256 beside it (schema 4 on)
 
     # Sections a stage writes, by field name.
     SECTIONS: typing.ClassVar[tuple[str, ...]] = (
@@ -169,7 +168,9 @@ class Manifest:
         return manifest
 
     def to_json(self) -> bytes:
-        return (json.dumps(encode(self), indent=2, allow_nan=False) + "\n").encode()
+        from .jsonout import dumps_bytes
+
+        return dumps_bytes(encode(self))  # strict JSON: a non-finite figure is null, and said so
 
     def file(self, name: str) -> FileRecord | None:
         return self.files.get(name)

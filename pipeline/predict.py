@@ -31,7 +31,7 @@ classes; `--json` always has every value.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -83,20 +83,18 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _folder_key(name: str) -> Arch:
-    """What `flow.resolve_version` takes: it reads only the name (the model's folder). The built-in of
-    that name, or a stand-in; the served network is rebuilt from the manifest afterwards."""
-    from .archs import builtin_archs
-
-    return builtin_archs().get(name) or Arch(name=name, widths=(len(FEATURES), 1))
-
-
 def resolve_model(
-    root: Path, arch: str | None, model: Path | None, version: int | None = None, allow_unverified: bool = False
+    root: Path,
+    arch: str | None,
+    model: Path | None,
+    version: int | None = None,
+    allow_unverified: bool = False,
+    hint: str | None = None,
 ) -> ServedModel:
     """The model to serve. `arch`: a model name (a built-in, or a recipe's `name`): its published
     version (or `version`) in `<root>/<name>/`. `model`: an ONNX file, identified by the manifest beside
-    it (its content, not its folder's name). The network is the manifest's (`artifacts.arch_of`)."""
+    it (its content, not its folder's name). The network is the manifest's (`artifacts.arch_of`).
+    `hint`: how the command line names the model (`--recipe iris.toml`), for the messages' hints."""
     from .flow import resolve_version
 
     if model is not None:
@@ -124,7 +122,7 @@ def resolve_model(
         if arch is None:
             raise UsageError("give a model name or a --model file")
         name = _check_name(arch)
-        paths = resolve_version(root, _folder_key(name), version)
+        paths = resolve_version(root, name, version, hint)
         manifest = A.read_manifest(paths)
         served_arch = A.arch_of(manifest, str(paths.manifest))
         data = A.read_verified(paths, manifest, A.ONNX, "export")
@@ -136,7 +134,8 @@ def resolve_model(
         A.read_verified(paths, manifest, A.VERIFY, "verify")  # the report it refers to is there, unchanged
     elif not allow_unverified:
         why = "no verify report" if manifest.verify and manifest.verify.passed else "no passing verify record"
-        raise UsageError(f"{model} has {why}: run verify, or pass --allow-unverified")
+        fix = (paths if paths.arch else A.ArtifactPaths(paths.root, manifest.arch)).hint("verify")
+        raise UsageError(f"{model} has {why}: {fix}, or pass --allow-unverified")
     return ServedModel(model, data, True, verified, served_arch, number)
 
 
@@ -430,6 +429,33 @@ def write_json(out: IO[str], predictor: Predictor, source: RowSource) -> int:
         out.write("".join(parts))
     out.write("\n]}\n")
     return n
+
+
+def write_to(
+    path: Path,
+    write: Callable[[IO[str], Predictor, RowSource], int],
+    predictor: Predictor,
+    source: RowSource,
+    inputs: Sequence[Path | None] = (),
+) -> int:
+    """`write` (write_json or write_table) into the file `path` (`--output`): a regular file is written
+    to a temporary and renamed into place; a FIFO or character device is written through; the input
+    file, a folder, a block device or a socket is refused (`artifacts.write_output`). Returns the rows."""
+    import io
+
+    rows = 0
+
+    def fill(f: IO[bytes]) -> None:
+        nonlocal rows
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="\n")
+        try:
+            rows = write(text, predictor, source)
+            text.flush()
+        finally:
+            text.detach()  # the caller owns (and closes) the binary file
+
+    A.write_output(path, fill, "--output", inputs)
+    return rows
 
 
 def _cut(text: str, width: int) -> str:

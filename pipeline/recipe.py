@@ -19,6 +19,7 @@ import functools
 import math
 import re
 import tomllib
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .limits import FLOAT32_MAX
 
 # The vocabulary of a recipe (archs.py, which resolves a recipe to a network, re-exports it).
 TASKS = ("binary", "multiclass", "regression")
@@ -102,10 +104,19 @@ class Recipe:
         """The data file, resolved against the recipe's folder (None for built-in data)."""
         if self.data.path is None:
             return None
-        p = Path(self.data.path).expanduser()
+        p = Path(self.data.path)
+        try:
+            p = p.expanduser()
+        except RuntimeError:  # ~user of no user here: the path as written (reading it says it is missing)
+            pass
         if not p.is_absolute() and self.source is not None:
             p = self.source.parent / p
         return p
+
+    @property
+    def selector(self) -> str:
+        """How the command line names this recipe's model (`--arch shallow`, `--recipe iris.toml`)."""
+        return selector(self.name, None if self.builtin else self.source)
 
     @property
     def where(self) -> str:
@@ -216,6 +227,15 @@ def parse_recipe(raw: bytes | str, source: Path | None, builtin: bool = False) -
         raise RecipeError(
             f"{where}: serving_name {_show(serving)} must match {SERVING_NAME_RE.pattern} (letters, digits, '_', '-')"
         )
+    if not builtin:
+        served_as = serving if serving is not None else name.replace("-", "_")
+        taken = {builtin_recipe(n).serving.lower(): n for n in BUILTIN_NAMES}
+        if served_as.lower() in taken:
+            key = "serving_name" if serving is not None else f"name {name!r}, served as"
+            raise RecipeError(
+                f"{where}: {key} {served_as!r} is the built-in {taken[served_as.lower()]}'s serving name (Triton and "
+                "serve would answer one model for the other); choose another serving_name"
+            )
     sections: dict[str, Any] = {}
     for key, cls in _SECTIONS.items():
         table = doc.get(key, {})
@@ -258,13 +278,15 @@ def _data(t: Mapping[str, Any], where: str) -> DataSpec:
     path, builtin = t.get("path"), t.get("builtin")
     if (path is None) == (builtin is None):
         raise RecipeError(f'{where}: [data] needs exactly one of path (a CSV file) or builtin ("xor")')
-    if path is not None and (not isinstance(path, str) or not path.strip()):
+    if path is not None and (not isinstance(path, str) or not path.strip() or "\x00" in path):
         raise RecipeError(f"{where}: [data] path must be a file name, not {_show(path)}")
     if builtin is not None:
         builtin = _choice(builtin, BUILTIN_DATA, where, "[data] builtin")
     target = t.get("target")
     if target is not None and (not isinstance(target, str) or not target):
         raise RecipeError(f"{where}: [data] target must be a column name, not {_show(target)}")
+    if isinstance(target, str) and name_problem(target):
+        raise RecipeError(f"{where}: [data] target {_show(target)} {name_problem(target)}; rename the column")
     if path is not None and target is None:
         raise RecipeError(f"{where}: [data] target is missing: name the column to predict")
     features = t.get("features")
@@ -276,6 +298,9 @@ def _data(t: Mapping[str, Any], where: str) -> DataSpec:
             raise RecipeError(f"{where}: [data] features names {dup!r} twice")
         if target is not None and target in features:
             raise RecipeError(f"{where}: [data] the target {target!r} is also listed as a feature")
+        for f in features:
+            if name_problem(f):
+                raise RecipeError(f"{where}: [data] feature {_show(f)} {name_problem(f)}; rename the column")
         features = tuple(features)
     if builtin == "xor":
         if features is not None and features != XOR_FEATURES:
@@ -347,8 +372,8 @@ def _steps(v: int, what: str) -> int:
 
 
 def _lr(v: float, what: str) -> float:
-    if not math.isfinite(v) or v <= 0 or v > 3.4e38:
-        raise RecipeError(f"{what} {v}: must be a finite number > 0 within float32's range")
+    if not math.isfinite(v) or v <= 0 or v > FLOAT32_MAX:
+        raise RecipeError(f"{what} {v}: must be a finite number > 0 within float32's range (at most {FLOAT32_MAX:.8g})")
     return float(v)
 
 
@@ -430,13 +455,40 @@ def _plain(spec: Any) -> dict[str, Any]:
     }
 
 
+def toml_string(v: str) -> str:
+    """A TOML basic string that reads back as `v`: backslash and quote escaped, and every control
+    character (C0, DEL, C1) and Unicode line or paragraph separator as \\uXXXX, so a recipe is one
+    line per key whatever the names in it."""
+    out = ['"']
+    for ch in v:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029":
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def name_problem(name: str) -> str | None:
+    """Why a column name cannot be a feature or target name (it would break the one-line formats that
+    carry it: the recorded recipe, CSV headers, Triton's files, messages), or None when it can: a
+    control character (C0, DEL, C1) or a line break of any kind."""
+    for ch in name:
+        if unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029":
+            what = "a line break" if ch in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029" else "a control character"
+            return f"holds {what} (U+{ord(ch):04X})"
+    return None
+
+
 def _toml(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return toml_string(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml(x) for x in v) + "]"
     raise TypeError(f"no TOML form for {v!r}")
@@ -468,6 +520,28 @@ def builtin_text(name: str) -> str:
     if name not in files:
         raise RecipeError(f"unknown built-in recipe {name!r}: choose one of {', '.join(BUILTIN_NAMES)}")
     return str(files[name].read_text(encoding="utf-8"))
+
+
+PROGRAM = "python cli.py"  # how hints name the command line (the README's form)
+
+
+def selector(name: str, source: Path | str | None = None) -> str:
+    """How the command line names a model: `--arch NAME` for a built-in, `--recipe FILE` for a recipe
+    (its file when known)."""
+    if name in BUILTIN_NAMES:
+        return f"--arch {name}"
+    return f"--recipe {source}" if source is not None else f"--recipe <the recipe file of {name}>"
+
+
+def command(cmd: str, name: str, source: Path | str | None = None) -> str:
+    """A command line that runs `cmd` on model `name`, for a hint: `python cli.py all --arch wide-deep`."""
+    return f"{PROGRAM} {cmd} {selector(name, source)}"
+
+
+def hint(cmd: str, sel: str, when: str = "first", extra: str = "") -> str:
+    """A hint that names the command that fixes what a message names: `run all first (python cli.py all
+    --arch wide-deep)`; `sel` is `selector(...)`'s, `extra` more options (`--artifacts-dir DIR`)."""
+    return f"run {cmd} {when} (`{PROGRAM} {cmd} {sel}{' ' + extra if extra else ''}`)"
 
 
 def recipe_for(arch: str | None, recipe: Path | str | None) -> Recipe:

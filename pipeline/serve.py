@@ -4,19 +4,30 @@ What is served: per model (named as in the artifacts folder: a built-in or a rec
 published version (or `--version N`), resolved and checked exactly as `predict` does
 (`predict.resolve_model`, `allow_unverified=False`: every file's sha256 on the bytes that are loaded)
 and run through the same `Predictor.outputs`, so a served answer is `predict`'s answer bit for bit
-(float32, as the session computed it). What a model takes and
-answers comes from its own manifest (`artifacts.arch_of`), never from the built-in table: input `x`
-(rows, n_inputs) FP32; output `Arch.output_name` (rows, n_outputs) FP32: `probability` (rows, 1),
-`probabilities` (rows, classes), `value` (rows, 1). Models are served under their Triton names
-(`Arch.serving_name`), so tritonclient code written against `ship`'s Triton repository runs unchanged
-against `serve` (except Triton's classification extension: `serve` answers the raw output).
+(float32, as the session computed it). What a model takes and answers comes from its own manifest
+(`artifacts.arch_of`): input `x` (rows, n_inputs) FP32; output `Arch.output_name` (rows, n_outputs)
+FP32: `probability` (rows, 1), `probabilities` (rows, classes), `value` (rows, 1). Models are served
+under their Triton names (`Arch.serving_name`), so tritonclient code written against `ship`'s Triton
+repository runs unchanged against `serve` (except Triton's extensions, which are answered "not
+supported").
 
-The transport is KServe's (`pip install "xorship[serve]"`): its FastAPI app (REST) and its gRPC
-servicer, which speak the v2 protocol. We start them ourselves rather than through
-`kserve.ModelServer`, because it binds HTTP to 0.0.0.0 and gRPC to [::] and installs signal handlers
-that end the process with the signal: here both listen on `--host` only, the ports are bound (or
-checked) before anything is served, and SIGTERM / Ctrl-C drain in-flight requests and return.
-kserve is imported only when the server starts: importing this module stays light and torch-free.
+The protocol is spoken here, on two well-kept servers and nothing between them and the model: REST is
+a plain ASGI application under uvicorn (httptools, uvloop), gRPC is `grpcio`'s asyncio server with the
+service definitions tritonclient ships (`tritonclient.grpc.service_pb2`). Both parse the request
+themselves, strictly, and answer bad input the way `predict` does (one clear message: a JSON `true` or
+`"5.1"` is not an FP32 value, a shape `["1", "4"]` is not a shape). A request larger than
+`--max-request-mb` is refused before its body is read (REST: 413 from its Content-Length, or as soon
+as the streamed body passes the bound; gRPC: RESOURCE_EXHAUSTED from the message's length prefix).
+A client's error is one log line; the access log is off unless `--access-log`.
+
+Both listen on `--host` only; the ports are bound (or checked) before anything is served; SIGTERM /
+Ctrl-C drain in-flight requests and return. The server libraries are imported only when the server
+starts: importing this module stays light and torch-free.
+
+Several models: those with a published version are served; each one without (never trained, never
+published) is named on a line and skipped, and picked up when it is published (`--strict` refuses to
+start instead). A published version that fails its checks (a changed file, an edited manifest) stops
+the start: nothing unverified is served.
 
 New publications: a thread polls each model's PUBLISHED pointer (every `POLL_SECONDS`, at once on
 SIGHUP); a new version is resolved, checked and loaded into a new `Predictor` with its own network
@@ -30,54 +41,70 @@ serving. `--version N` pins: nothing is polled.
 from __future__ import annotations
 
 import socket
-import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import artifacts as A
 from .archs import Arch
 from .contract import INPUT_NAME
-from .errors import CorruptArtifact, PipelineError, UsageError
-from .predict import Predictor, ServedModel, resolve_model
+from .errors import CorruptArtifact, MissingArtifact, PipelineError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
+    from .predict import Predictor, ServedModel
+
 POLL_SECONDS = 1.0  # how often PUBLISHED is read
 GRACE_SECONDS = 30  # in-flight requests get this long to finish after SIGTERM / Ctrl-C
-GRPC_THREADS = 4
 MAX_BATCH_LIMIT = 2**31 - 1
+DEFAULT_MAX_REQUEST_MB = (
+    64  # one bound for REST bodies and gRPC messages (a 1024-row batch of 4096 FP32 features as JSON fits)
+)
+MAX_REQUEST_MB_LIMIT = 2047  # gRPC's message length is an int32
 PLATFORM = "onnxruntime_onnx"  # what Triton reports for the same file
-# onnx elem_type -> v2 protocol datatype (Triton's names without TYPE_)
 DATATYPE = "FP32"  # what every model of this tool takes and answers
+SERVER_NAME = "xorship"
+HEADER_LENGTH = "inference-header-content-length"  # the binary tensor data extension's header
+# A REST body over --max-request-mb is read through and dropped (never kept) up to this many times the
+# bound, so a client that sends its whole body before reading the answer (urllib, requests) gets the
+# 413; a larger one is answered at once and its connection closed.
+DRAIN_FACTOR = 4
 
 # Triton endpoints beyond the v2 core that `serve` does not implement (REST answers 404 and says so).
 UNSUPPORTED_REST = (
-    ("/v2/repository/{rest:path}", "the model repository extension"),
+    ("/v2/repository", "the model repository extension"),
     ("/v2/models/stats", "the statistics extension"),
-    ("/v2/models/{name}/stats", "the statistics extension"),
-    ("/v2/models/{name}/versions/{version}/stats", "the statistics extension"),
-    ("/v2/models/{name}/config", "the model configuration extension"),
-    ("/v2/models/{name}/versions/{version}/config", "the model configuration extension"),
-    ("/v2/models/{name}/trace/setting", "the trace extension"),
-    ("/v2/trace/setting", "the trace extension"),
+    ("/v2/trace", "the trace extension"),
     ("/v2/logging", "the logging extension"),
-    ("/v2/systemsharedmemory{rest:path}", "the system shared memory extension"),
-    ("/v2/cudasharedmemory{rest:path}", "the CUDA shared memory extension"),
+    ("/v2/systemsharedmemory", "the system shared memory extension"),
+    ("/v2/cudasharedmemory", "the CUDA shared memory extension"),
 )
+UNSUPPORTED_MODEL_REST = {  # /v2/models/NAME[/versions/N]/<this>
+    "stats": "the statistics extension",
+    "config": "the model configuration extension",
+    "trace": "the trace extension",
+}
 
 
 class BadRequest(Exception):
-    """A request `serve` refuses (a 4xx / INVALID_ARGUMENT); the message is the client's answer."""
+    """A request `serve` refuses; the message is the client's answer. `status`: the HTTP status (400
+    unless said otherwise); gRPC maps it (400: INVALID_ARGUMENT, 404: NOT_FOUND, 413: RESOURCE_EXHAUSTED)."""
+
+    def __init__(self, message: str, status: int = 400, close: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.close = close  # REST: end the connection after the answer (a body too large to read through)
 
 
 @dataclass(frozen=True)
 class ServeConfig:
     """What `serve` serves and how. `names`: the models, as named in `root` (a built-in such as
-    `shallow`, or a recipe's name); each is described by its own published manifest."""
+    `shallow`, or a recipe's name); each is described by its own published manifest. `hints`: per
+    name, the command-line selection that names it (`--arch shallow`, `--recipe iris.toml`), for the
+    messages that say how to publish a model that is not."""
 
     root: Path
     names: tuple[str, ...] = ()
@@ -87,11 +114,19 @@ class ServeConfig:
     provider: str = "auto"
     max_batch_size: int = 1024
     version: int | None = None  # None: the published one, followed as it changes
+    max_request_mb: int = DEFAULT_MAX_REQUEST_MB
+    strict: bool = False  # refuse to start unless every named model is servable
+    access_log: bool = False
+    hints: dict[str, str] = field(default_factory=dict)
 
     @property
     def models(self) -> tuple[str, ...]:
         """The model names to serve."""
         return self.names
+
+    @property
+    def max_request_bytes(self) -> int:
+        return self.max_request_mb * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -121,6 +156,15 @@ class Loaded:
         """v2 metadata: the head's output, (rows, n_outputs) FP32."""
         return ({"name": self.arch.output_name, "datatype": DATATYPE, "shape": [-1, self.arch.n_outputs]},)
 
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": [str(self.version)],
+            "platform": PLATFORM,
+            "inputs": [dict(t) for t in self.inputs],
+            "outputs": [dict(t) for t in self.outputs],
+        }
+
     def run(self, x: np.ndarray) -> np.ndarray:
         """(rows, n_inputs) float32 -> (rows, n_outputs) float32 through `Predictor.outputs` (predict's
         own path: shape and finiteness checked). Exact: those are the session's float32 values."""
@@ -146,13 +190,14 @@ class Slot:
         self.current = loaded
 
 
-def load(root: Path, name: str, version: int | None, provider: str) -> Loaded:
+def load(root: Path, name: str, version: int | None, provider: str, hint: str | None = None) -> Loaded:
     """Resolve as `predict` does (sha256-checked, verified only; the network from the version's own
     manifest), open its session, and check that the graph's tensor names are the description's
     (`Predictor` checks the shapes and the file's own metadata)."""
     from .contract import parse_checked, signature
+    from .predict import Predictor, resolve_model
 
-    served = resolve_model(root, name, None, version, allow_unverified=False)
+    served = resolve_model(root, name, None, version, allow_unverified=False, hint=hint)
     predictor = Predictor(served, provider)
     arch = predictor.arch
     sig = signature(parse_checked(served.data, str(served.where)))
@@ -166,7 +211,7 @@ def load(root: Path, name: str, version: int | None, provider: str) -> Loaded:
 
 
 # ---------------------------------------------------------------------------------------------
-# Requests (no kserve here: `BadRequest` becomes kserve's InvalidInput at the edge)
+# Requests, protocol-neutral: what one input must be, and the output
 
 
 def describe_input(loaded: Loaded) -> str:
@@ -174,41 +219,97 @@ def describe_input(loaded: Loaded) -> str:
     return f"one input {t['name']!r}, {t['datatype']}, shape {t['shape']}"
 
 
-def decode_batch(inputs: Sequence[Any], loaded: Loaded, max_batch_size: int) -> np.ndarray:
-    """The request's (rows, width) float32 batch, or BadRequest saying what is wrong with it.
-    `inputs`: kserve InferInput objects (name, datatype, shape, as_numpy())."""
-    import numpy as np
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
+
+def check_input(
+    loaded: Loaded, count: int, name: Any, datatype: Any, shape: Any, max_batch_size: int
+) -> tuple[int, int]:
+    """(rows, columns) of the request's one input, or BadRequest saying what is wrong with its header
+    (the data is checked by `batch_from_values` / `batch_from_bytes`)."""
     spec = loaded.inputs[0]
     want = spec["name"]
     width = loaded.arch.n_inputs
-    if len(inputs) != 1:
-        raise BadRequest(f"{loaded.name} takes {describe_input(loaded)}; the request has {len(inputs)} inputs")
-    inp = inputs[0]
-    if inp.name != want:
-        raise BadRequest(f"unknown input {str(inp.name)[:60]!r}: {loaded.name} takes {describe_input(loaded)}")
-    if str(inp.datatype).upper() != spec["datatype"]:
-        raise BadRequest(f"input {want!r} must be {spec['datatype']}, got {str(inp.datatype)[:20]}")
-    shape = list(inp.shape or [])
-    if len(shape) != 2 or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-        raise BadRequest(f"input {want!r} must have shape [rows, {width}], got {shape[:8]}")
-    rows, cols = shape
+    if count != 1:
+        raise BadRequest(f"{loaded.name} takes {describe_input(loaded)}; the request has {count} inputs")
+    if not isinstance(name, str) or name != want:
+        raise BadRequest(f"unknown input {str(name)[:60]!r}: {loaded.name} takes {describe_input(loaded)}")
+    if not isinstance(datatype, str) or datatype.upper() != spec["datatype"]:
+        raise BadRequest(f"input {want!r} must be {spec['datatype']}, got {str(datatype)[:20]}")
+    dims = list(shape) if isinstance(shape, (list, tuple)) else None
+    if dims is None or len(dims) != 2 or not all(_is_int(d) for d in dims):
+        shown = shape[:8] if isinstance(shape, (list, tuple)) else shape
+        raise BadRequest(f"input {want!r} must have shape [rows, {width}] (two integers), got {str(shown)[:80]}")
+    rows, cols = dims
     if cols != width:
         features = ", ".join(loaded.arch.features)
         raise BadRequest(
-            f"input {want!r} must have {width} columns ({features[:200]}; shape [rows, {width}]), got shape {shape}"
+            f"input {want!r} must have {width} columns ({features[:200]}; shape [rows, {width}]), got shape {dims}"
         )
     if rows < 1:
-        raise BadRequest(f"input {want!r} is an empty batch (shape {shape}): send at least one row")
+        raise BadRequest(f"input {want!r} is an empty batch (shape {dims}): send at least one row")
     if rows > max_batch_size:
         raise BadRequest(f"a batch of {rows} rows is over --max-batch-size {max_batch_size}")
+    return rows, cols
+
+
+def _flatten_numbers(data: Any, want: str, shape: list[int]) -> list[Any]:
+    """The JSON `data` of an FP32 input as one flat list of numbers (nested lists are read row-major),
+    or BadRequest: a string ('5.1'), true/false or null is not an FP32 value, as `predict` says."""
+    flat: list[Any] = []
+    stack = [data] if isinstance(data, list) else None
+    if stack is None:
+        raise BadRequest(f"input {want!r}: its data must be a JSON list of numbers, got {type(data).__name__}")
+    while stack:
+        item = stack.pop()
+        if type(item) is list:
+            stack.extend(reversed(item))
+            continue
+        if type(item) is float or type(item) is int:
+            flat.append(item)
+            continue
+        what = "true/false" if isinstance(item, bool) else "null" if item is None else repr(item)[:40]
+        raise BadRequest(
+            f"input {want!r}: its data does not match shape {shape} of FP32 values: {what} at position "
+            f"{len(flat)} is not a number"
+        )
+    return flat
+
+
+def batch_from_values(values: Any, rows: int, cols: int, want: str) -> np.ndarray:
+    """(rows, cols) float32 from JSON numbers (or a gRPC fp32_contents list), finite, or BadRequest."""
+    import numpy as np
+
+    shape = [rows, cols]
+    flat = _flatten_numbers(values, want, shape) if not hasattr(values, "__array__") else values
+    if len(flat) != rows * cols:
+        raise BadRequest(f"input {want!r}: its data does not match shape {shape} ({len(flat)} values)")
     try:
-        x = inp.as_numpy()
-    except (ValueError, TypeError, OverflowError) as exc:
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = np.asarray(flat, dtype=np.float64).astype(np.float32).reshape(rows, cols)
+    except OverflowError:  # an integer beyond even float64
+        raise BadRequest(f"input {want!r} has a value that is not finite (NaN, Inf, or beyond float32)") from None
+    except (ValueError, TypeError) as exc:
         raise BadRequest(f"input {want!r}: its data does not match shape {shape} of FP32 values ({exc})") from None
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.shape != (rows, cols):
-        raise BadRequest(f"input {want!r}: its data does not match shape {shape}")
+    return _finite(x, want)
+
+
+def batch_from_bytes(raw: bytes | memoryview, rows: int, cols: int, want: str) -> np.ndarray:
+    """(rows, cols) float32 from little-endian FP32 bytes (binary data), finite, or BadRequest."""
+    import numpy as np
+
+    if len(raw) != rows * cols * 4:
+        raise BadRequest(
+            f"input {want!r}: its binary data is {len(raw)} bytes; shape [{rows}, {cols}] of FP32 needs {rows * cols * 4}"
+        )
+    x = np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(rows, cols)
+    return _finite(x, want)
+
+
+def _finite(x: np.ndarray, want: str) -> np.ndarray:
+    import numpy as np
+
     finite = np.isfinite(x)
     if not finite.all():
         row = int(np.argwhere(~finite)[0][0])
@@ -216,11 +317,491 @@ def decode_batch(inputs: Sequence[Any], loaded: Loaded, max_batch_size: int) -> 
     return x
 
 
-def check_requested_outputs(requested: Sequence[Any] | None, loaded: Loaded) -> None:
+def check_version(loaded: Loaded, version: str | None) -> None:
+    """A request naming a version (`/versions/N`, gRPC's model_version) must name the one served."""
+    if version and version != str(loaded.version):
+        raise BadRequest(
+            f"{loaded.name} version {version[:20]} is not served (serving version {loaded.version})", status=404
+        )
+
+
+def check_requested_outputs(requested: Sequence[tuple[Any, int]], loaded: Loaded) -> None:
+    """Each requested output (name, classification count) must be the model's output, without
+    Triton's classification extension."""
     names = {t["name"] for t in loaded.outputs}
-    for r in requested or ():
-        if r.name not in names:
-            raise BadRequest(f"unknown output {str(r.name)[:60]!r}: {loaded.name} has output {sorted(names)}")
+    for name, classes in requested:
+        if name not in names:
+            raise BadRequest(f"unknown output {str(name)[:60]!r}: {loaded.name} has output {sorted(names)}")
+        if classes:
+            raise BadRequest(
+                f"output {name!r}: the classification extension (class_count) is not supported by xorship serve; "
+                "ask for the probabilities"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# REST (JSON, and Triton's binary tensor data extension)
+
+
+@dataclass(frozen=True)
+class RestRequest:
+    x: np.ndarray
+    request_id: str | None
+    binary_output: bool
+
+
+def _json_object(text: bytes | memoryview, what: str) -> dict[str, Any]:
+    import json
+
+    try:
+        doc = json.loads(bytes(text))
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the request body is not a v2 inference request: {what} is not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise BadRequest(
+            f"the request body is not a v2 inference request: {what} must be a JSON object, not a {type(doc).__name__}"
+        )
+    return doc
+
+
+def _binary_size(params: Any, what: str) -> int | None:
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        raise BadRequest(f"{what}: parameters must be a JSON object")
+    size = params.get("binary_data_size")
+    if size is None:
+        return None
+    if not _is_int(size) or size < 0:
+        raise BadRequest(f"{what}: binary_data_size must be a whole number of bytes, got {str(size)[:40]}")
+    return int(size)
+
+
+def parse_rest(body: bytes, header_length: str | None, loaded: Loaded, max_batch_size: int) -> RestRequest:
+    """A v2 REST inference request (JSON, or a JSON header followed by binary tensor data when the
+    Inference-Header-Content-Length header is given), checked strictly."""
+    if header_length is not None:
+        text = header_length.strip()
+        if not text.isdigit():
+            raise BadRequest(f"Inference-Header-Content-Length {header_length[:20]!r} is not a byte count")
+        n = int(text)
+        if n > len(body):
+            raise BadRequest(f"Inference-Header-Content-Length {n} is larger than the request body ({len(body)} bytes)")
+        view = memoryview(body)
+        doc, binary = _json_object(view[:n], "its JSON header"), view[n:]
+    else:
+        doc, binary = _json_object(body, "the body"), memoryview(b"")
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise BadRequest('the request body is not a v2 inference request: it has no "inputs" list')
+    first = inputs[0]
+    if not isinstance(first, dict):
+        raise BadRequest("the request body is not a v2 inference request: each input must be a JSON object")
+    rows, cols = check_input(
+        loaded, len(inputs), first.get("name"), first.get("datatype"), first.get("shape"), max_batch_size
+    )
+    want = loaded.inputs[0]["name"]
+    size = _binary_size(first.get("parameters"), f"input {want!r}")
+    if size is None:
+        if len(binary):
+            raise BadRequest(
+                f"the request has {len(binary)} bytes after its JSON header but input {want!r} gives no binary_data_size"
+            )
+        if "data" not in first:
+            raise BadRequest(f'input {want!r} has no data (give "data", or binary data with binary_data_size)')
+        x = batch_from_values(first["data"], rows, cols, want)
+    else:
+        if header_length is None:
+            raise BadRequest(
+                f"input {want!r} gives binary_data_size but the request has no Inference-Header-Content-Length header"
+            )
+        if "data" in first:
+            raise BadRequest(f"input {want!r} gives both data and binary_data_size; send one")
+        if size != len(binary):
+            raise BadRequest(
+                f"input {want!r} gives binary_data_size {size}, but {len(binary)} bytes follow the JSON header"
+            )
+        x = batch_from_bytes(binary, rows, cols, want)
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequest(f"the request id must be a string, got {str(request_id)[:40]}")
+    params = doc.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise BadRequest("the request's parameters must be a JSON object")
+    binary_output = bool(params and params.get("binary_data_output") is True)
+    outputs = doc.get("outputs")
+    requested: list[tuple[Any, int]] = []
+    if outputs is not None:
+        if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+            raise BadRequest("the request's outputs must be a list of JSON objects")
+        for o in outputs:
+            p = o.get("parameters") or {}
+            if not isinstance(p, dict):
+                raise BadRequest(f"output {str(o.get('name'))[:60]!r}: parameters must be a JSON object")
+            classes = p.get("classification", 0)
+            requested.append((o.get("name"), classes if _is_int(classes) else 1))
+            binary_output = binary_output or p.get("binary_data") is True
+    check_requested_outputs(requested, loaded)
+    return RestRequest(x, request_id, binary_output)
+
+
+def rest_response(loaded: Loaded, y: np.ndarray, request: RestRequest) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """(body, headers) of a v2 inference response: JSON, or a JSON header and the output's raw bytes."""
+    import json
+
+    out: dict[str, Any] = {"name": loaded.arch.output_name, "datatype": DATATYPE, "shape": list(y.shape)}
+    doc: dict[str, Any] = {"model_name": loaded.name, "model_version": str(loaded.version)}
+    if request.request_id is not None:
+        doc["id"] = request.request_id
+    doc["outputs"] = [out]
+    if not request.binary_output:
+        out["data"] = y.reshape(-1).tolist()  # float32 values, written exactly (repr of the double)
+        return json.dumps(doc).encode(), [(b"content-type", b"application/json")]
+    raw = y.astype("<f4").tobytes()
+    out["parameters"] = {"binary_data_size": len(raw)}
+    head = json.dumps(doc).encode()
+    return head + raw, [
+        (b"content-type", b"application/octet-stream"),
+        (b"inference-header-content-length", str(len(head)).encode()),
+    ]
+
+
+class RestApp:
+    """The v2 REST endpoints as a plain ASGI application (no framework between the socket and the
+    model): health, server and model metadata, model readiness, inference."""
+
+    def __init__(self, config: ServeConfig, slots: dict[str, Slot], on_line: Callable[[str], None]):
+        self.config = config
+        self.slots = slots
+        self.on_line = on_line
+        self.limit = config.max_request_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        try:
+            status, body, headers = await self._route(scope, receive, method, path)
+        except BadRequest as exc:
+            status, body, headers = exc.status, _error(str(exc)), [(b"content-type", b"application/json")]
+            if exc.close:
+                headers.append((b"connection", b"close"))
+            self.on_line(f"client error: {status} {method} {path[:120]}: {exc}")
+        except PipelineError as exc:  # the model failed at run time: the server's fault, said once
+            status, body, headers = 500, _error(str(exc)), [(b"content-type", b"application/json")]
+            self.on_line(f"error: 500 {method} {path[:120]}: {exc}")
+        if self.config.access_log:
+            client = scope.get("client") or ("-", 0)
+            self.on_line(f"access: {client[0]} {method} {path[:200]} {status} {len(body)}")
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _route(self, scope: dict, receive: Callable, method: str, path: str) -> tuple[int, bytes, list]:
+        import json
+
+        ok = [(b"content-type", b"application/json")]
+        parts = [p for p in path.split("/") if p]
+        if parts[:1] != ["v2"]:
+            raise BadRequest(
+                f"{path[:120]}: no such endpoint (serve answers the v2 core: health, metadata, ready, infer)", 404
+            )
+        for prefix, what in UNSUPPORTED_REST:
+            if path == prefix or path.startswith(prefix + "/") or path.startswith(prefix + "?"):
+                raise BadRequest(f"{path[:120]}: {what} is not supported by xorship serve (a Triton extension)", 404)
+        rest = parts[1:]
+        if rest in ([], ["health", "live"], ["health", "ready"]):
+            _method(method, "GET", path)
+            doc: dict[str, Any] = (
+                {"name": SERVER_NAME, "version": _version(), "extensions": []} if not rest else {rest[1]: True}
+            )
+            return 200, json.dumps(doc).encode(), ok
+        if len(rest) >= 2 and rest[0] == "models":
+            name, tail = rest[1], rest[2:]
+            version = None
+            if tail[:1] == ["versions"] and len(tail) >= 2:
+                version, tail = tail[1], tail[2:]
+            if tail and tail[0] in UNSUPPORTED_MODEL_REST:
+                what = UNSUPPORTED_MODEL_REST[tail[0]]
+                raise BadRequest(f"{path[:120]}: {what} is not supported by xorship serve (a Triton extension)", 404)
+            if tail in ([], ["ready"], ["infer"]):
+                loaded = self._model(name)
+                if tail == ["infer"]:
+                    _method(method, "POST", path)
+                    check_version(loaded, version)
+                    body = await self._body(scope, receive)
+                    request = parse_rest(body, _header(scope, HEADER_LENGTH), loaded, self.config.max_batch_size)
+                    y = loaded.run(request.x)  # (rows, n_outputs) float32: predict's session, its values unchanged
+                    out, headers = rest_response(loaded, y, request)
+                    return 200, out, headers
+                _method(method, "GET", path)
+                check_version(loaded, version)
+                if tail == ["ready"]:
+                    return 200, json.dumps({"name": loaded.name, "ready": True}).encode(), ok
+                return 200, json.dumps(loaded.metadata()).encode(), ok
+        raise BadRequest(
+            f"{path[:120]}: no such endpoint (serve answers the v2 core: health, metadata, ready, infer)", 404
+        )
+
+    def _model(self, name: str) -> Loaded:
+        slot = self.slots.get(name)
+        if slot is None:
+            served = ", ".join(sorted(self.slots)) or "none yet"
+            raise BadRequest(f"unknown model {name[:60]!r}: this server serves {served}", 404)
+        return slot.current  # read once: the whole request runs on this version
+
+    async def _body(self, scope: dict, receive: Callable) -> bytes:
+        """The request body, never more than --max-request-mb of it (413 before reading when the
+        Content-Length says so, else as soon as the streamed body passes it), decompressed (gzip,
+        deflate) within the same bound."""
+        limit, mb = self.limit, self.config.max_request_mb
+        drain = DRAIN_FACTOR * limit  # read through (and drop) up to this much, so the client sees the 413
+        declared = _header(scope, "content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+            size = int(declared)
+            if size > drain:  # not worth reading: answer now and end the connection
+                raise BadRequest(_too_large(size, mb), 413, close=True)
+            await _discard(receive, drain)
+            raise BadRequest(_too_large(size, mb), 413)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequest("the client went away before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            more = message.get("more_body", False)
+            if size > limit:
+                chunks.clear()  # nothing of it is kept while the rest is read through
+                whole = await _discard(receive, drain - size) if more else True
+                raise BadRequest(_too_large(size, mb, more=more), 413, close=not whole)
+            chunks.append(chunk)
+            if not more:
+                break
+        body = b"".join(chunks)
+        encoding = (_header(scope, "content-encoding") or "identity").strip().lower()
+        if encoding in ("", "identity"):
+            return body
+        if encoding not in ("gzip", "deflate"):
+            raise BadRequest(f"Content-Encoding {encoding[:20]!r} is not supported (gzip, deflate or none)", 415)
+        return _inflate(body, limit, self.config.max_request_mb)
+
+
+async def _discard(receive: Callable, budget: int) -> bool:
+    """Read the rest of a request body without keeping it, at most `budget` bytes: True when it ended
+    within them (the connection stays usable), False otherwise."""
+    while budget >= 0:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return False
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return budget >= 0
+    return False
+
+
+def _inflate(body: bytes, limit: int, mb: int) -> bytes:
+    import zlib
+
+    d = zlib.decompressobj(wbits=47)  # gzip or zlib, by their headers
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"the compressed request body cannot be decompressed ({exc})") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise BadRequest(f"the decompressed request body is over --max-request-mb {mb}", 413)
+    if not d.eof:
+        raise BadRequest("the compressed request body is truncated")
+    return out
+
+
+def _too_large(size: int, mb: int, more: bool = False) -> str:
+    return (
+        f"the request body is {'over ' if more else ''}{size:,} bytes, over --max-request-mb {mb} "
+        f"({mb * 1024 * 1024:,} bytes); send smaller batches"
+    )
+
+
+def _header(scope: dict, name: str) -> str | None:
+    key = name.encode()
+    for k, v in scope.get("headers") or ():
+        if k.lower() == key:
+            return v.decode("latin-1")
+    return None
+
+
+def _method(got: str, want: str, path: str) -> None:
+    if got != want:
+        raise BadRequest(f"{path[:120]} takes {want}, not {got[:10]}", 405)
+
+
+def _error(message: str) -> bytes:
+    import json
+
+    return json.dumps({"error": message}).encode()
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("xorship")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# ---------------------------------------------------------------------------------------------
+# gRPC (Triton's GRPCInferenceService, from tritonclient's own definitions)
+
+
+def _grpc_server(config: ServeConfig, slots: dict[str, Slot], on_line: Callable[[str], None]) -> Any:
+    import grpc
+    from grpc import aio
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    codes = {
+        400: grpc.StatusCode.INVALID_ARGUMENT,
+        404: grpc.StatusCode.NOT_FOUND,
+        413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+
+    def lookup(name: str) -> Loaded:
+        slot = slots.get(name)
+        if slot is None:
+            served = ", ".join(sorted(slots)) or "none yet"
+            raise BadRequest(f"unknown model {name[:60]!r}: this server serves {served}", 404)
+        return slot.current
+
+    def refuse(context: Any, exc: BadRequest, method: str, empty: Any) -> Any:
+        """The client's error as the call's status. Set, not raised (`context.abort`): an aborted call's
+        exception keeps its request (megabytes of tensor data) alive until a later collection, and a
+        server answering many bad requests would grow (measured: +150 MB over 30 requests of 7 MB)."""
+        code = codes.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
+        on_line(f"client error: {code.name} gRPC {method}: {exc}")
+        context.set_code(code)
+        context.set_details(str(exc))
+        return empty
+
+    def metadata_response(loaded: Loaded) -> Any:
+        def tensors(specs: tuple[dict[str, Any], ...]) -> list[Any]:
+            return [
+                pb.ModelMetadataResponse.TensorMetadata(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+                for t in specs
+            ]
+
+        return pb.ModelMetadataResponse(
+            name=loaded.name, versions=[str(loaded.version)], platform=PLATFORM,
+            inputs=tensors(loaded.inputs), outputs=tensors(loaded.outputs),
+        )  # fmt: skip
+
+    def batch(request: Any, loaded: Loaded) -> np.ndarray:
+        if not request.inputs:
+            raise BadRequest(f"{loaded.name} takes {describe_input(loaded)}; the request has no inputs")
+        first = request.inputs[0]
+        rows, cols = check_input(
+            loaded, len(request.inputs), first.name, first.datatype, list(first.shape), config.max_batch_size
+        )
+        want = loaded.inputs[0]["name"]
+        raw = request.raw_input_contents
+        if raw:
+            if len(raw) != len(request.inputs):
+                raise BadRequest(f"the request has {len(raw)} raw contents for {len(request.inputs)} inputs")
+            return batch_from_bytes(raw[0], rows, cols, want)
+        contents = first.contents
+        filled = [f.name for f, _ in contents.ListFields()]
+        if filled != ["fp32_contents"]:
+            shown = ", ".join(filled) or "none"
+            raise BadRequest(f"input {want!r}: its contents must be fp32_contents (FP32), got {shown}")
+        import numpy as np
+
+        return batch_from_values(np.asarray(contents.fp32_contents, dtype=np.float32), rows, cols, want)
+
+    class Servicer(pb_grpc.GRPCInferenceServiceServicer):
+        async def ServerLive(self, request: Any, context: Any) -> Any:
+            return pb.ServerLiveResponse(live=True)
+
+        async def ServerReady(self, request: Any, context: Any) -> Any:
+            return pb.ServerReadyResponse(ready=True)
+
+        async def ServerMetadata(self, request: Any, context: Any) -> Any:
+            return pb.ServerMetadataResponse(name=SERVER_NAME, version=_version(), extensions=[])
+
+        async def ModelReady(self, request: Any, context: Any) -> Any:
+            slot = slots.get(request.name)
+            ready = slot is not None and (not request.version or request.version == str(slot.current.version))
+            return pb.ModelReadyResponse(ready=ready)  # an unknown model or another version: not ready
+
+        async def ModelMetadata(self, request: Any, context: Any) -> Any:
+            try:
+                loaded = lookup(request.name)
+                check_version(loaded, request.version)
+            except BadRequest as exc:
+                return refuse(context, exc, "ModelMetadata", pb.ModelMetadataResponse())
+            return metadata_response(loaded)
+
+        async def ModelInfer(self, request: Any, context: Any) -> Any:
+            try:
+                loaded = lookup(request.model_name)  # read once: the whole request runs on this version
+                check_version(loaded, request.model_version)
+                x = batch(request, loaded)
+                check_requested_outputs(
+                    [(o.name, o.parameters["classification"].int64_param if "classification" in o.parameters else 0)
+                     for o in request.outputs],
+                    loaded,
+                )  # fmt: skip
+            except BadRequest as exc:
+                return refuse(context, exc, "ModelInfer", pb.ModelInferResponse())
+            try:
+                y = loaded.run(x)
+            except PipelineError as exc:
+                on_line(f"error: gRPC ModelInfer: {exc}")
+                context.set_code(grpc.StatusCode.INTERNAL)
+                context.set_details(str(exc))
+                return pb.ModelInferResponse()
+            if config.access_log:
+                on_line(f"access: {context.peer()} gRPC ModelInfer {loaded.name} rows {x.shape[0]}")
+            out = pb.ModelInferResponse.InferOutputTensor(
+                name=loaded.arch.output_name, datatype=DATATYPE, shape=list(y.shape)
+            )
+            return pb.ModelInferResponse(
+                model_name=loaded.name, model_version=str(loaded.version), id=request.id,
+                outputs=[out], raw_output_contents=[y.astype("<f4").tobytes()],
+            )  # fmt: skip
+
+    implemented = {"ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelInfer"}
+    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
+        if method.name not in implemented:
+            setattr(Servicer, method.name, _unsupported(method.name, grpc))
+
+    server = aio.server(
+        options=[
+            ("grpc.so_reuseport", 0),  # a port in use is in use
+            ("grpc.max_send_message_length", config.max_request_bytes),
+            # refused from the message's length prefix, before the body is read or decoded
+            ("grpc.max_receive_message_length", config.max_request_bytes),
+        ],
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(), server)
+    address = _grpc_address(config.host, config.grpc_port)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if not port:
+        raise UsageError(f"gRPC port {config.grpc_port} on {config.host} is in use")
+    return server
+
+
+def _unsupported(method: str, grpc: Any) -> Callable:
+    what = "(the model repository extension)" if method.startswith("Repository") else "(a Triton extension)"
+    if method == "ModelStreamInfer":
+        what = "(streaming inference)"
+
+    async def handler(self: Any, request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} {what} is not supported by xorship serve")
+
+    return handler
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,13 +809,21 @@ def check_requested_outputs(requested: Sequence[Any] | None, loaded: Loaded) -> 
 
 
 class Reloader(threading.Thread):
-    """Polls every model's PUBLISHED pointer; loads a new version fully, then swaps the reference."""
+    """Polls every model's PUBLISHED pointer; loads a new version fully, then swaps the reference.
+    Models that had no published version at start (`pending`) are loaded once they have one."""
 
-    def __init__(self, config: ServeConfig, slots: dict[str, Slot], on_line: Callable[[str], None]):
+    def __init__(
+        self,
+        config: ServeConfig,
+        slots: dict[str, Slot],
+        on_line: Callable[[str], None],
+        pending: Sequence[str] = (),
+    ):
         super().__init__(name="xorship-reloader", daemon=True)
         self.config = config
         self.slots = slots
         self.on_line = on_line
+        self.pending = list(pending)
         self.wake = threading.Event()  # set: check now (SIGHUP)
         self.stopping = threading.Event()
         self._reported: dict[str, str] = {}  # model -> last problem reported (each said once)
@@ -257,7 +846,7 @@ class Reloader(threading.Thread):
             self.on_line(text)
 
     def check(self) -> None:
-        for slot in self.slots.values():
+        for slot in list(self.slots.values()):
             old = slot.current
             try:
                 number = A.read_published(self.config.root, old.arch.name)
@@ -276,7 +865,7 @@ class Reloader(threading.Thread):
             except Exception as exc:  # never let the thread die: the old version keeps serving
                 self._problem(old.name, f"warning: {old.name}: v{number} not loaded ({exc.__class__.__name__}: {exc})")
                 continue
-            if new.name != old.name:  # the server registered the model under its old name
+            if new.name != old.name:  # clients know the model under its old name
                 self._problem(
                     old.name,
                     f"warning: {old.name}: v{number} is served as {new.name!r}, not {old.name!r} (its serving name "
@@ -286,6 +875,22 @@ class Reloader(threading.Thread):
             slot.current = new  # one reference, replaced whole (with its own width and output)
             self._reported.pop(old.name, None)
             self.on_line(f"reloaded: {new.describe()} (was v{old.version})")
+        for name in list(self.pending):
+            try:
+                if A.read_published(self.config.root, name) is None and self.config.version is None:
+                    continue
+                new = load(self.config.root, name, self.config.version, self.config.provider)
+            except MissingArtifact:
+                continue  # still not published: said at start
+            except Exception as exc:
+                self._problem(name, f"warning: {name}: not loaded ({exc})")
+                continue
+            if new.name in self.slots:
+                self._problem(name, f"warning: {name}: served as {new.name!r}, which another model is served as")
+                continue
+            self.slots[new.name] = Slot(new)
+            self.pending.remove(name)
+            self.on_line(f"now serving: {new.describe()}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,6 +937,8 @@ def check_config(config: ServeConfig) -> None:
             raise UsageError(f"{str(name)[:60]!r} is not a model name (a built-in or a recipe's name)")
     if not (1 <= config.max_batch_size <= MAX_BATCH_LIMIT):
         raise UsageError(f"--max-batch-size must be 1..{MAX_BATCH_LIMIT}, got {config.max_batch_size}")
+    if not (1 <= config.max_request_mb <= MAX_REQUEST_MB_LIMIT):
+        raise UsageError(f"--max-request-mb must be 1..{MAX_REQUEST_MB_LIMIT}, got {config.max_request_mb}")
     for port, what in ((config.http_port, "--http-port"), (config.grpc_port, "--grpc-port")):
         if not (1 <= port <= 65535):
             raise UsageError(f"{what} must be 1..65535, got {port}")
@@ -339,20 +946,40 @@ def check_config(config: ServeConfig) -> None:
         raise UsageError(f"--http-port and --grpc-port are both {config.http_port}: give two different ports")
 
 
-def _import_kserve() -> Any:
-    """kserve parses sys.argv when imported (its own flags); it must not see ours."""
-    saved = sys.argv
-    sys.argv = saved[:1]
+def _import_server_libraries() -> None:
+    """uvicorn (REST), grpcio and tritonclient's service definitions (gRPC): the [serve] extra."""
     try:
-        import kserve
-        import kserve.model_server
+        import grpc  # noqa: F401
+        import uvicorn  # noqa: F401
+        from tritonclient.grpc import service_pb2  # noqa: F401
     except ImportError as exc:
         raise UsageError(
             f'serve needs the [serve] extra: pip install "xorship[serve]" ({exc.name or exc} is missing)'
         ) from None
-    finally:
-        sys.argv = saved
-    return kserve
+
+
+def load_models(config: ServeConfig, on_line: Callable[[str], None]) -> tuple[list[Loaded], list[str]]:
+    """(the models loaded, the names skipped because nothing of them is published yet). A model that
+    is published but fails its checks stops the start (nothing unverified is served); one with nothing
+    published is skipped with a line saying why and how to publish it, unless `strict` or unless no
+    model at all can be served (then its error is the error)."""
+    loaded: list[Loaded] = []
+    missing: list[tuple[str, MissingArtifact]] = []
+    for name in config.models:
+        try:
+            loaded.append(load(config.root, name, config.version, config.provider, config.hints.get(name)))
+        except MissingArtifact as exc:
+            missing.append((name, exc))
+    if missing and (config.strict or not loaded):
+        raise missing[0][1]
+    for name, why in missing:
+        on_line(f"warning: skipped {name}: {why}; serve picks it up once it is published")
+    serving = [m.name for m in loaded]
+    for m in loaded:
+        if serving.count(m.name) > 1:
+            others = ", ".join(o.arch.name for o in loaded if o.name == m.name)
+            raise UsageError(f"models {others} are all served as {m.name!r}: serve them separately")
+    return loaded, [name for name, _ in missing]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,30 +990,28 @@ def serve(config: ServeConfig, on_line: Callable[[str], None] = print) -> None:
     """Load, check, bind, serve until SIGTERM / SIGINT, drain, return. Raises PipelineError before
     anything is served (bad options, port in use, no verified version, a changed file...)."""
     check_config(config)
-    kserve = _import_kserve()
-    loaded = [load(config.root, name, config.version, config.provider) for name in config.models]
-    serving = [m.name for m in loaded]
-    for m in loaded:
-        if serving.count(m.name) > 1:
-            others = ", ".join(o.arch.name for o in loaded if o.name == m.name)
-            raise UsageError(f"models {others} are all served as {m.name!r}: serve them separately")
+    _import_server_libraries()
+    loaded, pending = load_models(config, on_line)
     http_sock = bind_socket(config.host, config.http_port, "HTTP")
     try:
         bind_socket(config.host, config.grpc_port, "gRPC").close()  # gRPC binds it itself, below
         slots = {m.name: Slot(m) for m in loaded}
         for m in loaded:
             on_line(m.describe())
-        _run(kserve, config, slots, http_sock, on_line)
+        _run(config, slots, pending, http_sock, on_line)
     finally:
         http_sock.close()
 
 
-def _run(kserve: Any, config: ServeConfig, slots: dict[str, Slot], http_sock: socket.socket, on_line: Callable) -> None:
+def _run(
+    config: ServeConfig, slots: dict[str, Slot], pending: list[str], http_sock: socket.socket, on_line: Callable
+) -> None:
     import asyncio
     import signal
 
-    app, dataplane, repo_ext = _build_app(kserve, config, slots)
-    reloader = None if config.version is not None else Reloader(config, slots, on_line)
+    app = RestApp(config, slots, on_line)
+    follow = config.version is None or bool(pending)
+    reloader = Reloader(config, slots, on_line, pending) if follow else None
 
     async def main() -> None:
         import uvicorn
@@ -397,13 +1022,14 @@ def _run(kserve: Any, config: ServeConfig, slots: dict[str, Slot], http_sock: so
             loop.add_signal_handler(sig, stop.set)
         if reloader is not None and hasattr(signal, "SIGHUP"):
             loop.add_signal_handler(signal.SIGHUP, reloader.wake.set)
-        grpc_server = _grpc_server(dataplane, repo_ext, config)
+        grpc_server = _grpc_server(config, slots, on_line)
         await grpc_server.start()
         http = uvicorn.Server(
             uvicorn.Config(
-                app, log_config=None, lifespan="off", timeout_graceful_shutdown=GRACE_SECONDS, access_log=False
+                app, log_config=None, lifespan="off", timeout_graceful_shutdown=GRACE_SECONDS, access_log=False,
+                server_header=False, date_header=False,
             )
-        )
+        )  # fmt: skip
         http_sock.listen(2048)
         # _serve, not serve: uvicorn's serve() installs its own signal handlers and re-raises the
         # signal after shutdown (the process would die of SIGTERM instead of exiting 0)
@@ -412,14 +1038,14 @@ def _run(kserve: Any, config: ServeConfig, slots: dict[str, Slot], http_sock: so
             await asyncio.sleep(0.01)
         if reloader is not None:
             reloader.start()
-        follow = (
+        how = (
             "following PUBLISHED (polled every 1 s; SIGHUP: now)"
-            if reloader
+            if config.version is None
             else f"pinned to --version {config.version}"
         )
         on_line(
             f"serving {', '.join(slots)} on http://{_grpc_address(config.host, config.http_port)} (REST) "
-            f"and {_grpc_address(config.host, config.grpc_port)} (gRPC), {follow}; SIGTERM or Ctrl-C stops"
+            f"and {_grpc_address(config.host, config.grpc_port)} (gRPC), {how}; SIGTERM or Ctrl-C stops"
         )
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({http_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -430,7 +1056,7 @@ def _run(kserve: Any, config: ServeConfig, slots: dict[str, Slot], http_sock: so
         await asyncio.gather(grpc_server.stop(grace=GRACE_SECONDS), http_task, return_exceptions=True)
         stopper.cancel()
 
-    try:  # uvicorn's own choice ("auto"): uvloop where installed (kserve brings it)
+    try:  # uvicorn's own choice ("auto"): uvloop where installed
         import uvloop
 
         runner: Any = uvloop.run
@@ -440,222 +1066,3 @@ def _run(kserve: Any, config: ServeConfig, slots: dict[str, Slot], http_sock: so
     if reloader is not None:
         reloader.join(timeout=5)
     on_line("stopped")
-
-
-def _build_app(kserve: Any, config: ServeConfig, slots: dict[str, Slot]) -> tuple[Any, Any, Any]:
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
-    from kserve.model_repository import ModelRepository
-    from kserve.model_server import app
-    from kserve.protocol.dataplane import DataPlane
-    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
-    from kserve.protocol.rest.server import RESTServer
-    from starlette.exceptions import HTTPException
-
-    model_cls = _model_class(kserve)
-    repo = ModelRepository()
-    for name, slot in slots.items():
-        model = model_cls(name, slot, config.max_batch_size)
-        repo.update(model, name)
-
-    class XorDataPlane(DataPlane):
-        async def model_metadata(self, model_name: str) -> dict:
-            metadata = await super().model_metadata(model_name)
-            model = self.get_model_from_registry(model_name)
-            metadata["platform"] = PLATFORM
-            metadata["versions"] = [str(model.slot.current.version)]
-            return metadata
-
-        def metadata(self) -> dict:
-            metadata = dict(super().metadata())
-            metadata["name"] = "xorship serve (kserve)"
-            metadata["extensions"] = []  # none of Triton's (nor kserve's model repository)
-            return metadata
-
-    dataplane = XorDataPlane(model_registry=repo)
-    repo_ext = ModelRepositoryExtension(model_registry=repo)
-
-    def unsupported(what: str) -> Callable:
-        async def handler(request: Any) -> JSONResponse:  # a plain Starlette endpoint
-            return JSONResponse(
-                status_code=404,
-                content={"error": f"{request.url.path}: {what} is not supported by xorship serve (a Triton extension)"},
-            )
-
-        return handler
-
-    # registered before kserve's routes, so these win (kserve would load/unload models on request)
-    for path, what in UNSUPPORTED_REST:
-        app.router.add_route(path, unsupported(what), methods=["GET", "POST"], include_in_schema=False)
-    app.add_middleware(_RequestMiddleware, slots=slots)
-
-    rest = RESTServer("kserve.model_server:app", dataplane, repo_ext, config.http_port)
-    rest.create_application()
-
-    async def bad_body(request: Any, exc: Exception) -> JSONResponse:
-        errors: list = getattr(exc, "errors", list)()
-        first = errors[0] if errors else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        msg = first.get("msg", str(exc))
-        return JSONResponse(
-            status_code=400, content={"error": f"the request body is not a v2 inference request: {msg} {where}".strip()}
-        )
-
-    async def not_found(request: Any, exc: Exception) -> JSONResponse:
-        status = getattr(exc, "status_code", 500)
-        detail = getattr(exc, "detail", "")
-        if status == 404:
-            detail = f"{request.url.path}: no such endpoint (serve answers the v2 core: health, metadata, ready, infer)"
-        return JSONResponse(status_code=status, content={"error": str(detail)})
-
-    app.add_exception_handler(RequestValidationError, bad_body)
-    app.add_exception_handler(HTTPException, not_found)
-    return app, dataplane, repo_ext
-
-
-class _RequestMiddleware:
-    """`/v2/models/NAME/versions/N/...` is `/v2/models/NAME/...` when N is the version being served,
-    and a 404 saying which version is served otherwise (kserve itself answers 501 to any version).
-    A JSON body sent as a form (`curl -d`, urllib's default) or with no type is read as JSON, as Triton does."""
-
-    def __init__(self, app: Any, slots: dict[str, Slot]):
-        self.app = app
-        self.slots = slots
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            parts = scope["path"].split("/")
-            # ['', 'v2', 'models', NAME, 'versions', N, ...]
-            if len(parts) >= 6 and parts[1:3] == ["v2", "models"] and parts[4] == "versions":
-                slot = self.slots.get(parts[3])
-                rest = parts[6:]
-                if slot is not None and rest in ([], ["ready"], ["infer"]):
-                    serving = slot.current.version
-                    if parts[5] != str(serving):
-                        from fastapi.responses import JSONResponse
-
-                        msg = f"{parts[3]} version {parts[5][:20]} is not served (serving version {serving})"
-                        await JSONResponse(status_code=404, content={"error": msg})(scope, receive, send)
-                        return
-                    path = "/".join(parts[:4] + rest)
-                    scope = dict(scope, path=path, raw_path=path.encode())
-            headers = scope.get("headers") or []
-            types = [v for k, v in headers if k == b"content-type"]
-            plain = not any(k == b"inference-header-content-length" for k, _ in headers)
-            if plain and (not types or types[0].startswith(b"application/x-www-form-urlencoded")):
-                # no type (tritonclient with binary_data=False) or a form (curl -d): JSON, as Triton reads it
-                kept = [(k, v) for k, v in headers if k != b"content-type"]
-                scope = dict(scope, headers=[*kept, (b"content-type", b"application/json")])
-        await self.app(scope, receive, send)
-
-
-def _model_class(kserve: Any) -> type:
-    import uuid
-
-    from kserve.errors import InferenceError, InvalidInput
-    from kserve.protocol.infer_type import InferOutput, InferResponse
-
-    class XorModel(kserve.Model):
-        def __init__(self, name: str, slot: Slot, max_batch_size: int):
-            super().__init__(name)
-            self.slot = slot
-            self.max_batch_size = max_batch_size
-            self.ready = True
-
-        def load(self) -> bool:
-            self.ready = True
-            return True
-
-        def get_input_types(self) -> list[dict]:
-            return [dict(t) for t in self.slot.current.inputs]
-
-        def get_output_types(self) -> list[dict]:
-            return [dict(t) for t in self.slot.current.outputs]
-
-        def predict(self, payload: Any, headers: Any = None, response_headers: Any = None) -> Any:
-            loaded = self.slot.current  # read once: the whole request runs on this version
-            if not hasattr(payload, "inputs"):
-                raise InvalidInput("the request body is not a v2 inference request")
-            try:
-                x = decode_batch(payload.inputs, loaded, self.max_batch_size)
-                check_requested_outputs(payload.request_outputs, loaded)
-            except BadRequest as exc:
-                raise InvalidInput(str(exc)) from None
-            try:
-                y = loaded.run(x)  # (rows, n_outputs) float32: predict's session, its values unchanged
-            except PipelineError as exc:
-                raise InferenceError(str(exc)) from None
-            out = InferOutput(name=loaded.arch.output_name, shape=list(y.shape), datatype=DATATYPE)
-            out.set_data_from_numpy(y, binary_data=bool(payload.use_binary_outputs))
-            return InferResponse(
-                response_id=str(payload.id) if payload.id else str(uuid.uuid4()),
-                model_name=self.name,
-                model_version=str(loaded.version),
-                infer_outputs=[out],
-                use_binary_outputs=bool(payload.use_binary_outputs),
-                requested_outputs=payload.request_outputs,
-            )
-
-    return XorModel
-
-
-def _grpc_server(dataplane: Any, repo_ext: Any, config: ServeConfig) -> Any:
-    from concurrent import futures
-
-    import grpc
-    from grpc import aio
-    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
-    from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
-    from kserve.protocol.grpc.servicer import InferenceServicer
-
-    def refuse(what: str) -> Callable:
-        async def behaviour(request: Any, context: Any) -> Any:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not supported by xorship serve")
-
-        return behaviour
-
-    class XorServicer(InferenceServicer):
-        async def ModelMetadata(self, request: Any, context: Any) -> Any:
-            metadata = await self._data_plane.model_metadata(model_name=request.name)
-            return pb.ModelMetadataResponse(
-                name=metadata["name"],
-                versions=metadata["versions"],
-                platform=metadata["platform"],
-                inputs=metadata["inputs"],
-                outputs=metadata["outputs"],
-            )
-
-        async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
-            await refuse("RepositoryModelLoad (the model repository extension)")(request, context)
-
-        async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
-            await refuse("RepositoryModelUnload (the model repository extension)")(request, context)
-
-    class Unsupported(grpc.GenericRpcHandler):
-        """Every other method of Triton's GRPCInferenceService (config, statistics, repository index,
-        shared memory, trace, logging): UNIMPLEMENTED with a message naming it."""
-
-        def service(self, handler_call_details: Any) -> Any:
-            method = str(handler_call_details.method).rsplit("/", 1)[-1][:60]
-            return grpc.unary_unary_rpc_method_handler(refuse(f"{method} (a Triton extension)"))
-
-    server = aio.server(
-        futures.ThreadPoolExecutor(max_workers=GRPC_THREADS),
-        interceptors=(ExceptionToStatusInterceptor(),),
-        options=[
-            ("grpc.so_reuseport", 0),  # a port in use is in use
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-        ],
-    )
-    grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(XorServicer(dataplane, repo_ext), server)
-    server.add_generic_rpc_handlers((Unsupported(),))
-    address = _grpc_address(config.host, config.grpc_port)
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError:
-        port = 0
-    if not port:
-        raise UsageError(f"gRPC port {config.grpc_port} on {config.host} is in use")
-    return server

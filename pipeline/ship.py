@@ -8,7 +8,8 @@
     <out>/<serving_name>/<N>/manifest.json     so `predict --model <out>/<name>/<N>/model.onnx` can check
     <out>/<serving_name>/<N>/verify.json       the copy against the manifest and report beside it
     <out>/<serving_name>/<N>/MODEL_CARD.md     when the version has one
-    <out>/.lock                                held for the whole ship (a second ship gets FolderLocked)
+    <out>/.lock                                held for the whole ship (a second ship gets FolderLocked), then
+                                               removed: the repository Triton reads holds no stray file
 
 `ship_version` takes the version's bytes (the caller has read and hash-checked them) and:
 
@@ -69,12 +70,14 @@ CONFIG = "config.pbtxt"
 LABELS = "labels.txt"  # Triton's label file for a classification output: in the model folder, beside the config
 PLATFORM = "onnxruntime_onnx"
 QUEUE_DELAY_US = 100
+MODEL_PARAMETER = "xorship_model"  # config parameter: the model (artifacts name) a Triton model folder serves
 MAX_BATCH_SIZE = 2**31 - 1  # Triton's ModelConfig.max_batch_size is an int32
 MAX_INSTANCES = 1024  # ModelInstanceGroup.count is an int32; more than this is a typo, not a plan
 MAX_VERSION = 2**63 - 1  # Triton's version numbers are int64
 REQUIRED_FILES = (A.ONNX, A.MANIFEST, A.VERIFY)
 # What a Triton version folder holds; other entries of `files` (weights, loss curve) are not shipped.
-SHIPPED_FILES = (*REQUIRED_FILES, A.CARD)
+# The seal (schema 4 on) lets `predict --model <repo>/<name>/<N>/model.onnx` check the copied manifest.
+SHIPPED_FILES = (*REQUIRED_FILES, A.CARD, A.SEAL)
 # A model or tensor name that needs no quoting and is one path component.
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -178,11 +181,21 @@ def _format_tensor(t: TritonTensor) -> str:
 
 
 def config_pbtxt(
-    name: str, tensors: Tensors, max_batch_size: int, instance_kind: str, instances: int, *, version: int
+    name: str,
+    tensors: Tensors,
+    max_batch_size: int,
+    instance_kind: str,
+    instances: int,
+    *,
+    version: int,
+    model: str | None = None,
 ) -> str:
     """Triton's config for the model: its tensors (`model_tensors`: the Arch's, checked against the
-    ONNX graph); Triton serves exactly `version` (so shipping an older version again rolls back to it)."""
+    ONNX graph); Triton serves exactly `version` (so shipping an older version again rolls back to it).
+    `model`: the name of the model (our artifacts folder) the folder serves, recorded as the parameter
+    MODEL_PARAMETER, so that another model is never shipped into it (`ship_version`)."""
     inputs, outputs = (",\n".join(map(_format_tensor, specs)) for specs in tensors)
+    owner = f'parameters {{\n  key: "{MODEL_PARAMETER}"\n  value {{ string_value: "{model}" }}\n}}\n' if model else ""
     return (
         f'name: "{name}"\n'
         f'platform: "{PLATFORM}"\n'
@@ -193,6 +206,7 @@ def config_pbtxt(
         # KIND_AUTO: GPU where Triton sees one, else CPU. `--instance-kind cpu` pins the CPU.
         f"instance_group [\n  {{\n    count: {instances}\n    kind: {INSTANCE_KINDS[instance_kind]}\n  }}\n]\n"
         f"version_policy: {{ specific {{ versions: [ {version} ] }} }}\n"
+        f"{owner}"
     )
 
 
@@ -204,7 +218,13 @@ def _tensor_fields(name: str, data_type: str, dims: list[int], label_filename: s
 
 
 def _expected(
-    name: str, tensors: Tensors, max_batch_size: int, instance_kind: str, instances: int, version: int
+    name: str,
+    tensors: Tensors,
+    max_batch_size: int,
+    instance_kind: str,
+    instances: int,
+    version: int,
+    model: str | None = None,
 ) -> dict[str, list[Any]]:
     """What the config must say, as the reader below returns it: every field a list of values."""
     inputs, outputs = tensors
@@ -212,7 +232,9 @@ def _expected(
     def fields(specs: tuple[TritonTensor, ...]) -> list[Any]:
         return [_tensor_fields(t.name, t.data_type, list(t.dims), t.label_filename) for t in specs]
 
+    owner = {"parameters": [{"key": [MODEL_PARAMETER], "value": [{"string_value": [model]}]}]} if model else {}
     return {
+        **owner,
         "name": [name],
         "platform": [PLATFORM],
         "max_batch_size": [max_batch_size],
@@ -335,6 +357,16 @@ def _from_triton_proto(cfg: Any, pb: ModuleType) -> dict[str, list[Any]]:
             {"count": [g.count], "kind": [pb.ModelInstanceGroup.Kind.Name(g.kind)]} for g in cfg.instance_group
         ],
         "version_policy": policy,
+        **(
+            {
+                "parameters": [
+                    {"key": [k], "value": [{"string_value": [v.string_value]}]}
+                    for k, v in sorted(cfg.parameters.items())
+                ]
+            }
+            if cfg.parameters
+            else {}
+        ),
     }
 
 
@@ -346,13 +378,20 @@ def _first_difference(got: dict[str, list[Any]], want: dict[str, list[Any]]) -> 
 
 
 def check_config(
-    text: str, name: str, tensors: Tensors, max_batch_size: int, instance_kind: str, instances: int, version: int
+    text: str,
+    name: str,
+    tensors: Tensors,
+    max_batch_size: int,
+    instance_kind: str,
+    instances: int,
+    version: int,
+    model: str | None = None,
 ) -> None:
     """The config says exactly what the model's tensors and the options say, and Triton can read it.
     Read back with this module's reader (always) and Triton's schema (when tritonclient is
     installed). CorruptArtifact on any difference: the options were validated before, so what is
     left to blame is the model."""
-    want = _expected(name, tensors, max_batch_size, instance_kind, instances, version)
+    want = _expected(name, tensors, max_batch_size, instance_kind, instances, version, model)
     for field, value, top in (
         ("max_batch_size", max_batch_size, MAX_BATCH_SIZE),
         ("instance_group.count", instances, MAX_INSTANCES),
@@ -426,7 +465,7 @@ def _check_files(name: str, number: int, files: Mapping[str, bytes]) -> tuple[Ma
     if manifest.verify is None or not manifest.verify.passed:
         raise MissingArtifact(f"{where} has no passing verify record (ship takes verified models only)")
     for file in SHIPPED_FILES:
-        if file not in files or file == A.MANIFEST:
+        if file not in files or file in (A.MANIFEST, A.SEAL):
             continue
         entry = manifest.file(file)
         if entry is None:
@@ -615,13 +654,63 @@ def _same_version(version_dir: Path, files: Mapping[str, bytes], number: int, na
     for file in SHIPPED_FILES:
         present = _read_nofollow(version_dir / file) if _refuse_unless(version_dir / file, ("file", None)) else None
         given = files.get(file)
-        if present == given:
+        if present == given or (file == A.SEAL and present is None):  # shipped before versions were sealed
             continue
         there = hashlib.sha256(present).hexdigest() if present is not None else "absent"
         here = hashlib.sha256(given).hexdigest() if given is not None else "absent"
         raise IntegrityError(
             f"{version_dir} already holds a different model: {file} sha256 {there} there, {here} in version "
             f"{number} of {name}; a shipped version is never overwritten"
+        )
+
+
+_OWNER = re.compile(r'key\s*:\s*"' + MODEL_PARAMETER + r'"\s*value\s*\{\s*string_value\s*:\s*"([^"\\\n]*)"')
+
+
+def _check_owner(model_dir: Path, config: bytes | None, model: str, number: int) -> None:
+    """A Triton model folder serves one model: every version folder in it must hold a manifest of
+    `model` (what identifies a model is its name, our artifacts folder; a new contract under the same
+    name is a new version), and the config must have been written by `ship` for `model` (its
+    MODEL_PARAMETER; a config of an older release, which has none, is accepted beside versions of
+    `model`). IntegrityError (exit 6) naming both models otherwise: shipping an iris model into the
+    folder of `xor_shallow` would make Triton answer `xor_shallow` requests with iris. Version `number`
+    itself is compared file by file afterwards (`_same_version`)."""
+    ours = 0
+    for entry in sorted(model_dir.iterdir(), key=lambda p: p.name):
+        if not entry.name.isdigit() or _kind(entry) != "dir":
+            continue
+        where = f"{model_dir} version {entry.name}"
+        if entry.name == str(number):
+            with contextlib.suppress(CorruptArtifact, IntegrityError, OSError):
+                ours += Manifest.from_json(_read_nofollow(entry / A.MANIFEST), where).arch == model
+            continue
+        if _kind(entry / A.MANIFEST) != "file":
+            raise IntegrityError(
+                f"{where} was not shipped by xorship (it has no {A.MANIFEST}); a Triton model folder serves one "
+                f"model: ship {model} to another --out, or give it another serving_name"
+            )
+        try:
+            owner = Manifest.from_json(_read_nofollow(entry / A.MANIFEST), where).arch
+        except CorruptArtifact as exc:
+            raise IntegrityError(f"{where} cannot be identified ({exc}); refusing to ship {model} beside it") from None
+        if owner != model:
+            raise IntegrityError(
+                f"{model_dir} serves model {owner!r} (version {entry.name}), not {model!r}; a Triton model folder "
+                f"serves one model: ship {model} to another --out, or give it another serving_name"
+            )
+        ours += 1
+    if config is None:
+        return
+    found = _OWNER.search(config.decode("utf-8", errors="replace"))
+    if found is None and not ours:
+        raise IntegrityError(
+            f"{model_dir / CONFIG} was not written by ship (no {MODEL_PARAMETER} parameter) and no version there is "
+            f"{model!r}'s; refusing to replace it: remove it, or ship to another --out"
+        )
+    if found is not None and found.group(1) != model:
+        raise IntegrityError(
+            f"{model_dir / CONFIG} serves model {found.group(1)!r}, not {model!r}; a Triton model folder serves one "
+            f"model: ship {model} to another --out, or give it another serving_name"
         )
 
 
@@ -649,14 +738,20 @@ def ship_version(
     # 1. Everything that can be checked without writing: options, files, the config, the labels.
     _check_options(number, max_batch_size, instance_kind, instances)
     _, model, onnx_model = _check_files(arch if isinstance(arch, str) else arch.name, number, files)
+    if A.SEAL in files and files[A.SEAL] != A.seal_of(files[A.MANIFEST]):
+        # the caller vouches for the manifest it gives (`flow.ship_models` read it against its seal);
+        # a seal of other bytes is not shipped beside it (predict --model would refuse the copy)
+        files = {k: v for k, v in files.items() if k != A.SEAL}
     name = model.serving_name
     if not _NAME.fullmatch(name):
         raise CorruptArtifact(
             f"version {number} of {model.name}: serving name {name[:60]!r} cannot be a Triton model folder"
         )
     tensors = model_tensors(model, onnx_model)
-    config = config_pbtxt(name, tensors, max_batch_size, instance_kind, instances, version=number).encode()
-    check_config(config.decode(), name, tensors, max_batch_size, instance_kind, instances, number)
+    config = config_pbtxt(
+        name, tensors, max_batch_size, instance_kind, instances, version=number, model=model.name
+    ).encode()
+    check_config(config.decode(), name, tensors, max_batch_size, instance_kind, instances, number, model.name)
     labels = labels_txt(model)
 
     out = Path(out)
@@ -664,7 +759,8 @@ def ship_version(
     version_dir = model_dir / str(number)
     config_path = model_dir / CONFIG
     labels_path = model_dir / LABELS
-    with A.run_lock(out):
+    A.check_output_folder(out, "--out")
+    with A.run_lock(out, remove=True):  # no lock file is left in the repository Triton serves
         # 2. What is there, checked before anything is touched: real folders and files only, and
         #    version N only if it holds these very files.
         model_kind = _refuse_unless(model_dir, (None, "dir"))
@@ -673,6 +769,7 @@ def ship_version(
         if model_kind is not None:
             if _refuse_unless(config_path, (None, "file")):
                 old_config = _read_nofollow(config_path)
+            _check_owner(model_dir, old_config, model.name, number)  # one folder, one model
             if _refuse_unless(labels_path, (None, "file")):
                 old_labels = _read_nofollow(labels_path)
             if _refuse_unless(version_dir, (None, "dir")) is not None:

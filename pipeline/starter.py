@@ -11,11 +11,9 @@ by zero) and named in a comment. Torch-free.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
-import tempfile
 import unicodedata
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
@@ -24,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from . import artifacts as A
 from .archs import Label
 from .data import Columns, DataError, make_dataset, read_columns, split_rows
 from .errors import UsageError
-from .recipe import BUILTIN_NAMES, DataSpec, parse_recipe
+from .recipe import BUILTIN_NAMES, DataSpec, builtin_recipe, parse_recipe, toml_string
 
 HIDDEN = (32, 32)
 ACTIVATION = "relu"
@@ -42,15 +41,6 @@ ACCURACY_MARGIN = 0.05  # the accuracy gate: the majority-class rate plus this
 COMMENT_COLUMN = 40
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
 @dataclass(frozen=True)
 class Starter:
     """What `init` wrote."""
@@ -62,38 +52,35 @@ class Starter:
     features: tuple[str, ...]
     classes: tuple[Label, ...]
     text_columns: tuple[str, ...] = ()  # columns left out because they are not numbers
+    other_columns: tuple[tuple[str, str], ...] = ()  # (name, type) of columns of other types, left out
 
 
 def write_starter(data: Path, target: str, out: Path | None = None, force: bool = False) -> Starter:
     """Read `data`, infer the task and write a starter recipe to `out` (default: ./<name>.toml)."""
     data = Path(data)
     name = starter_name(data)
-    if name in BUILTIN_NAMES:
-        name = f"{name}-data"  # a built-in's folder is the built-in's
+    taken = {builtin_recipe(n).serving.lower() for n in BUILTIN_NAMES}
+    if name in BUILTIN_NAMES or name.replace("-", "_") in taken:
+        name = f"{name}-data"  # a built-in's folder and serving name are the built-in's
     out = (Path(out) if out is not None else Path(f"{name}.toml")).absolute()
-    if data.exists() and out.exists() and out.resolve() == data.resolve():
-        raise UsageError(f"--out {out} is the data file itself; write the recipe elsewhere")
-    if out.is_dir():
-        raise UsageError(f"{out} is a folder; give the recipe file to write with --out")
-    if not out.parent.is_dir():
-        raise UsageError(f"cannot write {out}: folder {out.parent} does not exist")
-    features, text_columns = _numeric_columns(data, target)
+    kind = A.check_output(out, "--out", [data], "the data file")  # the data itself, a folder, a device: refused
+    features, text_columns, other_columns = _numeric_columns(data, target)
     cols = read_columns(data, target, features)  # the data's problems first: they matter more than --out
-    if out.exists() and not force:
+    if kind == A.OUTPUT_FILE and out.exists() and not force:  # a FIFO or /dev/stdout is not overwritten
         raise UsageError(f"{out} already exists; pass --force to overwrite it")
     spec = DataSpec(target=target, validation_fraction=0.2, split_seed=0, standardize=True)
     cols, dropped = _drop_constant(cols, spec)
-    text = recipe_text(name, cols, dropped, _data_path(data, out), text_columns)
+    text = recipe_text(name, cols, dropped, _data_path(data, out), text_columns, other_columns)
     recipe = parse_recipe(text, out)  # what load_recipe will see, paths resolved against `out`
     make_dataset(cols, recipe.data)  # the checks that need the split
-    _write(out, text)
-    return Starter(out, text, name, cols.task, cols.features, cols.classes, text_columns)
+    _write(out, text, data)
+    return Starter(out, text, name, cols.task, cols.features, cols.classes, text_columns, other_columns)
 
 
 def _mostly_numbers(column: Any, sample: int = 1000) -> bool:
     """A text column whose values are mostly numbers is a numeric column with a typo: it stays, so that
     reading it names the bad row and value instead of `init` dropping the feature."""
-    values = [v for v in column.slice(0, sample).to_pylist() if v is not None and str(v).strip()]
+    values = [v for v in column.slice(0, sample).to_pylist() if isinstance(v, str) and v.strip()]
     if not values:
         return False
     good = 0
@@ -106,30 +93,49 @@ def _mostly_numbers(column: Any, sample: int = 1000) -> bool:
     return good >= 0.5 * len(values)
 
 
-def _numeric_columns(data: Path, target: str) -> tuple[list[str] | None, tuple[str, ...]]:
-    """(features, text columns): a column that is not all numbers (an id, a name, a note) is left out
-    of the starter's features, and named in a comment, rather than failing `init`."""
+def _type_name(kind: str, arrow_type: Any) -> str:
+    """How a left-out column's type is named in the note: pyarrow's name, with what it means."""
+    if kind == "null":
+        return "null: every value is empty"
+    if kind == "bool":
+        return "bool: true/false"
+    return str(arrow_type)
+
+
+def _numeric_columns(data: Path, target: str) -> tuple[list[str] | None, tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """(features, text columns, other columns with their type). Only numbers are features for now: a
+    text column (an id, a name, a note) and a column of any other type pyarrow infers (true/false,
+    date, time, timestamp, decimal, all empty...) are left out of the starter's features and named
+    in a comment, rather than failing `init`. None for features: every column is a number (or the
+    data has a problem that `read_columns` will name)."""
     from .data import _header, _kind, _read
 
     where = str(data)
     if not data.is_file():
-        return None, ()  # read_columns says what is wrong
+        return None, (), ()  # read_columns says what is wrong
     names = _header(data, where)
     if target not in names:
-        return None, ()
+        return None, (), ()
     others = [n for n in names if n != target]
     table = _read(data, where, names, others)
-    text = tuple(
-        n
-        for n in others
-        if _kind(table.schema.field(n).type) in ("str", "other") and not _mostly_numbers(table.column(n))
-    )
-    if not text:
-        return None, ()
-    keep = [n for n in others if n not in text]
+    text: list[str] = []
+    other: list[tuple[str, str]] = []
+    for n in others:
+        arrow_type = table.schema.field(n).type
+        kind = _kind(arrow_type)
+        if kind == "str":
+            if not _mostly_numbers(table.column(n)):
+                text.append(n)
+        elif kind not in ("int", "float"):
+            other.append((n, _type_name(kind, arrow_type)))
+    if not text and not other:
+        return None, (), ()
+    left_out = {*text, *(n for n, _ in other)}
+    keep = [n for n in others if n not in left_out]
     if not keep:
-        raise DataError(f"data file {where}: no column besides {target!r} holds numbers ({_names(text)})")
-    return keep, text
+        shown = _names((*text, *(f"{n} ({t})" for n, t in other)))
+        raise DataError(f"data file {where}: no column besides {target!r} holds numbers ({shown})")
+    return keep, tuple(text), tuple(other)
 
 
 def starter_name(path: Path | str) -> str:
@@ -142,7 +148,12 @@ def starter_name(path: Path | str) -> str:
 
 
 def recipe_text(
-    name: str, cols: Columns, dropped: tuple[str, ...], data_path: str, text_columns: tuple[str, ...] = ()
+    name: str,
+    cols: Columns,
+    dropped: tuple[str, ...],
+    data_path: str,
+    text_columns: tuple[str, ...] = (),
+    other_columns: tuple[tuple[str, str], ...] = (),
 ) -> str:
     """The starter recipe's TOML: every key with a comment saying what it does."""
     classifier = cols.task != "regression"
@@ -167,6 +178,9 @@ def recipe_text(
         )
     if text_columns:
         lines.append(f"# left out (not numbers; encode them as numeric columns to use them): {_names(text_columns)}")
+    if other_columns:
+        shown = _names(tuple(f"{n} ({t})" for n, t in other_columns))
+        lines.append(f"# left out (types that are not features yet; encode them as numbers to use them): {shown}")
     lines.append(_key("task", _str(cols.task), "binary, multiclass or regression (inferred from the target column)"))
     if classifier:
         lines.append(f"# classes: {_names(cols.classes)}")
@@ -253,26 +267,10 @@ def _steps(rows: int) -> int:
     return STEPS_FULL_BATCH if rows < BATCH_ROWS else STEPS_MINIBATCH
 
 
-def _write(out: Path, text: str) -> None:
-    """Atomically: a temporary file in the same folder, then os.replace."""
-    tmp: str | None = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a recipe is an ordinary file
-        os.replace(tmp, out)
-        tmp = None
-    except OSError as exc:
-        raise UsageError(f"cannot write {out} ({exc.strerror or exc.__class__.__name__})") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+def _write(out: Path, text: str, data: Path) -> None:
+    """Atomically for a file (a temporary in the same folder, then a rename); written through for a
+    FIFO or character device (`artifacts.write_output`)."""
+    A.write_output_bytes(out, text.encode("utf-8"), "--out", [data], "the data file")
 
 
 def _key(key: str, value: str, comment: str) -> str:
@@ -281,8 +279,8 @@ def _key(key: str, value: str, comment: str) -> str:
 
 
 def _str(s: str) -> str:
-    """A TOML basic string (JSON's escapes are TOML's; DEL must be escaped too)."""
-    return json.dumps(s, ensure_ascii=False).replace("\x7f", "\\u007f")
+    """A TOML basic string (`recipe.toml_string`: the recorded recipe writes names the same way)."""
+    return toml_string(s)
 
 
 def _list(values: tuple[int, ...]) -> str:

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from .archs import THRESHOLD, TUTORIAL, XOR_Y, Arch
 from .errors import UsageError, raise_if_stopped
+from .limits import FLOAT32_MAX
+from .recipe import MAX_STEPS
 from .train import DIVERGENCE_FACTOR
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,7 +51,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .validate import Gate
 
 MAX_SEEDS = 1_000_000
-MAX_STEPS = 10_000_000
 CHUNK_BYTES = 256 * 2**20  # stacked tensors per chunk: well under 1 GB even with allocator slack
 QUANTILES: tuple[tuple[str, float], ...] = (("min", 0.0), ("p5", 0.05), ("p50", 0.5), ("p95", 0.95), ("max", 1.0))
 
@@ -202,7 +203,7 @@ def check_options(n_seeds: int, lrs: Sequence[float], steps: int, min_accuracy: 
     if not lrs:
         raise UsageError("--lrs: give at least one learning rate")
     for lr in lrs:
-        if not math.isfinite(lr) or lr <= 0 or lr > 3.4e38:
+        if not math.isfinite(lr) or lr <= 0 or lr > FLOAT32_MAX:
             raise UsageError(f"--lrs {lr}: every learning rate must be a finite number > 0 within float32's range")
     if len(set(lrs)) != len(lrs):
         raise UsageError(f"--lrs {','.join(map(str, lrs))}: a learning rate is given twice")
@@ -752,6 +753,7 @@ def _train_chunk(
     loss0: Any = None  # step 0's loss per member, as a single run computes it
     peak: Any = None  # the highest loss of any step so far per member (NaN once one was NaN)
     final: Any = None
+    overflowed = False  # an update's scale beyond float32 (Adam at a huge lr): every member diverged
     for step in range(steps):
         if batches:
             if cursor + step_rows > rows:  # a new epoch; the short last batch is dropped, as autograd_loop does
@@ -824,12 +826,18 @@ def _train_chunk(
             denom = torch._foreach_sqrt(exp_avg_sq)
             torch._foreach_div_(denom, bias_correction2_sqrt)
             torch._foreach_add_(denom, ADAM_EPS)
+            if not abs(step_size) <= FLOAT32_MAX:  # torch would refuse the scale: a single run's divergence
+                overflowed = True
+                break
             torch._foreach_addcdiv_(params, exp_avg, denom, value=-step_size)
         if step % PROGRESS_EVERY == PROGRESS_EVERY - 1:
             raise_if_stopped()
             if on_step is not None:
                 on_step(step + 1)
 
+    if overflowed:  # what `train` reports as "the Adam update overflowed float32" at that step
+        final = torch.full((m,), math.nan)
+        peak = torch.full((m,), math.nan)
     finite_params = torch.stack([torch.isfinite(p.reshape(m, -1)).all(1) for p in params]).all(0)
     blown = ~torch.isfinite(peak) | ~torch.isfinite(loss0) | (peak > DIVERGENCE_FACTOR * loss0)
     diverged = (blown | ~finite_params).tolist()
@@ -1034,11 +1042,10 @@ def run_sweep(
     sweep's files stay written and the error comes back in `export_error`, not raised, so the caller
     can still report the sweep. on_progress: status lines (reading data); on_members: (member-steps
     done, in all) while training."""
-    import json
-
     from . import artifacts as A
     from .errors import GateFailed, PipelineError
     from .flow import Overrides, load_data, network_for, recipes_of, run_all
+    from .jsonout import dumps_bytes
     from .plot import matplotlib_missing
     from .train import DEVICES
 
@@ -1050,8 +1057,7 @@ def run_sweep(
     recipe = overrides.apply(recipes_of(which)[0])
     lrs = tuple(lrs) if lrs is not None else (recipe.train.lr,)
     folder = out if out is not None else artifacts_dir / SWEEPS_FOLDER / recipe.name
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"--out {folder}: not a folder")
+    A.check_output_folder(folder, "--out")
     check_out(folder, artifacts_dir)
     data = load_data(recipe, on_progress, on_notice)
     arch = network_for(recipe, data)
@@ -1062,7 +1068,7 @@ def run_sweep(
         on_progress=on_members,
     )  # fmt: skip
     A.ensure_folder(folder)
-    A.write_atomic(folder / "sweep.json", (json.dumps(result.as_dict(), indent=1) + "\n").encode())
+    A.write_output_bytes(folder / "sweep.json", dumps_bytes(result.as_dict(), indent=1), "--out")
     written = [folder / "sweep.json"]
     notices = []
     if result.device.startswith("cuda"):
@@ -1075,7 +1081,7 @@ def run_sweep(
             missing += f"; removed the old {stale.name}, which showed an earlier sweep"
         notices.append(missing.replace("loss.png", "sweep.png"))
     else:
-        A.write_atomic(folder / "sweep.png", write_png(result))
+        A.write_output_bytes(folder / "sweep.png", write_png(result), "--out")
         written.append(folder / "sweep.png")
     published, error = None, None
     if export_best:

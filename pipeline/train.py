@@ -43,6 +43,7 @@ TRAINERS = (
     "autograd",
     "tutorial",
 )  # auto: explicit (CPU) / cuda-graph (CUDA) where they apply
+OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam"}
 LOSSES = {"binary": "BCE (mean)", "multiclass": "cross-entropy (mean)", "regression": "MSE (mean)"}
 MAX_LOGGED = 1000  # loss points kept in the manifest (loss_history.json keeps every step)
 DIVERGENCE_FACTOR = 10.0  # a loss above 10x the step-0 loss is an explosion, not learning
@@ -162,7 +163,13 @@ def autograd_loop(
         hypothesis = model(xb)
         cost = loss_fn(hypothesis, yb)
         cost.backward()
-        opt.step()
+        try:
+            opt.step()
+        except RuntimeError as exc:
+            diverged = monitor.overflow(exc, step, optimizer)
+            if diverged is None:
+                raise
+            raise diverged from None
         history.append(cost.detach())
         if step % monitor.log_every == 0:
             monitor.check_history(history, step)
@@ -257,7 +264,7 @@ def explicit_loop(
             raise NotBitIdentical(differs)
     stream = batches(xs, y, batch_size, seed)
     run = step.run
-    return _eager_loop(lambda: run(*next(stream)), steps, monitor)
+    return _eager_loop(lambda: run(*next(stream)), steps, monitor, optimizer)
 
 
 class NotBitIdentical(Exception):
@@ -269,16 +276,23 @@ def fast_loop(model, x, y, steps: int, lr: float, monitor: Monitor):
     return _eager_loop(make_step(list(model.parameters()), x, y, lr), steps, monitor)
 
 
-def _eager_loop(step_fn: Callable[[], Any], steps: int, monitor: Monitor):
+def _eager_loop(step_fn: Callable[[], Any], steps: int, monitor: Monitor, optimizer: str = "sgd"):
     import torch
 
     history: list[Any] = []
     append = history.append
     every = monitor.log_every
-    for step in range(steps):
-        append(step_fn().detach())
-        if step % every == 0:
-            monitor.check_history(history, step)
+    step = 0
+    try:
+        for step in range(steps):
+            append(step_fn().detach())
+            if step % every == 0:
+                monitor.check_history(history, step)
+    except RuntimeError as exc:
+        diverged = monitor.overflow(exc, step, optimizer)
+        if diverged is None:
+            raise
+        raise diverged from None
     monitor.check_history(history, steps - 1)
     return torch.stack(history)
 
@@ -350,6 +364,19 @@ class Monitor:
                 )
         if self.on_log is not None and upto % self.log_every == 0:
             self.on_log(upto, values[-1])
+
+    def overflow(self, exc: RuntimeError, step: int, optimizer: str) -> TrainingFailed | None:
+        """A RuntimeError raised by a training step, when it is torch refusing to turn an update's
+        scale into float32 (Adam's lr / (1 - beta1^t), say, beyond float32's largest value): the
+        divergence it announces, naming the step and the optimizer. None for any other error."""
+        text = str(exc)
+        if "overflow" not in text:
+            return None
+        first = text.splitlines()[0] if text else exc.__class__.__name__
+        return TrainingFailed(
+            f"training diverged at step {step}: the {OPTIMIZER_NAMES.get(optimizer, optimizer)} update overflowed "
+            f"float32 ({first}); lower --lr"
+        )
 
     def check_buffer(self, losses, upto: int) -> None:
         """One device->host read of losses[checked : upto + 1]."""
@@ -536,15 +563,14 @@ def save(
 
     Returns the new manifest and notices for the user. Only a model that passed the gate gets here.
     """
-    import json
-
+    from .jsonout import dumps_bytes
     from .model import weights_bytes
 
     cfg = result.config
     folder = paths.folder
     staged = {A.WEIGHTS: A.stage_bytes(folder, A.WEIGHTS, weights_bytes(result.model, cfg.arch))}
     try:
-        history = json.dumps({"arch": cfg.arch.name, "loss": list(result.losses)}).encode()
+        history = dumps_bytes({"arch": cfg.arch.name, "loss": list(result.losses)}, indent=None)
         staged[A.HISTORY] = A.stage_bytes(folder, A.HISTORY, history)
     except BaseException:
         staged[A.WEIGHTS].unlink(missing_ok=True)
@@ -560,7 +586,7 @@ def save(
             lr=cfg.lr,
             seed=cfg.seed,
             loss=LOSSES[cfg.arch.task],
-            optimizer={"sgd": "SGD", "adam": "Adam"}[cfg.optimizer],
+            optimizer=OPTIMIZER_NAMES[cfg.optimizer],
             tutorial_init=cfg.tutorial_init,
             log_every=cfg.log_every,
             batch_size=cfg.batch_size,

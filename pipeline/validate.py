@@ -132,7 +132,7 @@ def run_stage(paths: A.ArtifactPaths, arch: Arch, gate_spec: Gate, data: Any = N
     """Re-check the saved weights against the gate and record the result."""
     manifest, model = load_trained(paths, arch)
     if manifest.train is None:
-        raise MissingArtifact(f"{paths.manifest} has no training record: run train first")
+        raise MissingArtifact(f"{paths.manifest} has no training record: {paths.hint('train')}")
     result = gate(evaluate(model, arch, manifest.train.final_loss, gate_spec, data))
     A.update_sections(paths, {"validation": result.record()})
     return result

@@ -24,6 +24,7 @@ for a regression). Labels must agree as well: binary, probability > 0.5; multi-c
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from . import artifacts as A
 from .archs import THRESHOLD, XOR_FEATURES, XOR_X, XOR_Y, Arch
 from .contract import check_served, parse_checked
 from .errors import DeviceUnavailable, EquivalenceFailed, UsageError
+from .limits import FLOAT32_MAX, WIDE_FACTOR  # the wide set: [min - 10 range, max + 10 range]
 from .manifest import ProvidersRecord, ServeCheckRecord, VerifyRecord
 from .model import load_trained
 from .runtimes import RUNNER_NAMES, ProviderReport, Runner, ort_runner, reference_runner, torch_runner
@@ -52,7 +54,6 @@ EDGE_VALUES = (0.0, -0.0, 1e-30, -1e-30, 1e-45, 0.5, 1.0, -1.0, 1e30, -1e30)  # 
 WIDE_RANGE = 50.0  # built-ins: the sigmoid saturates well inside [-50, 50]
 # Recipes: each of these for one feature at a time (plus the feature's min, max and 10x beyond).
 DATA_EDGE_VALUES = (0.0, -0.0, 1e-30, -1e-30, 1e-45, 1.0, -1.0, 1e30, -1e30)
-WIDE_FACTOR = 10.0  # recipes' wide set: [min - 10 * range, max + 10 * range] per feature
 VALIDATION_CAP = 65536  # at most this many validation rows (a seeded sample beyond it)
 BATCHES = (1, 4, 1000, 65536)
 SERVE_BATCHES = (1, 4, 1000)
@@ -61,7 +62,6 @@ DATA_KINDS = ("validation", "uniform", "wide", "edge")
 WORST_INPUT_FEATURES = 8  # a comparison records at most this many features of its worst row
 CUDA_ALIAS = ("torch-cuda", "ort-cuda")
 REQUIRE_CHOICES: tuple[str, ...] = (*RUNNER_NAMES, "cuda")  # `--require cuda` means both CUDA runtimes
-_FLOAT32_MAX = 3.4028234663852886e38
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,6 +271,13 @@ def is_builtin_xor(arch: Arch | None, data: Any = None) -> bool:
     return data is None or _holds_only_xor_points(data)
 
 
+def on_xor_points(arch: Arch | None, data: Any = None) -> bool:
+    """A model trained on the built-in XOR points (`[data] builtin = "xor"`: no dataset, the XOR
+    features): the tutorial's input sets fit it, whatever its network. Only the tutorial's own stack
+    (`is_builtin_xor`) must also get the XOR labels right."""
+    return is_builtin_xor(arch, data) or (data is None and arch is not None and tuple(arch.features) == XOR_FEATURES)
+
+
 def _needs_data(arch: Arch) -> UsageError:
     return UsageError(
         f"verifying {arch.name} needs its data: its input sets are drawn from the validation rows and the "
@@ -307,7 +314,7 @@ def xor_input_sets(
 def _to_float32(a: np.ndarray) -> np.ndarray:
     import numpy as np
 
-    return np.clip(a, -_FLOAT32_MAX, _FLOAT32_MAX).astype(np.float32)
+    return np.clip(a, -FLOAT32_MAX, FLOAT32_MAX).astype(np.float32)
 
 
 def data_input_sets(
@@ -406,8 +413,11 @@ def input_sets(
     """The sets `verify` checks `arch` on: the tutorial's for the built-in XOR models (`is_builtin_xor`;
     `input_sets()` with no arguments gives those), else drawn from `data` (`data_input_sets`). Raises
     UsageError when a recipe's model comes without its data."""
-    if is_builtin_xor(arch, data):
-        return xor_input_sets(seed, batches, XOR_KINDS if kinds is None else kinds)
+    if on_xor_points(arch, data):
+        sets = xor_input_sets(seed, batches, XOR_KINDS if kinds is None else kinds)
+        if is_builtin_xor(arch, data):
+            return sets
+        return [dataclasses.replace(s, expected_labels=None) for s in sets]  # equivalence, not XOR itself
     if arch is None:
         raise UsageError("input sets drawn from data need the model's description (arch)")
     if data is None:
@@ -468,6 +478,7 @@ class Comparison:
     n_inputs: int = 2  # features per row (worst_input holds at most WORST_INPUT_FEATURES of them)
     worst_bound: float = 0.0  # what the tolerance allowed for the worst element
     rows_beyond_float32: int = 0  # non-finite outputs accepted where the float64 reference leaves fp32's range
+    rows_not_finite: int = 0  # rows with an inf or NaN output where the reference is finite (a failure)
 
 
 @dataclass(frozen=True)
@@ -516,6 +527,8 @@ class Report:
         for c in self.comparisons:
             if not c.passed:
                 why = []
+                if c.rows_not_finite:
+                    why.append(f"{c.rows_not_finite} rows with a non-finite output (inf or NaN)")
                 if c.rows_over_tolerance:
                     why.append(f"{c.rows_over_tolerance} rows over tolerance")
                 if c.label_disagreements:
@@ -628,7 +641,7 @@ def compare_one(
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(out64 - ref64)
         # a reference beyond float32's range: the fp32 runtime's same-signed infinity is its best answer
-        overflow = np.isinf(out64) & (np.abs(ref64) > _FLOAT32_MAX) & (np.sign(out64) == np.sign(ref64))
+        overflow = np.isinf(out64) & (np.abs(ref64) > FLOAT32_MAX) & (np.sign(out64) == np.sign(ref64))
         diff[overflow] = 0.0
         diff[np.isnan(out64) != np.isnan(ref64)] = np.inf  # NaN where the reference has none is a failure
         diff = np.nan_to_num(diff, nan=0.0, posinf=np.inf)
@@ -670,6 +683,7 @@ def compare_one(
         n_inputs=n_inputs,
         worst_bound=float(bound[worst_row, worst_col]) if diff.size else 0.0,
         rows_beyond_float32=int(excused.sum()),
+        rows_not_finite=int(np.sum(~np.isfinite(out64).all(axis=1) & np.isfinite(ref64).all(axis=1) & ~excused)),
     )
 
 
@@ -706,7 +720,7 @@ class Float64Pass:
 
         if self._last is not None and self._last[0] is x:
             return self._last[1], self._last[2]
-        safe = _FLOAT32_MAX / 2  # a layer whose bound stays below this has no row beyond float32
+        safe = FLOAT32_MAX / 2  # a layer whose bound stays below this has no row beyond float32
         x64 = np.ascontiguousarray(x, dtype=np.float64)
         h = torch.from_numpy(x64 if x64.ndim == 2 else x64.reshape(x64.shape[0], -1))  # (rows, F)
         bad = torch.zeros(h.shape[0], dtype=torch.bool)
@@ -716,10 +730,10 @@ class Float64Pass:
                 if w is not None and h.numel():
                     # NaN and inf fail the test: then the layer is checked row by row
                     if not _largest_abs(h) * w[1] <= safe:
-                        bad |= (h.abs() @ w[0] > _FLOAT32_MAX).any(dim=1)
+                        bad |= (h.abs() @ w[0] > FLOAT32_MAX).any(dim=1)
                 h = layer(h)
                 if h.numel() and not _largest_abs(h) <= safe:
-                    bad |= ~(h.abs() <= _FLOAT32_MAX).all(dim=1)  # beyond float32's largest, or NaN
+                    bad |= ~(h.abs() <= FLOAT32_MAX).all(dim=1)  # beyond float32's largest, or NaN
         out, mask = h.numpy(), bad.numpy()
         self._last = (x, out, mask)
         return out, mask
@@ -953,7 +967,7 @@ def serve_check(
     """onnxruntime (chosen provider) against the torch fp32 model: (Report, ProviderReport). Sets: the
     XOR points (built-ins) or the validation rows (recipes), and uniform batches of 1, 4 and 1000."""
     arch = _resolve(arch)
-    builtin = is_builtin_xor(arch, data)
+    builtin = on_xor_points(arch, data)
     kinds = ("xor", "uniform") if builtin else ("validation", "uniform")
     sets = input_sets(arch, data, seed=seed, batches=SERVE_BATCHES, kinds=kinds)
     scaling = model_scaling(model, arch, data)
@@ -1006,7 +1020,7 @@ def _load(paths: A.ArtifactPaths, arch: Arch) -> tuple[Any, Any, bytes, str, Any
 
 def _check_data(arch: Arch, data: Any) -> None:
     """Fail before loading anything when a recipe's model comes without its data."""
-    if data is None and not is_builtin_xor(arch, None):
+    if data is None and not on_xor_points(arch, None):
         raise _needs_data(arch)
 
 
@@ -1068,10 +1082,10 @@ def run_verify(
 ) -> Report:
     """The full report, written to <arch>/verify.json and summarised in the manifest. Does not
     raise on a failed verdict, so the caller can show it first: then `raise_on_failure`."""
-    import json
+    from .jsonout import dumps_bytes
 
     report = verify_folder(paths, arch, require, atol, rtol, data=data)
-    staged = A.stage_bytes(paths.folder, A.VERIFY, (json.dumps(report.as_dict(), indent=2) + "\n").encode())
+    staged = A.stage_bytes(paths.folder, A.VERIFY, dumps_bytes(report.as_dict()))  # strict JSON
     A.commit(
         paths,
         "verify",

@@ -140,3 +140,65 @@ def test_stages_that_need_artifacts_do_not_create_the_folder(tmp_path, command):
     missing = tmp_path / "nowhere"
     r = invoke(command, "--arch", "shallow", "--artifacts-dir", str(missing))
     assert r.exit_code == errors.MissingArtifact.exit_code and not missing.exists()
+
+
+TINY = """name = "tiny"
+[model]
+hidden = [4]
+activation = "tanh"
+[data]
+builtin = "xor"
+[train]
+optimizer = "adam"
+lr = 0.05
+steps = 400
+[gate]
+min_accuracy = 0.5
+"""
+
+
+def _hinted(output: str) -> list[str]:
+    """The command a message names, as arguments for the CLI (after `python cli.py`)."""
+    import re
+    import shlex
+
+    found = re.search(r"`python cli\.py ([^`]+)`", output)
+    assert found, output
+    return shlex.split(found.group(1))
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        ("predict", "0,1"),
+        ("verify",),
+        ("validate",),
+        ("export",),
+        ("ship", "--out", "REPO"),
+    ],
+    ids=["predict", "verify", "validate", "export", "ship"],
+)
+def test_every_hint_names_a_command_that_fixes_what_it_names(tmp_path, first):
+    """A missing artifact's message names the command (with the same --recipe and --artifacts-dir) that
+    makes it; running that command, then the first one again, succeeds."""
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY)
+    root = tmp_path / "artifacts"
+    root.mkdir()
+    args = [a.replace("REPO", str(tmp_path / "repo")) for a in first]
+    cmd = [args[0], "--recipe", str(recipe), "--artifacts-dir", str(root), *args[1:]]
+    r = invoke(*cmd)
+    assert r.exit_code == errors.MissingArtifact.exit_code, r.output
+    fix = _hinted(r.output)
+    assert "--recipe" in fix and str(recipe) in fix and str(root) in fix
+    r = invoke(*fix)
+    assert r.exit_code == 0, r.output
+    if fix[0] == "train" and first[0] != "validate":  # a chain: each step names the next
+        for _ in range(3):
+            r = invoke(*cmd)
+            if r.exit_code == 0:
+                break
+            fix = _hinted(r.output)
+            assert invoke(*fix).exit_code == 0
+    r = invoke(*cmd)
+    assert r.exit_code == 0, r.output

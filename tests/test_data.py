@@ -474,3 +474,72 @@ def test_a_class_name_with_a_line_break_is_refused(tmp_path):
     text = "v,y\n" + "".join(f'{i},"{s}"\n' for i, s in enumerate(["a", "b\nc"] * 4))
     message = fails(tmp_path, text)
     assert "line break" in message and "'b\\nc'" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# Integrity, round 3: values float32 arithmetic cannot hold, names that break one-line formats
+
+
+@pytest.mark.parametrize("big", ["3.4e38", "-3.4e38", "5e37"])
+def test_a_feature_whose_statistics_overflow_float32_is_refused_naming_it(tmp_path, big):
+    rows = {"a": [float(i) for i in range(8)], "wide": [0.5] * 7 + [big], "y": [0, 1] * 4}
+    msg = fails(tmp_path, csv_of(rows), validation_fraction=0.0)
+    assert "feature 'wide'" in msg and "float32" in msg and "rescale" in msg
+
+
+@pytest.mark.parametrize("big", ["1e30", "1e37", "-2e37"])
+def test_a_wide_but_representable_feature_is_kept(tmp_path, big):
+    rows = {"a": [float(i) for i in range(8)], "wide": [0.5] * 7 + [big], "y": [0, 1] * 4}
+    ds = load(tmp_path, csv_of(rows), validation_fraction=0.0)
+    assert ds.features == ("a", "wide")
+
+
+def test_a_regression_target_whose_statistics_overflow_float32_is_refused(tmp_path):
+    rows = {"a": [float(i) for i in range(8)], "y": [1.0] * 7 + ["3e38"]}
+    msg = fails(tmp_path, csv_of(rows), task="regression", validation_fraction=0.0)
+    assert "target 'y'" in msg and "float32" in msg
+
+
+@pytest.mark.parametrize("name", ["a\nb", "tab\tname", "c1\x85x", "u\u2028v", "del\x7f"])
+def test_a_header_name_with_a_control_character_is_refused_naming_its_column(tmp_path, name):
+    quoted = '"' + name + '"'
+    msg = fails(tmp_path, f"k,{quoted},y\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(8)))
+    assert "column 2's name" in msg and ("line break" in msg or "control character" in msg)
+
+
+@pytest.mark.parametrize(
+    "values,type_name",
+    [
+        (["2020-01-0" + str(i % 9 + 1) for i in range(8)], "date32"),
+        ([f"12:3{i}:00" for i in range(8)], "time32"),
+        ([f"2020-01-01 10:0{i}:00" for i in range(8)], "timestamp"),
+        ([""] * 8, "null"),
+    ],
+)
+def test_columns_of_other_types_are_refused_as_features_with_one_line(tmp_path, values, type_name):
+    rows = {"a": [float(i) for i in range(8)], "odd": values, "y": [0, 1] * 4}
+    with pytest.raises(DataError) as info:
+        load(tmp_path, csv_of(rows))
+    msg = str(info.value)
+    assert "'odd'" in msg and "\n" not in msg and (type_name in msg or "missing" in msg)
+
+
+def test_decimal_and_large_string_columns_are_one_line_errors_not_crashes(tmp_path):
+    """Types a CSV does not infer but other tables carry (decimals, large strings): a feature of such a
+    type is refused with one line naming it, never an internal error."""
+    import decimal
+
+    from pipeline.data import _feature_matrix, _Locator
+
+    table = pa.table(
+        {
+            "dec": pa.array([decimal.Decimal("1.5"), decimal.Decimal("2.5")], pa.decimal128(5, 2)),
+            "big": pa.array(["a", "b"], pa.large_string()),
+            "date": pa.array([datetime.date(2020, 1, 1), datetime.date(2020, 1, 2)]),
+        }
+    )
+    loc = _Locator(tmp_path / "none.csv", "t.csv", ["dec", "big", "date"])
+    for name in ("dec", "big", "date"):
+        with pytest.raises(DataError, match=f"column '{name}'") as info:
+            _feature_matrix(table, [name], loc)
+        assert "\n" not in str(info.value)

@@ -642,3 +642,56 @@ def test_json_errors_are_one_json_document(shipped, tmp_path):
         assert r.returncode != 0 and doc["passed"] is False and doc["exit_code"] == r.returncode
     r = run_cli("versions", "--arch", "all", "--artifacts-dir", str(shipped), "--json")
     assert set(json.loads(r.stdout)["models"]) == {"shallow", "wide-deep"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Integrity, round 3: an edited manifest is refused everywhere a version is read
+
+
+def _edit(manifest_path, how, indent=2):
+    doc = json.loads(manifest_path.read_text())
+    how(doc)
+    manifest_path.write_text(json.dumps(doc, indent=indent) + "\n")
+
+
+EDITS = {
+    "final loss set to 0": lambda d: d["train"].__setitem__("final_loss", 0.0),
+    "classes reversed": lambda d: d["model"].__setitem__("classes", list(reversed(d["model"]["classes"]))),
+    "verify passed": lambda d: d["verify"].__setitem__("max_abs_vs_oracle", {}),
+    "reformatted": None,  # same content, other bytes: another tool rewrote it
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_an_edited_version_manifest_is_refused_by_every_reader_and_marked_by_versions(shipped_copy, tmp_path, edit):
+    v1 = shipped_copy / "shallow" / "v1"
+    assert (v1 / A.SEAL).read_text() == f"{A.sha256_file(v1 / A.MANIFEST)}  {A.MANIFEST}\n"  # `sha256sum -c` reads it
+    how = EDITS[edit]
+    _edit(v1 / A.MANIFEST, how or (lambda d: None), indent=2 if how else 4)
+    base = ("--arch", "shallow", "--artifacts-dir", str(shipped_copy))
+    for args in (
+        ("publish", "--version", "1", *base),
+        ("predict", *base, "0,1"),
+        ("ship", *base, "--out", str(tmp_path / "repo")),
+        ("verify", "--version", "1", *base),
+    ):
+        r = run_cli(*args)
+        assert r.returncode == errors.IntegrityError.exit_code, (args, r.stderr)
+        assert "manifest.json was changed after the version was made" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "repo" / "xor_shallow").exists()
+    r = run_cli("versions", *base, "--json")
+    (info,) = json.loads(r.stdout)["versions"]
+    assert info["verified"] is False and "manifest.json was changed" in info["problem"]
+    assert info["final_loss"] is None  # the forged figure is not shown
+
+
+def test_a_version_whose_seal_is_missing_is_refused_and_an_old_unsealed_version_still_reads(shipped_copy):
+    v1 = shipped_copy / "shallow" / "v1"
+    (v1 / A.SEAL).unlink()
+    r = run_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "0,1")
+    assert r.returncode == errors.IntegrityError.exit_code and "its seal manifest.sha256 is missing" in r.stderr
+    # a version made before manifests were sealed (schema 3) reads as it did
+    _edit(v1 / A.MANIFEST, lambda d: (d.__setitem__("schema", 3), d.pop("sealed")))
+    r = run_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "0,1")
+    assert r.returncode == 0, r.stderr

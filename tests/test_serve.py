@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# kserve is looked for, never imported here: its v2 protobufs and tritonclient.grpc's declare the same
-# symbols (inference.*), so one process cannot hold both. The server runs in a subprocess anyway.
-if importlib.util.find_spec("kserve") is None:
-    pytest.skip("serve needs the [serve] extra (kserve): pip install -e '.[serve]'", allow_module_level=True)
+# The server's libraries are looked for, not imported: the server runs in a subprocess.
+if importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("grpc") is None:
+    pytest.skip("serve needs the [serve] extra (uvicorn, grpcio): pip install -e '.[serve]'", allow_module_level=True)
 tritonhttp = pytest.importorskip("tritonclient.http", reason="needs tritonclient[http]")
 tritongrpc = pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc]")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -293,6 +292,164 @@ def test_http_and_grpc_listen_on_loopback_only(server):
         assert addrs and set(addrs) <= loopback, (port, addrs)
 
 
+# ---------------------------------------------------------------------------------------------
+# Integrity, round 3: what a client sends is read as strictly as `predict` reads a row; versions
+# that are not served are not found over gRPC too; requests are bounded before they are read.
+
+
+def _bad_binary(header: dict, header_len: str | None, tail: bytes) -> tuple[bytes, dict]:
+    head = json.dumps(header).encode()
+    headers = {"Inference-Header-Content-Length": header_len if header_len is not None else str(len(head))}
+    return head + tail, headers
+
+
+def _post_raw(url: str, data: bytes, headers: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=data, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+ONE = {"name": "x", "shape": [1, 2], "datatype": "FP32"}
+STRICT = [
+    ("a JSON string body", b'"hello"', "must be a JSON object, not a str"),
+    ("a JSON list body", b"[1, 2]", "must be a JSON object, not a list"),
+    ("true in FP32 data", json.dumps({"inputs": [{**ONE, "data": [True, 1]}]}).encode(), "true/false"),
+    ("a string number in FP32 data", json.dumps({"inputs": [{**ONE, "data": ["5.1", 1]}]}).encode(), "'5.1'"),
+    ("null in FP32 data", json.dumps({"inputs": [{**ONE, "data": [None, 1]}]}).encode(), "null"),
+    ("a shape of strings", json.dumps({"inputs": [{**ONE, "shape": ["1", "2"], "data": [0, 1]}]}).encode(), "shape"),
+    ("a boolean shape", json.dumps({"inputs": [{**ONE, "shape": [True, 2], "data": [0, 1]}]}).encode(), "shape"),
+    ("a huge integer", b'{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1' + b"0" * 400 + b',1]}]}', "not finite"),
+    ("no data", json.dumps({"inputs": [ONE]}).encode(), "has no data"),
+    ("an id that is not a string", json.dumps({"id": 5, "inputs": [{**ONE, "data": [0, 1]}]}).encode(), "id must be a string"),
+    ("two inputs", json.dumps({"inputs": [{**ONE, "data": [0, 1]}] * 2}).encode(), "has 2 inputs"),
+    ("an unknown output", json.dumps({"inputs": [{**ONE, "data": [0, 1]}], "outputs": [{"name": "p"}]}).encode(), "unknown output 'p'"),
+    (
+        "the classification extension",
+        json.dumps({"inputs": [{**ONE, "data": [0, 1]}], "outputs": [{"name": "probability", "parameters": {"classification": 1}}]}).encode(),
+        "classification extension",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case,payload,message", STRICT, ids=[c[0] for c in STRICT])
+def test_rest_requests_are_read_strictly_with_one_clear_message(server, root, case, payload, message):
+    got, doc = post(f"{server.url}/v2/models/xor_shallow/infer", payload)
+    assert got == 400 and message in doc.get("error", ""), (got, doc)
+    assert "Inference-Header-Content-Length" not in doc["error"]  # not a message about another extension
+    got, doc = post(f"{server.url}/v2/models/xor_shallow/infer", body(XOR))
+    assert got == 200
+
+
+def test_json_sent_as_text_plain_or_any_type_is_read_as_json(server, root):
+    for content_type in ("text/plain", "application/octet-stream", "application/json; charset=utf-8"):
+        got, doc = post(f"{server.url}/v2/models/xor_shallow/infer", body(XOR), content_type=content_type)
+        assert got == 200, (content_type, doc)
+        np.testing.assert_array_equal(np.array(doc["outputs"][0]["data"]), expected(root, "shallow", XOR))
+
+
+BINARY_BAD = [
+    ("a header length that is not a number", ONE | {"parameters": {"binary_data_size": 8}}, "x", b"\0" * 8, "not a byte count"),
+    ("a header length past the body", ONE | {"parameters": {"binary_data_size": 8}}, "99999", b"\0" * 8, "larger than the request body"),
+    ("a size that is not the bytes sent", ONE | {"parameters": {"binary_data_size": 16}}, None, b"\0" * 8, "binary_data_size 16, but 8 bytes"),
+    ("a size that is not the shape's", ONE | {"parameters": {"binary_data_size": 4}}, None, b"\0" * 4, "needs 8"),
+    ("a negative size", ONE | {"parameters": {"binary_data_size": -8}}, None, b"\0" * 8, "whole number of bytes"),
+    ("bytes without a size", ONE, None, b"\0" * 8, "gives no binary_data_size"),
+    ("data and a size", ONE | {"data": [0, 1], "parameters": {"binary_data_size": 8}}, None, b"\0" * 8, "both data and binary_data_size"),
+    ("NaN as bytes", ONE | {"parameters": {"binary_data_size": 8}}, None, np.array([np.nan, 1], "<f4").tobytes(), "not finite"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case,tensor,header_len,tail,message", BINARY_BAD, ids=[c[0] for c in BINARY_BAD])
+def test_bad_binary_extension_requests_name_what_is_wrong(server, case, tensor, header_len, tail, message):
+    data, headers = _bad_binary({"inputs": [tensor]}, header_len, tail)
+    got, doc = _post_raw(f"{server.url}/v2/models/xor_shallow/infer", data, headers)
+    assert got == 400 and message in doc.get("error", ""), (got, doc)
+
+
+def test_binary_data_in_and_out_is_exact(server, root):
+    x = rows_for_test()
+    head = {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}],
+            "outputs": [{"name": "probability", "parameters": {"binary_data": True}}]}  # fmt: skip
+    data, headers = _bad_binary(head, None, x.astype("<f4").tobytes())
+    req = urllib.request.Request(f"{server.url}/v2/models/xor_shallow/infer", data=data, method="POST", headers=headers)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        n = int(r.headers["Inference-Header-Content-Length"])
+        raw = r.read()
+    doc = json.loads(raw[:n])
+    got = np.frombuffer(raw[n:], dtype="<f4")
+    assert doc["outputs"][0]["parameters"]["binary_data_size"] == got.nbytes == 4 * len(x)
+    np.testing.assert_array_equal(got.astype(np.float64), expected(root, "shallow", x))
+
+
+def test_a_version_that_is_not_served_is_not_found_over_grpc_as_over_rest(server):
+    inp = tritongrpc.InferInput("x", [4, 2], "FP32")
+    inp.set_data_from_numpy(XOR)
+    with pytest.raises(InferenceServerException, match="version 9 is not served") as e:
+        server.g.infer("xor_shallow", [inp], model_version="9")
+    assert "NOT_FOUND" in str(e.value.status())
+    with pytest.raises(InferenceServerException, match="version 9 is not served") as e:
+        server.g.get_model_metadata("xor_shallow", model_version="9")
+    assert "NOT_FOUND" in str(e.value.status())
+    assert server.g.is_model_ready("xor_shallow", model_version="9") is False
+    assert server.g.is_model_ready("xor_shallow", model_version="1") is True
+    assert server.g.infer("xor_shallow", [inp], model_version="1").get_response().model_version == "1"
+    with pytest.raises(InferenceServerException, match="unknown model") as e:
+        server.g.infer("nope", [inp])
+    assert "NOT_FOUND" in str(e.value.status())
+    for path in ("versions/9/infer", "versions/9", "versions/9/ready"):
+        method = post if path.endswith("infer") else None
+        got = (
+            method(f"{server.url}/v2/models/xor_shallow/{path}", body(XOR))[0]
+            if method
+            else get(f"{server.url}/v2/models/xor_shallow/{path}")[0]
+        )
+        assert got == 404, path
+
+
+def test_grpc_requests_are_read_strictly_too(server):
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.grpc}"))
+
+    def infer(**fields):
+        tensor = pb.ModelInferRequest.InferInputTensor(
+            name="x", datatype="FP32", shape=[1, 2], **fields.pop("tensor", {})
+        )
+        return stub.ModelInfer(pb.ModelInferRequest(model_name="xor_shallow", inputs=[tensor], **fields))
+
+    cases = [
+        ({"tensor": {"contents": pb.InferTensorContents(int64_contents=[0, 1])}}, "must be fp32_contents"),
+        ({"raw_input_contents": [b"\0" * 4]}, "needs 8"),
+        ({"raw_input_contents": [b"\0" * 8, b"\0" * 8]}, "2 raw contents for 1 inputs"),
+        ({"tensor": {"contents": pb.InferTensorContents(fp32_contents=[float("nan"), 1])}}, "not finite"),
+        ({"tensor": {"contents": pb.InferTensorContents(fp32_contents=[1])}}, "does not match shape"),
+    ]
+    for fields, message in cases:
+        with pytest.raises(grpc.RpcError) as e:
+            infer(**fields)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in e.value.details(), (
+            fields,
+            e.value.details(),
+        )
+    ok = infer(tensor={"contents": pb.InferTensorContents(fp32_contents=[0, 1])})
+    assert np.frombuffer(ok.raw_output_contents[0], "<f4")[0] > 0.5
+
+
+def test_a_clients_error_is_one_log_line(server):
+    before = server.text()
+    got, _ = post(f"{server.url}/v2/models/xor_shallow/infer", b'{"inputs": [{"name": "y"}]}')
+    assert got == 400
+    assert _wait_for(lambda: len(server.text()) > len(before))
+    new = server.text()[len(before) :]
+    assert new.count("\n") == 1 and "client error: 400 POST /v2/models/xor_shallow/infer: unknown input 'y'" in new
+    assert "Traceback" not in server.text() and "Warning" not in server.text()
+
+
 def _wait_for(predicate, seconds: float = 20.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -498,3 +655,103 @@ def test_a_new_version_with_another_network_is_served_with_its_own_shapes(recipe
     got, doc = post(f"{recipe_server.url}/v2/models/iris/infer", body(ROWS4))
     assert got == 400 and "must have 3 columns" in doc["error"]
     assert "reloaded: iris: iris v2" in recipe_server.text()
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc to read the server's RSS")
+def test_requests_over_max_request_mb_are_refused_before_they_are_read(shipped, tmp_path):
+    import http.client
+
+    s = Server(shipped, dict(os.environ), "--arch", "shallow", "--max-request-mb", "1", log=tmp_path / "serve.log")
+    try:
+        inp = tritongrpc.InferInput("x", [4, 2], "FP32")
+        inp.set_data_from_numpy(XOR)
+        for _ in range(5):  # warm: sessions, buffers, first allocations
+            s.g.infer("xor_shallow", [inp])
+            post(f"{s.url}/v2/models/xor_shallow/infer", body(XOR))
+        start = _rss_mb(s.proc.pid)
+        big = np.zeros((131072, 2), np.float32)  # 1 MiB of FP32: 2 MiB and more as a request
+        payload = body(np.full((200_000, 2), 0.5, np.float32))
+        assert len(payload) > 2 * 10**6
+        two = np.concatenate([big, big])  # 2 MiB
+        g_big = tritongrpc.InferInput("x", list(two.shape), "FP32")
+        g_big.set_data_from_numpy(two)
+        for i in range(50):
+            if i % 3 == 0:
+                with pytest.raises(InferenceServerException) as e:
+                    s.g.infer("xor_shallow", [g_big])
+                assert "RESOURCE_EXHAUSTED" in str(e.value.status())
+            elif i % 3 == 1:
+                got, doc = post(f"{s.url}/v2/models/xor_shallow/infer", payload)
+                assert got == 413 and "--max-request-mb 1" in doc["error"]
+            else:  # no Content-Length: refused as the streamed body passes the bound
+                conn = http.client.HTTPConnection("127.0.0.1", s.http, timeout=30)
+                chunks = (payload[k : k + 65536] for k in range(0, len(payload), 65536))
+                try:
+                    conn.request("POST", "/v2/models/xor_shallow/infer", body=chunks, encode_chunked=True)
+                    r = conn.getresponse()
+                    assert r.status == 413 and b"--max-request-mb 1" in r.read()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the server answered and closed while the body was still being sent
+                finally:
+                    conn.close()
+        end = _rss_mb(s.proc.pid)
+        assert end - start < 50, (start, end)
+        assert s.g.infer("xor_shallow", [inp]).as_numpy("probability").shape == (4, 1)  # still serving
+    finally:
+        assert s.stop() == 0, s.text()
+    assert "Traceback" not in s.log.read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc to read the server's RSS")
+def test_malformed_requests_within_the_bound_do_not_pile_up_memory(shipped, tmp_path):
+    s = Server(shipped, dict(os.environ), "--arch", "shallow", "--max-request-mb", "8", log=tmp_path / "serve.log")
+    try:
+        wrong = np.zeros((600_000, 3), np.float32)  # 7.2 MB of the wrong width
+        bad = tritongrpc.InferInput("x", list(wrong.shape), "FP32")
+        bad.set_data_from_numpy(wrong)
+        with pytest.raises(InferenceServerException):
+            s.g.infer("xor_shallow", [bad])
+        start = _rss_mb(s.proc.pid)
+        for _ in range(30):
+            with pytest.raises(InferenceServerException, match="must have 2 columns"):
+                s.g.infer("xor_shallow", [bad])
+        assert _rss_mb(s.proc.pid) - start < 50
+    finally:
+        assert s.stop() == 0, s.text()
+
+
+# ---------------------------------------------------------------------------------------------
+# Several models: the published ones are served, each other one named with the command that fixes it
+
+
+def test_serve_all_serves_what_is_published_and_names_what_it_skips(shipped, tmp_path):
+    root = tmp_path / "artifacts"
+    root.mkdir()
+    shutil.copytree(shipped / "shallow", root / "shallow")  # as after the README's `all --arch shallow`
+    s = Server(root, dict(os.environ), "--arch", "all", log=tmp_path / "serve.log")
+    try:
+        assert s.h.is_model_ready("xor_shallow") and not s.h.is_model_ready("xor_wide_deep")
+        skipped = [line for line in s.text().splitlines() if "wide-deep" in line]
+        assert len(skipped) == 1 and "no published version of wide-deep" in skipped[0]
+        assert f"python cli.py all --arch wide-deep --artifacts-dir {root}" in skipped[0]
+        shutil.copytree(shipped / "wide-deep", root / "wide-deep")  # published meanwhile: picked up
+        assert _wait_for(lambda: s.h.is_model_ready("xor_wide_deep")), s.text()
+        inp = tritonhttp.InferInput("x", [4, 2], "FP32")
+        inp.set_data_from_numpy(XOR)
+        got = s.h.infer("xor_wide_deep", [inp]).as_numpy("probability").reshape(-1)
+        np.testing.assert_array_equal(got, expected(root, "wide-deep", XOR))
+        assert "now serving: xor_wide_deep" in s.text()
+    finally:
+        assert s.stop() == 0, s.text()
+    (root / "wide-deep" / "PUBLISHED").unlink()
+    r = run_cli("serve", "--artifacts-dir", str(root), "--strict", "--http-port", str(free_port()),
+                "--grpc-port", str(free_port()), timeout=60)  # fmt: skip
+    assert r.returncode == 4 and len(r.stderr.strip().splitlines()) == 1
+    assert "python cli.py all --arch wide-deep" in r.stderr

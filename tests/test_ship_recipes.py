@@ -412,3 +412,91 @@ def test_the_model_card_of_a_regression_recipe_model():
     ):
         assert needle in card, needle
     assert "labels.txt" not in card and "accuracy" not in card
+
+
+# ---------------------------------------------------------------------------------------------
+# Integrity, round 3: a Triton model folder serves one model
+
+
+def _builtin_files(shipped, arch="shallow"):
+    folder = shipped / arch / "v1"
+    return {n: (folder / n).read_bytes() for n in ("model.onnx", "manifest.json", "verify.json", "MODEL_CARD.md")}
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else "dir") for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("number", [1, 2])
+def test_another_model_is_never_shipped_into_a_builtins_folder(shipped, tmp_path, number):
+    """An iris model served as `xor_shallow` (an older release let a recipe take that name): version 1
+    collides with the XOR model's version 1; version 2 would sit beside it and re-pin the config, and
+    Triton would answer `xor_shallow` with iris. Both are refused, naming both models."""
+    import dataclasses
+
+    from pipeline.archs import ARCHS
+
+    repo = tmp_path / "repo"
+    ship_version(ARCHS["shallow"], 1, _builtin_files(shipped), repo)
+    before = _tree(repo)
+    impostor = dataclasses.replace(IRIS, serving="xor_shallow")
+    root = tmp_path / "artifacts"
+    published_model(root, impostor)
+    files = version_files(root, impostor)
+    if number == 2:
+        manifest = Manifest.from_json(files["manifest.json"], "t").replace(version=2, sealed=False)
+        files = {**files, "manifest.json": manifest.to_json()}
+        files.pop(A.SEAL)
+    with pytest.raises(errors.IntegrityError, match="serves model 'shallow'.*not 'iris'") as info:
+        ship_version(impostor, number, files, repo)
+    assert info.value.exit_code == 6 and "\n" not in str(info.value)
+    assert _tree(repo) == before  # not a byte changed: no version 2, the config still pins the XOR model
+
+
+def test_a_config_written_for_another_model_or_by_hand_is_not_replaced(shipped, tmp_path):
+    from pipeline.archs import ARCHS
+
+    repo = tmp_path / "repo"
+    ship_version(ARCHS["shallow"], 1, _builtin_files(shipped), repo)
+    shutil_rm = __import__("shutil").rmtree
+    shutil_rm(repo / "xor_shallow" / "1")  # only the config is left: it still names its model
+    import dataclasses
+
+    impostor = dataclasses.replace(IRIS, serving="xor_shallow")
+    root = tmp_path / "artifacts"
+    published_model(root, impostor)
+    with pytest.raises(errors.IntegrityError, match="config.pbtxt serves model 'shallow', not 'iris'"):
+        ship_version(impostor, 1, version_files(root, impostor), repo)
+    (repo / "xor_shallow" / "config.pbtxt").write_text('name: "xor_shallow"\nplatform: "onnxruntime_onnx"\n')
+    with pytest.raises(errors.IntegrityError, match="was not written by ship"):
+        ship_version(impostor, 1, version_files(root, impostor), repo)
+    (repo / "xor_shallow" / "config.pbtxt").unlink()
+    (repo / "xor_shallow" / "7").mkdir()  # a version someone else put there
+    (repo / "xor_shallow" / "7" / "model.onnx").write_bytes(b"onnx")
+    with pytest.raises(errors.IntegrityError, match="version 7 was not shipped by xorship"):
+        ship_version(impostor, 1, version_files(root, impostor), repo)
+
+
+def test_the_same_model_with_a_new_contract_is_a_new_version_and_re_pins_the_config(tmp_path):
+    root = tmp_path / "artifacts"
+    published_model(root, IRIS)
+    wider = Arch(name="iris", widths=(3, 5, 4), activation="gelu", task="multiclass", features=("a", "b", "c"),
+                 classes=("p", "q", "r", "s"), scale_input=True)  # fmt: skip
+    assert published_model(root, wider) == 2
+    repo = tmp_path / "repo"
+    ship_version(IRIS, 1, version_files(root, IRIS, 1), repo)
+    r = ship_version(wider, 2, version_files(root, wider, 2), repo)
+    cfg = _parse(r.config_path)
+    assert list(cfg.version_policy.specific.versions) == [2] and list(cfg.input[0].dims) == [3]
+    assert cfg.parameters["xorship_model"].string_value == "iris"
+    assert (repo / "iris" / "labels.txt").read_text().split() == ["p", "q", "r", "s"]
+
+
+def test_ship_leaves_no_lock_file_in_the_repository(artifacts, tmp_path):
+    repo = tmp_path / "repo"
+    ship_version(IRIS, 1, version_files(artifacts, IRIS), repo)
+    ship_version(IRIS, 1, version_files(artifacts, IRIS), repo, instances=2)
+    assert sorted(p.name for p in repo.iterdir()) == ["iris"]  # Triton's tree and nothing else
+    with A.run_lock(repo):  # a ship running meanwhile is still refused
+        with pytest.raises(errors.FolderLocked):
+            ship_version(IRIS, 1, version_files(artifacts, IRIS), repo)

@@ -230,3 +230,63 @@ def test_a_numeric_column_with_a_typo_is_an_error_not_a_dropped_feature(tmp_path
     data = write_csv(tmp_path / "t.csv", ["a", "label"], rows)
     with pytest.raises(DataError, match=r"column 'a' has a non-numeric value '1.5x' at data row 8"):
         write_starter(data, "label", out=tmp_path / "t.toml")
+
+
+# ---------------------------------------------------------------------------------------------
+# Integrity, round 3: every column type pyarrow infers, names that break one-line formats
+
+
+def test_init_leaves_out_every_column_type_that_is_not_a_number_yet_naming_it(tmp_path):
+    rows = [
+        [i, i * 0.5, f"2020-01-{i + 1:02d}", f"12:{i:02d}:00", f"2020-01-01 10:{i:02d}:00",
+         f"2020-01-01T00:{i:02d}:00Z", "true" if i % 2 else "false", "", f"id{i}", i % 2]
+        for i in range(20)
+    ]  # fmt: skip
+    header = ["a", "b", "day", "clock", "stamp", "utc", "flag", "empty", "name", "label"]
+    data = write_csv(tmp_path / "t.csv", header, rows)
+    st = write_starter(data, "label", out=tmp_path / "t.toml")
+    assert st.features == ("a", "b") and st.text_columns == ("name",)
+    left = dict(st.other_columns)
+    assert set(left) == {"day", "clock", "stamp", "utc", "flag", "empty"}
+    assert left["day"].startswith("date32") and left["clock"].startswith("time32")
+    assert left["stamp"].startswith("timestamp") and left["flag"].startswith("bool")
+    assert left["empty"].startswith("null")
+    assert "# left out (types that are not features yet" in st.recipe_text and "day (date32" in st.recipe_text
+    assert load_dataset(load_recipe(st.path)).features == ("a", "b")  # and it trains on what is left
+
+
+def test_init_on_a_date_target_or_dates_only_is_one_line(tmp_path):
+    data = write_csv(tmp_path / "d.csv", ["day", "y"], [[f"2020-01-{i + 1:02d}", i % 2] for i in range(10)])
+    with pytest.raises(DataError, match="no column besides 'y' holds numbers") as info:
+        write_starter(data, "y", out=tmp_path / "d.toml")
+    assert "day (date32" in str(info.value)
+    data = write_csv(tmp_path / "t.csv", ["a", "day"], [[i, f"2020-01-{i + 1:02d}"] for i in range(10)])
+    with pytest.raises(DataError, match="holds date32"):
+        write_starter(data, "day", out=tmp_path / "t.toml")
+
+
+def test_init_refuses_a_column_name_with_a_line_break_naming_it(tmp_path):
+    data = write_csv(tmp_path / "t.csv", ["a", "b\nc", "y"], [[i, i * 2, i % 2] for i in range(12)])
+    with pytest.raises(DataError, match=r"column 2's name 'b\\nc' holds a line break") as info:
+        write_starter(data, "y", out=tmp_path / "t.toml")
+    assert "\n" not in str(info.value) and not (tmp_path / "t.toml").exists()
+
+
+def test_a_name_that_needs_escaping_round_trips_from_init_through_the_recorded_recipe(tmp_path):
+    from pipeline.recipe import recipe_from_record
+
+    names = ['quote"d', "back\\slash", "space and / slash", "ünïcode", "a=b # c"]
+    rows = [[i * (k + 1) + 0.5 * (i % 3) for k in range(len(names))] + [i % 2] for i in range(20)]
+    data = write_csv(tmp_path / "t.csv", [*names, "y"], rows)
+    st = write_starter(data, "y", out=tmp_path / "t.toml")
+    recipe = load_recipe(st.path)
+    assert recipe.data.features == tuple(names)
+    assert recipe_from_record(recipe.as_dict(), "manifest").data.features == tuple(names)
+
+
+def test_init_never_takes_a_builtins_serving_name_either(tmp_path, monkeypatch):
+    rows = [[i, i * 0.5, i % 2] for i in range(12)]
+    data = write_csv(tmp_path / "xor_shallow.csv", ["a", "b", "label"], rows)
+    monkeypatch.chdir(tmp_path)
+    st = write_starter(data, "label")
+    assert st.name == "xor_shallow-data" and load_recipe(st.path).serving == "xor_shallow_data"

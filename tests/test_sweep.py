@@ -529,3 +529,18 @@ def test_a_sweep_on_cuda_says_its_members_are_not_bit_identical(tmp_path, monkey
     assert SW.CUDA_NOTICE in run.notices and "--device cpu" in SW.CUDA_NOTICE
     monkeypatch.undo()
     assert SW.CUDA_NOTICE not in SW.run_sweep("shallow", 2, [1.0], steps=5, device="cpu", out=tmp_path / "b").notices
+
+
+def test_an_lr_whose_update_overflows_float32_marks_its_members_diverged_and_the_rest_trains():
+    """As a single run reports divergence (exit 7) at such an lr, the sweep counts its members as
+    diverged; the other lrs of the same sweep are unaffected (compared with their single runs)."""
+    data = _toy("binary")
+    arch = Arch("toy", (3, 4, 1), activation="relu", task="binary", features=("a", "b", "c"), scale_input=True)
+    result = sweep(arch, [0, 1], [1e38, 0.01], steps=40, device="cpu", data=data, optimizer="adam", min_accuracy=0.5)
+    by_lr = {lr: [m for m in result.members if m.lr == lr] for lr in (1e38, 0.01)}
+    assert all(m.diverged and not m.converged and math.isnan(m.final_loss) for m in by_lr[1e38])
+    for m in by_lr[0.01]:
+        single = train(TrainConfig(arch, seed=m.seed, lr=0.01, steps=40, device="cpu", optimizer="adam"), data=data)
+        assert not m.diverged and m.final_loss == pytest.approx(single.final_loss, rel=1e-4)
+    doc = json.loads(json.dumps(result.as_dict(), allow_nan=False))  # strict JSON: the NaN loss is null
+    assert any(m["final_loss"] is None and m["diverged"] for m in doc["members"])

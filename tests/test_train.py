@@ -193,3 +193,33 @@ def test_builtins_through_the_autograd_loop_are_the_explicit_bits(arch):
     assert a.trainer == "autograd" and a.losses == b.losses
     for p, q in zip(a.model.parameters(), b.model.parameters()):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("trainer", ["explicit", "autograd"])
+@pytest.mark.parametrize("lr", [1e38, 3.4028234663852886e38])
+def test_an_update_that_overflows_float32_is_divergence_naming_the_step_and_optimizer(trainer, lr):
+    """Adam's step size lr / (1 - beta1) is beyond float32 at lr 1e38: torch refuses to convert it.
+    That is the run diverging (exit 7), not an internal error."""
+    from pipeline.archs import Arch
+
+    data = _toy_data("binary")
+    arch = Arch("toy", (3, 4, 1), activation="relu", task="binary", features=("a", "b", "c"), scale_input=True)
+    cfg = TrainConfig(arch, steps=20, lr=lr, device="cpu", trainer=trainer, optimizer="adam")
+    with pytest.raises(TrainingFailed, match=r"diverged at step 0: the Adam update overflowed float32") as info:
+        train(cfg, data=data)
+    assert info.value.exit_code == 7 and "\n" not in str(info.value)
+
+
+def test_the_cli_and_the_recipe_share_one_lr_limit(tmp_path):
+    from typer.testing import CliRunner
+
+    import cli
+    from pipeline.limits import FLOAT32_MAX
+    from pipeline.recipe import RecipeError, builtin_recipe
+
+    assert builtin_recipe("shallow").with_overrides(lr=FLOAT32_MAX).train.lr == FLOAT32_MAX
+    assert builtin_recipe("shallow").with_overrides(lr=3.40001e38).train.lr == 3.40001e38  # once refused here only
+    with pytest.raises(RecipeError, match="within float32's range"):
+        builtin_recipe("shallow").with_overrides(lr=3.41e38)
+    r = CliRunner().invoke(cli.app, ["train", "--lr", "3.41e38", "--artifacts-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "float32" in r.output and not (tmp_path / "shallow").exists()

@@ -210,3 +210,50 @@ def test_one_float64_pass_gives_the_oracle_and_the_rows_beyond_float32():
         np.testing.assert_array_equal(V.beyond_float32(model)(x), _beyond_row_by_row(model, x))
     assert not _beyond_row_by_row(model, ordinary).any()
     assert _beyond_row_by_row(model, edges).tolist() == [True, True, False, True, True, True, False]
+
+
+def test_non_finite_outputs_fail_verify_with_exit_10_and_every_json_file_stays_strict(shipped_copy, monkeypatch):
+    """A runtime answering inf/NaN where the float64 oracle is finite fails verify (exit 10, naming the
+    runtime, set and row), and verify.json and the manifest are still strict JSON (null, explained)."""
+    from pipeline import runtimes as R
+    from pipeline.flow import verify_models
+
+    real = R.ort_runner
+
+    def broken(onnx, provider, **kw):
+        runner = real(onnx, provider, **kw)
+        run = runner.run
+
+        def nan_on_big_batches(x):
+            out = run(x)
+            if x.shape[0] >= 1000:
+                out = out.copy()
+                out[3] = np.inf
+                out[5] = np.nan
+            return out
+
+        object.__setattr__(runner, "run", nan_on_big_batches)
+        return runner
+
+    monkeypatch.setattr(V, "ort_runner", broken, raising=False)
+    monkeypatch.setattr(R, "ort_runner", broken)
+    (outcome,) = verify_models("shallow", shipped_copy)
+    assert isinstance(outcome.error, EquivalenceFailed) and outcome.error.exit_code == 10
+    msg = str(outcome.error)
+    assert "ort-cpu on" in msg and "non-finite output" in msg and "worst row" in msg
+    paths = A.ArtifactPaths(shipped_copy, "shallow")
+    for f in (paths.verify, paths.manifest):
+        json.loads(f.read_text(), parse_constant=lambda c, f=f: pytest.fail(f"{f.name} holds {c}"))  # no NaN/Infinity
+    doc = json.loads(paths.verify.read_text())
+    assert doc["passed"] is False and doc["non_finite"]["paths"] and "not finite" in doc["non_finite"]["note"]
+    assert (shipped_copy / "shallow" / "PUBLISHED").read_text() == "1\n"  # nothing new published
+
+
+def test_strict_json_writes_null_for_non_finite_values_and_says_where():
+    from pipeline.jsonout import dumps
+
+    text = dumps({"a": [1.0, float("inf")], "b": {"c": float("nan")}, "d": np.float32(2.5), "e": (1, 2)})
+    doc = json.loads(text, parse_constant=lambda c: pytest.fail(c))
+    assert doc["a"] == [1.0, None] and doc["b"] == {"c": None} and doc["d"] == 2.5 and doc["e"] == [1, 2]
+    assert doc["non_finite"]["paths"] == ["a[1]", "b.c"] and doc["non_finite"]["count"] == 2
+    assert "non_finite" not in json.loads(dumps({"a": 1.0}))
