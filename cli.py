@@ -22,18 +22,18 @@ from typing import Annotated, Any
 import typer
 
 import pipeline
-from pipeline import artifacts as A
-from pipeline import jsonout
-from pipeline.archs import ARCH_CHOICES
+from pipeline.checks.runtimes import PROVIDERS
+from pipeline.checks.verify import REQUIRE_CHOICES
 from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, PipelineError, Terminated, UsageError, request_stop
 from pipeline.flow import Outcome, Overrides, worst_exit_code
-from pipeline.limits import FLOAT32_MAX
-from pipeline.recipe import MAX_STEPS
-from pipeline.runtimes import PROVIDERS
-from pipeline.serve import DEFAULT_MAX_REQUEST_MB, MAX_REQUEST_MB_LIMIT
-from pipeline.ship import INSTANCE_KINDS, MAX_BATCH_SIZE, MAX_INSTANCES
-from pipeline.train import DEVICES, TRAINERS
-from pipeline.verify import REQUIRE_CHOICES
+from pipeline.serving.serve import DEFAULT_MAX_REQUEST_MB, MAX_REQUEST_MB_LIMIT
+from pipeline.serving.ship import INSTANCE_KINDS, MAX_BATCH_SIZE, MAX_INSTANCES
+from pipeline.spec.archs import ARCH_CHOICES
+from pipeline.spec.limits import FLOAT32_MAX
+from pipeline.spec.recipe import MAX_STEPS, load_recipe, parse_lrs, recipe_for
+from pipeline.store.artifacts import DEFAULT_KEEP
+from pipeline.store.jsonout import dumps
+from pipeline.training.train import DEVICES, TRAINERS
 
 app = typer.Typer(
     add_completion=False,
@@ -241,7 +241,7 @@ def _json_errors(enabled: bool) -> Iterator[None]:
         yield
     except PipelineError as exc:
         if enabled:
-            _echo(jsonout.dumps({"passed": False, "error": str(exc), "exit_code": exc.exit_code}, indent=2))
+            _echo(dumps({"passed": False, "error": str(exc), "exit_code": exc.exit_code}, indent=2))
         raise
 
 
@@ -290,8 +290,6 @@ def _status() -> Callable[[str], None] | None:
 
 def _which(arch: Any, recipe: Path | None, default: str = "shallow") -> Any:
     """--arch NAME or --recipe FILE (exactly one; neither: `default`) -> what the library takes."""
-    from pipeline.recipe import recipe_for
-
     name = arch.value if arch is not None else (default if recipe is None else None)
     if recipe is None and name == "all":
         return name
@@ -299,7 +297,7 @@ def _which(arch: Any, recipe: Path | None, default: str = "shallow") -> Any:
 
 
 def _total_steps(which: Any, steps: int | None) -> int | None:
-    from pipeline.recipe import Recipe, builtin_recipe
+    from pipeline.spec.recipe import Recipe, builtin_recipe
 
     if steps is not None:
         return steps
@@ -444,7 +442,7 @@ def verify(
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
     version: VersionOpt = None,
-    keep: KeepOpt = A.DEFAULT_KEEP,
+    keep: KeepOpt = DEFAULT_KEEP,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare every runtime with a float64 oracle; a passing candidate is published as a new version.
@@ -477,7 +475,7 @@ def verify(
         doc = reports[outcomes[0].arch.name] if len(outcomes) == 1 else {
             "models": reports, "passed": all(o.ok for o in outcomes)
         }  # fmt: skip
-        _echo(jsonout.dumps(doc, indent=2))
+        _echo(dumps(doc, indent=2))
         code = worst_exit_code(outcomes)
         for o in outcomes:
             if o.error is not None:
@@ -491,7 +489,7 @@ def verify(
             p = v.published
             how = "published as new version" if p.new else "already version"
             pruned = f"; removed old versions {list(p.pruned)}" if p.pruned else ""
-            _echo(f"{p.arch.name}: {how} {p.number} (PUBLISHED -> {p.number}){pruned}")
+            _echo(f"{p.name}: {how} {p.number} (PUBLISHED -> {p.number}){pruned}")
 
     _finish(outcomes, published)
 
@@ -505,16 +503,17 @@ def versions(
     as_json: JsonOpt = False,
 ) -> None:
     """List each model's versions: number, date, final loss, ONNX sha256, and which one is published."""
-    from pipeline.flow import list_model_versions, recipes_of
-
     with _json_errors(as_json):
-        listing = {r.name: list_model_versions(artifacts_dir, r) for r in recipes_of(_which(arch, recipe))}
+        listing = {
+            r.name: pipeline.list_model_versions(artifacts_dir, r.name)
+            for r in pipeline.flow.recipes_of(_which(arch, recipe))
+        }
     if as_json:
         from dataclasses import asdict
 
         doc: dict[str, Any] = {name: [asdict(v) for v in vs] for name, vs in listing.items()}
         one = {"versions": next(iter(doc.values()))}
-        _echo(jsonout.dumps(one if len(doc) == 1 else {"models": doc, "passed": True}, indent=2))
+        _echo(dumps(one if len(doc) == 1 else {"models": doc, "passed": True}, indent=2))
         return
     for name, vs in listing.items():
         if not vs:
@@ -541,7 +540,7 @@ def publish(
     """Publish an existing version again (a rollback), after checking every file of it."""
 
     def show(p) -> None:
-        _echo(f"{p.arch.name}: PUBLISHED -> {p.number}")
+        _echo(f"{p.name}: PUBLISHED -> {p.number}")
 
     _finish(pipeline.publish_models(_which(arch, recipe), artifacts_dir, version=version), show)
 
@@ -583,46 +582,23 @@ def predict(
     ] = False,
 ) -> None:
     """Inference on a published model through onnxruntime only; never imports torch. Input is streamed."""
-    from pipeline import predict as P
-    from pipeline.inputs import open_input
-
     if sum(v is not None for v in (arch, recipe, model)) != 1:
         raise UsageError("give exactly one of --arch, --recipe or --model")
     if arch is not None and arch.value == "all":
         raise UsageError("predict serves one model: --arch shallow or --arch wide-deep")
-    name = arch.value if arch is not None else None
-    hint = None
-    if recipe is not None:
-        from pipeline.recipe import load_recipe
-
-        chosen = load_recipe(recipe)
-        name, hint = chosen.name, chosen.selector
     if bool(pairs) == (input_file is not None):
         raise UsageError(
             "give input rows either as arguments (comma-separated feature values) or with --input FILE (or --input - for JSON on stdin)"
         )
-    if output is not None:  # before any work: a folder, a device we must not touch, the input itself
-        A.check_output(output, "--output", inputs=[input_file])
+    which = arch.value if arch is not None else load_recipe(recipe) if recipe is not None else None
     with _json_errors(as_json):
-        served = P.resolve_model(artifacts_dir, name, model, version, allow_unverified, hint)
-        predictor = P.Predictor(served, provider.value)
-        if input_file is not None and str(input_file) == "-":
-            source = open_input(predictor.spec, stdin=sys.stdin.buffer)
-        elif input_file is not None:
-            source = open_input(predictor.spec, path=input_file)
-        else:
-            source = open_input(predictor.spec, pairs=pairs or [])
-        source.validate()  # every row, before any output
-    if predictor.providers.cuda_note and provider.value != "cpu":
-        _note(predictor.providers.cuda_note)
-    if not served.verified:
-        _note(f"{served.where} is not verified (--allow-unverified)")
-    write = P.write_json if as_json else P.write_table
-    if output is None:
-        write(sys.stdout, predictor, source)
-        sys.stdout.flush()
-        return
-    P.write_to(output, write, predictor, source, inputs=[input_file])
+        job = pipeline.flow.predict_job(
+            artifacts_dir, which, model=model, version=version, allow_unverified=allow_unverified,
+            provider=provider.value, pairs=pairs, input_path=input_file, stdin=sys.stdin.buffer, output=output,
+        )  # fmt: skip
+    for note in job.notes:
+        _note(note)
+    job.write(as_json, sys.stdout)
 
 
 @app.command("all")
@@ -639,7 +615,7 @@ def all_(
     min_accuracy: MinAccOpt = None,
     max_rmse: MaxRmseOpt = None,
     trainer: TrainerOpt = TrainerName.auto,
-    keep: KeepOpt = A.DEFAULT_KEEP,
+    keep: KeepOpt = DEFAULT_KEEP,
     skip_verify: Annotated[
         bool, typer.Option("--skip-verify", help="Stop after serve-check: the candidate is left unpublished.")
     ] = False,
@@ -756,22 +732,16 @@ def serve(
     """Serve the published verified versions over the v2 inference protocol (REST and gRPC), as Triton
     would; a new publication is picked up without a restart. Models with nothing published yet are
     skipped (named) and picked up once published. SIGTERM or Ctrl-C stops (exit 0). Needs .[serve]."""
-    from pipeline import serve as S
-    from pipeline.flow import recipes_of
-
-    chosen = recipes_of(_which(arch, recipe, default="all"))
-    config = S.ServeConfig(
-        root=artifacts_dir, names=tuple(r.name for r in chosen), host=host, http_port=http_port,
-        grpc_port=grpc_port, provider=provider.value, max_batch_size=max_batch_size, version=version,
-        max_request_mb=max_request_mb, strict=strict, access_log=access_log,
-        hints={r.name: r.selector for r in chosen},
-    )  # fmt: skip
 
     def line(msg: str) -> None:
         typer.echo(msg, err=msg.startswith(("warning:", "client error:", "error:")))
         sys.stdout.flush()
 
-    S.serve(config, on_line=line)
+    pipeline.flow.serve_models(
+        _which(arch, recipe, default="all"), artifacts_dir, on_line=line, host=host, http_port=http_port,
+        grpc_port=grpc_port, provider=provider.value, max_batch_size=max_batch_size, version=version,
+        max_request_mb=max_request_mb, strict=strict, access_log=access_log,
+    )  # fmt: skip
 
 
 @app.command()
@@ -785,9 +755,7 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ) -> None:
     """Write a starter recipe for a CSV: features, task and classes read from the data, defaults that train well."""
-    from pipeline.starter import write_starter
-
-    st = write_starter(data, target, out, force)
+    st = pipeline.flow.init_recipe(data, target, out, force)
     what = f"classes {', '.join(map(str, st.classes))}" if st.classes else f"target {target}"
     _echo(f"wrote {st.path}: {st.name}, {st.task} on {len(st.features)} features ({what})")
     if st.text_columns:
@@ -804,7 +772,7 @@ def recipes(
     show: Annotated[str | None, typer.Option("--show", help="Print this built-in recipe's TOML.")] = None,
 ) -> None:
     """List the built-in recipes (the XOR tutorial's models); --show NAME prints one."""
-    from pipeline.recipe import BUILTIN_NAMES, builtin_recipe, builtin_text
+    from pipeline.spec.recipe import BUILTIN_NAMES, builtin_recipe, builtin_text
 
     if show is not None:
         _echo(builtin_text(show).rstrip("\n"))
@@ -886,14 +854,13 @@ def sweep(
 ) -> None:
     """Train many seeds (and learning rates) of a model at once as one batched program: how often does it
     get stuck, and which pair is best?"""
-    from pipeline import sweep as SW
-    from pipeline.recipe import recipe_for
+    from pipeline.training.sweep import table as sweep_table
 
     with _json_errors(as_json):
         chosen = recipe_for(arch, recipe)
         with _member_progress(f"sweeping {chosen.name}") as on_members:
-            run = SW.run_sweep(
-                chosen, seeds, SW.parse_lrs(lrs) if lrs is not None else None, steps=steps, device=device,
+            run = pipeline.flow.run_sweep(
+                chosen, seeds, parse_lrs(lrs) if lrs is not None else None, steps=steps, device=device,
                 min_accuracy=min_accuracy, max_rmse=max_rmse, out=out, artifacts_dir=artifacts_dir,
                 export_best=export_best, on_notice=_note, on_progress=_status(), on_members=on_members,
             )  # fmt: skip
@@ -908,9 +875,9 @@ def sweep(
         if error is not None:  # one document: the sweep's results and why nothing was published
             doc["error"] = str(error)
             doc["exit_code"] = getattr(error, "exit_code", 1)
-        _echo(jsonout.dumps(doc, indent=1))
+        _echo(dumps(doc, indent=1))
     else:
-        _echo(SW.table(result))
+        _echo(sweep_table(result))
         _echo(f"written: {', '.join(str(p) for p in run.written)}")
         if published is not None:
             _echo(
@@ -940,35 +907,12 @@ def bench(
 ) -> None:
     """Measure in one run: tutorial loop vs our trainer, torch vs onnxruntime inference, stage times, start-up.
     --serve: instead, a bounded load test of `serve` (p50/p99 latency and requests/s, batch 1 and 64)."""
-    from pipeline import bench as B
+    from pipeline.bench.bench import run_command
 
-    inputs: list[Path | None] = [recipe]
-    chosen = None
-    if recipe is not None:
-        from pipeline.recipe import load_recipe
-
-        chosen = load_recipe(recipe)
-        inputs.append(chosen.data_path)
-    A.check_output(out, "--out", inputs)  # before a long run
-    if chosen is not None:
-        result = B.bench_recipe(chosen, quick)
-        B.write_results(out, {"recipe": result.as_dict()}, inputs)
-        _echo(B.recipe_table(result))
-        _echo(f"written: {out}")
-        return
-    if serve:
-        from dataclasses import asdict
-
-        results, notes = B.run_serve(Path(__file__).resolve(), quick)
-        B.write_results(out, {"serve": [asdict(r) for r in results], "notes": notes}, inputs)
-        _echo(B.serve_table(results))
-        for n in notes:
-            _echo(f"note: {n}")
-        _echo(f"written: {out}")
-        return
-    report = B.run(B.BenchConfig(quick=quick), Path(__file__).resolve())
-    B.write_results(out, report.as_dict(), inputs)
-    _echo(B.table(report))
+    ran = run_command(Path(__file__).resolve(), out, quick=quick, serve=serve, recipe=recipe)
+    _echo(ran.table)
+    for n in ran.notes:
+        _echo(f"note: {n}")
     _echo(f"written: {out}")
 
 

@@ -17,7 +17,6 @@ Layers, imports pointing down only:
   truth), `manifest` (typed records), `artifacts` (files, atomic writes, the lock), `errors`.
 """
 
-from .archs import ARCHS, TUTORIAL, Arch, expand, get_arch
 from .errors import PipelineError
 from .flow import (
     ModelRun,
@@ -26,9 +25,7 @@ from .flow import (
     RunSummary,
     StageTimes,
     export_models,
-    list_model_versions,
     publish_models,
-    resolve_version,
     run_all,
     serve_check_models,
     ship_models,
@@ -36,7 +33,9 @@ from .flow import (
     validate_models,
     verify_models,
 )
-from .recipe import Recipe, builtin_recipe, load_recipe
+from .spec.archs import ARCHS, TUTORIAL, Arch, expand, get_arch
+from .spec.recipe import Recipe, builtin_recipe, load_recipe
+from .store.versions import list_model_versions, resolve_version
 
 __all__ = [
     "ARCHS",

@@ -20,39 +20,32 @@ points PUBLISHED at it. predict, ship and serve only ever read a published (or n
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import artifacts as A
-from .archs import ALL, Arch, arch_for
-from .errors import CorruptArtifact, MissingArtifact, PipelineError, UsageError, raise_if_stopped
-from .manifest import SCHEMA, FileRecord, Manifest
+from .errors import MissingArtifact, PipelineError, UsageError, raise_if_stopped
+from .spec.archs import ALL, Arch, arch_for
+from .store import artifacts as A
+from .store import versions
+from .store.manifest import Manifest
+from .store.versions import Published
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .data import Dataset
-    from .export import ExportResult
-    from .plot import LossPlot
-    from .recipe import Recipe
-    from .runtimes import ProviderReport
-    from .ship import ShipResult
-    from .train import TrainResult
-    from .validate import Gate, ValidationResult
-    from .verify import Report, ServeCheckResult
-
-Named = Union[Arch, "Recipe"]  # what names a model folder: its `.name`
-
-
-@dataclass(frozen=True)
-class _Named:
-    """A model known by its name only (what `resolve_version` needs of it)."""
-
-    name: str
-
+    from .checks.runtimes import ProviderReport
+    from .checks.verify import Report, ServeCheckResult
+    from .graph.export import ExportResult
+    from .serving.predict import PredictJob
+    from .serving.ship import ShipResult
+    from .spec.data import Dataset
+    from .spec.recipe import Recipe
+    from .spec.starter import Starter
+    from .training.plot import LossPlot
+    from .training.train import TrainResult
+    from .training.validate import Gate, ValidationResult
 
 LogFn = Callable[[str, int, float], None]  # (arch, step, loss) at log steps
 NoticeFn = Callable[[str], None]
@@ -80,7 +73,7 @@ def worst_exit_code(outcomes: Sequence[Outcome]) -> int:
 
 def _recipes(which: str | Recipe | Arch | Sequence[Recipe | Arch]) -> list[Recipe]:
     """A built-in name, "all" (every built-in), a Recipe, or several."""
-    from .recipe import BUILTIN_NAMES, Recipe, builtin_recipe
+    from .spec.recipe import BUILTIN_NAMES, Recipe, builtin_recipe
 
     if isinstance(which, str):
         return [builtin_recipe(n) for n in BUILTIN_NAMES] if which == ALL else [builtin_recipe(which)]
@@ -115,22 +108,15 @@ def _writing(root: Path, create: bool) -> Iterator[None]:
         yield
 
 
-def _selector(named: Any) -> str:
-    """How the command line names a model (for hints): a Recipe knows its file; otherwise by name."""
-    from .recipe import Recipe, selector
-
-    return named.selector if isinstance(named, Recipe) else selector(named.name)
-
-
-def _need_folder(root: Path, arch: Arch | Recipe) -> None:
+def _need_folder(root: Path, recipe: Recipe) -> None:
     if not root.is_dir():
-        raise MissingArtifact(f"no trained model for {arch.name} in {root}: {_hint('train', arch, root)}")
-    A.check_model_dirs(root, arch.name)
+        raise MissingArtifact(f"no trained model for {recipe.name} in {root}: {_hint('train', recipe, root)}")
+    A.check_model_dirs(root, recipe.name)
 
 
-def _hint(cmd: str, named: Any, root: Path, when: str = "first") -> str:
-    """The command that fixes what a message about model `named` names (`recipe.hint`)."""
-    return A.ArtifactPaths(root, named.name, selector=_selector(named)).hint(cmd, when)
+def _hint(cmd: str, recipe: Recipe, root: Path, when: str = "first") -> str:
+    """The command that fixes what a message about `recipe`'s model names (`ArtifactPaths.hint`)."""
+    return A.ArtifactPaths(root, recipe.name, selector=recipe.selector).hint(cmd, when)
 
 
 @dataclass(frozen=True)
@@ -150,7 +136,7 @@ class Overrides:
 
     def check(self) -> None:
         """Bad values fail before any work (and before the lock)."""
-        from .recipe import builtin_recipe
+        from .spec.recipe import builtin_recipe
 
         self.apply(builtin_recipe("shallow"))
 
@@ -159,7 +145,7 @@ def load_data(recipe: Recipe, on_progress: NoticeFn | None = None, on_notice: No
     """The recipe's dataset (None for the built-in XOR points: the stages use them directly)."""
     if recipe.data.builtin is not None:
         return None
-    from .data import load_dataset
+    from .spec.data import load_dataset
 
     return load_dataset(recipe, on_progress, on_notice)
 
@@ -167,7 +153,7 @@ def load_data(recipe: Recipe, on_progress: NoticeFn | None = None, on_notice: No
 def recorded_data(manifest: Manifest, where: str) -> Any:
     """The dataset a model was trained on, read again from its recorded recipe; refused when the data
     file no longer has the sha256 recorded at training time (its validation rows would differ)."""
-    from .recipe import recipe_from_record
+    from .spec.recipe import recipe_from_record
 
     if manifest.recipe is None or manifest.recipe.get("data", {}).get("builtin") is not None:
         return None
@@ -175,7 +161,7 @@ def recorded_data(manifest: Manifest, where: str) -> Any:
     data = load_data(recipe)
     recorded = (manifest.data or {}).get("sha256")
     if recorded is not None and data.sha256 != recorded:
-        from .data import DataError
+        from .spec.data import DataError
 
         raise DataError(
             f"{data.source} changed since {manifest.arch} was trained (sha256 {data.sha256[:12]}..., "
@@ -186,181 +172,14 @@ def recorded_data(manifest: Manifest, where: str) -> Any:
 
 def _data_record(recipe: Recipe, data: Any) -> dict[str, Any]:
     if data is None:
-        from .archs import XOR_FEATURES
+        from .spec.archs import XOR_FEATURES
 
         return {"source": f"builtin:{recipe.data.builtin}", "sha256": None, "rows": 4, "features": list(XOR_FEATURES)}
     return dict(data.record())
 
 
 # ---------------------------------------------------------------------------------------------
-# Versions: resolution for readers, publication for writers
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    number: int
-    published: bool
-    created: str | None
-    final_loss: float | None
-    onnx_sha256: str | None
-    verified: bool  # every file intact (the manifest matching its seal) and a passing verify record
-    problem: str | None = None  # why it does not verify (an edited manifest, a changed file...)
-
-
-def resolve_version(
-    root: Path | str, arch: Named | str, version: int | None = None, selector: str | None = None
-) -> A.ArtifactPaths:
-    """The folder of the published version (or of version `version`) of the model named `arch` (a
-    name, or a Recipe or Arch: its `.name`). A folder in the layout of older releases is read as version
-    1 when it verifies, else refused. `selector`: how the command line names the model, for hints
-    (default: from the recipe, or the name)."""
-    from .recipe import selector as selector_of
-
-    root = Path(root)
-    name = arch if isinstance(arch, str) else arch.name
-    sel = selector or (selector_of(arch) if isinstance(arch, str) else _selector(arch))
-    if version is None:
-        number = A.read_published(root, name)
-        if number is None:
-            if A.has_legacy_layout(root, name):
-                return _legacy(root, arch if not isinstance(arch, str) else _Named(name))
-            fix = A.ArtifactPaths(root, name, selector=sel).hint("all")
-            raise MissingArtifact(f"no published version of {name} in {root}: {fix}")
-    else:
-        number = version
-    paths = A.ArtifactPaths.version(root, name, number, selector=sel)
-    if not paths.folder.is_dir() or paths.folder.is_symlink():
-        if version is None:
-            raise CorruptArtifact(f"{root / name / A.PUBLISHED} names version {number}, which is missing")
-        have = ", ".join(map(str, A.list_versions(root, name))) or "none"
-        raise MissingArtifact(f"{name} has no version {number} in {root} (versions: {have})")
-    return paths
-
-
-def _legacy(root: Path, arch: Any) -> A.ArtifactPaths:
-    """Files directly in <root>/<arch>/ (an older release): version 1 if its record says verified and
-    every file still has its recorded sha256."""
-    paths = A.ArtifactPaths(root, arch.name, "", selector=_selector(arch))
-    try:
-        manifest = A.read_manifest(paths)
-        if manifest.verify is None or not manifest.verify.passed:
-            raise CorruptArtifact("not verified")
-        for name in manifest.files:
-            A.read_verified(paths, manifest, name, "all")
-    except PipelineError:
-        raise CorruptArtifact(
-            f"{paths.folder} was made by an older version of this tool and does not verify; {paths.hint('all', 'again')}"
-        ) from None
-    return paths
-
-
-def _migrate_legacy(root: Path, arch: Named, on_notice: NoticeFn | None) -> None:
-    """Under the lock: an older release's folder becomes version 1 if it verifies; otherwise its
-    files (never verified, never servable) are removed, with a notice."""
-    import contextlib
-
-    if not A.has_legacy_layout(root, arch.name):
-        return
-    paths = A.ArtifactPaths(root, arch.name, "", selector=_selector(arch))
-    try:
-        _legacy(root, arch)
-        manifest = A.read_manifest(paths)
-        files = {n: A.read_verified(paths, manifest, n, "all") for n in manifest.files if n in A.VERSION_FILES}
-        if not A.list_versions(root, arch.name):
-            records = {n: FileRecord(hashlib.sha256(d).hexdigest(), len(d)) for n, d in files.items()}
-            number = A.create_version(
-                root, arch.name, files, manifest.replace(schema=SCHEMA, files=records, published_at=manifest.updated)
-            )
-            A.set_published(root, arch.name, number)
-            if on_notice:
-                on_notice(f"{paths.folder}: made by an older version of this tool; verified, kept as version {number}")
-    except CorruptArtifact:
-        if on_notice:
-            on_notice(f"{paths.folder}: made by an older version of this tool and not verified; its files were removed")
-    for name in (A.MANIFEST, *A.VERSION_FILES):  # the manifest first: never one that describes missing files
-        with contextlib.suppress(FileNotFoundError):
-            (paths.folder / name).unlink()
-
-
-@dataclass(frozen=True)
-class Published:
-    arch: Named
-    number: int
-    new: bool  # False: this candidate already was version `number`; the pointer moved back to it
-    pruned: tuple[int, ...] = ()
-
-
-def _publish_candidate(root: Path, arch: Named, report: Report, keep: int) -> Published:
-    """The candidate just passed verify: copy it into a new version (with its model card) and point
-    PUBLISHED at it; keep the newest `keep` versions (never the published one)."""
-    from .ship import model_card
-
-    paths = A.ArtifactPaths(root, arch.name, selector=_selector(arch))
-    manifest = A.read_manifest(paths)
-    if manifest.verify is None or not manifest.verify.passed:
-        raise CorruptArtifact(f"{paths.manifest} does not record a passing verify")
-    files = {n: A.read_verified(paths, manifest, n, "verify") for n in manifest.files if n in A.VERSION_FILES}
-    onnx, weights = manifest.file(A.ONNX), manifest.file(A.WEIGHTS)
-    for number in reversed(A.list_versions(root, arch.name)):
-        try:
-            existing = A.read_manifest(A.ArtifactPaths.version(root, arch.name, number))
-            if existing.file(A.ONNX) != onnx or existing.file(A.WEIGHTS) != weights:
-                continue
-            check_version(root, arch, number)  # every file intact: never point at a damaged version
-        except PipelineError:
-            continue
-        A.set_published(root, arch.name, number)
-        return Published(arch, number, new=False)
-    files[A.CARD] = model_card(manifest, report.as_dict()).encode()
-    records = {n: FileRecord(hashlib.sha256(d).hexdigest(), len(d)) for n, d in files.items()}
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    number = A.create_version(root, arch.name, files, manifest.replace(files=records, published_at=now))
-    A.set_published(root, arch.name, number)
-    return Published(arch, number, new=True, pruned=tuple(A.prune_versions(root, arch.name, keep)))
-
-
-def list_model_versions(root: Path | str, arch: Named) -> list[VersionInfo]:
-    """Every version of `arch`, oldest first (read-only)."""
-    root = Path(root)
-    try:
-        published = A.read_published(root, arch.name)
-    except PipelineError:
-        published = None
-    out = []
-    for number in A.list_versions(root, arch.name):
-        try:
-            m: Manifest | None = A.read_manifest(A.ArtifactPaths.version(root, arch.name, number))
-        except PipelineError:
-            m = None
-        onnx = m.file(A.ONNX) if m else None
-        problem = None
-        try:
-            check_version(root, arch, number)
-        except PipelineError as exc:
-            problem = str(exc)
-        out.append(
-            VersionInfo(
-                number=number,
-                published=number == published,
-                created=m.published_at if m else None,
-                final_loss=m.train.final_loss if m and m.train else None,
-                onnx_sha256=onnx.sha256 if onnx else None,
-                verified=problem is None,
-                problem=problem,
-            )
-        )
-    return out
-
-
-def check_version(root: Path | str, arch: Named, number: int) -> A.ArtifactPaths:
-    """Version `number` exists, every file has its recorded sha256, and it passed verify."""
-    paths = resolve_version(root, arch, number)
-    manifest = A.read_manifest(paths)
-    for name in manifest.files:
-        A.read_verified(paths, manifest, name, "verify")
-    if manifest.verify is None or not manifest.verify.passed:
-        raise CorruptArtifact(f"{paths.folder} has no passing verify record")
-    return paths
+# Versions (store.versions owns them; these wrap its writers in the lock)
 
 
 def publish_models(
@@ -369,14 +188,19 @@ def publish_models(
     """Point PUBLISHED at an existing, intact, verified version (a rollback): `publish`."""
     root = Path(root)
 
-    def one(arch: Named) -> Published:
-        A.check_model_dirs(root, arch.name)
-        check_version(root, arch, version)
-        A.set_published(root, arch.name, version)
-        return Published(arch, version, new=False)
+    def one(recipe: Recipe) -> Published:
+        return versions.publish(root, recipe.name, version, recipe.selector)
 
     with _writing(root, create=False):
         return _each(_recipes(which), one)
+
+
+def _publish_candidate(root: Path, arch: Arch, recipe: Recipe, report: Report, keep: int) -> Published:
+    """The candidate just passed verify: a new version with its model card (store.versions)."""
+    from .store.card import model_card
+
+    doc = report.as_dict()
+    return versions.publish_candidate(root, arch.name, lambda m: model_card(m, doc), keep, recipe.selector)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,7 +216,7 @@ class Trained:
 
 
 def _gate_of(recipe: Recipe) -> Gate:
-    from .validate import Gate
+    from .training.validate import Gate
 
     return Gate(recipe.gate.min_accuracy, recipe.gate.max_rmse)
 
@@ -412,8 +236,8 @@ def _train_one(
     failed retrain leaves the previous artifacts alone. Returns the dataset too (None: XOR), and
     loss.png being drawn in a separate process (None: no picture, and a notice says why): the
     caller commits it with `_finish_plot` (or cancels it)."""
-    from .train import TrainConfig, save, train
-    from .validate import evaluate, gate
+    from .training.train import TrainConfig, save, train
+    from .training.validate import evaluate, gate
 
     if data is None:
         data = load_data(recipe, on_progress, on_notice)
@@ -438,7 +262,7 @@ def _train_one(
 
 
 def _start_plot(result: TrainResult) -> tuple[LossPlot | None, str | None]:
-    from .plot import start_loss_plot, uses_tutorial_settings
+    from .training.plot import start_loss_plot, uses_tutorial_settings
 
     cfg = result.config
     overlay = uses_tutorial_settings(cfg.arch.name, cfg.steps, cfg.lr, cfg.seed, cfg.tutorial_init)
@@ -451,7 +275,7 @@ def _finish_plot(paths: A.ArtifactPaths, plot: LossPlot | None) -> tuple[str, ..
     only renders; the bytes are staged and committed here, so a kill leaves no partial file."""
     if plot is None:
         return ()
-    from .plot import PlotFailed
+    from .training.plot import PlotFailed
 
     try:
         png = plot.result()
@@ -481,7 +305,7 @@ def train_models(
     def one(recipe: Recipe) -> Trained:
         recipe = overrides.apply(recipe)
         A.check_model_dirs(root, recipe.name)
-        _migrate_legacy(root, recipe, on_notice)
+        versions.migrate_legacy(root, recipe.name, on_notice, recipe.selector)
         paths = A.ArtifactPaths(root, recipe.name, selector=recipe.selector)
         result, validation, _, notices, _, plot = _train_one(
             recipe, paths, device=device, trainer=trainer, on_log=on_log, on_notice=on_notice, on_progress=on_progress
@@ -496,7 +320,7 @@ def train_models(
 def network_for(recipe: Recipe, data: Dataset | None) -> Arch:
     """The network `recipe` trains on `data` (None: the built-in XOR points); its gate must fit the
     task the data has (a one-line RecipeError otherwise)."""
-    from .archs import XOR_FEATURES
+    from .spec.archs import XOR_FEATURES
 
     if data is None:
         arch = arch_for(recipe, XOR_FEATURES, (0, 1), "binary")
@@ -540,7 +364,7 @@ def validate_models(
     overrides: Overrides = Overrides(),
 ) -> list[Outcome[ValidationResult]]:
     """Re-check the candidate's weights against the gate (the recipe's, or the flags'): `validate`."""
-    from .validate import run_stage
+    from .training.validate import run_stage
 
     overrides.check()
 
@@ -556,7 +380,7 @@ def export_models(
     which: str | Recipe | Arch | Sequence[Recipe | Arch], root: Path | str
 ) -> list[Outcome[ExportResult]]:
     """Export the candidate's gated weights to ONNX and check the file: `export`."""
-    from .export import run_stage
+    from .graph.export import run_stage
 
     return _on_candidates(which, root, lambda paths, arch, _: run_stage(paths, arch))
 
@@ -565,7 +389,7 @@ def serve_check_models(
     which: str | Recipe | Arch | Sequence[Recipe | Arch], root: Path | str, *, provider: str = "auto"
 ) -> list[Outcome[ServeCheckResult]]:
     """onnxruntime with `provider` against torch, on the candidate: `serve-check`."""
-    from .verify import run_serve_check
+    from .checks.verify import run_serve_check
 
     return _on_candidates(
         which, root, lambda paths, arch, _: run_serve_check(paths, arch, provider, data=_candidate_data(paths))
@@ -593,7 +417,7 @@ def verify_models(
     candidate, records the report, and publishes it as a new version when it passes. With
     `version`: re-checks that version and writes nothing. Each report goes to `on_report` before a
     failed verdict becomes the model's EquivalenceFailed (fail closed, but shown first)."""
-    from .verify import REQUIRE_CHOICES, raise_on_failure, run_verify, verify_folder
+    from .checks.verify import REQUIRE_CHOICES, raise_on_failure, run_verify, verify_folder
 
     for r in require:
         if r not in REQUIRE_CHOICES:
@@ -605,11 +429,13 @@ def verify_models(
     def one(recipe: Recipe) -> Verified:
         _need_folder(root, recipe)
         if version is not None:
-            paths = check_version(root, recipe, version)
-            manifest = A.read_manifest(paths)
+            checked = versions.check_version(root, recipe.name, version, recipe.selector)
+            paths, manifest = checked.paths, checked.manifest
             arch = A.arch_of(manifest, str(paths.manifest))
             data = recorded_data(manifest, str(paths.manifest))
-            report = verify_folder(paths, arch, tuple(require), atol, rtol, data=data)
+            report = verify_folder(
+                paths, arch, tuple(require), atol, rtol, data=data, files=checked.files, manifest=manifest
+            )
             if on_report is not None:
                 on_report(report)
             raise_on_failure(report, f"version {version}")
@@ -621,7 +447,7 @@ def verify_models(
             on_report(report)
         raise_on_failure(report, str(paths.verify))
         raise_if_stopped()
-        return Verified(report, _publish_candidate(root, arch, report, keep))
+        return Verified(report, _publish_candidate(root, arch, recipe, report, keep))
 
     recipes = _recipes(which)
     if version is not None:  # reads only
@@ -643,28 +469,22 @@ def ship_models(
     instances: int = 1,
 ) -> list[Outcome[ShipResult]]:
     """A Triton model repository from the published (or a named) version: `ship`."""
-    from .ship import ship_version
+    from .serving.ship import ship_version
 
     root = Path(root)
     A.check_output_folder(Path(out), "--out")  # a file or device there: one line for every model
 
     def one(recipe: Recipe) -> ShipResult:
-        paths = resolve_version(root, recipe, version)
-        if paths.number is not None:
-            check_version(root, recipe, paths.number)  # every file intact, verified
-        manifest, raw, seal = A.read_manifest_bytes(paths)  # the very bytes checked are the ones shipped
-        arch = A.arch_of(manifest, str(paths.manifest))
-        if manifest.verify is None or not manifest.verify.passed:
-            raise CorruptArtifact(f"{paths.folder} has no passing verify record; ship takes verified versions only")
-        names = [n for n in (A.ONNX, A.VERIFY, A.CARD) if n in manifest.files]
-        files = {n: A.read_verified(paths, manifest, n, "verify") for n in names}
-        files[A.MANIFEST] = raw
-        if seal is not None:
-            files[A.SEAL] = seal
-        number = paths.number or 1
+        checked = versions.check_version(root, recipe.name, version, recipe.selector)  # every file, once
+        manifest = checked.manifest
+        arch = A.arch_of(manifest, str(checked.paths.manifest))
+        files = {n: checked.files[n] for n in (A.ONNX, A.VERIFY, A.CARD) if n in checked.files}
+        files[A.MANIFEST] = checked.manifest_bytes  # the very bytes that were checked are the ones shipped
+        if checked.seal is not None:
+            files[A.SEAL] = checked.seal
         return ship_version(
             arch,
-            number,
+            checked.number,
             files,
             Path(out),
             max_batch_size=max_batch_size,
@@ -742,8 +562,8 @@ def run_all(
     that failure is raised; with keep_going=True the other models still run and the failures are in
     `RunSummary.failures` (what the CLI does). `steps`, `lr`, `seed` and `min_accuracy` are shorthands
     for the same fields of `overrides`."""
-    from .export import export
-    from .verify import raise_on_failure, run_serve_check, run_verify
+    from .checks.verify import raise_on_failure, run_serve_check, run_verify
+    from .graph.export import export
 
     overrides = Overrides(
         steps if steps is not None else overrides.steps,
@@ -760,7 +580,7 @@ def run_all(
     def one(recipe: Recipe) -> ModelRun:
         recipe = overrides.apply(recipe)
         A.check_model_dirs(root, recipe.name)
-        _migrate_legacy(root, recipe, on_notice)
+        versions.migrate_legacy(root, recipe.name, on_notice, recipe.selector)
         paths = A.ArtifactPaths(root, recipe.name, selector=recipe.selector)
         t = time.perf_counter()
         result, validation, manifest, train_notices, data, plot = _train_one(
@@ -800,7 +620,7 @@ def run_all(
             raise_if_stopped()
             if report is not None and t_verify is not None:
                 t = time.perf_counter()
-                published = _publish_candidate(root, arch, report, keep)
+                published = _publish_candidate(root, arch, recipe, report, keep)
                 t_verify += time.perf_counter() - t
         except PipelineError:
             if plot is not None:  # the chain failed after training: the candidate still gets its picture
@@ -827,3 +647,163 @@ def run_all(
         tuple(o.result for o in outcomes if o.result is not None),
         tuple(o for o in outcomes if o.error is not None),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# sweep: the batched program (training.sweep), its files, and the best pair through the whole chain
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """A sweep with its files written and, with export_best, the best pair published."""
+
+    result: Any  # training.sweep.SweepResult
+    written: tuple[Path, ...]
+    published: Published | None  # the best pair's version, with export_best
+    notices: tuple[str, ...] = ()
+    export_error: PipelineError | None = None  # with export_best: why nothing was published
+
+
+def run_sweep(
+    which: str | Recipe | Arch,
+    seeds: int,
+    lrs: Sequence[float] | None = None,
+    *,
+    steps: int | None = None,
+    device: str = "auto",
+    min_accuracy: float | None = None,
+    max_rmse: float | None = None,
+    out: Path | None = None,
+    artifacts_dir: Path = Path("artifacts"),
+    export_best: bool = False,
+    on_notice: NoticeFn | None = None,
+    on_progress: NoticeFn | None = None,
+    on_members: Callable[[int, int], None] | None = None,
+) -> SweepRun:
+    """`sweep`: seeds 0..seeds-1 x lrs (default: the recipe's own lr) of a recipe (a built-in's name or
+    Arch, or a Recipe), on its data read once and split as `train` splits it, with its optimizer, batch
+    size and gate; steps, min_accuracy and max_rmse override the recipe's as `all`'s flags do. Writes
+    sweep.json (and sweep.png with matplotlib; without it, an old sweep.png is removed) into `out`
+    (default <artifacts_dir>/_sweeps/<name>; never inside a model's artifacts). With export_best,
+    trains the best converged pair again through `run_all` (train, gate, export, serve-check, verify)
+    so the sweep ends in a published version; when that fails (no pair converged: GateFailed), the
+    sweep's files stay written and the error comes back in `export_error`, not raised, so the caller
+    can still report the sweep. on_progress: status lines (reading data); on_members: (member-steps
+    done, in all) while training."""
+    from .errors import GateFailed
+    from .store.jsonout import dumps_bytes
+    from .training import sweep as SW
+    from .training.plot import matplotlib_missing
+    from .training.train import DEVICES
+
+    SW.check_options(seeds, lrs if lrs is not None else (1.0,), steps if steps is not None else 1, min_accuracy)
+    if device not in DEVICES:
+        raise UsageError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
+    overrides = Overrides(steps=steps, min_accuracy=min_accuracy, max_rmse=max_rmse)
+    overrides.check()
+    recipe = overrides.apply(_recipes(which)[0])
+    lrs = tuple(lrs) if lrs is not None else (recipe.train.lr,)
+    folder = out if out is not None else artifacts_dir / A.SWEEPS / recipe.name
+    A.check_output_folder(folder, "--out")
+    A.check_outside_models(folder, artifacts_dir)
+    data = load_data(recipe, on_progress, on_notice)
+    arch = network_for(recipe, data)
+    t = recipe.train
+    result = SW.sweep(
+        arch, range(seeds), lrs, steps=t.steps, device=device, min_accuracy=recipe.gate.min_accuracy,
+        max_rmse=recipe.gate.max_rmse, data=data, optimizer=t.optimizer, batch_size=t.batch_size,
+        on_progress=on_members,
+    )  # fmt: skip
+    A.ensure_folder(folder)
+    A.write_output_bytes(folder / "sweep.json", dumps_bytes(result.as_dict(), indent=1), "--out")
+    written = [folder / "sweep.json"]
+    notices = []
+    if result.device.startswith("cuda"):
+        notices.append(SW.CUDA_NOTICE)
+    missing = matplotlib_missing()
+    if missing:
+        stale = folder / "sweep.png"
+        if stale.is_file() or stale.is_symlink():
+            stale.unlink()  # a picture of an earlier sweep must not sit beside this sweep.json
+            missing += f"; removed the old {stale.name}, which showed an earlier sweep"
+        notices.append(missing.replace("loss.png", "sweep.png"))
+    else:
+        A.write_output_bytes(folder / "sweep.png", SW.write_png(result), "--out")
+        written.append(folder / "sweep.png")
+    published, error = None, None
+    if export_best:
+        best = result.summary.best
+        try:
+            if not best.converged:
+                raise GateFailed(f"no pair passed the gate (best: seed {best.seed}, lr {best.lr:g}); nothing to export")
+            # `recipe` carries the steps and gate already: the best pair's seed and lr are all that change
+            run = run_all(recipe, artifacts_dir, overrides=Overrides(seed=best.seed, lr=best.lr), device=device,
+                          on_notice=on_notice, on_progress=on_progress)  # fmt: skip
+            published = run.models[0].published
+        except PipelineError as exc:
+            error = exc
+    return SweepRun(result, tuple(written), published, tuple(notices), error)
+
+
+# ---------------------------------------------------------------------------------------------
+# init: a starter recipe for a CSV file
+
+
+def init_recipe(data: Path | str, target: str, out: Path | str | None = None, force: bool = False) -> Starter:
+    """`init`: compose a starter recipe for `data` (`spec.starter.make_starter`) and write it to `out`
+    (default ./<name>.toml): a file is written whole and renamed into place, and never replaces an
+    existing one without `force`; a FIFO or character device is written through. `out` is never the
+    data file, a folder or another special file (checked before the data is read)."""
+    from .spec.starter import make_starter, starter_path
+
+    data = Path(data)
+    name, path = starter_path(data, Path(out) if out is not None else None)
+    kind = A.check_output(path, "--out", [data], "the data file")
+    starter = make_starter(data, target, name, path)  # the data's problems first: they matter more than --out
+    if kind == A.OUTPUT_FILE and path.exists() and not force:
+        raise UsageError(f"{path} already exists; pass --force to overwrite it")
+    A.write_output_bytes(path, starter.recipe_text.encode("utf-8"), "--out", [data], "the data file")
+    return starter
+
+
+# ---------------------------------------------------------------------------------------------
+# predict and serve: the torch-free side, one call each
+
+
+def predict_job(
+    root: Path | str,
+    which: str | Recipe | None = None,
+    *,
+    model: Path | None = None,
+    version: int | None = None,
+    allow_unverified: bool = False,
+    provider: str = "auto",
+    pairs: Sequence[str] | None = None,
+    input_path: Path | None = None,
+    stdin: Any = None,
+    output: Path | None = None,
+) -> PredictJob:
+    """`predict`: the published (or `version`) version of a model (a built-in's name or a Recipe), or a
+    `model` file, with its input validated, ready to write (`PredictJob.write`)."""
+    from .serving.predict import prepare
+
+    recipe = _recipes(which)[0] if which is not None else None
+    return prepare(
+        Path(root), name=recipe.name if recipe else None, hint=recipe.selector if recipe else None, model=model,
+        version=version, allow_unverified=allow_unverified, provider=provider, pairs=pairs, input_path=input_path,
+        stdin=stdin, output=output,
+    )  # fmt: skip
+
+
+def serve_models(
+    which: str | Recipe | Sequence[Recipe], root: Path | str, *, on_line: NoticeFn = print, **options: Any
+) -> None:
+    """`serve`: the published versions of these models over the v2 protocol until SIGTERM / Ctrl-C.
+    `options`: `serving.serve.ServeConfig`'s fields (host, ports, provider, bounds, version, strict...)."""
+    from .serving.serve import ServeConfig, serve
+
+    recipes = _recipes(which)
+    config = ServeConfig(
+        root=Path(root), names=tuple(r.name for r in recipes), hints={r.name: r.selector for r in recipes}, **options
+    )
+    serve(config, on_line=on_line)

@@ -1,8 +1,8 @@
 import pytest
 
-from pipeline.archs import ARCHS, expand, get_arch
 from pipeline.errors import UsageError
-from pipeline.model import build_model, init_model
+from pipeline.spec.archs import ARCHS, expand, get_arch
+from pipeline.training.model import build_model, init_model
 
 
 def test_parameter_counts_match_the_tutorials_models():

@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from pipeline import artifacts as A
 from pipeline import errors
-from pipeline.archs import ARCHS
-from pipeline.manifest import TrainRecord
-from pipeline.model import load_trained
+from pipeline.spec.archs import ARCHS
+from pipeline.store import artifacts as A
+from pipeline.store.manifest import TrainRecord
+from pipeline.training.model import load_trained
 from tests.conftest import cli_cmd
 
 runner = CliRunner()

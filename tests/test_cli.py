@@ -101,7 +101,7 @@ def test_cuda_where_there_is_none_is_one_line():
 
 
 def test_provider_cuda_where_there_is_none(shipped_copy):
-    from pipeline.runtimes import cuda_device_problem
+    from pipeline.checks.runtimes import cuda_device_problem
 
     if cuda_device_problem() is None:
         pytest.skip("a CUDA device is present")

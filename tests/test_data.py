@@ -1,4 +1,4 @@
-"""pipeline.data: reading, checking, splitting and summarizing a recipe's CSV (and the built-in XOR)."""
+"""pipeline.spec.data: reading, checking, splitting and summarizing a recipe's CSV (and the built-in XOR)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.archs import XOR_X, XOR_Y
-from pipeline.data import DataError, Dataset, infer_task, load_dataset, read_columns, split_rows
 from pipeline.errors import UsageError
-from pipeline.recipe import DataSpec, GateSpec, ModelSpec, Recipe, TrainSpec, builtin_recipe
+from pipeline.spec.archs import XOR_X, XOR_Y
+from pipeline.spec.data import DataError, Dataset, infer_task, load_dataset, read_columns, split_rows
+from pipeline.spec.recipe import DataSpec, GateSpec, ModelSpec, Recipe, TrainSpec, builtin_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -181,7 +181,7 @@ def test_no_pandas_import(tmp_path):
     """pyarrow's to_numpy imports pandas (half a second); the reader avoids it."""
     path = write(tmp_path, "a,b,y\n1,2,x\n3,4,z\n5,6,x\n7,8,z\n")
     code = (
-        "import sys; from pipeline.data import read_columns; "
+        "import sys; from pipeline.spec.data import read_columns; "
         f"c = read_columns({str(path)!r}, 'y'); assert c.classes == ('x', 'z'); print('pandas' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -284,7 +284,7 @@ def test_unreadable_file(tmp_path):
 
 
 def test_read_error_is_a_data_error(tmp_path, monkeypatch):
-    import pipeline.data as data
+    import pipeline.spec.data as data
 
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
@@ -529,7 +529,7 @@ def test_decimal_and_large_string_columns_are_one_line_errors_not_crashes(tmp_pa
     type is refused with one line naming it, never an internal error."""
     import decimal
 
-    from pipeline.data import _feature_matrix, _Locator
+    from pipeline.spec.data import _feature_matrix, _Locator
 
     table = pa.table(
         {

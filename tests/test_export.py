@@ -3,10 +3,10 @@
 import onnx
 import pytest
 
-from pipeline import artifacts as A
-from pipeline.archs import ARCHS
-from pipeline.export import OPSET, export_model
-from pipeline.train import TrainConfig, train
+from pipeline.graph.export import OPSET, export_model
+from pipeline.spec.archs import ARCHS
+from pipeline.store import artifacts as A
+from pipeline.training.train import TrainConfig, train
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
@@ -62,7 +62,7 @@ def test_export_serializes_once_and_writes_the_bytes_it_checked(tmp_path, monkey
     staged file holds exactly the bytes that were checked and hashed."""
     import hashlib
 
-    from pipeline import export as E
+    from pipeline.graph import export as E
 
     def no_read_back(*a, **k):
         raise AssertionError("the exported model was read back from a file")

@@ -1,4 +1,4 @@
-"""pipeline.inputs: every format round-trips exact float32, bad rows are named by line/row before any chunk is
+"""pipeline.serving.inputs: every format round-trips exact float32, bad rows are named by line/row before any chunk is
 read, untrusted bytes only ever raise UsageError, stdin is capped while reading, and files stream in bounded
 memory."""
 
@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import inputs as I
 from pipeline.errors import UsageError
-from pipeline.inputs import InputSpec, open_input
+from pipeline.serving import inputs as I
+from pipeline.serving.inputs import InputSpec, open_input
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC2 = InputSpec(2)
@@ -595,7 +595,7 @@ def test_import_is_torch_free():
         "        if name.split('.')[0] in ('torch', 'pandas', 'pyarrow'):\n"
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import pipeline.inputs\n"
+        "import pipeline.serving.inputs\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import kernels as K
-from pipeline.archs import Arch
-from pipeline.data import in_memory_dataset
-from pipeline.train import TrainConfig, train
+from pipeline.spec.archs import Arch
+from pipeline.spec.data import in_memory_dataset
+from pipeline.training import kernels as K
+from pipeline.training.train import TrainConfig, train
 
 FEATURES = ("a", "b", "c", "d")
 
@@ -131,7 +131,7 @@ def test_a_hand_over_restarts_from_the_initial_weights(monkeypatch):
     """A loop that fails after changing the weights (as a CUDA graph whose capture fails after its
     warm-up steps does) hands over with the parameters restored: the autograd rerun is the
     reference run exactly."""
-    import pipeline.train as T
+    import pipeline.training.train as T
 
     real = T.explicit_loop
 
@@ -150,7 +150,7 @@ def test_a_hand_over_restarts_from_the_initial_weights(monkeypatch):
 
 
 def test_a_batch_of_every_row_is_graphed_on_cuda():
-    from pipeline.train import pick_trainer
+    from pipeline.training.train import pick_trainer
 
     assert pick_trainer(TrainConfig(_arch("relu", "binary"), batch_size=500), "cuda", 100, []) == "cuda-graph"
     assert pick_trainer(TrainConfig(_arch("relu", "binary"), batch_size=50), "cuda", 100, []) == "explicit"
@@ -159,8 +159,8 @@ def test_a_batch_of_every_row_is_graphed_on_cuda():
 def test_check_step_names_a_wrong_loss():
     data = _data("regression")
     arch = _arch("sigmoid", "regression")
-    from pipeline.model import init_model, set_scaling, training_view
-    from pipeline.train import training_tensors
+    from pipeline.training.model import init_model, set_scaling, training_view
+    from pipeline.training.train import training_tensors
 
     model = init_model(arch, 0, False)
     set_scaling(model, arch, data.stats.mean, data.stats.std, data.target_mean, data.target_std)
@@ -211,7 +211,7 @@ def test_covers_names_what_it_lacks():
 
 
 def test_every_recipe_activation_head_and_optimizer_has_kernels():
-    from pipeline import recipe
+    from pipeline.spec import recipe
 
     assert set(recipe.ACTIVATIONS) == set(K.ACTIVATIONS)
     assert set(recipe.TASKS) == set(K.TASKS)
@@ -219,7 +219,7 @@ def test_every_recipe_activation_head_and_optimizer_has_kernels():
 
 
 def test_cuda_graph_asked_for_on_adam_says_which_loop_ran():
-    from pipeline.train import pick_trainer
+    from pipeline.training.train import pick_trainer
 
     notices: list[str] = []
     cfg = TrainConfig(_arch("relu", "binary"), optimizer="adam", trainer="cuda-graph")

@@ -1,4 +1,4 @@
-"""pipeline.onnx_safety: no tensor anywhere in a shipped ONNX model may reference external data.
+"""pipeline.graph.onnx_safety: no tensor anywhere in a shipped ONNX model may reference external data.
 
 Each "place" test plants ONE external tensor somewhere a TensorProto can live and expects the walk to
 find exactly it, and `parse_self_contained` to refuse it with IntegrityError. If the walk misses a
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from onnx import AttributeProto, TensorProto, helper
 
 from pipeline.errors import CorruptArtifact, IntegrityError
-from pipeline.onnx_safety import (
+from pipeline.graph.onnx_safety import (
     ExternalRef,
     external_references,
     location_points_outside,
@@ -725,7 +725,7 @@ def test_mutated_models_only_raise_our_errors(base: bytes, data: st.DataObject) 
 def test_import_is_cheap() -> None:
     """Importing the module adds none of torch, onnx, numpy (whatever the package itself imports)."""
     code = (
-        "import sys; import pipeline.errors; before = set(sys.modules); import pipeline.onnx_safety; "
+        "import sys; import pipeline.errors; before = set(sys.modules); import pipeline.graph.onnx_safety; "
         "bad = sorted(m for m in set(sys.modules) - before if m.split('.')[0] in ('torch', 'onnx', 'numpy')); "
         "sys.exit(f'imported at module import: {bad}' if bad else 0)"
     )

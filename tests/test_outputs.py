@@ -17,8 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from pipeline import artifacts as A
 from pipeline import errors
+from pipeline.store import artifacts as A
 
 runner = CliRunner()
 NULL_DEVICE = os.makedev(1, 3)  # the kernel's null device: a private node for it under tmp_path

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import predict as P
 from pipeline.errors import IntegrityError
+from pipeline.serving import predict as P
 from tests.conftest import ROOT, load_weights, numpy_mlp, run_cli
 
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import predict as P
-from pipeline.archs import Arch
-from pipeline.contract import metadata_props
 from pipeline.errors import CorruptArtifact, UsageError
-from pipeline.inputs import open_input
-from pipeline.manifest import FileRecord, Manifest, VerifyRecord
+from pipeline.graph.contract import metadata_props
+from pipeline.serving import predict as P
+from pipeline.serving.inputs import open_input
+from pipeline.spec.archs import Arch
+from pipeline.store.manifest import FileRecord, Manifest, VerifyRecord
 from tests.conftest import ROOT
 
 MULTI = Arch(
@@ -59,7 +59,7 @@ def _export(model, arch: Arch, path: Path) -> None:
     """The exporter's call (dynamo, opset 18, symbolic batch), with the head's output name."""
     import torch
 
-    from pipeline.export import _quiet  # the exporter's logging, kept off the console (and pytest's capture)
+    from pipeline.graph.export import _quiet  # the exporter's logging, kept off the console (and pytest's capture)
 
     example = torch.zeros(4, arch.n_inputs, dtype=torch.float32)
     with _quiet():
@@ -83,7 +83,7 @@ def make_model(root: Path, arch: Arch, *, verified: bool = True, seed: int = 0):
     import onnx
     import torch
 
-    from pipeline.model import build_model, set_scaling
+    from pipeline.training.model import build_model, set_scaling
 
     torch.manual_seed(seed)
     model = build_model(arch).eval()
@@ -377,8 +377,8 @@ def test_recipe_models_predict_without_torch(models, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "block"), str(ROOT)]))
     code = (
         "import io, json, sys\n"
-        "from pipeline import predict as P\n"
-        "from pipeline.inputs import open_input\n"
+        "from pipeline.serving import predict as P\n"
+        "from pipeline.serving.inputs import open_input\n"
         f"p = P.Predictor(P.resolve_model({str(root)!r}, 'iris30', None), 'cpu')\n"
         "src = open_input(p.spec, stdin=io.StringIO(json.dumps([{f'f{i}': i for i in range(30)}])))\n"
         "P.write_json(sys.stdout, p, src)\n"

@@ -14,10 +14,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline import artifacts as A
 from pipeline import errors
-from pipeline.archs import ARCHS
-from pipeline.manifest import Manifest
+from pipeline.spec.archs import ARCHS
+from pipeline.store import artifacts as A
+from pipeline.store import versions
+from pipeline.store.manifest import Manifest
 from tests.conftest import ROOT, cli_cmd, load_weights, numpy_mlp, run_cli
 
 XOR = ("0,0", "0,1", "1,0", "1,1")
@@ -78,7 +79,7 @@ def test_skip_verify_leaves_an_unpublished_candidate(shipped_copy):
     assert r.returncode == 0, r.stderr
     assert "not published" in r.stdout
     assert (shipped_copy / "shallow" / "PUBLISHED").read_text() == before
-    assert A.list_versions(shipped_copy, "shallow") == [1]
+    assert versions.list_versions(shipped_copy, "shallow") == [1]
     _, data = _predict(shipped_copy)
     assert data["version"] == 1
 
@@ -98,7 +99,9 @@ def test_a_failed_verify_keeps_the_published_version_serving(shipped_copy):
     cand.manifest.write_text(json.dumps(m))
     r = run_cli("verify", "--arch", "shallow", "--artifacts-dir", str(shipped_copy))
     assert r.returncode == errors.EquivalenceFailed.exit_code
-    assert A.read_published(shipped_copy, "shallow") == 1 and A.list_versions(shipped_copy, "shallow") == [1]
+    assert versions.read_published(shipped_copy, "shallow") == 1 and versions.list_versions(
+        shipped_copy, "shallow"
+    ) == [1]
     r, data = _predict(shipped_copy)
     assert r.returncode == 0 and data["version"] == 1
 
@@ -111,7 +114,10 @@ def test_versions_publish_rollback_and_keep(shipped_copy):
         )
         assert r.returncode == 0, r.stderr
     # v1 (not published any more) was pruned: two versions kept, the newest published
-    assert A.list_versions(shipped_copy, "shallow") == [2, 3] and A.read_published(shipped_copy, "shallow") == 3
+    assert (
+        versions.list_versions(shipped_copy, "shallow") == [2, 3]
+        and versions.read_published(shipped_copy, "shallow") == 3
+    )
     listing = json.loads(run_cli("versions", "--arch", "shallow", "--artifacts-dir", root, "--json").stdout)["versions"]
     assert [(v["number"], v["published"]) for v in listing] == [(2, False), (3, True)]
     assert all(v["onnx_sha256"] and v["final_loss"] and v["created"] for v in listing)
@@ -126,7 +132,7 @@ def test_versions_publish_rollback_and_keep(shipped_copy):
     # a tampered version cannot be re-published
     (shipped_copy / "shallow" / "v3" / "model.onnx").write_bytes(b"\x08\x01")
     r = run_cli("publish", "--arch", "shallow", "--version", "3", "--artifacts-dir", root)
-    assert r.returncode == errors.IntegrityError.exit_code and A.read_published(shipped_copy, "shallow") == 2
+    assert r.returncode == errors.IntegrityError.exit_code and versions.read_published(shipped_copy, "shallow") == 2
 
 
 def test_verify_version_rechecks_and_writes_nothing(shipped_copy):
@@ -178,9 +184,9 @@ def test_a_folder_of_the_older_layout_is_read_as_version_1_if_it_verifies(shippe
     # a writer migrates it: the verified folder becomes v1, the new run v2
     r = run_cli("all", "--arch", "shallow", "--artifacts-dir", str(root), "--steps", "3000", "--seed", "1")
     assert r.returncode == 0, r.stderr
-    assert A.list_versions(root, "shallow") == [1, 2] and not (root / "shallow" / "manifest.json").exists()
+    assert versions.list_versions(root, "shallow") == [1, 2] and not (root / "shallow" / "manifest.json").exists()
     r = run_cli("all", "--arch", "shallow", "--artifacts-dir", str(bad), "--steps", "3000")
-    assert r.returncode == 0 and "not verified" in r.stderr and A.list_versions(bad, "shallow") == [1]
+    assert r.returncode == 0 and "not verified" in r.stderr and versions.list_versions(bad, "shallow") == [1]
 
 
 def test_predict_during_a_rerun_always_answers_from_the_published_version(shipped_copy):
@@ -271,7 +277,7 @@ def test_a_symlinked_artifacts_dir_itself_is_fine(shipped_copy, tmp_path):
 
 
 def test_the_bytes_that_were_hashed_are_the_bytes_that_run(shipped_copy):
-    from pipeline import predict as P
+    from pipeline.serving import predict as P
 
     served = P.resolve_model(shipped_copy, "shallow", None)
     onnx_path = shipped_copy / "shallow" / "v1" / "model.onnx"
@@ -299,8 +305,8 @@ def _transposing_model(path):
 
 
 def test_a_wrong_output_shape_fails_verify_and_predict(tmp_path):
-    from pipeline import verify as V
-    from pipeline.runtimes import ort_runner
+    from pipeline.checks import verify as V
+    from pipeline.checks.runtimes import ort_runner
 
     path = tmp_path / "model.onnx"
     _transposing_model(path)
@@ -427,7 +433,7 @@ def test_a_broken_matplotlib_is_a_notice_not_a_lost_model(tmp_path):
 
 
 def test_the_manifest_loss_log_is_bounded():
-    from pipeline.train import MAX_LOGGED, TrainConfig, TrainResult
+    from pipeline.training.train import MAX_LOGGED, TrainConfig, TrainResult
 
     for steps in (10001, 250_001, 10_000_000):
         r = TrainResult(
@@ -488,7 +494,7 @@ def test_a_damaged_old_version_is_never_published_again(shipped_copy):
     v1_onnx.write_bytes(v1_onnx.read_bytes() + b"\x00")
     r = run_cli("all", "--arch", "shallow", "--artifacts-dir", root)
     assert r.returncode == 0, r.stderr
-    assert A.read_published(shipped_copy, "shallow") == 2
+    assert versions.read_published(shipped_copy, "shallow") == 2
     r, data = _predict(shipped_copy)
     assert r.returncode == 0 and data["version"] == 2
     listing = json.loads(run_cli("versions", "--artifacts-dir", root, "--json").stdout)["versions"]
@@ -522,13 +528,13 @@ def test_a_version_number_taken_by_junk_is_skipped(shipped_copy, tmp_path):
     (shipped_copy / "shallow" / "v3").symlink_to(outside)
     r = run_cli("all", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "--steps", "3000", "--seed", "1")
     assert r.returncode == 0, r.stderr
-    assert A.read_published(shipped_copy, "shallow") == 4 and list(outside.iterdir()) == []
+    assert versions.read_published(shipped_copy, "shallow") == 4 and list(outside.iterdir()) == []
 
 
 def test_an_interrupt_wrapped_by_the_exporter_is_still_an_interrupt(monkeypatch, tmp_path):
     import torch
 
-    from pipeline import export as E
+    from pipeline.graph import export as E
 
     def wrapped(*a, **k):
         try:
@@ -548,7 +554,7 @@ def test_an_interrupt_wrapped_by_the_exporter_is_still_an_interrupt(monkeypatch,
 
 def _plot_children(monkeypatch):
     """Every LossPlot started from now on (to look at its child process afterwards)."""
-    from pipeline import plot
+    from pipeline.training import plot
 
     started = []
     init = plot.LossPlot.__init__
@@ -563,7 +569,7 @@ def _plot_children(monkeypatch):
 
 def test_an_interrupt_while_plotting_leaves_no_temporaries_and_no_child(monkeypatch, tmp_path):
     import pipeline
-    from pipeline import plot
+    from pipeline.training import plot
 
     started = _plot_children(monkeypatch)
 
@@ -585,7 +591,7 @@ def test_an_interrupt_while_plotting_leaves_no_temporaries_and_no_child(monkeypa
 
 def _broken_matplotlib(monkeypatch, tmp_path):
     """The parent believes matplotlib works; the drawing process imports one that raises."""
-    from pipeline import plot
+    from pipeline.training import plot
 
     fake = tmp_path / "fake-site" / "matplotlib"
     fake.mkdir(parents=True)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.archs import ARCHS, TUTORIAL
-from pipeline.recipe import (
+from pipeline.spec.archs import ARCHS, TUTORIAL
+from pipeline.spec.recipe import (
     BUILTIN_NAMES,
     RecipeError,
     builtin_recipe,
@@ -176,7 +176,7 @@ def test_a_recipe_may_not_be_served_under_a_builtins_name(tmp_path, top):
 @pytest.mark.parametrize("bad", ["a\nb", "a\rb", "tab\there", "nul\x00", "del\x7f", "c1\x85", "ls\u2028x", "bell\x07"])
 @pytest.mark.parametrize("key", ["target", "features"])
 def test_a_column_name_with_a_control_character_or_line_break_is_refused(tmp_path, bad, key):
-    from pipeline.recipe import toml_string
+    from pipeline.spec.recipe import toml_string
 
     value = toml_string(bad) if key == "target" else f'[{toml_string(bad)}, "b"]'
     text = GOOD.replace(
@@ -190,7 +190,7 @@ def test_a_column_name_with_a_control_character_or_line_break_is_refused(tmp_pat
 from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from pipeline.recipe import name_problem, toml_string  # noqa: E402
+from pipeline.spec.recipe import name_problem, toml_string  # noqa: E402
 
 
 @settings(max_examples=300, deadline=None)

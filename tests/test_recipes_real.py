@@ -49,8 +49,8 @@ def _peer(recipe_path: Path):
     from sklearn.neural_network import MLPClassifier, MLPRegressor
     from sklearn.preprocessing import StandardScaler
 
-    from pipeline.data import load_dataset
-    from pipeline.recipe import load_recipe
+    from pipeline.spec.data import load_dataset
+    from pipeline.spec.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
     data = load_dataset(recipe)
@@ -119,8 +119,8 @@ def _torch_model(folder: Path, manifest: dict):
     """The published weights in torch (the independent path: safetensors + our module builder)."""
     import torch
 
-    from pipeline.archs import Arch
-    from pipeline.model import load_model
+    from pipeline.spec.archs import Arch
+    from pipeline.training.model import load_model
 
     arch = Arch.from_record(manifest["model"], "manifest")
     model = load_model(arch, (folder / "weights.safetensors").read_bytes())

@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.contract import check_served, parse_checked, signature
+from pipeline.checks.runtimes import CPU_EP, cuda_device_problem, open_session, ort_runner, torch_runner
 from pipeline.errors import CorruptArtifact, DeviceUnavailable, IntegrityError
-from pipeline.runtimes import CPU_EP, cuda_device_problem, open_session, ort_runner, torch_runner
+from pipeline.graph.contract import check_served, parse_checked, signature
 
 
 def inspect_onnx(path):
@@ -114,8 +114,8 @@ def test_torch_runner_works_on_a_copy(shipped):
     """The runner never moves or changes the caller's model (bench once moved it to CUDA in place)."""
     import torch
 
-    from pipeline.archs import ARCHS
-    from pipeline.model import load_model
+    from pipeline.spec.archs import ARCHS
+    from pipeline.training.model import load_model
 
     model = load_model(ARCHS["shallow"], (shipped / "shallow" / "v1" / "weights.safetensors").read_bytes())
     runner = torch_runner(model, "cpu", "float64")

@@ -26,8 +26,8 @@ tritonhttp = pytest.importorskip("tritonclient.http", reason="needs tritonclient
 tritongrpc = pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc]")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from pipeline import predict as P  # noqa: E402
-from pipeline.archs import Arch  # noqa: E402
+from pipeline.serving import predict as P  # noqa: E402
+from pipeline.spec.archs import Arch  # noqa: E402
 from tests.conftest import ROOT, run_cli  # noqa: E402
 from tests.test_predict import _no_torch_env  # noqa: E402
 from tests.test_ship_recipes import HOUSES, IRIS, published_model  # noqa: E402
@@ -46,7 +46,7 @@ def free_port() -> int:
 SERVE_NAMES = """
 import sys
 from pathlib import Path
-from pipeline.serve import ServeConfig, serve
+from pipeline.serving.serve import ServeConfig, serve
 root, http, grpc, *names = sys.argv[1:]
 serve(ServeConfig(Path(root), names=tuple(names), http_port=int(http), grpc_port=int(grpc), provider="cpu"))
 """

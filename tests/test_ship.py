@@ -14,12 +14,13 @@ from google.protobuf import text_format
 from onnx import TensorProto, helper
 from tritonclient.grpc import model_config_pb2
 
-from pipeline import artifacts as A
 from pipeline import errors
-from pipeline import ship as S
-from pipeline.archs import ARCHS
-from pipeline.manifest import FileRecord, Manifest
-from pipeline.ship import model_card, ship_version
+from pipeline.serving import ship as S
+from pipeline.serving.ship import ship_version
+from pipeline.spec.archs import ARCHS
+from pipeline.store import artifacts as A
+from pipeline.store.card import model_card
+from pipeline.store.manifest import FileRecord, Manifest
 
 NAMES = ["model.onnx", "manifest.json", "verify.json"]
 
@@ -527,7 +528,7 @@ def test_loss_png_is_a_valid_image_of_sensible_size(shipped, arch):
 
 
 def test_without_matplotlib_training_still_succeeds_with_a_notice(tmp_path, monkeypatch):
-    from pipeline import plot
+    from pipeline.training import plot
 
     monkeypatch.setattr(plot, "matplotlib_missing", lambda: "matplotlib is not installed, so no loss.png")
     from typer.testing import CliRunner

@@ -15,12 +15,15 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from pipeline import artifacts as A
 from pipeline import errors
-from pipeline import ship as S
-from pipeline.archs import Arch
-from pipeline.contract import metadata_props
-from pipeline.manifest import (
+from pipeline.graph.contract import metadata_props
+from pipeline.serving import ship as S
+from pipeline.serving.ship import ship_version
+from pipeline.spec.archs import Arch
+from pipeline.store import artifacts as A
+from pipeline.store import versions
+from pipeline.store.card import model_card
+from pipeline.store.manifest import (
     ConfigRecord,
     ExportRecord,
     FileRecord,
@@ -30,7 +33,6 @@ from pipeline.manifest import (
     ValidationRecord,
     VerifyRecord,
 )
-from pipeline.ship import model_card, ship_version
 
 CLASSES = ("setosa", "versicolor", "virginica")
 IRIS = Arch(
@@ -65,8 +67,8 @@ def onnx_bytes(arch: Arch) -> bytes:
 
     import torch
 
-    from pipeline.export import _to_onnx
-    from pipeline.model import build_model, set_scaling
+    from pipeline.graph.export import _to_onnx
+    from pipeline.training.model import build_model, set_scaling
 
     torch.manual_seed(0)
     model = build_model(arch).eval()
@@ -174,8 +176,8 @@ def published_model(root: Path, arch: Arch) -> int:
     report = verify_report(arch)
     files = {A.ONNX: onnx_bytes(arch), A.VERIFY: json.dumps(report).encode()}
     files[A.CARD] = model_card(version_manifest(arch, files), report).encode()
-    number = A.create_version(root, arch.name, files, version_manifest(arch, files))
-    A.set_published(root, arch.name, number)
+    number = versions.create_version(root, arch.name, files, version_manifest(arch, files))
+    versions.set_published(root, arch.name, number)
     return number
 
 
@@ -434,7 +436,7 @@ def test_another_model_is_never_shipped_into_a_builtins_folder(shipped, tmp_path
     Triton would answer `xor_shallow` with iris. Both are refused, naming both models."""
     import dataclasses
 
-    from pipeline.archs import ARCHS
+    from pipeline.spec.archs import ARCHS
 
     repo = tmp_path / "repo"
     ship_version(ARCHS["shallow"], 1, _builtin_files(shipped), repo)
@@ -454,7 +456,7 @@ def test_another_model_is_never_shipped_into_a_builtins_folder(shipped, tmp_path
 
 
 def test_a_config_written_for_another_model_or_by_hand_is_not_replaced(shipped, tmp_path):
-    from pipeline.archs import ARCHS
+    from pipeline.spec.archs import ARCHS
 
     repo = tmp_path / "repo"
     ship_version(ARCHS["shallow"], 1, _builtin_files(shipped), repo)

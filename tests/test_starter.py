@@ -1,4 +1,4 @@
-"""pipeline.starter (`init`): a starter recipe from a CSV file that loads back and trains on that file."""
+"""pipeline.spec.starter (`init`): a starter recipe from a CSV file that loads back and trains on that file."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.archs import arch_for
-from pipeline.data import DataError, load_dataset
 from pipeline.errors import UsageError
-from pipeline.recipe import DataSpec, load_recipe
-from pipeline.starter import max_rmse, min_accuracy, starter_name, write_starter
+from pipeline.flow import init_recipe as write_starter
+from pipeline.spec.archs import arch_for
+from pipeline.spec.data import DataError, load_dataset
+from pipeline.spec.recipe import DataSpec, load_recipe
+from pipeline.spec.starter import max_rmse, min_accuracy, starter_name
 
 
 def write_csv(path: Path, header: list[str], rows) -> Path:
@@ -273,7 +274,7 @@ def test_init_refuses_a_column_name_with_a_line_break_naming_it(tmp_path):
 
 
 def test_a_name_that_needs_escaping_round_trips_from_init_through_the_recorded_recipe(tmp_path):
-    from pipeline.recipe import recipe_from_record
+    from pipeline.spec.recipe import recipe_from_record
 
     names = ['quote"d', "back\\slash", "space and / slash", "ünïcode", "a=b # c"]
     rows = [[i * (k + 1) + 0.5 * (i % 3) for k in range(len(names))] + [i % 2] for i in range(20)]

@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from pipeline.archs import ARCHS, Arch
-from pipeline.sweep import sweep
-from pipeline.train import TrainConfig, train
-from pipeline.validate import Gate, evaluate
+from pipeline.spec.archs import ARCHS, Arch
+from pipeline.training.sweep import sweep
+from pipeline.training.train import TrainConfig, train
+from pipeline.training.validate import Gate, evaluate
 
 STEPS = 3000
 STUCK_SEED = 5  # shallow seed 5 fails the gate at 3000 and 10001 steps
@@ -56,7 +56,7 @@ def test_wide_deep_members_match_single_runs():
 
 def _toy(task: str):
     """300 rows of 3 features on different scales; 240 training rows, 60 validation rows."""
-    from pipeline.data import in_memory_dataset
+    from pipeline.spec.data import in_memory_dataset
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 3)).astype(np.float32) * np.float32([3.0, 1.0, 0.5]) + 1
@@ -140,7 +140,7 @@ def test_products_without_an_exact_batched_form_match_single_runs_whatever_the_c
     stack), so it runs member by member with the single run's kernel. Before that, member 5 of seeds
     0-5 drifted (after 4000 steps its verdict flipped); now every member is a single run to the bit,
     in a chunk of 6, 4 + 2 or alone."""
-    from pipeline.sweep import _linear_plan
+    from pipeline.training.sweep import _linear_plan
 
     data = _toy("regression")
     arch = _arch("regression", "sigmoid", data)
@@ -168,7 +168,7 @@ def _cpu():
 def test_the_gate_is_judged_on_validates_row_blocks(monkeypatch):
     """Rows in blocks of validate.EVAL_CHUNK and numpy's reductions, as validate.evaluate: the same
     RMSE and accuracy to the bit (a row on the threshold gets the same verdict)."""
-    import pipeline.validate as V
+    import pipeline.training.validate as V
 
     monkeypatch.setattr(V, "EVAL_CHUNK", 7)  # 60 validation rows: 9 blocks, the last short
     for task, act in (("regression", "tanh"), ("multiclass", "relu"), ("binary", "sigmoid")):
@@ -321,7 +321,7 @@ def test_export_best_publishes_the_best_pair_through_the_pipeline(tmp_path):
     """The sweep ends in a verified, published version whose training is the best member's."""
     import json as _json
 
-    from pipeline import artifacts as A
+    from pipeline.store import versions
     from tests.conftest import run_cli
 
     root = tmp_path / "artifacts"
@@ -330,7 +330,7 @@ def test_export_best_publishes_the_best_pair_through_the_pipeline(tmp_path):
     assert r.returncode == 0, r.stderr
     doc = _json.loads(r.stdout)
     best = doc["summary"]["best"]
-    assert doc["published_version"] == 1 and A.read_published(root, "shallow") == 1
+    assert doc["published_version"] == 1 and versions.read_published(root, "shallow") == 1
     m = _json.loads((root / "shallow" / "v1" / "manifest.json").read_text())
     assert m["config"]["seed"] == best["seed"] and m["verify"]["passed"] is True
     assert abs(m["train"]["final_loss"] - best["final_loss"]) <= 1e-4 * best["final_loss"]
@@ -383,8 +383,8 @@ def test_cli_sweeps_a_csv_recipe_with_its_own_settings(tmp_path, csv_recipe):
     assert all("accuracy" in m and "rmse" not in m for m in doc["members"])
     assert json.loads((out / "sweep.json").read_text())["members"] == doc["members"]
     # the same member as `train --recipe ... --seed 4 --lr 0.05` (the autograd loop)
-    from pipeline.data import load_dataset
-    from pipeline.recipe import load_recipe
+    from pipeline.spec.data import load_dataset
+    from pipeline.spec.recipe import load_recipe
 
     recipe = load_recipe(csv_recipe)
     data = load_dataset(recipe)
@@ -422,7 +422,7 @@ def test_cli_bad_recipe_or_option_is_one_line(tmp_path, csv_recipe, args, messag
 
 
 def test_export_best_publishes_a_csv_recipe_verified(tmp_path, csv_recipe):
-    from pipeline import artifacts as A
+    from pipeline.store import versions
     from tests.conftest import run_cli
 
     root = tmp_path / "artifacts"
@@ -431,7 +431,7 @@ def test_export_best_publishes_a_csv_recipe_verified(tmp_path, csv_recipe):
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     best = doc["summary"]["best"]
-    assert best["converged"] and doc["published_version"] == 1 and A.read_published(root, "blobs") == 1
+    assert best["converged"] and doc["published_version"] == 1 and versions.read_published(root, "blobs") == 1
     assert (root / "_sweeps" / "blobs" / "sweep.json").is_file()  # the default --out: no model can be named so
     m = json.loads((root / "blobs" / "v1" / "manifest.json").read_text())
     assert (m["config"]["seed"], m["config"]["lr"]) == (best["seed"], best["lr"]) and m["verify"]["passed"] is True
@@ -507,8 +507,8 @@ def test_export_best_with_nothing_converged_still_reports_the_sweep(tmp_path):
 
 
 def test_a_stale_picture_is_removed_without_matplotlib(tmp_path, monkeypatch):
-    from pipeline import plot
-    from pipeline.sweep import run_sweep
+    from pipeline.flow import run_sweep
+    from pipeline.training import plot
 
     (tmp_path / "sweep.png").write_bytes(b"an old sweep")
     monkeypatch.setattr(plot, "matplotlib_missing", lambda: "matplotlib is not installed, so no loss.png")
@@ -521,14 +521,15 @@ def test_a_sweep_on_cuda_says_its_members_are_not_bit_identical(tmp_path, monkey
     """The CPU promise (bit-identical members) does not hold on CUDA; the user hears it."""
     import dataclasses
 
-    import pipeline.sweep as SW
+    import pipeline.training.sweep as SW
+    from pipeline.flow import run_sweep
 
     real = SW.sweep
     monkeypatch.setattr(SW, "sweep", lambda *a, **k: dataclasses.replace(real(*a, **k), device="cuda:0 (a card)"))
-    run = SW.run_sweep("shallow", 2, [1.0], steps=5, device="cpu", out=tmp_path)
+    run = run_sweep("shallow", 2, [1.0], steps=5, device="cpu", out=tmp_path)
     assert SW.CUDA_NOTICE in run.notices and "--device cpu" in SW.CUDA_NOTICE
     monkeypatch.undo()
-    assert SW.CUDA_NOTICE not in SW.run_sweep("shallow", 2, [1.0], steps=5, device="cpu", out=tmp_path / "b").notices
+    assert SW.CUDA_NOTICE not in run_sweep("shallow", 2, [1.0], steps=5, device="cpu", out=tmp_path / "b").notices
 
 
 def test_an_lr_whose_update_overflows_float32_marks_its_members_diverged_and_the_rest_trains():

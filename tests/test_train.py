@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.archs import ARCHS
 from pipeline.errors import DeviceUnavailable, TrainingFailed
-from pipeline.model import init_model, xor_tensors
-from pipeline.train import Monitor, TrainConfig, cuda_graph_loop, fast_loop, train, tutorial_loop
-from pipeline.tutorial_log import LOGS, PREDICTIONS
+from pipeline.spec.archs import ARCHS
+from pipeline.spec.tutorial_log import LOGS, PREDICTIONS
+from pipeline.training.model import init_model, xor_tensors
+from pipeline.training.train import Monitor, TrainConfig, cuda_graph_loop, fast_loop, train, tutorial_loop
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +104,8 @@ def test_cuda_graph_is_identical_to_eager_on_the_card(arch):
 def test_the_step_a_cuda_graph_replays_matches_the_fast_loop_on_cpu():
     """`recording_step(explicit step)` is what cuda_graph_loop captures; run eagerly it must give
     the fast loop's (and so the tutorial's) numbers exactly."""
-    from pipeline.kernels import explicit_step
-    from pipeline.train import recording_step
+    from pipeline.training.kernels import explicit_step
+    from pipeline.training.train import recording_step
 
     x, y = xor_tensors()
     a, b = init_model(ARCHS["wide-deep"], 777), init_model(ARCHS["wide-deep"], 777)
@@ -124,7 +124,7 @@ def test_the_step_a_cuda_graph_replays_matches_the_fast_loop_on_cpu():
 def test_explicit_loop_is_bit_identical_to_the_tutorial_loop_over_the_whole_run(arch):
     """No autograd, the ATen backward kernels called directly: the same loss history and weights to
     the bit as the tutorial's own loop, over all 10001 steps (past the plateau and the sharp drop)."""
-    from pipeline.train import explicit_loop
+    from pipeline.training.train import explicit_loop
 
     x, y = xor_tensors()
     a, b = init_model(ARCHS[arch], 777), init_model(ARCHS[arch], 777)
@@ -137,7 +137,7 @@ def test_explicit_loop_is_bit_identical_to_the_tutorial_loop_over_the_whole_run(
 
 @pytest.mark.parametrize("seed,lr", [(0, 0.5), (3, 2.0), (777, 0.1)])
 def test_explicit_loop_matches_at_other_seeds_and_rates(seed, lr):
-    from pipeline.train import explicit_loop
+    from pipeline.training.train import explicit_loop
 
     x, y = xor_tensors()
     a, b = init_model(ARCHS["wide-deep"], seed), init_model(ARCHS["wide-deep"], seed)
@@ -146,7 +146,7 @@ def test_explicit_loop_matches_at_other_seeds_and_rates(seed, lr):
 
 
 def _toy_data(task: str):
-    from pipeline.data import in_memory_dataset
+    from pipeline.spec.data import in_memory_dataset
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 3)).astype(np.float32) * 50 + 10
@@ -161,7 +161,7 @@ def _toy_data(task: str):
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
 def test_recipe_training_is_seeded_and_learns(task):
-    from pipeline.archs import Arch
+    from pipeline.spec.archs import Arch
 
     data = _toy_data(task)
     arch = Arch("toy", (3, 8, 3 if task == "multiclass" else 1), activation="relu", task=task,
@@ -178,7 +178,7 @@ def test_recipe_training_is_seeded_and_learns(task):
 
 
 def test_asking_for_the_fast_trainer_on_a_relu_recipe_trains_explicitly_and_says_so():
-    from pipeline.archs import Arch
+    from pipeline.spec.archs import Arch
 
     data = _toy_data("binary")
     arch = Arch("toy", (3, 4, 1), activation="relu", task="binary", features=("a", "b", "c"), scale_input=True)
@@ -200,7 +200,7 @@ def test_builtins_through_the_autograd_loop_are_the_explicit_bits(arch):
 def test_an_update_that_overflows_float32_is_divergence_naming_the_step_and_optimizer(trainer, lr):
     """Adam's step size lr / (1 - beta1) is beyond float32 at lr 1e38: torch refuses to convert it.
     That is the run diverging (exit 7), not an internal error."""
-    from pipeline.archs import Arch
+    from pipeline.spec.archs import Arch
 
     data = _toy_data("binary")
     arch = Arch("toy", (3, 4, 1), activation="relu", task="binary", features=("a", "b", "c"), scale_input=True)
@@ -214,8 +214,8 @@ def test_the_cli_and_the_recipe_share_one_lr_limit(tmp_path):
     from typer.testing import CliRunner
 
     import cli
-    from pipeline.limits import FLOAT32_MAX
-    from pipeline.recipe import RecipeError, builtin_recipe
+    from pipeline.spec.limits import FLOAT32_MAX
+    from pipeline.spec.recipe import RecipeError, builtin_recipe
 
     assert builtin_recipe("shallow").with_overrides(lr=FLOAT32_MAX).train.lr == FLOAT32_MAX
     assert builtin_recipe("shallow").with_overrides(lr=3.40001e38).train.lr == 3.40001e38  # once refused here only

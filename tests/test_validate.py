@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from pipeline.archs import ARCHS, XOR_X, XOR_Y
 from pipeline.errors import GateFailed
-from pipeline.model import load_model
-from pipeline.train import TrainConfig, train
-from pipeline.validate import Gate, evaluate, gate
+from pipeline.spec.archs import ARCHS, XOR_X, XOR_Y
+from pipeline.training.model import load_model
+from pipeline.training.train import TrainConfig, train
+from pipeline.training.validate import Gate, evaluate, gate
 from tests.conftest import load_weights, numpy_mlp
 
 
@@ -39,7 +39,7 @@ class _Data:
 
 
 def _arch(task, classes=(), n_in=3):
-    from pipeline.archs import Arch
+    from pipeline.spec.archs import Arch
 
     n_out = len(classes) if task == "multiclass" else 1
     return Arch("t", (n_in, 5, n_out), activation="relu", task=task, features=("a", "b", "c"), classes=classes)
@@ -48,7 +48,7 @@ def _arch(task, classes=(), n_in=3):
 def test_multiclass_accuracy_and_regression_metrics_match_numpy():
     import torch
 
-    from pipeline.model import build_model
+    from pipeline.training.model import build_model
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 3)).astype(np.float32)

@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline import artifacts as A
-from pipeline import verify as V
-from pipeline.archs import ARCHS
+from pipeline.checks import verify as V
 from pipeline.errors import EquivalenceFailed
-from pipeline.model import load_model
+from pipeline.spec.archs import ARCHS
+from pipeline.store import artifacts as A
+from pipeline.training.model import load_model
 from tests.conftest import load_weights, numpy_mlp
 
 SETS = [s.name for s in V.input_sets()]
@@ -215,7 +215,7 @@ def test_one_float64_pass_gives_the_oracle_and_the_rows_beyond_float32():
 def test_non_finite_outputs_fail_verify_with_exit_10_and_every_json_file_stays_strict(shipped_copy, monkeypatch):
     """A runtime answering inf/NaN where the float64 oracle is finite fails verify (exit 10, naming the
     runtime, set and row), and verify.json and the manifest are still strict JSON (null, explained)."""
-    from pipeline import runtimes as R
+    from pipeline.checks import runtimes as R
     from pipeline.flow import verify_models
 
     real = R.ort_runner
@@ -250,7 +250,7 @@ def test_non_finite_outputs_fail_verify_with_exit_10_and_every_json_file_stays_s
 
 
 def test_strict_json_writes_null_for_non_finite_values_and_says_where():
-    from pipeline.jsonout import dumps
+    from pipeline.store.jsonout import dumps
 
     text = dumps({"a": [1.0, float("inf")], "b": {"c": float("nan")}, "d": np.float32(2.5), "e": (1, 2)})
     doc = json.loads(text, parse_constant=lambda c: pytest.fail(c))

@@ -14,13 +14,13 @@ import torch
 from onnx import numpy_helper
 from scipy.special import erf
 
-from pipeline import artifacts as A
-from pipeline import verify as V
-from pipeline.archs import XOR_X, Arch
-from pipeline.data import in_memory_dataset
+from pipeline.checks import verify as V
+from pipeline.checks.runtimes import Runner
 from pipeline.errors import EquivalenceFailed, UsageError
-from pipeline.model import build_model, linear_layers, set_scaling
-from pipeline.runtimes import Runner
+from pipeline.spec.archs import XOR_X, Arch
+from pipeline.spec.data import in_memory_dataset
+from pipeline.store import artifacts as A
+from pipeline.training.model import build_model, linear_layers, set_scaling
 
 FEATURES = ("age", "income", "ratio")
 MEAN = np.array([40.0, 5.0e4, 0.01])
@@ -48,7 +48,7 @@ def fake_data(task: str, classes: tuple, rows: int = 500, seed: int = 0):
 
 
 def make_case(task: str, activation: str, folder: Path):
-    from pipeline.export import _to_onnx
+    from pipeline.graph.export import _to_onnx
 
     classes = {"binary": (0, 1), "multiclass": ("a", "b", "c"), "regression": ()}[task]
     arch = Arch(
@@ -158,7 +158,7 @@ def test_validation_rows_are_capped_by_a_recorded_seeded_sample():
 
 
 def test_builtins_keep_the_tutorial_sets_and_recipes_need_their_data():
-    from pipeline.archs import ARCHS
+    from pipeline.spec.archs import ARCHS
 
     xor_names = [s.name for s in V.input_sets()]
     assert [s.name for s in V.input_sets(ARCHS["shallow"])] == xor_names

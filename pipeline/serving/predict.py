@@ -36,13 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from . import artifacts as A
-from .archs import THRESHOLD, Arch, Label
-from .contract import check_served, parse_checked, read_metadata, signature
-from .errors import CorruptArtifact, MissingArtifact, UsageError
+from ..checks.runtimes import ProviderReport, Runner, ort_runner
+from ..errors import CorruptArtifact, MissingArtifact, UsageError
+from ..graph.contract import check_served, parse_checked, read_metadata, signature
+from ..spec.archs import THRESHOLD, Arch, Label
+from ..store import artifacts as A
+from ..store.manifest import Manifest
 from .inputs import InputSpec, RowSource
-from .manifest import Manifest
-from .runtimes import ProviderReport, Runner, ort_runner
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -73,7 +73,7 @@ class ServedModel:
 
 
 def _check_name(name: str) -> str:
-    from .recipe import NAME_RE
+    from ..spec.recipe import NAME_RE
 
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         shown = repr(name)[:70]
@@ -92,10 +92,12 @@ def resolve_model(
     hint: str | None = None,
 ) -> ServedModel:
     """The model to serve. `arch`: a model name (a built-in, or a recipe's `name`): its published
-    version (or `version`) in `<root>/<name>/`. `model`: an ONNX file, identified by the manifest beside
-    it (its content, not its folder's name). The network is the manifest's (`artifacts.arch_of`).
-    `hint`: how the command line names the model (`--recipe iris.toml`), for the messages' hints."""
-    from .flow import resolve_version
+    version (or `version`) in `<root>/<name>/`, checked by `store.versions` (every file hashed, the
+    manifest against its seal). `model`: an ONNX file, identified by the manifest beside it (its
+    content, not its folder's name). The network is the manifest's (`artifacts.arch_of`). `hint`: how
+    the command line names the model (`--recipe iris.toml`), for the messages' hints."""
+    from ..spec.recipe import selector
+    from ..store import versions
 
     if model is not None:
         if version is not None:
@@ -116,23 +118,24 @@ def resolve_model(
         paths = A.ArtifactPaths.loose(model.parent)
         manifest = A.read_manifest(paths)
         data = A.read_verified(paths, manifest, model.name, "export")
-        served_arch = A.arch_of(manifest, str(paths.manifest))
+        _check_files(paths, manifest, model.name)
         number = manifest.version
     else:
         if arch is None:
             raise UsageError("give a model name or a --model file")
         name = _check_name(arch)
-        paths = resolve_version(root, name, version, hint)
-        manifest = A.read_manifest(paths)
-        served_arch = A.arch_of(manifest, str(paths.manifest))
-        data = A.read_verified(paths, manifest, A.ONNX, "export")
+        checked = versions.check_version(root, name, version, hint or selector(name), require_verified=False)
+        paths, manifest = checked.paths, checked.manifest
+        if A.ONNX not in checked.files:
+            raise MissingArtifact(f"no {A.ONNX} in {paths.folder}: {paths.hint('all')}")
+        data = checked.files[A.ONNX]
         model = paths.onnx
-        number = paths.number or manifest.version or 1
-    _check_files(paths, manifest, model.name)
+        number = checked.number
+    served_arch = A.arch_of(manifest, str(paths.manifest))
     verified = manifest.verify is not None and manifest.verify.passed and A.VERIFY in manifest.files
-    if verified:
+    if verified and paths.at is not None:
         A.read_verified(paths, manifest, A.VERIFY, "verify")  # the report it refers to is there, unchanged
-    elif not allow_unverified:
+    elif not verified and not allow_unverified:
         why = "no verify report" if manifest.verify and manifest.verify.passed else "no passing verify record"
         fix = (paths if paths.arch else A.ArtifactPaths(paths.root, manifest.arch)).hint("verify")
         raise UsageError(f"{model} has {why}: {fix}, or pass --allow-unverified")
@@ -140,7 +143,7 @@ def resolve_model(
 
 
 def _check_files(paths: A.ArtifactPaths, manifest: Manifest, served: str) -> None:
-    """Every file the manifest lists and the folder holds must be intact: a damaged version is not served."""
+    """Every file the manifest lists and the folder holds must be intact: a damaged copy is not served."""
     for name in manifest.files:
         if name != served and (paths.folder / name).exists():
             A.read_verified(paths, manifest, name, "verify")
@@ -172,7 +175,7 @@ def _arch_from_metadata(proto: onnx.ModelProto, where: str) -> Arch | None:
         raise CorruptArtifact(f"{where}: its metadata xorship.classes is not a list of class values")
     n_out = len(classes) if task == "multiclass" else 1
     name = meta.get("name", "")
-    from .recipe import NAME_RE
+    from ..spec.recipe import NAME_RE
 
     try:
         return Arch(
@@ -456,6 +459,70 @@ def write_to(
 
     A.write_output(path, fill, "--output", inputs)
     return rows
+
+
+@dataclass(frozen=True, eq=False)
+class PredictJob:
+    """`predict`, ready to write: the model resolved and checked, its session open, every input row
+    validated (so a bad row anywhere fails before any output). `notes`: what the user should hear (the
+    provider's CUDA note, an unverified model)."""
+
+    served: ServedModel
+    predictor: Predictor
+    source: RowSource
+    output: Path | None
+    inputs: tuple[Path | None, ...]
+    notes: tuple[str, ...]
+
+    def write(self, as_json: bool, stdout: IO[str]) -> int:
+        """The predictions, streamed per chunk: the JSON document (`as_json`) or the table, to `output`
+        (`write_to`: a file whole, a FIFO or device written through) or `stdout`. Returns the rows."""
+        write = write_json if as_json else write_table
+        if self.output is None:
+            rows = write(stdout, self.predictor, self.source)
+            stdout.flush()
+            return rows
+        return write_to(self.output, write, self.predictor, self.source, self.inputs)
+
+
+def prepare(
+    root: Path,
+    *,
+    name: str | None = None,
+    hint: str | None = None,
+    model: Path | None = None,
+    version: int | None = None,
+    allow_unverified: bool = False,
+    provider: str = "auto",
+    pairs: Sequence[str] | None = None,
+    input_path: Path | None = None,
+    stdin: Any = None,
+    output: Path | None = None,
+) -> PredictJob:
+    """Everything `predict` does before its first output: the output destination checked (a folder, a
+    block device, the input itself: refused), the model resolved (`resolve_model`), its session
+    opened, the rows' source opened (`pairs`, a file, or `stdin` when `input_path` is `-`) and every
+    row validated."""
+    from .inputs import open_input
+
+    inputs = (input_path if input_path is not None and str(input_path) != "-" else None,)
+    if output is not None:
+        A.check_output(output, "--output", inputs)
+    served = resolve_model(root, name, model, version, allow_unverified, hint)
+    predictor = Predictor(served, provider)
+    if input_path is not None and str(input_path) == "-":
+        source = open_input(predictor.spec, stdin=stdin)
+    elif input_path is not None:
+        source = open_input(predictor.spec, path=input_path)
+    else:
+        source = open_input(predictor.spec, pairs=pairs or [])
+    source.validate()  # every row, before any output
+    notes = []
+    if predictor.providers.cuda_note and provider != "cpu":
+        notes.append(predictor.providers.cuda_note)
+    if not served.verified:
+        notes.append(f"{served.where} is not verified (--allow-unverified)")
+    return PredictJob(served, predictor, source, output, inputs, tuple(notes))
 
 
 def _cut(text: str, width: int) -> str:

@@ -10,15 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import CorruptArtifact
+from ..errors import CorruptArtifact
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-    from .archs import Arch
+    from ..spec.archs import Arch
 
 OPSET = 18  # pinned: the first opset the dynamo exporter emits; Gemm + Sigmoid are stable there
-INPUT_NAME = "x"  # (batch, n_inputs) float32, raw feature values (standardization is inside the graph)
+# the input's name is the network's (spec.archs.INPUT_NAME, beside the heads' output names)
 OUTPUT_NAME = "probability"  # the built-ins' output, (batch, 1) float32; recipes: archs.OUTPUT_NAMES[task]
 META_PREFIX = "xorship."  # metadata_props keys: xorship.task, .features, .classes, .name (JSON values)
 BATCH_DIM = "batch"

@@ -35,19 +35,17 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .archs import THRESHOLD, TUTORIAL, XOR_Y, Arch
-from .errors import UsageError, raise_if_stopped
-from .limits import FLOAT32_MAX
-from .recipe import MAX_STEPS
+from ..errors import UsageError, raise_if_stopped
+from ..spec.archs import THRESHOLD, TUTORIAL, XOR_Y, Arch
+from ..spec.limits import FLOAT32_MAX
+from ..spec.recipe import MAX_STEPS
 from .train import DIVERGENCE_FACTOR
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from .recipe import Recipe
     from .validate import Gate
 
 MAX_SEEDS = 1_000_000
@@ -211,17 +209,6 @@ def check_options(n_seeds: int, lrs: Sequence[float], steps: int, min_accuracy: 
         raise UsageError(f"--steps {steps}: must be between 1 and {MAX_STEPS:,}")
     if min_accuracy is not None and not 0.0 <= min_accuracy <= 1.0:
         raise UsageError(f"--min-accuracy {min_accuracy}: must be between 0 and 1")
-
-
-def parse_lrs(text: str) -> tuple[float, ...]:
-    """'0.5,1,2' -> (0.5, 1.0, 2.0); a bad item is a one-line UsageError."""
-    out = []
-    for item in text.split(","):
-        try:
-            out.append(float(item.strip()))
-        except ValueError:
-            raise UsageError(f"--lrs {text!r}: {item.strip()!r} is not a number (give e.g. 0.5,1,2)") from None
-    return tuple(out)
 
 
 def default_chunk(arch: Arch, rows_per_step: int = len(XOR_Y), optimizer: str = "sgd", batch_rows: int = 0) -> int:
@@ -976,123 +963,3 @@ def table(result: SweepResult, failing: int = 10) -> str:
         f"{'' if b.converged else ' (NOT converged: no pair passes the gate)'}"
     )
     return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class SweepRun:
-    """A sweep with its files written and, with export_best, the best pair published."""
-
-    result: SweepResult
-    written: tuple[Path, ...]
-    published: Any | None  # flow.Published of the best pair, with export_best
-    notices: tuple[str, ...] = ()
-    export_error: Exception | None = None  # with export_best: why nothing was published (a PipelineError)
-
-
-SWEEPS_FOLDER = "_sweeps"  # under the artifacts root: no recipe (hence no model folder) can have this name
-
-
-def check_out(folder: Path, artifacts_dir: Path) -> None:
-    """Refuse an output folder inside a model's artifacts (its candidate, a version, the model folder
-    itself): sweep.json there would sit among files the manifests describe. That is any folder under
-    <artifacts_dir>/<a possible recipe name>/, or under any folder holding a manifest.json, a PUBLISHED
-    pointer or a candidate with a manifest (a model folder under another artifacts root)."""
-    from . import artifacts as A
-    from .recipe import NAME_RE
-
-    out = folder.resolve()
-    root = artifacts_dir.resolve()
-    try:
-        rel = out.relative_to(root)
-    except ValueError:
-        rel = None
-    if rel is not None and rel.parts and NAME_RE.fullmatch(rel.parts[0]):
-        raise UsageError(
-            f"--out {folder}: inside the model folder {root / rel.parts[0]} of {artifacts_dir}; "
-            f"choose a folder outside the models (default: {artifacts_dir / SWEEPS_FOLDER}/<name>)"
-        )
-    for p in (out, *out.parents):  # a version or candidate (manifest.json), or a model folder of another root
-        if (p / A.MANIFEST).is_file() or (p / A.PUBLISHED).exists() or (p / A.CANDIDATE / A.MANIFEST).is_file():
-            raise UsageError(f"--out {folder}: inside the model artifacts at {p}; choose a folder outside them")
-
-
-def run_sweep(
-    which: Recipe | Arch | str,
-    seeds: int,
-    lrs: Sequence[float] | None = None,
-    *,
-    steps: int | None = None,
-    device: str = "auto",
-    min_accuracy: float | None = None,
-    max_rmse: float | None = None,
-    out: Path | None = None,
-    artifacts_dir: Path = Path("artifacts"),
-    export_best: bool = False,
-    on_notice: Callable[[str], None] | None = None,
-    on_progress: Callable[[str], None] | None = None,
-    on_members: ProgressFn | None = None,
-) -> SweepRun:
-    """`sweep`: seeds 0..seeds-1 x lrs (default: the recipe's own lr) of a recipe (a built-in's name or
-    Arch, or a Recipe), on its data read once and split as `train` splits it, with its optimizer, batch
-    size and gate; steps, min_accuracy and max_rmse override the recipe's as `all`'s flags do. Writes
-    sweep.json (and sweep.png with matplotlib; without it, an old sweep.png is removed) into `out`
-    (default <artifacts_dir>/_sweeps/<name>; never inside a model's artifacts). With export_best,
-    trains the best converged pair again through `run_all` (train, gate, export, serve-check, verify)
-    so the sweep ends in a published version; when that fails (no pair converged: GateFailed), the
-    sweep's files stay written and the error comes back in `export_error`, not raised, so the caller
-    can still report the sweep. on_progress: status lines (reading data); on_members: (member-steps
-    done, in all) while training."""
-    from . import artifacts as A
-    from .errors import GateFailed, PipelineError
-    from .flow import Overrides, load_data, network_for, recipes_of, run_all
-    from .jsonout import dumps_bytes
-    from .plot import matplotlib_missing
-    from .train import DEVICES
-
-    check_options(seeds, lrs if lrs is not None else (1.0,), steps if steps is not None else 1, min_accuracy)
-    if device not in DEVICES:
-        raise UsageError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
-    overrides = Overrides(steps=steps, min_accuracy=min_accuracy, max_rmse=max_rmse)
-    overrides.check()
-    recipe = overrides.apply(recipes_of(which)[0])
-    lrs = tuple(lrs) if lrs is not None else (recipe.train.lr,)
-    folder = out if out is not None else artifacts_dir / SWEEPS_FOLDER / recipe.name
-    A.check_output_folder(folder, "--out")
-    check_out(folder, artifacts_dir)
-    data = load_data(recipe, on_progress, on_notice)
-    arch = network_for(recipe, data)
-    t = recipe.train
-    result = sweep(
-        arch, range(seeds), lrs, steps=t.steps, device=device, min_accuracy=recipe.gate.min_accuracy,
-        max_rmse=recipe.gate.max_rmse, data=data, optimizer=t.optimizer, batch_size=t.batch_size,
-        on_progress=on_members,
-    )  # fmt: skip
-    A.ensure_folder(folder)
-    A.write_output_bytes(folder / "sweep.json", dumps_bytes(result.as_dict(), indent=1), "--out")
-    written = [folder / "sweep.json"]
-    notices = []
-    if result.device.startswith("cuda"):
-        notices.append(CUDA_NOTICE)
-    missing = matplotlib_missing()
-    if missing:
-        stale = folder / "sweep.png"
-        if stale.is_file() or stale.is_symlink():
-            stale.unlink()  # a picture of an earlier sweep must not sit beside this sweep.json
-            missing += f"; removed the old {stale.name}, which showed an earlier sweep"
-        notices.append(missing.replace("loss.png", "sweep.png"))
-    else:
-        A.write_output_bytes(folder / "sweep.png", write_png(result), "--out")
-        written.append(folder / "sweep.png")
-    published, error = None, None
-    if export_best:
-        best = result.summary.best
-        try:
-            if not best.converged:
-                raise GateFailed(f"no pair passed the gate (best: seed {best.seed}, lr {best.lr:g}); nothing to export")
-            # `recipe` carries the steps and gate already: the best pair's seed and lr are all that change
-            run = run_all(recipe, artifacts_dir, overrides=Overrides(seed=best.seed, lr=best.lr), device=device,
-                          on_notice=on_notice, on_progress=on_progress)  # fmt: skip
-            published = run.models[0].published
-        except PipelineError as exc:
-            error = exc
-    return SweepRun(result, tuple(written), published, tuple(notices), error)

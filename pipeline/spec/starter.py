@@ -1,6 +1,7 @@
 """`init`: a starter recipe for a CSV file, with every key commented.
 
-    starter = write_starter(Path("iris.csv"), "species")     # writes ./iris.toml
+    name, out = starter_path(Path("iris.csv"))                # ("iris", ./iris.toml)
+    starter = make_starter(Path("iris.csv"), "species", name, out)  # .recipe_text; `init` writes it
 
 The data is read and checked exactly as training reads it (`data.read_columns`), the task is inferred from
 the target column, and the recipe is parsed and resolved on the data before it is written, so the file
@@ -22,10 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from . import artifacts as A
 from .archs import Label
 from .data import Columns, DataError, make_dataset, read_columns, split_rows
-from .errors import UsageError
 from .recipe import BUILTIN_NAMES, DataSpec, builtin_recipe, parse_recipe, toml_string
 
 HIDDEN = (32, 32)
@@ -43,7 +42,7 @@ COMMENT_COLUMN = 40
 
 @dataclass(frozen=True)
 class Starter:
-    """What `init` wrote."""
+    """What `init` writes (`path`: where)."""
 
     path: Path  # the recipe written (absolute)
     recipe_text: str
@@ -55,25 +54,29 @@ class Starter:
     other_columns: tuple[tuple[str, str], ...] = ()  # (name, type) of columns of other types, left out
 
 
-def write_starter(data: Path, target: str, out: Path | None = None, force: bool = False) -> Starter:
-    """Read `data`, infer the task and write a starter recipe to `out` (default: ./<name>.toml)."""
-    data = Path(data)
+def starter_path(data: Path, out: Path | None = None) -> tuple[str, Path]:
+    """(the recipe's name, the absolute path to write it to): the name from the data file's name (a
+    built-in's name or serving name gets `-data`), the path `out` or `./<name>.toml`."""
     name = starter_name(data)
     taken = {builtin_recipe(n).serving.lower() for n in BUILTIN_NAMES}
     if name in BUILTIN_NAMES or name.replace("-", "_") in taken:
         name = f"{name}-data"  # a built-in's folder and serving name are the built-in's
-    out = (Path(out) if out is not None else Path(f"{name}.toml")).absolute()
-    kind = A.check_output(out, "--out", [data], "the data file")  # the data itself, a folder, a device: refused
+    return name, (Path(out) if out is not None else Path(f"{name}.toml")).absolute()
+
+
+def make_starter(data: Path, target: str, name: str, out: Path) -> Starter:
+    """Read and check `data` exactly as training reads it, infer the task, and compose the starter
+    recipe that will be written to `out` (its data path relative to `out`). Writes nothing: `init`
+    (`flow.init_recipe`) writes it. The recipe is parsed and resolved on the data first, so what is
+    written always loads."""
+    data = Path(data)
     features, text_columns, other_columns = _numeric_columns(data, target)
-    cols = read_columns(data, target, features)  # the data's problems first: they matter more than --out
-    if kind == A.OUTPUT_FILE and out.exists() and not force:  # a FIFO or /dev/stdout is not overwritten
-        raise UsageError(f"{out} already exists; pass --force to overwrite it")
+    cols = read_columns(data, target, features)
     spec = DataSpec(target=target, validation_fraction=0.2, split_seed=0, standardize=True)
     cols, dropped = _drop_constant(cols, spec)
     text = recipe_text(name, cols, dropped, _data_path(data, out), text_columns, other_columns)
     recipe = parse_recipe(text, out)  # what load_recipe will see, paths resolved against `out`
     make_dataset(cols, recipe.data)  # the checks that need the split
-    _write(out, text, data)
     return Starter(out, text, name, cols.task, cols.features, cols.classes, text_columns, other_columns)
 
 
@@ -265,12 +268,6 @@ def _batch_size(rows: int) -> int:
 
 def _steps(rows: int) -> int:
     return STEPS_FULL_BATCH if rows < BATCH_ROWS else STEPS_MINIBATCH
-
-
-def _write(out: Path, text: str, data: Path) -> None:
-    """Atomically for a file (a temporary in the same folder, then a rename); written through for a
-    FIFO or character device (`artifacts.write_output`)."""
-    A.write_output_bytes(out, text.encode("utf-8"), "--out", [data], "the data file")
 
 
 def _key(key: str, value: str, comment: str) -> str:

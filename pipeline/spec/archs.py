@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import CorruptArtifact, UsageError
+from ..errors import CorruptArtifact, UsageError
 from .recipe import ACTIVATIONS, BUILTIN_NAMES, TASKS, XOR_FEATURES, Label, Recipe, builtin_recipe
 
 # The four XOR points and their labels, as in the tutorial.
@@ -25,7 +25,8 @@ XOR_X: tuple[tuple[float, float], ...] = ((0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1
 XOR_Y: tuple[int, ...] = (0, 1, 1, 0)
 THRESHOLD = 0.5  # probability > THRESHOLD -> the last class, as the tutorial's `hypothesis > 0.5`
 
-OUTPUT_NAMES = {"binary": "probability", "multiclass": "probabilities", "regression": "value"}
+INPUT_NAME = "x"  # the graph's one input: (batch, n_inputs) float32 raw feature values (standardized inside)
+OUTPUT_NAMES = {"binary": "probability", "multiclass": "probabilities", "regression": "value"}  # per head
 
 
 @dataclass(frozen=True)

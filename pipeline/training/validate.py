@@ -11,10 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from . import artifacts as A
-from .archs import THRESHOLD, XOR_Y, Arch
-from .errors import GateFailed, MissingArtifact
-from .manifest import ValidationRecord
+from ..errors import GateFailed, MissingArtifact
+from ..spec.archs import THRESHOLD, XOR_Y, Arch
+from ..store import artifacts as A
+from ..store.manifest import ValidationRecord
 from .model import load_trained, xor_tensors
 
 MAX_SHOWN = 16  # per-row probabilities and labels are recorded for at most this many validation rows

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .archs import ARCHS, TUTORIAL
-from .model import init_model, xor_tensors
+from ..spec.archs import ARCHS, TUTORIAL
+from ..training.model import init_model, xor_tensors
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def _machine() -> dict:
 def bench_training(arch_name: str, device: str, cfg: BenchConfig) -> TrainBench:
     import torch
 
-    from .train import Monitor, cuda_graph_loop, explicit_loop, tutorial_loop
+    from ..training.train import Monitor, cuda_graph_loop, explicit_loop, tutorial_loop
 
     arch = ARCHS[arch_name]
     x, y = xor_tensors(device)
@@ -182,8 +182,8 @@ def bench_sweep(cfg: BenchConfig, device: str = "cpu") -> SweepBench:
     """`sweep(shallow, N seeds, lr 1, steps)` against one seed's `train()` at the same settings, both
     timed as wall time in this process after a warm-up of each. On CUDA: the sweep alone, at
     sweep_gpu_seeds seeds (seeds per second)."""
-    from .sweep import sweep
-    from .train import TrainConfig, train
+    from ..training.sweep import sweep
+    from ..training.train import TrainConfig, train
 
     arch = ARCHS["shallow"]
     gpu = device == "cuda"
@@ -238,8 +238,8 @@ def bench_inference(arch_name: str, model: Any, onnx_bytes: bytes, cfg: BenchCon
     import numpy as np
     import torch
 
-    from .errors import DeviceUnavailable
-    from .runtimes import ort_runner, torch_runner
+    from ..checks.runtimes import ort_runner, torch_runner
+    from ..errors import DeviceUnavailable
 
     # (torch runner, onnxruntime runner) per device, named for the table
     pairs = [(("torch-eager-cpu", torch_runner(model, "cpu")), ("ort-cpu", ort_runner(onnx_bytes, "cpu")))]
@@ -273,7 +273,7 @@ def bench_inference(arch_name: str, model: Any, onnx_bytes: bytes, cfg: BenchCon
 
 def bench_stages(root: Path, report: BenchReport) -> dict[str, tuple[Any, bytes]]:
     """One pass of the pipeline (run_all) per arch, timed by stage; returns {arch: (model, ONNX bytes)}."""
-    from .flow import run_all
+    from ..flow import run_all
 
     summary = run_all("all", root, device="cpu", provider="auto")
     shipped = {}
@@ -597,7 +597,7 @@ def serve_table(results: list[ServeBench]) -> str:
 
 def run_serve(cli_path: Path, quick: bool) -> tuple[list[ServeBench], list[str]]:
     """The load test on a freshly trained, verified, published shallow model."""
-    from .flow import run_all
+    from ..flow import run_all
 
     with tempfile.TemporaryDirectory() as tmp:
         run_all("shallow", Path(tmp), device="cpu", provider="cpu")
@@ -643,11 +643,11 @@ def bench_recipe(recipe: Any, quick: bool = False) -> RecipeBench:
     import numpy as np
     import torch
 
-    from .archs import arch_for
-    from .data import load_dataset
-    from .export import _to_onnx
-    from .runtimes import ort_runner, torch_runner
-    from .train import TrainConfig, train
+    from ..checks.runtimes import ort_runner, torch_runner
+    from ..graph.export import _to_onnx
+    from ..spec.archs import arch_for
+    from ..spec.data import load_dataset
+    from ..training.train import TrainConfig, train
 
     notes: list[str] = []
     data = load_dataset(recipe)
@@ -723,7 +723,43 @@ def recipe_table(b: RecipeBench) -> str:
 def write_results(out: Path, doc: dict[str, Any], inputs: Sequence[Path | None] = ()) -> None:
     """bench's JSON results into `out` (`--out`): strict JSON (non-finite figures as null, said so),
     written as `artifacts.write_output` writes any file a user names."""
-    from . import artifacts as A
-    from .jsonout import dumps_bytes
+    from ..store import artifacts as A
+    from ..store.jsonout import dumps_bytes
 
     A.write_output_bytes(out, dumps_bytes(doc), "--out", inputs)
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """What `bench` measured, as the terminal's table, with its notes; the JSON is written to `out`."""
+
+    table: str
+    notes: tuple[str, ...] = ()
+
+
+def run_command(
+    cli_path: Path, out: Path, *, quick: bool = False, serve: bool = False, recipe: Path | None = None
+) -> BenchRun:
+    """`bench`: one of its three measurements (the default one, `--serve`'s load test, or `--recipe`'s
+    data), its JSON written to `out` (checked before the run: never a folder, a device we must not
+    write, or the recipe or data it reads)."""
+    from ..spec.recipe import load_recipe
+    from ..store import artifacts as A
+
+    inputs: list[Path | None] = [recipe]
+    chosen = None
+    if recipe is not None:
+        chosen = load_recipe(recipe)
+        inputs.append(chosen.data_path)
+    A.check_output(out, "--out", inputs)  # before a long run
+    if chosen is not None:
+        result = bench_recipe(chosen, quick)
+        write_results(out, {"recipe": result.as_dict()}, inputs)
+        return BenchRun(recipe_table(result))
+    if serve:
+        results, notes = run_serve(cli_path, quick)
+        write_results(out, {"serve": [asdict(r) for r in results], "notes": notes}, inputs)
+        return BenchRun(serve_table(results), tuple(notes))
+    report = run(BenchConfig(quick=quick), cli_path)
+    write_results(out, report.as_dict(), inputs)
+    return BenchRun(table(report))

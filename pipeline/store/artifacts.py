@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .errors import (
+from ..errors import (
     ArtifactWriteError,
     CorruptArtifact,
     FolderLocked,
@@ -45,10 +45,10 @@ from .errors import (
     MissingArtifact,
     UsageError,
 )
-from .manifest import SCHEMA, FileRecord, Manifest
+from .manifest import FileRecord, Manifest
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .archs import Arch
+    from ..spec.archs import Arch
 
 WEIGHTS = "weights.safetensors"
 HISTORY = "loss_history.json"
@@ -57,6 +57,7 @@ ONNX = "model.onnx"
 VERIFY = "verify.json"
 CARD = "MODEL_CARD.md"
 MANIFEST = "manifest.json"
+LABELS = "labels.txt"  # Triton's label file of a multiclass model, beside its config in a Triton repository
 SEAL = "manifest.sha256"  # a version's manifest's sha256, `sha256sum -c` format: an edited manifest is refused
 LOCK = ".lock"
 TMP_PREFIX = ".tmp-"
@@ -91,7 +92,7 @@ class ArtifactPaths:
     def hint(self, cmd: str, when: str = "first") -> str:
         """`run train first (python cli.py train --arch shallow --artifacts-dir ROOT)`: the command that
         fixes what a message about this model names."""
-        from .recipe import hint, selector
+        from ..spec.recipe import hint, selector
 
         return hint(cmd, self.selector or selector(self.arch), when, _dir_option(self.root))
 
@@ -375,6 +376,32 @@ def write_output_bytes(
     return write_output(path, fill, option, inputs, input_name)
 
 
+SWEEPS = "_sweeps"  # <root>/_sweeps/<name>/: sweep results; no recipe (hence no model folder) has this name
+
+
+def check_outside_models(folder: Path, root: Path, option: str = "--out") -> None:
+    """Refuse an output folder inside a model's artifacts (its candidate, a version, the model folder
+    itself): files there would sit among files the manifests describe. That is any folder under
+    <root>/<a possible model name>/, or under any folder holding a manifest.json, a PUBLISHED pointer
+    or a candidate with a manifest (a model folder under another artifacts root)."""
+    from ..spec.recipe import NAME_RE
+
+    out = Path(folder).resolve()
+    base = Path(root).resolve()
+    try:
+        rel = out.relative_to(base)
+    except ValueError:
+        rel = None
+    if rel is not None and rel.parts and NAME_RE.fullmatch(rel.parts[0]):
+        raise UsageError(
+            f"{option} {folder}: inside the model folder {base / rel.parts[0]} of {root}; "
+            f"choose a folder outside the models (default: {Path(root) / SWEEPS}/<name>)"
+        )
+    for p in (out, *out.parents):  # a version or candidate (manifest.json), or a model folder of another root
+        if (p / MANIFEST).is_file() or (p / PUBLISHED).exists() or (p / CANDIDATE / MANIFEST).is_file():
+            raise UsageError(f"{option} {folder}: inside the model artifacts at {p}; choose a folder outside them")
+
+
 def clean_stale_temporaries(folder: Path) -> None:
     """Remove temporary files and folders a killed run left behind (only called while holding the
     lock). Links are removed, never followed."""
@@ -647,110 +674,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Versions and publication
-
-
-def _is_real_dir(path: Path) -> bool:
-    return path.is_dir() and not path.is_symlink()
-
-
-def list_versions(root: Path, arch: str) -> list[int]:
-    """Version numbers present for `arch`, ascending (folders v<N>; links are not versions)."""
-    folder = root / arch
-    if not _is_real_dir(folder):
-        return []
-    out = []
-    for p in folder.iterdir():
-        if p.name.startswith("v") and p.name[1:].isdigit() and not p.name[1:].startswith("0") and _is_real_dir(p):
-            out.append(int(p.name[1:]))
-    return sorted(out)
-
-
-def read_published(root: Path, arch: str) -> int | None:
-    """The published version number, or None when nothing is published. The pointer must be a plain
-    file holding a number: anything else is refused."""
-    path = root / arch / PUBLISHED
-    try:
-        fd = open_regular(path)
-    except FileNotFoundError:
-        return None
-    try:
-        text = os.read(fd, 64).decode("ascii", errors="replace").strip()
-    finally:
-        os.close(fd)
-    if not text.isdigit() or len(text) > 9 or int(text) < 1 or text != str(int(text)):
-        raise CorruptArtifact(f"{path} does not name a version ({text[:20]!r})")
-    return int(text)
-
-
-def set_published(root: Path, arch: str, number: int) -> None:
-    """Point PUBLISHED at version `number` (atomically: readers see the old or the new number)."""
-    write_atomic(root / arch / PUBLISHED, f"{number}\n".encode())
-    _fault_point("publish:pointer")
-
-
-def create_version(root: Path, arch: str, files: dict[str, bytes], manifest: Manifest) -> int:
-    """Write a new version folder v<N> (N = highest + 1) holding `files` and `manifest` (which must
-    describe them). Built under a temporary name, fsynced, renamed into place: whole or absent."""
-    folder = root / arch
-    taken = (
-        [int(p.name[1:]) for p in folder.iterdir() if p.name[:1] == "v" and p.name[1:].isdigit()]
-        if folder.is_dir()
-        else []
-    )
-    number = max(taken, default=0) + 1  # past any entry named v<N>, even one that is not a version folder
-    ensure_folder(folder)
-    final = folder / f"v{number}"
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}v{number}.", dir=folder))
-    except OSError as exc:
-        raise write_error(final, exc) from None
-    try:
-        text = manifest.replace(version=number, schema=SCHEMA, sealed=True).to_json()
-        for name, data in {**files, MANIFEST: text, SEAL: seal_of(text)}.items():
-            with open(tmp / name, "xb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        os.chmod(tmp, 0o777 & ~_UMASK)
-        fsync_dir(tmp)
-        _fault_point("publish:version-staged")
-        os.rename(tmp, final)  # fails if v<N> appeared meanwhile: never overwrite a version
-        fsync_dir(folder)
-    except OSError as exc:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise write_error(final, exc) from None
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return number
-
-
-def prune_versions(root: Path, arch: str, keep: int) -> list[int]:
-    """Remove the oldest versions beyond `keep`; the published one is never removed."""
-    import shutil
-
-    published = read_published(root, arch)
-    versions = list_versions(root, arch)
-    removable = [n for n in versions if n != published]
-    excess = len(versions) - max(keep, 1)
-    removed = []
-    for n in removable[: max(excess, 0)]:
-        target = root / arch / f"v{n}"
-        # rename first, so a reader never sees a half-removed version folder
-        doomed = root / arch / f"{TMP_PREFIX}removed-v{n}"
-        with contextlib.suppress(OSError):
-            os.rename(target, doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
-            removed.append(n)
-    return removed
-
-
 def check_model_dirs(root: Path, arch: str) -> None:
     """Before writing: <root>/<arch> and its candidate folder must be real folders, never links
     (a link there would make us write somewhere else). `root` itself may be a link."""
@@ -761,15 +684,10 @@ def check_model_dirs(root: Path, arch: str) -> None:
             raise IntegrityError(f"{folder} is not a folder")
 
 
-def has_legacy_layout(root: Path, arch: str) -> bool:
-    """A folder written by an older version of this tool: files directly in <root>/<arch>/."""
-    return (root / arch / MANIFEST).is_file()
-
-
 def arch_of(manifest: Manifest, where: str) -> Arch:
     """The network a manifest describes: its `model` section, or (schema 1 and 2, built-ins only) the
     built-in of that name."""
-    from .archs import Arch, builtin_archs
+    from ..spec.archs import Arch, builtin_archs
 
     if manifest.model is not None:
         arch = Arch.from_record(manifest.model, where)

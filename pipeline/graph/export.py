@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import artifacts as A
-from .archs import Arch
+from ..errors import ExportFailed, GateFailed, raise_if_stopped, stop_exception_in
+from ..spec.archs import INPUT_NAME, Arch
+from ..store import artifacts as A
+from ..store.manifest import ExportRecord, Manifest, TensorRecord
+from ..training.model import load_trained
 from .contract import (
     BATCH_DIM,
     EXPORTER,
-    INPUT_NAME,
     META_PREFIX,
     OPSET,
     OUTPUT_NAME,
@@ -30,9 +32,6 @@ from .contract import (
     parse_checked,
     signature_problems,
 )
-from .errors import ExportFailed, GateFailed, raise_if_stopped, stop_exception_in
-from .manifest import ExportRecord, Manifest, TensorRecord
-from .model import load_trained
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -120,7 +119,7 @@ def _to_onnx(model: Any, n_inputs: int, path: Path, output_name: str = OUTPUT_NA
 def check_exported(data: bytes, where: str, arch: Arch) -> None:
     """Post-export checks on the file's bytes: self-contained, checker (full), opset, names,
     symbolic batch."""
-    from .errors import PipelineError
+    from ..errors import PipelineError
 
     try:
         model = parse_checked(data, where)

@@ -47,10 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import artifacts as A
-from .archs import Arch
-from .contract import INPUT_NAME
-from .errors import CorruptArtifact, MissingArtifact, PipelineError, UsageError
+from ..errors import CorruptArtifact, MissingArtifact, PipelineError, UsageError
+from ..spec.archs import INPUT_NAME, Arch
+from ..store import artifacts as A
+from ..store import versions
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -194,7 +194,7 @@ def load(root: Path, name: str, version: int | None, provider: str, hint: str | 
     """Resolve as `predict` does (sha256-checked, verified only; the network from the version's own
     manifest), open its session, and check that the graph's tensor names are the description's
     (`Predictor` checks the shapes and the file's own metadata)."""
-    from .contract import parse_checked, signature
+    from ..graph.contract import parse_checked, signature
     from .predict import Predictor, resolve_model
 
     served = resolve_model(root, name, None, version, allow_unverified=False, hint=hint)
@@ -849,7 +849,7 @@ class Reloader(threading.Thread):
         for slot in list(self.slots.values()):
             old = slot.current
             try:
-                number = A.read_published(self.config.root, old.arch.name)
+                number = versions.read_published(self.config.root, old.arch.name)
             except PipelineError as exc:
                 self._problem(old.name, f"warning: {old.name}: {exc}; still serving v{old.version}")
                 continue
@@ -877,7 +877,7 @@ class Reloader(threading.Thread):
             self.on_line(f"reloaded: {new.describe()} (was v{old.version})")
         for name in list(self.pending):
             try:
-                if A.read_published(self.config.root, name) is None and self.config.version is None:
+                if versions.read_published(self.config.root, name) is None and self.config.version is None:
                     continue
                 new = load(self.config.root, name, self.config.version, self.config.provider)
             except MissingArtifact:
@@ -930,7 +930,7 @@ def check_config(config: ServeConfig) -> None:
         raise UsageError("no model to serve")
     if len(set(config.models)) != len(config.models):
         raise UsageError(f"a model is named twice: {', '.join(config.models)}")
-    from .recipe import NAME_RE
+    from ..spec.recipe import NAME_RE
 
     for name in config.models:
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):

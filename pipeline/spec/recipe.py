@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from ..errors import UsageError
 from .limits import FLOAT32_MAX
 
 # The vocabulary of a recipe (archs.py, which resolves a recipe to a network, re-exports it).
@@ -499,7 +499,7 @@ def _toml(v: Any) -> str:
 
 
 def _builtin_files() -> dict[str, Any]:
-    folder = resources.files("pipeline") / "recipes"
+    folder = resources.files("pipeline.spec") / "recipes"
     return {p.name[: -len(".toml")]: p for p in folder.iterdir() if p.name.endswith(".toml")}
 
 
@@ -544,6 +544,17 @@ def hint(cmd: str, sel: str, when: str = "first", extra: str = "") -> str:
     return f"run {cmd} {when} (`{PROGRAM} {cmd} {sel}{' ' + extra if extra else ''}`)"
 
 
+def parse_lrs(text: str) -> tuple[float, ...]:
+    """'0.5,1,2' -> (0.5, 1.0, 2.0) (`sweep --lrs`); a bad item is a one-line UsageError."""
+    out = []
+    for item in text.split(","):
+        try:
+            out.append(float(item.strip()))
+        except ValueError:
+            raise UsageError(f"--lrs {text!r}: {item.strip()!r} is not a number (give e.g. 0.5,1,2)") from None
+    return tuple(out)
+
+
 def recipe_for(arch: str | None, recipe: Path | str | None) -> Recipe:
     """What `--arch NAME` / `--recipe FILE` select (exactly one; neither: the shallow built-in)."""
     if arch is not None and recipe is not None:
@@ -560,7 +571,7 @@ def recipe_from_record(record: Mapping[str, Any], where: str) -> Recipe:
         for section in ("model", "data", "train", "gate"):
             lines += [f"[{section}]"] + [f"{k} = {_toml(v)}" for k, v in dict(record[section]).items()]
     except (KeyError, TypeError, ValueError) as exc:
-        from .errors import CorruptArtifact
+        from ..errors import CorruptArtifact
 
         raise CorruptArtifact(f"{where}: its recipe record is not readable ({exc})") from None
     return parse_recipe("\n".join(lines) + "\n", None, builtin=record.get("data", {}).get("builtin") is not None)

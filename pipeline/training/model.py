@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .archs import XOR_X, XOR_Y, Arch
-from .errors import CorruptArtifact
+from ..errors import CorruptArtifact
+from ..spec.archs import XOR_X, XOR_Y, Arch
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
 
-    from .artifacts import ArtifactPaths
-    from .manifest import Manifest
+    from ..store.artifacts import ArtifactPaths
+    from ..store.manifest import Manifest
 
 
 def _modules():
@@ -125,7 +125,7 @@ def init_model(arch: Arch, seed: int, tutorial_order: bool = True) -> torch.nn.S
     weights do not depend on the training device)."""
     import torch
 
-    from .archs import builtin_archs
+    from ..spec.archs import builtin_archs
 
     torch.manual_seed(seed)
     if torch.cuda.is_available():
@@ -178,7 +178,7 @@ def load_model(arch: Arch, weights: bytes, where: str = "weights") -> torch.nn.S
 
 def load_trained(paths: ArtifactPaths, arch: Arch) -> tuple[Manifest, torch.nn.Sequential]:
     """(manifest, model) from a model folder; the weights are hashed and parsed from the same bytes."""
-    from . import artifacts as A
+    from ..store import artifacts as A
 
     manifest = A.read_manifest(paths)
     weights = A.read_verified(paths, manifest, A.WEIGHTS, "train")

@@ -1,8 +1,9 @@
-"""Measuring verify's tolerances (docs/verification.md): `python -m pipeline.tolerances`.
+"""Measuring verify's tolerances (docs/verification.md): `python tools/measure_tolerances.py`.
 
 Random-weight models of every head and activation, exported with the pipeline's own exporter, run by
 every runtime against the float64 oracle on the input sets `verify` uses. A tool, not a stage: it
-imports the export and verify stages, which may not import each other.
+imports the export and verify stages, which may not import each other. It is ours, not the product's: it
+lives outside the package (run it from the repository root).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .archs import ACTIVATIONS, TASKS, Arch
-from .verify import (
+from pipeline.checks.verify import (
     BATCHES,
     FP32,
     TOLERANCES,
@@ -26,11 +26,12 @@ from .verify import (
     reference_evaluator_runtime,
     torch_runtime,
 )
+from pipeline.spec.archs import ACTIVATIONS, TASKS, Arch
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .data import Dataset
+    from pipeline.spec.data import Dataset
 # ---------------------------------------------------------------------------------------------
-# Measuring the tolerances (docs/verification.md): `python -m pipeline.tolerances`
+# Measuring the tolerances (docs/verification.md): `python tools/measure_tolerances.py`
 
 
 def random_case(
@@ -52,8 +53,8 @@ def random_case(
     import numpy as np
     import torch
 
-    from .data import in_memory_dataset
-    from .model import build_model, linear_layers, set_scaling
+    from pipeline.spec.data import in_memory_dataset
+    from pipeline.training.model import build_model, linear_layers, set_scaling
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -122,7 +123,7 @@ def measure_tolerances(
 
     import numpy as np
 
-    from .export import _to_onnx
+    from pipeline.graph.export import _to_onnx
 
     out: list[Measurement] = []
     with tempfile.TemporaryDirectory() as tmp:

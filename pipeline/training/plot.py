@@ -35,14 +35,14 @@ def matplotlib_missing() -> str | None:
 
 
 def uses_tutorial_settings(arch: str, steps: int, lr: float, seed: int, tutorial_init: bool) -> bool:
-    from .tutorial_log import LOGS, TUTORIAL_SETTINGS
+    from ..spec.tutorial_log import LOGS, TUTORIAL_SETTINGS
 
     return arch in LOGS and tutorial_init and {"steps": steps, "lr": lr, "seed": seed} == TUTORIAL_SETTINGS
 
 
 def tutorial_points(arch: str) -> tuple[tuple[int, float], ...]:
     """The tutorial's printed (step, loss) log for a built-in."""
-    from .tutorial_log import LOGS
+    from ..spec.tutorial_log import LOGS
 
     return LOGS[arch]
 

@@ -27,18 +27,18 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import artifacts as A
-from .archs import THRESHOLD, XOR_FEATURES, XOR_X, XOR_Y, Arch
-from .contract import check_served, parse_checked
-from .errors import DeviceUnavailable, EquivalenceFailed, UsageError
-from .limits import FLOAT32_MAX, WIDE_FACTOR  # the wide set: [min - 10 range, max + 10 range]
-from .manifest import ProvidersRecord, ServeCheckRecord, VerifyRecord
-from .model import load_trained
+from ..errors import DeviceUnavailable, EquivalenceFailed, UsageError
+from ..graph.contract import check_served, parse_checked
+from ..spec.archs import THRESHOLD, XOR_FEATURES, XOR_X, XOR_Y, Arch
+from ..spec.limits import FLOAT32_MAX, WIDE_FACTOR  # the wide set: [min - 10 range, max + 10 range]
+from ..store import artifacts as A
+from ..store.manifest import ProvidersRecord, ServeCheckRecord, VerifyRecord
+from ..training.model import load_model, load_trained
 from .runtimes import RUNNER_NAMES, ProviderReport, Runner, ort_runner, reference_runner, torch_runner
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -216,7 +216,7 @@ def model_scaling(model: Any, arch: Arch, data: Any = None) -> Scaling:
 # Built-ins: measured with `python cli.py verify --arch all --atol 1 --rtol 1` over both archs, three
 # seeds each, all input sets: fp32 runtimes (torch, onnxruntime, ReferenceEvaluator) differ from the
 # float64 oracle by at most 6e-7 per unit of the input scale; atol 5e-6 gives about 8x headroom.
-# Recipes: measured with `python -m pipeline.tolerances` (measure_tolerances: every head x activation, four
+# Recipes: measured with `python tools/measure_tolerances.py` (measure_tolerances: every head x activation, four
 # random models each, all of verify's input sets; docs/verification.md): with these numbers (and twice the
 # atol for ReLU / GELU, ACTIVATION_ATOL_FACTOR) every measured error is at least 17x below its bound.
 FP32 = Tolerance(
@@ -879,7 +879,7 @@ def _override(name: str, atol: float | None, rtol: float | None, scaling: Scalin
 def _resolve(arch: Arch | str) -> Arch:
     if isinstance(arch, Arch):
         return arch
-    from .archs import get_arch
+    from ..spec.archs import get_arch
 
     return get_arch(arch)
 
@@ -1008,11 +1008,18 @@ def raise_on_failure(report: Report, where: str) -> None:
 # From an artifacts folder: load (hash-checked), run, record, then fail closed.
 
 
-def _load(paths: A.ArtifactPaths, arch: Arch) -> tuple[Any, Any, bytes, str, Any]:
+def _load(
+    paths: A.ArtifactPaths, arch: Arch, files: Mapping[str, bytes] | None = None, manifest: Any = None
+) -> tuple[Any, Any, bytes, str, Any]:
     """(manifest, torch model, ONNX bytes, ONNX sha256, the checked ModelProto): each file read
-    once, hashed, and parsed (and checked) from those same bytes."""
-    manifest, model = load_trained(paths, arch)
-    data = A.read_verified(paths, manifest, A.ONNX, "export")
+    once, hashed, and parsed (and checked) from those same bytes. `files` and `manifest`: a version
+    already read and checked (`store.versions.Version`): its bytes are used, not read again."""
+    if files is not None and manifest is not None:
+        model = load_model(arch, files[A.WEIGHTS], str(paths.weights))
+        data = files[A.ONNX]
+    else:
+        manifest, model = load_trained(paths, arch)
+        data = A.read_verified(paths, manifest, A.ONNX, "export")
     proto = parse_checked(data, str(paths.onnx))
     check_served(proto, str(paths.onnx), arch.n_inputs, arch.n_outputs)
     return manifest, model, data, manifest.files[A.ONNX].sha256, proto
@@ -1064,10 +1071,13 @@ def verify_folder(
     rtol: float | None = None,
     *,
     data: Any = None,
+    files: Mapping[str, bytes] | None = None,
+    manifest: Any = None,
 ) -> Report:
-    """Verify a model folder (the candidate, or a version) and write nothing."""
+    """Verify a model folder (the candidate, or a version) and write nothing. `files` and `manifest`:
+    the version as `store.versions` read and checked it (its bytes are not read again)."""
     _check_data(arch, data)
-    _, model, onnx, sha, proto = _load(paths, arch)
+    _, model, onnx, sha, proto = _load(paths, arch, files, manifest)
     return verify(model, arch, onnx, sha, tuple(require), atol, rtol, data=data, checked=proto)
 
 
@@ -1082,7 +1092,7 @@ def run_verify(
 ) -> Report:
     """The full report, written to <arch>/verify.json and summarised in the manifest. Does not
     raise on a failed verdict, so the caller can show it first: then `raise_on_failure`."""
-    from .jsonout import dumps_bytes
+    from ..store.jsonout import dumps_bytes
 
     report = verify_folder(paths, arch, require, atol, rtol, data=data)
     staged = A.stage_bytes(paths.folder, A.VERIFY, dumps_bytes(report.as_dict()))  # strict JSON

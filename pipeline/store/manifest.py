@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union
 
-from .errors import CorruptArtifact
+from ..errors import CorruptArtifact
 
 SCHEMA = 4
 # 1: the layout before versions (files directly in <root>/<arch>/); 3: + model, recipe, data;

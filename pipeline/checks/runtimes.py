@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CorruptArtifact, DeviceUnavailable, UsageError
+from ..errors import CorruptArtifact, DeviceUnavailable, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np

@@ -26,10 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import artifacts as A
-from .archs import TUTORIAL, Arch
-from .errors import DeviceUnavailable, TrainingFailed
-from .manifest import ConfigRecord, Manifest, TrainRecord, ValidationRecord
+from ..errors import DeviceUnavailable, TrainingFailed
+from ..spec.archs import TUTORIAL, Arch
+from ..store import artifacts as A
+from ..store.manifest import ConfigRecord, Manifest, TrainRecord, ValidationRecord
 from .model import init_model, xor_tensors
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -563,7 +563,7 @@ def save(
 
     Returns the new manifest and notices for the user. Only a model that passed the gate gets here.
     """
-    from .jsonout import dumps_bytes
+    from ..store.jsonout import dumps_bytes
     from .model import weights_bytes
 
     cfg = result.config

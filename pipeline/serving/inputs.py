@@ -31,8 +31,8 @@ from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
-from .errors import UsageError
-from .limits import FLOAT32_MAX
+from ..errors import UsageError
+from ..spec.limits import FLOAT32_MAX
 
 MAX_STDIN_ROWS = 1_000_000  # stdin is kept in memory: more rows than this are refused (files have no cap)
 MAX_LINE_BYTES = 1 << 20  # a longer CSV line is refused instead of buffered

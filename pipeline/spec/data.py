@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from ..errors import UsageError
 from .archs import TASKS, XOR_FEATURES, XOR_X, XOR_Y, Label
-from .errors import UsageError
 from .limits import FLOAT32_MAX, WIDE_FACTOR
 from .recipe import DataSpec, Recipe, name_problem
 

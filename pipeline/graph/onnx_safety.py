@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from .errors import CorruptArtifact, IntegrityError
+from ..errors import CorruptArtifact, IntegrityError
 
 if TYPE_CHECKING:
     import onnx

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .archs import Arch
+from ..spec.archs import Arch
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu")
 TASKS = ("binary", "multiclass", "regression")

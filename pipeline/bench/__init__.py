@@ -1,0 +1,1 @@
+"""`bench`: measurements side by side, and the peer scripts it runs (the naive tutorial script)."""
