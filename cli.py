@@ -251,7 +251,7 @@ def _finish(outcomes: Sequence[Outcome], show: Callable[[Any], None]) -> None:
         if o.ok:
             show(o.result)
         else:
-            prefix = "" if len(outcomes) == 1 else f"{o.arch.name}: "
+            prefix = "" if len(outcomes) == 1 else f"{o.recipe.name}: "
             typer.echo(f"error: {prefix}{o.error}", err=True)
     code = worst_exit_code(outcomes)
     if code:
@@ -366,7 +366,7 @@ def validate(
         shown = ""
         if r.probabilities and r.accuracy is not None:
             shown = f", probabilities [{', '.join(f'{p:.5f}' for p in r.probabilities)}]"
-        _echo(f"{r.arch}: passed: {r.summary()}{shown}")
+        _echo(f"{r.name}: passed: {r.summary()}{shown}")
 
     overrides = Overrides(min_accuracy=min_accuracy, max_rmse=max_rmse)
     _finish(pipeline.validate_models(_which(arch, recipe), artifacts_dir, overrides=overrides), show)
@@ -400,7 +400,7 @@ def serve_check(
             _note(r.providers.cuda_note)
         worst = r.report.worst()
         _echo(
-            f"{r.report.arch}: serve-check passed on {r.providers.primary} (providers {list(r.providers.used)}), "
+            f"{r.report.name}: serve-check passed on {r.providers.primary} (providers {list(r.providers.used)}), "
             f"max |torch - onnx| {worst.max_abs:.3g} over {sum(c.rows for c in r.report.comparisons)} rows"
         )
 
@@ -408,7 +408,7 @@ def serve_check(
 
 
 def _verify_table(report) -> str:
-    lines = [f"{report.arch}: reference = {report.reference}"]
+    lines = [f"{report.name}: reference = {report.reference}"]
     lines.append(
         f"  {'runtime':<15} {'input set':<14} {'rows':>6} {'max abs':>9} {'max rel':>9} {'mean abs':>9} {'labels':>7}  ok"
     )
@@ -451,7 +451,7 @@ def verify(
 
     def show(report) -> None:  # shown first, then a failed verdict fails the command
         if as_json:
-            reports[report.arch] = report.as_dict()
+            reports[report.name] = report.as_dict()
         else:
             _echo(_verify_table(report))
 
@@ -468,18 +468,18 @@ def verify(
         )
     if as_json:
         for o in outcomes:
-            if o.arch.name not in reports:
-                reports[o.arch.name] = {"passed": False, "error": str(o.error), "exit_code": o.error.exit_code}
+            if o.recipe.name not in reports:
+                reports[o.recipe.name] = {"passed": False, "error": str(o.error), "exit_code": o.error.exit_code}
             if o.result is not None and o.result.published is not None:
-                reports[o.arch.name]["published_version"] = o.result.published.number
-        doc = reports[outcomes[0].arch.name] if len(outcomes) == 1 else {
+                reports[o.recipe.name]["published_version"] = o.result.published.number
+        doc = reports[outcomes[0].recipe.name] if len(outcomes) == 1 else {
             "models": reports, "passed": all(o.ok for o in outcomes)
         }  # fmt: skip
         _echo(dumps(doc, indent=2))
         code = worst_exit_code(outcomes)
         for o in outcomes:
             if o.error is not None:
-                typer.echo(f"error: {'' if len(outcomes) == 1 else o.arch.name + ': '}{o.error}", err=True)
+                typer.echo(f"error: {'' if len(outcomes) == 1 else o.recipe.name + ': '}{o.error}", err=True)
         if code:
             raise typer.Exit(code)
         return
@@ -631,7 +631,7 @@ def all_(
     if summary.models:
         _echo(_summary(summary))
     for o in summary.failures:
-        prefix = "" if not summary.models and len(summary.failures) == 1 else f"{o.arch.name}: "
+        prefix = "" if not summary.models and len(summary.failures) == 1 else f"{o.recipe.name}: "
         typer.echo(f"error: {prefix}{o.error}", err=True)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)

@@ -45,9 +45,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .spec.starter import Starter
     from .training.plot import LossPlot
     from .training.train import TrainResult
-    from .training.validate import Gate, ValidationResult
+    from .training.validate import ValidationResult
 
-LogFn = Callable[[str, int, float], None]  # (arch, step, loss) at log steps
+LogFn = Callable[[str, int, float], None]  # (model name, step, loss) at log steps
 NoticeFn = Callable[[str], None]
 ReportFn = Callable[["Report"], None]
 T = TypeVar("T")
@@ -55,10 +55,10 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Outcome(Generic[T]):
-    """One model's result, or the error that stopped it. `arch` is the recipe that named the model
+    """One model's result, or the error that stopped it. `recipe` is the recipe that named the model
     (its `.name` is the model's folder)."""
 
-    arch: Recipe
+    recipe: Recipe
     result: T | None = None
     error: PipelineError | None = None
 
@@ -141,41 +141,31 @@ class Overrides:
         self.apply(builtin_recipe("shallow"))
 
 
-def load_data(recipe: Recipe, on_progress: NoticeFn | None = None, on_notice: NoticeFn | None = None) -> Any:
-    """The recipe's dataset (None for the built-in XOR points: the stages use them directly)."""
-    if recipe.data.builtin is not None:
-        return None
+def load_data(recipe: Recipe, on_progress: NoticeFn | None = None, on_notice: NoticeFn | None = None) -> Dataset:
+    """The recipe's dataset: its file read, checked and split, or the built-in XOR points (a Dataset
+    like any other: the four points are both its training and its validation rows)."""
     from .spec.data import load_dataset
 
     return load_dataset(recipe, on_progress, on_notice)
 
 
-def recorded_data(manifest: Manifest, where: str) -> Any:
-    """The dataset a model was trained on, read again from its recorded recipe; refused when the data
-    file no longer has the sha256 recorded at training time (its validation rows would differ)."""
+def recorded_data(manifest: Manifest, where: str) -> Dataset:
+    """The dataset a model was trained on, read again from its recorded recipe (manifests of the
+    oldest releases record none: the built-ins, on the XOR points); refused when the data file no
+    longer has the sha256 recorded at training time (its validation rows would differ)."""
+    from .spec.data import DataError, xor_dataset
     from .spec.recipe import recipe_from_record
 
-    if manifest.recipe is None or manifest.recipe.get("data", {}).get("builtin") is not None:
-        return None
-    recipe = recipe_from_record(manifest.recipe, where)
-    data = load_data(recipe)
+    if manifest.recipe is None:
+        return xor_dataset()
+    data = load_data(recipe_from_record(manifest.recipe, where))
     recorded = (manifest.data or {}).get("sha256")
     if recorded is not None and data.sha256 != recorded:
-        from .spec.data import DataError
-
         raise DataError(
-            f"{data.source} changed since {manifest.arch} was trained (sha256 {data.sha256[:12]}..., "
+            f"{data.source} changed since {manifest.name} was trained (sha256 {str(data.sha256)[:12]}..., "
             f"recorded {str(recorded)[:12]}...): train again"
         )
     return data
-
-
-def _data_record(recipe: Recipe, data: Any) -> dict[str, Any]:
-    if data is None:
-        from .spec.archs import XOR_FEATURES
-
-        return {"source": f"builtin:{recipe.data.builtin}", "sha256": None, "rows": 4, "features": list(XOR_FEATURES)}
-    return dict(data.record())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,12 +205,6 @@ class Trained:
     notices: tuple[str, ...]
 
 
-def _gate_of(recipe: Recipe) -> Gate:
-    from .training.validate import Gate
-
-    return Gate(recipe.gate.min_accuracy, recipe.gate.max_rmse)
-
-
 def _train_one(
     recipe: Recipe,
     paths: A.ArtifactPaths,
@@ -230,10 +214,10 @@ def _train_one(
     on_log: LogFn | None,
     on_notice: NoticeFn | None,
     on_progress: NoticeFn | None = None,
-    data: Any = None,
-) -> tuple[TrainResult, ValidationResult, Manifest, tuple[str, ...], Any, LossPlot | None]:
-    """Read the data, train, gate, save. Nothing is written unless the model passes the gate, so a
-    failed retrain leaves the previous artifacts alone. Returns the dataset too (None: XOR), and
+    data: Dataset | None = None,
+) -> tuple[TrainResult, ValidationResult, Manifest, tuple[str, ...], Dataset, LossPlot | None]:
+    """Read the data (unless given), train, gate, save. Nothing is written unless the model passes the
+    gate, so a failed retrain leaves the previous artifacts alone. Returns the dataset too, and
     loss.png being drawn in a separate process (None: no picture, and a notice says why): the
     caller commits it with `_finish_plot` (or cancels it)."""
     from .training.train import TrainConfig, save, train
@@ -250,10 +234,10 @@ def _train_one(
     )  # fmt: skip
     log = (lambda step, loss: on_log(arch.name, step, loss)) if on_log else None
     result = train(config, log, data)
-    validation = gate(evaluate(result.model, arch, result.final_loss, _gate_of(recipe), data))
+    validation = gate(evaluate(result.model, arch, result.final_loss, recipe.gate, data))
     plot, no_plot = _start_plot(result)  # drawn beside what follows (save, export, the checks)
     try:
-        manifest, notices = save(result, validation.record(), paths, recipe.as_dict(), _data_record(recipe, data))
+        manifest, notices = save(result, validation.record(), paths, recipe.as_dict(), data.record())
     except BaseException:
         if plot is not None:
             plot.cancel()
@@ -317,15 +301,10 @@ def train_models(
         return _each(recipes, one)
 
 
-def network_for(recipe: Recipe, data: Dataset | None) -> Arch:
-    """The network `recipe` trains on `data` (None: the built-in XOR points); its gate must fit the
-    task the data has (a one-line RecipeError otherwise)."""
-    from .spec.archs import XOR_FEATURES
-
-    if data is None:
-        arch = arch_for(recipe, XOR_FEATURES, (0, 1), "binary")
-    else:
-        arch = arch_for(recipe, data.features, data.classes, data.task)
+def network_for(recipe: Recipe, data: Dataset) -> Arch:
+    """The network `recipe` trains on `data`; its gate must fit the task the data has (a one-line
+    RecipeError otherwise)."""
+    arch = arch_for(recipe, data.features, data.classes, data.task)
     recipe.check_gate(arch.task)
     return arch
 
@@ -371,7 +350,7 @@ def validate_models(
     def stage(paths: A.ArtifactPaths, arch: Arch, recipe: Recipe) -> ValidationResult:
         recipe = overrides.apply(recipe)
         recipe.check_gate(arch.task)
-        return run_stage(paths, arch, _gate_of(recipe), _candidate_data(paths))
+        return run_stage(paths, arch, recipe.gate, _candidate_data(paths))
 
     return _on_candidates(which, root, stage)
 

@@ -17,7 +17,7 @@ import pytest
 from pipeline.errors import UsageError
 from pipeline.spec.archs import XOR_X, XOR_Y
 from pipeline.spec.data import DataError, Dataset, infer_task, load_dataset, read_columns, split_rows
-from pipeline.spec.recipe import DataSpec, GateSpec, ModelSpec, Recipe, TrainSpec, builtin_recipe
+from pipeline.spec.recipe import DataSpec, Gate, ModelSpec, Recipe, TrainSpec, builtin_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def write(tmp_path: Path, text: str | bytes, name: str = "data.csv") -> Path:
 
 def recipe(path: Path, target: str = "y", **data) -> Recipe:
     spec = DataSpec(path=path.name, target=target, **data)
-    return Recipe("t", ModelSpec(), spec, TrainSpec(), GateSpec(min_accuracy=0.5), source=path.parent / "t.toml")
+    return Recipe("t", ModelSpec(), spec, TrainSpec(), Gate(min_accuracy=0.5), source=path.parent / "t.toml")
 
 
 def load(tmp_path: Path, text: str | bytes, target: str = "y", on_progress=None, on_notice=None, **data) -> Dataset:

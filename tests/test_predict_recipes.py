@@ -112,7 +112,7 @@ def make_model(root: Path, arch: Arch, *, verified: bool = True, seed: int = 0):
         (folder / "verify.json").write_bytes(contents["verify.json"])
     files = {n: FileRecord(hashlib.sha256(d).hexdigest(), len(d)) for n, d in contents.items()}
     record = VerifyRecord(True, {}, {}, {}, ()) if verified else None
-    manifest = Manifest(arch=arch.name, model=arch.record(), files=files, verify=record, version=1)
+    manifest = Manifest(name=arch.name, model=arch.record(), files=files, verify=record, version=1)
     (folder / "manifest.json").write_bytes(manifest.to_json())
     (root / arch.name / "PUBLISHED").write_text("1\n")
     return model

@@ -327,7 +327,7 @@ def test_an_existing_version_with_another_model_is_refused_naming_both_hashes(fi
         (lambda f: _with_manifest(f, version=2), errors.IntegrityError, "says it is version 2"),
         (lambda f: {**f, "MODEL_CARD.md": b"# another card"}, errors.IntegrityError, "MODEL_CARD.md has sha256"),
         (lambda f: _without_record(f, "MODEL_CARD.md"), errors.IntegrityError, "MODEL_CARD.md is not recorded"),
-        (lambda f: _with_manifest(f, arch="wide-deep"), errors.CorruptArtifact, "describes arch"),
+        (lambda f: _with_manifest(f, name="wide-deep"), errors.CorruptArtifact, "describes arch"),
         (lambda f: {k: v for k, v in f.items() if k != "verify.json"}, errors.MissingArtifact, "no verify.json"),
     ],
     ids=[
@@ -399,7 +399,7 @@ def test_a_failed_config_write_removes_the_version_folder_it_made(files, tmp_pat
 
 
 def test_a_disk_full_while_copying_leaves_nothing(files, tmp_path, monkeypatch):
-    real, calls = S._write_file, []
+    real, calls = A.write_new_file, []
 
     def write_file(path, data):
         calls.append(path.name)
@@ -407,15 +407,15 @@ def test_a_disk_full_while_copying_leaves_nothing(files, tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(S, "_write_file", write_file)
+    monkeypatch.setattr(A, "write_new_file", write_file)
     with pytest.raises(errors.ArtifactWriteError, match="disk full"):
         ship_version(SHALLOW, 1, files, tmp_path / "repo")
     assert _tree(tmp_path / "repo") == {} and len(calls) == 2
 
 
 def test_a_copy_that_does_not_read_back_with_its_sha256_is_refused(files, tmp_path, monkeypatch):
-    real = S._write_file
-    monkeypatch.setattr(S, "_write_file", lambda path, data: real(path, data[:-1] + bytes([data[-1] ^ 1])))
+    real = A.write_new_file
+    monkeypatch.setattr(A, "write_new_file", lambda path, data: real(path, data[:-1] + bytes([data[-1] ^ 1])))
     with pytest.raises(errors.ArtifactWriteError, match="sha256"):
         ship_version(SHALLOW, 1, files, tmp_path / "repo")
     assert _tree(tmp_path / "repo") == {}

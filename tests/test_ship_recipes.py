@@ -113,11 +113,11 @@ def version_manifest(arch: Arch, files: dict[str, bytes]) -> Manifest:
         else ValidationRecord((), (), 0.9667, 0.9, True, rows=30, on="validation rows")
     )
     return Manifest(
-        arch=arch.name,
+        name=arch.name,
         files={n: FileRecord(hashlib.sha256(d).hexdigest(), len(d)) for n, d in files.items()},
         versions={"python": "3.11", "torch": "2.x", "onnxruntime": "1.x"},
         config=ConfigRecord(
-            arch=arch.name,
+            name=arch.name,
             widths=arch.widths,
             n_params=arch.n_params,
             steps=500,

@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 
 import cli
 from pipeline.spec.archs import ARCHS, Arch
+from pipeline.spec.recipe import Gate
 from pipeline.training.sweep import sweep
 from pipeline.training.train import TrainConfig, train
-from pipeline.training.validate import Gate, evaluate
+from pipeline.training.validate import evaluate
 
 STEPS = 3000
 STUCK_SEED = 5  # shallow seed 5 fails the gate at 3000 and 10001 steps

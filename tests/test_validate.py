@@ -3,9 +3,10 @@ import pytest
 
 from pipeline.errors import GateFailed
 from pipeline.spec.archs import ARCHS, XOR_X, XOR_Y
+from pipeline.spec.recipe import Gate
 from pipeline.training.model import load_model
 from pipeline.training.train import TrainConfig, train
-from pipeline.training.validate import Gate, evaluate, gate
+from pipeline.training.validate import evaluate, gate
 from tests.conftest import load_weights, numpy_mlp
 
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import DeviceUnavailable, EquivalenceFailed, UsageError
 from ..graph.contract import check_served, parse_checked
-from ..spec.archs import THRESHOLD, XOR_FEATURES, XOR_X, XOR_Y, Arch
+from ..spec.archs import THRESHOLD, XOR_FEATURES, XOR_X, XOR_Y, Arch, label_indices
 from ..spec.limits import FLOAT32_MAX, WIDE_FACTOR  # the wide set: [min - 10 range, max + 10 range]
 from ..store import artifacts as A
 from ..store.manifest import ProvidersRecord, ServeCheckRecord, VerifyRecord
@@ -494,7 +494,7 @@ class RuntimeCheck:
 @dataclass(frozen=True)
 class Report:
     kind: str  # "verify" or "serve-check"
-    arch: str
+    name: str  # the model's name (the report's key on disk: "arch")
     onnx_sha256: str
     reference: str
     rel_floor: float
@@ -561,7 +561,7 @@ class Report:
         return out
 
     def as_dict(self) -> dict:
-        d = asdict(self)
+        d = {("arch" if k == "name" else k): v for k, v in asdict(self).items()}  # verify.json's key: "arch"
         d["passed"] = self.passed
         d["failures"] = self.failures()
         return d
@@ -591,15 +591,15 @@ def _labels(
     if task == "binary":
         # either label is within tolerance when the reference is within tolerance of 0.5
         near = np.abs(ref - THRESHOLD) <= tol.bound(np.full_like(ref, THRESHOLD), x)
-        labels, ref_labels = out > THRESHOLD, ref > THRESHOLD
-        disagree = int(np.sum((labels != ref_labels).any(axis=1) & ~near.any(axis=1) & ~excused))
-        return labels[:, 0].astype(np.int64), disagree, int(np.sum(near))
+        labels, ref_labels = label_indices(task, out), label_indices(task, ref)  # the one label rule
+        disagree = int(np.sum((labels != ref_labels) & ~near.any(axis=1) & ~excused))
+        return labels, disagree, int(np.sum(near))
     # multiclass: argmax; a different argmax j is forgiven when the reference's top value and its value
     # at j are within their two bounds of each other (each may move by its bound: a near tie).
     idx = np.arange(rows)
-    ref_top = np.argmax(ref, axis=1)
+    ref_top = label_indices(task, ref)
     with np.errstate(invalid="ignore"):
-        out_top = np.argmax(np.nan_to_num(out, nan=-np.inf), axis=1)
+        out_top = label_indices(task, np.nan_to_num(out, nan=-np.inf))  # a NaN is never the top class
         gap = ref[idx, ref_top] - ref[idx, out_top]
         forgiven = gap <= bound[idx, ref_top] + bound[idx, out_top]
     disagree = int(np.sum((out_top != ref_top) & ~forgiven & ~excused))
@@ -790,21 +790,25 @@ def check_runtime(runtime: Runtime, s: InputSet, batch_out: np.ndarray, samples:
 
 
 def run_engine(
+    *,
     kind: str,
-    arch: str,
+    name: str,
     onnx_sha256: str,
     reference_name: str,
     reference: Callable[[np.ndarray], np.ndarray],
     runtimes: list[Runtime],
     sets: list[InputSet],
-    skipped: dict[str, str],
-    required: list[str],
     check_set: str | None,
+    skipped: dict[str, str] | None = None,
+    required: Sequence[str] = (),
     task: str | None = None,
     beyond: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Report:
-    """Run every runtime on every set and compare with `reference`; `beyond(x)` (optional) marks the
-    rows outside float32's range (see `compare_one`)."""
+    """Run every runtime on every set and compare with `reference` (named `reference_name`): a `kind`
+    report ("verify" or "serve-check") on model `name` (its ONNX file's sha256). `check_set`: the set
+    batch consistency and repeatability are checked on; `skipped`: runtimes that could not run and
+    why; `required`: runtimes that must have run; `task`: how labels compare; `beyond(x)` marks the
+    rows outside float32's range (see `compare_one`). Keyword-only: twelve things, each named."""
     start = time.perf_counter()
     refs: dict[str, np.ndarray] = {}
     masks: dict[str, np.ndarray] = {}
@@ -823,14 +827,14 @@ def run_engine(
     ran = {rt.name: rt.detail for rt in runtimes}
     return Report(
         kind=kind,
-        arch=arch,
+        name=name,
         onnx_sha256=onnx_sha256,
         reference=reference_name,
         rel_floor=REL_FLOOR,
         tolerances={rt.name: rt.tolerance.record() for rt in runtimes},
         input_sets=[s.as_dict() for s in sets],
         ran=ran,
-        skipped=skipped,
+        skipped=dict(skipped or {}),
         required_missing=[r for r in required if r not in ran],
         comparisons=comparisons,
         checks=checks,
@@ -939,19 +943,11 @@ def verify(
     oracle = Float64Pass(model)  # the reference and the rows beyond float32, from one float64 pass
     check_set = next((s.name for s in sets if s.name.startswith("wide-") and s.x.shape[0] >= 1000), sets[-1].name)
     return run_engine(
-        "verify",
-        arch.name,
-        onnx_sha256,
-        "torch float64 on the CPU (weights from the artifact)",
-        oracle.reference,
-        runtimes,
-        sets,
-        skipped,
-        required,
-        check_set,
-        arch.task,
-        oracle.beyond,
-    )
+        kind="verify", name=arch.name, onnx_sha256=onnx_sha256,
+        reference_name="torch float64 on the CPU (weights from the artifact)", reference=oracle.reference,
+        runtimes=runtimes, sets=sets, check_set=check_set, skipped=skipped, required=required, task=arch.task,
+        beyond=oracle.beyond,
+    )  # fmt: skip
 
 
 def serve_check(
@@ -982,18 +978,10 @@ def serve_check(
     ).for_model(scaling)
     rt = Runtime(rt.runner, tol)
     report = run_engine(
-        "serve-check",
-        arch.name,
-        onnx_sha256,
-        "torch float32 on the CPU (weights from the artifact)",
-        torch_ref.run,
-        [rt],
-        sets,
-        {},
-        [],
-        "uniform-1000",
-        arch.task,
-    )
+        kind="serve-check", name=arch.name, onnx_sha256=onnx_sha256,
+        reference_name="torch float32 on the CPU (weights from the artifact)", reference=torch_ref.run,
+        runtimes=[rt], sets=sets, check_set="uniform-1000", task=arch.task,
+    )  # fmt: skip
     return report, providers
 
 
@@ -1001,7 +989,7 @@ def raise_on_failure(report: Report, where: str) -> None:
     if not report.passed:
         problems = report.failures()
         more = f" (+{len(problems) - 1} more, see {where})" if len(problems) > 1 else ""
-        raise EquivalenceFailed(f"{report.kind} failed for {report.arch}: {problems[0]}{more}")
+        raise EquivalenceFailed(f"{report.kind} failed for {report.name}: {problems[0]}{more}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -184,7 +184,7 @@ def facts_from_manifest(manifest: Manifest) -> dict[str, Any]:
     weights = manifest.file(A.WEIGHTS)
     assert cfg is not None and train is not None and val is not None and weights is not None  # checked by callers
     return {
-        "arch": cfg.arch,
+        "arch": cfg.name,  # on-disk key (xorship.arch): the model's name
         "seed": cfg.seed,
         "steps": cfg.steps,
         "lr": cfg.lr,

@@ -33,6 +33,8 @@ import numpy as np
 
 from ..errors import UsageError
 from ..spec.limits import FLOAT32_MAX
+from ..spec.numbers import DATA, HEADER, MIXED, first_line_kind
+from ..spec.numbers import is_number as _is_number
 
 MAX_STDIN_ROWS = 1_000_000  # stdin is kept in memory: more rows than this are refused (files have no cap)
 MAX_LINE_BYTES = 1 << 20  # a longer CSV line is refused instead of buffered
@@ -43,9 +45,6 @@ _CSV_BLOCK_BYTES = 1 << 20  # CSV is read and parsed this many bytes at a time
 _JSON_BLOCK_CHARS = 1 << 16
 _ARRAY_BLOCK_BYTES = 1 << 22
 _JSON_ROWS_PER_BLOCK = 16384
-# What counts as a number in CSV and command-line rows: decimal notation, nan, inf, infinity (any case, signed).
-# Deliberately stricter than float(): no "1_000", no non-ASCII digits.
-_NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|nan|inf|infinity)", re.IGNORECASE)
 _NOT_SPACE = re.compile(r"\S")
 _JSON_WS = re.compile(r"[ \t\n\r]*")
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -81,10 +80,6 @@ def _err(message: str) -> UsageError:
 def _display(path: Path) -> str:
     text = str(path)
     return text if text.isprintable() else ascii(text)
-
-
-def _is_number(text: str) -> bool:
-    return _NUMBER.fullmatch(text.strip()) is not None
 
 
 def _clip(text: str, n: int = 60) -> str:
@@ -335,11 +330,11 @@ class _CsvSource(RowSource):
         a line has exactly `width` columns, in model order."""
         width, features = self.spec.width, self.spec.features
         names = [f.strip() for f in self._split(line, line_no, header=True)]
-        numeric = [_is_number(n) for n in names]
-        header = not any(numeric)
-        if all(numeric) and features is not None and any(map(_is_number, features)) and set(features) <= set(names):
+        kind = first_line_kind(names)  # the one rule (`spec.numbers`): none a number, all, or mixed
+        header = kind == HEADER
+        if kind == DATA and features is not None and any(map(_is_number, features)) and set(features) <= set(names):
             header = True  # feature names that look like numbers: a first line naming every feature is the header
-        elif any(numeric) and not all(numeric):
+        elif kind == MIXED:
             if features is None or not set(features) <= set(names):
                 raise _err(
                     f"{self.name}: line {line_no} ({_clip(line)}) mixes numbers and text: a header line must have no"

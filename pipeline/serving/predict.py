@@ -40,6 +40,7 @@ from ..checks.runtimes import ProviderReport, Runner, ort_runner
 from ..errors import CorruptArtifact, MissingArtifact, UsageError
 from ..graph.contract import check_served, parse_checked, read_metadata, signature
 from ..spec.archs import THRESHOLD, Arch, Label
+from ..spec.archs import label_indices as _label_rule
 from ..store import artifacts as A
 from ..store.manifest import Manifest
 from .inputs import InputSpec, RowSource
@@ -137,7 +138,7 @@ def resolve_model(
         A.read_verified(paths, manifest, A.VERIFY, "verify")  # the report it refers to is there, unchanged
     elif not verified and not allow_unverified:
         why = "no verify report" if manifest.verify and manifest.verify.passed else "no passing verify record"
-        fix = (paths if paths.arch else A.ArtifactPaths(paths.root, manifest.arch)).hint("verify")
+        fix = (paths if paths.name else A.ArtifactPaths(paths.root, manifest.name)).hint("verify")
         raise UsageError(f"{model} has {why}: {fix}, or pass --allow-unverified")
     return ServedModel(model, data, True, verified, served_arch, number)
 
@@ -294,15 +295,8 @@ class Predictor:
 
 
 def label_indices(arch: Arch, out: np.ndarray) -> np.ndarray:
-    """binary: 1 (classes[-1]) where the probability > THRESHOLD, else 0; multiclass: the most probable
-    class (the first on a tie)."""
-    import numpy as np
-
-    if arch.task == "binary":
-        return (out[:, 0] > THRESHOLD).astype(np.int64)
-    if arch.task == "multiclass":
-        return np.argmax(out, axis=1)
-    raise ValueError("a regression model has no labels")
+    """Index into `arch.classes` per row of `out` (`spec.archs.label_indices`: the one label rule)."""
+    return _label_rule(arch.task, out)
 
 
 def _row_dict(arch: Arch, x: list[float], out: list[float], index: int) -> dict[str, Any]:
@@ -505,7 +499,7 @@ def prepare(
     row validated."""
     from .inputs import open_input
 
-    inputs = (input_path if input_path is not None and str(input_path) != "-" else None,)
+    inputs = (input_path if input_path is not None and str(input_path) != "-" else None, model)
     if output is not None:
         A.check_output(output, "--output", inputs)
     served = resolve_model(root, name, model, version, allow_unverified, hint)

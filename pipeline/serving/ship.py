@@ -43,14 +43,10 @@ Tested against Triton's schema, not a live server: none can run here.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
 import re
-import shutil
-import stat
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -459,8 +455,8 @@ def _check_files(name: str, number: int, files: Mapping[str, bytes]) -> tuple[Ma
         raise MissingArtifact(f"version {number} of {name} has no {', '.join(missing)}: nothing to ship")
     where = f"version {number} of {name}"
     manifest = Manifest.from_json(files[A.MANIFEST], f"{where}: {A.MANIFEST}")
-    if manifest.arch != name:
-        raise CorruptArtifact(f"{where}: its manifest describes arch {manifest.arch!r}, not {name!r}")
+    if manifest.name != name:
+        raise CorruptArtifact(f"{where}: its manifest describes arch {manifest.name!r}, not {name!r}")
     if manifest.version is not None and manifest.version != number:
         raise IntegrityError(f"{where}: its manifest says it is version {manifest.version}")
     if manifest.verify is None or not manifest.verify.passed:
@@ -540,21 +536,8 @@ def labels_txt(arch: Arch) -> bytes | None:
     return "".join(f"{n}\n" for n in names).encode("utf-8")
 
 
-def _kind(path: Path) -> str | None:
-    """'dir', 'file', 'link' or 'other' for what is at `path` (not following a link); None if nothing."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise A.write_error(path, exc) from None
-    if stat.S_ISLNK(mode):
-        return "link"
-    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
-
-
 def _refuse_unless(path: Path, allowed: tuple[str | None, ...]) -> str | None:
-    kind = _kind(path)
+    kind = A.kind(path)
     if kind not in allowed:
         what = {"link": "a symbolic link", "dir": "a folder", "file": "a file", "other": "not a regular file or folder"}
         raise IntegrityError(
@@ -563,81 +546,14 @@ def _refuse_unless(path: Path, allowed: tuple[str | None, ...]) -> str | None:
     return kind
 
 
-def _read_nofollow(path: Path) -> bytes:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise IntegrityError(f"{path} is a symbolic link; refusing to follow it") from None
-        raise CorruptArtifact(f"{path} is not readable ({exc.strerror or exc.__class__.__name__})") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise IntegrityError(f"{path} is not a regular file")
-        return f.read()
-
-
 # ---------------------------------------------------------------------------------------------
 # Writing
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    """Create `path` (never an existing one, never through a link) with `data`, fsynced."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _remove_tree(path: Path, parent: Path) -> None:
-    """Remove a folder this call created: renamed out of the way first, so no reader (Triton) ever
-    sees a half-removed version."""
-    doomed = parent / f"{A.TMP_PREFIX}removed-{path.name}.{os.getpid()}"
-    with contextlib.suppress(OSError):
-        os.rename(path, doomed)
-        path = doomed
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _clean_temporaries(model_dir: Path) -> None:
-    """Temporaries a killed ship left (called while holding the lock): version folders being built,
-    config files being written. Links are unlinked, never followed."""
-    for p in model_dir.iterdir():
-        if p.name.startswith(A.TMP_PREFIX):
-            if _kind(p) == "dir":
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    p.unlink()
-
-
 def _build_version(model_dir: Path, number: int, files: Mapping[str, bytes]) -> Path:
-    """Version folder `number`, built under a temporary name, each copy fsynced and its sha256
-    re-checked, then renamed into place. Whole or absent."""
+    """Version folder `number` with the shipped files, whole or absent (`artifacts.build_folder`)."""
     final = model_dir / str(number)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f"{A.TMP_PREFIX}{number}.", dir=model_dir))
-    except OSError as exc:
-        raise A.write_error(final, exc) from None
-    try:
-        for name in SHIPPED_FILES:
-            if name in files:
-                _write_file(tmp / name, files[name])
-        for name in SHIPPED_FILES:
-            if name in files and A.sha256_file(tmp / name) != hashlib.sha256(files[name]).hexdigest():
-                raise ArtifactWriteError(f"the copy of {name} written to {tmp} does not read back with its sha256")
-        os.chmod(tmp, 0o777 & ~A._UMASK)  # mkdtemp makes 0700; the server may run as another user
-        A.fsync_dir(tmp)
-        if _kind(final) is not None:  # checked under the lock already; rename would replace an empty folder
-            raise IntegrityError(f"{final} appeared while ship was running; refusing to replace it")
-        os.rename(tmp, final)
-        A.fsync_dir(model_dir)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise A.write_error(final, exc) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    A.build_folder(final, {name: files[name] for name in SHIPPED_FILES if name in files})
     return final
 
 
@@ -647,7 +563,7 @@ def _same_version(version_dir: Path, files: Mapping[str, bytes], number: int, na
     if _refuse_unless(version_dir / A.ONNX, ("file", None)) is None:
         raise IntegrityError(f"{version_dir} exists without {A.ONNX}; refusing to replace it")
     for file in SHIPPED_FILES:
-        present = _read_nofollow(version_dir / file) if _refuse_unless(version_dir / file, ("file", None)) else None
+        present = A.read_regular(version_dir / file) if _refuse_unless(version_dir / file, ("file", None)) else None
         given = files.get(file)
         if present == given or (file == A.SEAL and present is None):  # shipped before versions were sealed
             continue
@@ -672,20 +588,20 @@ def _check_owner(model_dir: Path, config: bytes | None, model: str, number: int)
     itself is compared file by file afterwards (`_same_version`)."""
     ours = 0
     for entry in sorted(model_dir.iterdir(), key=lambda p: p.name):
-        if not entry.name.isdigit() or _kind(entry) != "dir":
+        if not entry.name.isdigit() or A.kind(entry) != "dir":
             continue
         where = f"{model_dir} version {entry.name}"
         if entry.name == str(number):
             with contextlib.suppress(CorruptArtifact, IntegrityError, OSError):
-                ours += Manifest.from_json(_read_nofollow(entry / A.MANIFEST), where).arch == model
+                ours += Manifest.from_json(A.read_regular(entry / A.MANIFEST), where).name == model
             continue
-        if _kind(entry / A.MANIFEST) != "file":
+        if A.kind(entry / A.MANIFEST) != "file":
             raise IntegrityError(
                 f"{where} was not shipped by xorship (it has no {A.MANIFEST}); a Triton model folder serves one "
                 f"model: ship {model} to another --out, or give it another serving_name"
             )
         try:
-            owner = Manifest.from_json(_read_nofollow(entry / A.MANIFEST), where).arch
+            owner = Manifest.from_json(A.read_regular(entry / A.MANIFEST), where).name
         except CorruptArtifact as exc:
             raise IntegrityError(f"{where} cannot be identified ({exc}); refusing to ship {model} beside it") from None
         if owner != model:
@@ -712,7 +628,7 @@ def _check_owner(model_dir: Path, config: bytes | None, model: str, number: int)
 def _write_checked(path: Path, data: bytes) -> None:
     """Replace `path` atomically with `data`, then read it back (not through a link) and compare."""
     A.write_atomic(path, data)
-    if hashlib.sha256(_read_nofollow(path)).digest() != hashlib.sha256(data).digest():
+    if hashlib.sha256(A.read_regular(path)).digest() != hashlib.sha256(data).digest():
         raise ArtifactWriteError(f"{path} does not read back with the sha256 of what was written")
 
 
@@ -763,14 +679,14 @@ def ship_version(
         old_config = old_labels = None
         if model_kind is not None:
             if _refuse_unless(config_path, (None, "file")):
-                old_config = _read_nofollow(config_path)
+                old_config = A.read_regular(config_path)
             _check_owner(model_dir, old_config, model.name, number)  # one folder, one model
             if _refuse_unless(labels_path, (None, "file")):
-                old_labels = _read_nofollow(labels_path)
+                old_labels = A.read_regular(labels_path)
             if _refuse_unless(version_dir, (None, "dir")) is not None:
                 _same_version(version_dir, files, number, model.name)
                 noop = True
-            _clean_temporaries(model_dir)
+            A.clean_stale_temporaries(model_dir)  # what a killed ship left
 
         # 3. Write: the version folder, then the labels, then the config (each only when it changes);
         #    undo what this call made or changed if any step fails.
@@ -801,7 +717,7 @@ def ship_version(
                     else:
                         A.write_atomic(labels_path, old_labels)
             if created_version:
-                _remove_tree(version_dir, model_dir)
+                A.remove_folder(version_dir)
             if created_model_dir:
                 with contextlib.suppress(OSError):
                     model_dir.rmdir()  # empty again: the steps above remove their own temporaries

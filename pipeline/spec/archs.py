@@ -29,17 +29,39 @@ INPUT_NAME = "x"  # the graph's one input: (batch, n_inputs) float32 raw feature
 OUTPUT_NAMES = {"binary": "probability", "multiclass": "probabilities", "regression": "value"}  # per head
 
 
+def label_indices(task: str, out: Any) -> Any:
+    """The one label rule: per row of a model's outputs `out` (rows, n_outputs), the index into its
+    classes. binary: 1 (the last class) where the probability > THRESHOLD, else 0 (the tutorial's
+    `hypothesis > 0.5`); multiclass: the most probable class (the first of them on a tie). numpy in,
+    int64 numpy out; `validate`, `predict`, `serve` and `sweep` all label this way."""
+    import numpy as np
+
+    out = np.asarray(out)
+    if task == "binary":
+        return (out[..., 0] > THRESHOLD).astype(np.int64)
+    if task == "multiclass":
+        return np.argmax(out, axis=-1).astype(np.int64)
+    raise ValueError("a regression model has no labels")
+
+
 @dataclass(frozen=True)
 class TutorialSettings:
-    """The tutorial's hyper-parameters: the built-in recipes' settings."""
+    """The tutorial's hyper-parameters, read from the built-in `shallow` recipe (its one home):
+    steps, lr, seed and the gate's min_accuracy."""
 
-    steps: int = 10001
-    lr: float = 1.0
-    seed: int = 777
-    min_accuracy: float = 1.0  # all four XOR points right
+    steps: int
+    lr: float
+    seed: int
+    min_accuracy: float
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> TutorialSettings:
+        t = recipe.train
+        assert recipe.gate.min_accuracy is not None
+        return cls(t.steps, t.lr, t.seed, recipe.gate.min_accuracy)
 
 
-TUTORIAL = TutorialSettings()
+TUTORIAL = TutorialSettings.from_recipe(builtin_recipe("shallow"))
 
 
 @dataclass(frozen=True)

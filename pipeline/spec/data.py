@@ -29,6 +29,8 @@ import pyarrow.csv as pacsv
 from ..errors import UsageError
 from .archs import TASKS, XOR_FEATURES, XOR_X, XOR_Y, Label
 from .limits import FLOAT32_MAX, WIDE_FACTOR
+from .numbers import DATA, first_line_kind
+from .numbers import is_number as _is_number
 from .recipe import DataSpec, Recipe, name_problem
 
 MAX_INFERRED_CLASSES = 20  # an integer target with more distinct values is inferred as regression
@@ -113,6 +115,15 @@ class Dataset:
     def y_val(self) -> np.ndarray:
         return self._take(self.y, self.val_rows)
 
+    @property
+    def gate_rows(self) -> str:
+        """What the gate is judged on, as messages say it: the XOR points, the training rows (a
+        validation fraction of 0) or the validation rows."""
+        if self.source == BUILTIN_XOR:
+            return "XOR points"
+        same = self.val_rows.shape == self.train_rows.shape and np.array_equal(self.val_rows, self.train_rows)
+        return "training rows" if same else "validation rows"
+
     def _take(self, a: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return a if len(rows) == self.rows else a[rows]
 
@@ -174,6 +185,13 @@ def in_memory_dataset(
         stats=_stats(x[train_rows]), target_mean=float(target.mean()) if target is not None else None,
         target_std=float(target.std()) if target is not None else None, seconds=0.0,
     )  # fmt: skip
+
+
+def xor_dataset() -> Dataset:
+    """The built-in XOR points as a Dataset: every point is a training and a validation row."""
+    from .recipe import builtin_recipe
+
+    return make_dataset(xor_columns(), builtin_recipe("shallow").data)
 
 
 def xor_columns() -> Columns:
@@ -446,7 +464,7 @@ def _python_header(path: Path, where: str) -> list[str]:
 
 
 def _check_header(names: list[str], where: str) -> list[str]:
-    if all(_is_number(n) for n in names):
+    if first_line_kind(names) == DATA:  # the one rule (`spec.numbers`); training's data needs a header
         shown = ",".join(names)
         raise DataError(f"data file {where} has no header row: its first line ({shown[:60]!r}) holds only numbers")
     seen: dict[str, int] = {}
@@ -764,16 +782,6 @@ def _numpy(col: pa.ChunkedArray) -> np.ndarray:
     if not parts:
         return np.empty(0, dtype=np.int8)
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
-
-
-def _is_number(text: str) -> bool:
-    if "_" in text:
-        return False
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _suggest(name: str, names: Sequence[str]) -> str:

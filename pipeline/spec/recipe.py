@@ -78,9 +78,23 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
-class GateSpec:
-    min_accuracy: float | None = None  # classification, on the validation rows
-    max_rmse: float | None = None  # regression, in the target's units
+class Gate:
+    """What a model must reach to be saved: `min_accuracy` (classification, on the validation rows) or
+    `max_rmse` (regression, in the target's units). The recipe's [gate], and the one rule `train`,
+    `validate` and `sweep` judge by."""
+
+    min_accuracy: float | None = None
+    max_rmse: float | None = None
+
+    def passes(self, accuracy: float | None = None, rmse: float | None = None) -> bool:
+        """The verdict on a metric: accuracy >= min_accuracy, or rmse <= max_rmse."""
+        if self.max_rmse is not None:
+            return rmse is not None and rmse <= self.max_rmse
+        return accuracy is not None and self.min_accuracy is not None and accuracy >= self.min_accuracy
+
+    @property
+    def text(self) -> str:
+        return f"RMSE <= {self.max_rmse:g}" if self.max_rmse is not None else f"accuracy >= {self.min_accuracy:g}"
 
 
 @dataclass(frozen=True)
@@ -89,7 +103,7 @@ class Recipe:
     model: ModelSpec
     data: DataSpec
     train: TrainSpec
-    gate: GateSpec
+    gate: Gate
     serving_name: str | None = None
     source: Path | None = None  # the file it was read from (for a built-in: inside the package)
     builtin: bool = False
@@ -143,10 +157,10 @@ class Recipe:
         if min_accuracy is not None and max_rmse is not None:
             raise RecipeError("give --min-accuracy (classification) or --max-rmse (regression), not both")
         if min_accuracy is not None:
-            gate = GateSpec(min_accuracy=_fraction(min_accuracy, "--min-accuracy"))
+            gate = Gate(min_accuracy=_fraction(min_accuracy, "--min-accuracy"))
             source = "--min-accuracy"
         if max_rmse is not None:
-            gate = GateSpec(max_rmse=_positive(max_rmse, "--max-rmse"))
+            gate = Gate(max_rmse=_positive(max_rmse, "--max-rmse"))
             source = "--max-rmse"
         return dataclasses.replace(self, train=train, gate=gate, gate_source=source)
 
@@ -188,7 +202,7 @@ class Recipe:
 # Reading
 
 
-_SECTIONS: dict[str, type] = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec, "gate": GateSpec}
+_SECTIONS: dict[str, type] = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec, "gate": Gate}
 _TOP_KEYS = ("name", "serving_name", *_SECTIONS)
 
 
@@ -348,17 +362,15 @@ def _train(t: Mapping[str, Any], where: str, name: str) -> TrainSpec:
     )
 
 
-def _gate(t: Mapping[str, Any], where: str) -> GateSpec:
+def _gate(t: Mapping[str, Any], where: str) -> Gate:
     acc, rmse = t.get("min_accuracy"), t.get("max_rmse")
     if acc is None and rmse is None:
         raise RecipeError(f"{where}: [gate] needs min_accuracy (classification) or max_rmse (regression)")
     if acc is not None and rmse is not None:
         raise RecipeError(f"{where}: [gate] takes one of min_accuracy or max_rmse, not both")
     if acc is not None:
-        return GateSpec(
-            min_accuracy=_fraction(_number(acc, where, "[gate] min_accuracy"), f"{where}: [gate] min_accuracy")
-        )
-    return GateSpec(max_rmse=_positive(_number(rmse, where, "[gate] max_rmse"), f"{where}: [gate] max_rmse"))
+        return Gate(min_accuracy=_fraction(_number(acc, where, "[gate] min_accuracy"), f"{where}: [gate] min_accuracy"))
+    return Gate(max_rmse=_positive(_number(rmse, where, "[gate] max_rmse"), f"{where}: [gate] max_rmse"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,9 @@
 """The tutorial's printed loss logs (../shared/seed/mlp-xor-tutorial.md), as reference data.
 
-The tutorial ran with torch.manual_seed(777), SGD lr=1, BCE, 10001 steps. Used by the loss plot
-(to overlay the published points) and by the tests (to check that training reproduces them).
+The tutorial ran with the built-in recipes' settings (`archs.TUTORIAL`, read from
+`recipes/shallow.toml`: seed 777, SGD lr 1, BCE, 10001 steps). Used by the loss plot (to overlay the
+published points) and by the tests (to check that training reproduces them).
 """
-
-TUTORIAL_SETTINGS = {"steps": 10001, "lr": 1.0, "seed": 777}
 
 LOGS: dict[str, tuple[tuple[int, float], ...]] = {
     "shallow": (

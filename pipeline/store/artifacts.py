@@ -32,7 +32,7 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -76,25 +76,26 @@ DOWNSTREAM: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 @dataclass(frozen=True)
 class ArtifactPaths:
-    """The files of one model folder: by default `<root>/<arch>/candidate`; `sub="v3"` for version
-    3; `at=` for a folder given directly (a shipped copy), which is identified by its manifest."""
+    """The files of one model folder: by default `<root>/<name>/candidate` (`name`: the model's name);
+    `sub="v3"` for version 3; `at=` for a folder given directly (a shipped copy), which is identified by
+    its manifest."""
 
     root: Path
-    arch: str
+    name: str
     sub: str = CANDIDATE
     at: Path | None = None
     selector: str = field(default="", compare=False)  # how the command line names the model (for hints)
 
     @classmethod
-    def version(cls, root: Path, arch: str, number: int, selector: str = "") -> ArtifactPaths:
-        return cls(root, arch, f"v{number}", selector=selector)
+    def version(cls, root: Path, name: str, number: int, selector: str = "") -> ArtifactPaths:
+        return cls(root, name, f"v{number}", selector=selector)
 
     def hint(self, cmd: str, when: str = "first") -> str:
         """`run train first (python cli.py train --arch shallow --artifacts-dir ROOT)`: the command that
         fixes what a message about this model names."""
         from ..spec.recipe import hint, selector
 
-        return hint(cmd, self.selector or selector(self.arch), when, _dir_option(self.root))
+        return hint(cmd, self.selector or selector(self.name), when, _dir_option(self.root))
 
     @classmethod
     def loose(cls, folder: Path) -> ArtifactPaths:
@@ -102,7 +103,7 @@ class ArtifactPaths:
 
     @property
     def model_root(self) -> Path:
-        return self.root / self.arch
+        return self.root / self.name
 
     @property
     def folder(self) -> Path:
@@ -260,7 +261,8 @@ def write_atomic(path: Path, data: bytes) -> None:
 # sockets and other special files are refused, and so is the input file itself (same inode).
 
 OUTPUT_FILE = "file"  # absent or a regular file: staged, then renamed into place
-OUTPUT_STREAM = "stream"  # a FIFO or character device: written through
+OUTPUT_STREAM = "stream"  # a FIFO, a character device or a symbolic link: written through
+OUTPUT_STDOUT = "stdout"  # `-`
 
 
 def _what_is(mode: int) -> str:
@@ -289,17 +291,49 @@ def _stat(path: Path) -> os.stat_result | None:
         raise UsageError(f"{path} cannot be examined ({exc.strerror or exc.__class__.__name__})") from None
 
 
+def _model_folder_at_or_above(folder: Path) -> Path | None:
+    """The first of `folder` (resolved) and its parents that holds a model's artifacts (a manifest.json:
+    a candidate, a version or a shipped copy; a PUBLISHED pointer; a candidate with a manifest)."""
+    try:
+        here = folder.resolve()
+    except (OSError, RuntimeError):
+        return None
+    for p in (here, *here.parents):
+        if (p / MANIFEST).is_file() or (p / PUBLISHED).exists() or (p / CANDIDATE / MANIFEST).is_file():
+            return p
+    return None
+
+
 def check_output(
     path: Path, option: str, inputs: Sequence[Path | None] = (), input_name: str = "the input file"
 ) -> str:
-    """What writing to `path` (the value of `option`) will do: OUTPUT_FILE or OUTPUT_STREAM. A
-    UsageError (exit 2, one line) for a folder, a missing parent folder, a block device, a socket or
-    another special file, and for one of `inputs` (the same inode: a result never overwrites what it
+    """What writing to `path` (the value of `option`) will do: OUTPUT_STDOUT (`-`), OUTPUT_FILE (staged
+    and renamed into place) or OUTPUT_STREAM (a FIFO, a character device, or a symbolic link: written
+    through to what it names, never renamed over). A UsageError (exit 2, one line) for a folder, a
+    missing parent folder, a block device, a socket or another special file, a dangling link, a file
+    inside a model's artifacts (a version, a candidate, a shipped copy: files the manifests
+    describe), and one of `inputs` (the same file under any name: a result never overwrites what it
     is computed from)."""
     import stat
 
+    if str(path) == "-":
+        return OUTPUT_STDOUT
     path = Path(path)
+    try:
+        link = stat.S_ISLNK(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        link = False
+    except OSError as exc:
+        raise UsageError(f"{path} cannot be examined ({exc.strerror or exc.__class__.__name__})") from None
     st = _stat(path)
+    if link and st is None:
+        raise UsageError(f"{option} {path} is a symbolic link to nothing; give a file to write")
+    models = _model_folder_at_or_above(path.parent if str(path.parent) else Path("."))
+    if models is not None and not (st is not None and (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode))):
+        raise UsageError(
+            f"{option} {path} is inside the model artifacts at {models}, among files the manifests describe; "
+            "write elsewhere"
+        )
     if st is not None:
         for source in inputs:
             if source is None or str(source) == "-":
@@ -311,6 +345,8 @@ def check_output(
             return OUTPUT_STREAM
         if not stat.S_ISREG(st.st_mode):
             raise UsageError(f"{option} {path} is {_what_is(st.st_mode)}; give a file to write")
+        if link:  # /dev/stdout -> /proc/self/fd/1 -> a file: write where it leads, keep the link
+            return OUTPUT_STREAM
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"{option} {path}: its folder {parent} does not exist")
@@ -319,12 +355,15 @@ def check_output(
 
 def check_output_folder(folder: Path, option: str) -> None:
     """A folder a command writes into (`ship --out`, `sweep --out`): absent or a folder (a link to one
-    is fine); anything else is a UsageError (exit 2, one line)."""
+    is fine), and not inside a model's artifacts; anything else is a UsageError (exit 2, one line)."""
     import stat
 
     st = _stat(Path(folder))
     if st is not None and not stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{option} {folder} is {_what_is(st.st_mode)}, not a folder; give a folder")
+    models = _model_folder_at_or_above(Path(folder))
+    if models is not None:
+        raise UsageError(f"{option} {folder} is inside the model artifacts at {models}; write elsewhere")
 
 
 def write_output(
@@ -335,22 +374,38 @@ def write_output(
     input_name: str = "the input file",
 ) -> str:
     """Write what `fill(binary file)` writes to `path`, as `check_output` decides (checked again here):
-    a regular file is staged and renamed into place (readers see the old or the whole new file), a
-    FIFO or character device is opened and written through. Returns the kind."""
+    `-` is stdout; a regular file is staged and renamed into place (readers see the old or the whole
+    new file); a FIFO, a character device or a symbolic link is opened and written through. Returns
+    the kind. A write error (a full device, say) is ArtifactWriteError (exit 11); a reader that went
+    away is BrokenPipeError (the CLI's exit 141)."""
     import stat
+    import sys
 
     path = Path(path)
     kind = check_output(path, option, inputs, input_name)
+    if kind == OUTPUT_STDOUT:
+        sys.stdout.flush()
+        fill(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return kind
     if kind == OUTPUT_STREAM:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError as exc:
             raise write_error(path, exc) from None
-        if not (stat.S_ISFIFO(os.fstat(fd).st_mode) or stat.S_ISCHR(os.fstat(fd).st_mode)):
-            os.close(fd)  # replaced meanwhile: never write into a file we did not stage
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):  # through a link to a file: it is replaced by what is written
+            os.ftruncate(fd, 0)
+        elif not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+            os.close(fd)  # replaced meanwhile: never write into what was not checked
             raise UsageError(f"{option} {path} changed while it was being opened; try again")
-        with os.fdopen(fd, "wb") as f:
-            fill(f)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                fill(f)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise write_error(path, exc) from None
         return kind
 
     def write(tmp: Path) -> None:
@@ -382,8 +437,7 @@ SWEEPS = "_sweeps"  # <root>/_sweeps/<name>/: sweep results; no recipe (hence no
 def check_outside_models(folder: Path, root: Path, option: str = "--out") -> None:
     """Refuse an output folder inside a model's artifacts (its candidate, a version, the model folder
     itself): files there would sit among files the manifests describe. That is any folder under
-    <root>/<a possible model name>/, or under any folder holding a manifest.json, a PUBLISHED pointer
-    or a candidate with a manifest (a model folder under another artifacts root)."""
+    <root>/<a possible model name>/, or at or under any folder holding a model's artifacts."""
     from ..spec.recipe import NAME_RE
 
     out = Path(folder).resolve()
@@ -397,9 +451,92 @@ def check_outside_models(folder: Path, root: Path, option: str = "--out") -> Non
             f"{option} {folder}: inside the model folder {base / rel.parts[0]} of {root}; "
             f"choose a folder outside the models (default: {Path(root) / SWEEPS}/<name>)"
         )
-    for p in (out, *out.parents):  # a version or candidate (manifest.json), or a model folder of another root
-        if (p / MANIFEST).is_file() or (p / PUBLISHED).exists() or (p / CANDIDATE / MANIFEST).is_file():
-            raise UsageError(f"{option} {folder}: inside the model artifacts at {p}; choose a folder outside them")
+    models = _model_folder_at_or_above(out)
+    if models is not None:
+        raise UsageError(f"{option} {folder}: inside the model artifacts at {models}; choose a folder outside them")
+
+
+def kind(path: Path) -> str | None:
+    """'dir', 'file', 'link' or 'other' for what is at `path` (not following a link); None if nothing."""
+    import stat
+
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    if stat.S_ISLNK(mode):
+        return "link"
+    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of `path`, a regular file reached without a symbolic link (`open_regular`).
+    FileNotFoundError passes through."""
+    fd = open_regular(path)
+    try:
+        with os.fdopen(fd, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise CorruptArtifact(f"{path} is not readable ({exc.strerror or exc.__class__.__name__})") from None
+
+
+def write_new_file(path: Path, data: bytes) -> None:
+    """Create `path` (never an existing one, never through a link) holding `data`, fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def build_folder(final: Path, files: Mapping[str, bytes], fault: str | None = None) -> None:
+    """Create folder `final` holding exactly `files` (name -> bytes), whole or not at all: built under a
+    temporary name beside it (each file created exclusively, never through a link, fsynced, and read
+    back against its sha256), then renamed into place; an existing `final` is never replaced. `fault`:
+    the test hook's name (`_fault_point`) between staging and the rename."""
+    import shutil
+
+    parent = final.parent
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{final.name}.", dir=parent))
+    except OSError as exc:
+        raise write_error(final, exc) from None
+    try:
+        for name, data in files.items():
+            write_new_file(tmp / name, data)
+        for name, data in files.items():
+            if sha256_file(tmp / name) != hashlib.sha256(data).hexdigest():
+                raise ArtifactWriteError(f"the copy of {name} written to {tmp} does not read back with its sha256")
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; a server may run as another user
+        fsync_dir(tmp)
+        if fault:
+            _fault_point(fault)
+        if kind(final) is not None:  # rename would replace an empty folder: never replace what is there
+            raise IntegrityError(f"{final} appeared meanwhile; refusing to replace it")
+        os.rename(tmp, final)
+        fsync_dir(parent)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(final, exc) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_folder(path: Path) -> bool:
+    """Remove a folder: renamed out of the way first (so no reader ever sees it half-removed), then
+    deleted. False when it could not be moved (it stays whole)."""
+    import shutil
+
+    doomed = path.parent / f"{TMP_PREFIX}removed-{path.name}.{os.getpid()}"
+    try:
+        os.rename(path, doomed)
+    except OSError:
+        return False
+    shutil.rmtree(doomed, ignore_errors=True)
+    return True
 
 
 def clean_stale_temporaries(folder: Path) -> None:
@@ -456,17 +593,17 @@ def read_manifest_bytes(paths: ArtifactPaths) -> tuple[Manifest, bytes, bytes | 
     try:
         raw = paths.manifest.read_bytes()
     except FileNotFoundError:
-        raise MissingArtifact(f"no trained model for {paths.arch} in {paths.root}: {paths.hint('train')}") from None
+        raise MissingArtifact(f"no trained model for {paths.name} in {paths.root}: {paths.hint('train')}") from None
     except OSError as exc:
         raise CorruptArtifact(f"{paths.manifest} is not readable ({exc.strerror or exc.__class__.__name__})") from None
     manifest = Manifest.from_json(raw, str(paths.manifest))
-    if paths.at is None and manifest.arch != paths.arch:
-        raise CorruptArtifact(f"{paths.manifest} describes arch {manifest.arch!r}, not {paths.arch!r}")
-    seal = None
-    if manifest.sealed and manifest.schema >= 4:  # schema 4 introduced the seal
-        seal = _read_seal(paths)
-        if seal is not None or paths.at is None:  # a shipped copy is checked when it carries its seal
-            check_seal(raw, seal, str(paths.manifest))
+    if paths.at is None and manifest.name != paths.name:
+        raise CorruptArtifact(f"{paths.manifest} describes arch {manifest.name!r}, not {paths.name!r}")
+    seal = _read_seal(paths) if paths.sub != CANDIDATE or paths.at is not None else None
+    if seal is not None:  # a seal is always checked, whatever the manifest says of itself
+        check_seal(raw, seal, str(paths.manifest), paths)
+    elif manifest.sealed and manifest.schema >= 4 and paths.at is None:  # a version of this release, its seal gone
+        check_seal(raw, None, str(paths.manifest), paths)
     return manifest, raw, seal
 
 
@@ -475,16 +612,21 @@ def seal_of(raw: bytes) -> bytes:
     return f"{hashlib.sha256(raw).hexdigest()}  {MANIFEST}\n".encode()
 
 
-def check_seal(raw: bytes, seal: bytes | None, where: str) -> None:
+def check_seal(raw: bytes, seal: bytes | None, where: str, paths: ArtifactPaths | None = None) -> None:
     """IntegrityError unless `seal` is the seal of `raw`."""
+    fix = (
+        f"restore it, or {paths.hint('all', 'again')} to make a new version"
+        if paths is not None and paths.name
+        else "restore it, or make a new version"
+    )
     if seal is None:
-        raise IntegrityError(f"{where}: its seal {SEAL} is missing, so nothing vouches for the manifest")
+        raise IntegrityError(f"{where}: its seal {SEAL} is missing, so nothing vouches for the manifest; {fix}")
     recorded = seal.split(b" ", 1)[0].decode("ascii", errors="replace").strip()
     actual = hashlib.sha256(raw).hexdigest()
     if recorded != actual:
         raise IntegrityError(
             f"{where} was changed after the version was made (sha256 {actual[:16]}..., its {SEAL} says "
-            f"{recorded[:16]}...); an edited manifest is refused: restore it, or publish another version"
+            f"{recorded[:16]}...); an edited manifest is refused: {fix}"
         )
 
 
@@ -508,8 +650,8 @@ def read_verified(paths: ArtifactPaths, manifest: Manifest, name: str, produced_
         produced_by = "all"  # a version (or a shipped copy) is never rewritten: a new version is the fix
     if entry is None:
         if name == WEIGHTS:
-            raise MissingArtifact(f"no trained model for {paths.arch} in {paths.root}: {paths.hint('train')}")
-        raise MissingArtifact(f"no {name} for {paths.arch} in {paths.root}: {paths.hint(produced_by)}")
+            raise MissingArtifact(f"no trained model for {paths.name} in {paths.root}: {paths.hint('train')}")
+        raise MissingArtifact(f"no {name} for {paths.name} in {paths.root}: {paths.hint(produced_by)}")
     try:
         fd = open_regular(path)
     except FileNotFoundError:
@@ -546,13 +688,13 @@ def commit(paths: ArtifactPaths, stage: str, staged: dict[str, Path], sections: 
     """
     folder = paths.folder
     try:
-        manifest = read_manifest(paths) if paths.manifest.exists() else Manifest(arch=paths.arch)
+        manifest = read_manifest(paths) if paths.manifest.exists() else Manifest(name=paths.name)
     except (CorruptArtifact, MissingArtifact):
         if stage != "train":
             for tmp in staged.values():
                 tmp.unlink(missing_ok=True)
             raise
-        manifest = Manifest(arch=paths.arch)  # train starts a folder afresh
+        manifest = Manifest(name=paths.name)  # train starts a folder afresh
     drop_files, drop_sections = DOWNSTREAM.get(stage, ((), ()))
     try:
         # 1. Forget what is about to change, so no manifest on disk ever describes a replaced file.
@@ -691,10 +833,10 @@ def arch_of(manifest: Manifest, where: str) -> Arch:
 
     if manifest.model is not None:
         arch = Arch.from_record(manifest.model, where)
-        if arch.name != manifest.arch:
-            raise CorruptArtifact(f"{where}: its model section describes {arch.name!r}, not {manifest.arch!r}")
+        if arch.name != manifest.name:
+            raise CorruptArtifact(f"{where}: its model section describes {arch.name!r}, not {manifest.name!r}")
         return arch
-    builtin = builtin_archs().get(manifest.arch)
+    builtin = builtin_archs().get(manifest.name)
     if builtin is None:
-        raise CorruptArtifact(f"{where} describes an unknown model {manifest.arch[:40]!r} and no model section")
+        raise CorruptArtifact(f"{where} describes an unknown model {manifest.name[:40]!r} and no model section")
     return builtin

@@ -33,7 +33,7 @@ class FileRecord:
 class ConfigRecord:
     """How the model was trained (the training configuration, after defaults)."""
 
-    arch: str
+    name: str = field(metadata={"key": "arch"})  # the model's name (on disk: "arch", as schema 1 wrote it)
     widths: tuple[int, ...]
     n_params: int
     steps: int
@@ -115,7 +115,7 @@ class VerifyRecord:
 
 @dataclass(frozen=True)
 class Manifest:
-    arch: str
+    name: str = field(metadata={"key": "arch"})  # the model's name, its folder (on disk: "arch")
     schema: int = SCHEMA
     files: dict[str, FileRecord] = field(default_factory=dict)
     versions: dict[str, str] | None = None
@@ -185,12 +185,18 @@ class Manifest:
 
 def encode(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {_key(f): encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (list, tuple)):
         return [encode(v) for v in value]
     if isinstance(value, dict):
         return {k: encode(v) for k, v in value.items()}
     return value
+
+
+def _key(f: dataclasses.Field) -> str:
+    """A field's key in the JSON document: its name, or the key it kept on disk when it was renamed
+    (`field(metadata={"key": ...})`: a model's name is `name` here and `arch` in the file)."""
+    return str(f.metadata.get("key", f.name))
 
 
 def _fail(where: str, path: str, expected: str, value: Any) -> CorruptArtifact:
@@ -224,9 +230,10 @@ def decode(tp: Any, value: Any, where: str, path: str = "") -> Any:
         for f in dataclasses.fields(tp):
             if not f.init:
                 continue
-            sub = f"{path}.{f.name}" if path else f.name
-            if f.name in value:
-                kwargs[f.name] = decode(hints[f.name], value[f.name], where, sub)
+            key = _key(f)
+            sub = f"{path}.{key}" if path else key
+            if key in value:
+                kwargs[f.name] = decode(hints[f.name], value[key], where, sub)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise CorruptArtifact(f"{where}: {sub} is missing")
         return typing.cast(Any, tp)(**kwargs)

@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -124,29 +122,11 @@ def create_version(root: Path, name: str, files: dict[str, bytes], manifest: Man
     )
     number = max(taken, default=0) + 1  # past any entry named v<N>, even one that is not a version folder
     A.ensure_folder(folder)
-    final = folder / f"v{number}"
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f"{A.TMP_PREFIX}v{number}.", dir=folder))
-    except OSError as exc:
-        raise A.write_error(final, exc) from None
-    try:
-        text = manifest.replace(version=number, schema=SCHEMA, sealed=True).to_json()
-        for file, data in {**files, A.MANIFEST: text, A.SEAL: A.seal_of(text)}.items():
-            with open(tmp / file, "xb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        os.chmod(tmp, 0o777 & ~A._UMASK)
-        A.fsync_dir(tmp)
-        A._fault_point("publish:version-staged")
-        os.rename(tmp, final)  # fails if v<N> appeared meanwhile: never overwrite a version
-        A.fsync_dir(folder)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise A.write_error(final, exc) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    text = manifest.replace(version=number, schema=SCHEMA, sealed=True).to_json()
+    # fails if v<N> appeared meanwhile: a version is never overwritten
+    A.build_folder(
+        folder / f"v{number}", {**files, A.MANIFEST: text, A.SEAL: A.seal_of(text)}, "publish:version-staged"
+    )
     return number
 
 
@@ -158,12 +138,7 @@ def prune_versions(root: Path, name: str, keep: int) -> list[int]:
     excess = len(versions) - max(keep, 1)
     removed = []
     for n in removable[: max(excess, 0)]:
-        target = root / name / f"v{n}"
-        # rename first, so a reader never sees a half-removed version folder
-        doomed = root / name / f"{A.TMP_PREFIX}removed-v{n}"
-        with contextlib.suppress(OSError):
-            os.rename(target, doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
+        if A.remove_folder(root / name / f"v{n}"):  # renamed first: never seen half-removed
             removed.append(n)
     return removed
 

@@ -40,10 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..spec.archs import Arch
-
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu")
-TASKS = ("binary", "multiclass", "regression")
-OPTIMIZERS = ("sgd", "adam")
+from ..spec.recipe import ACTIVATIONS, OPTIMIZERS, TASKS  # the vocabulary kernels cover: all of it
 
 SMALL_STEP = 1 << 18  # elements in a step's widest activations below this: one CPU thread is faster
 

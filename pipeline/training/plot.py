@@ -35,9 +35,10 @@ def matplotlib_missing() -> str | None:
 
 
 def uses_tutorial_settings(arch: str, steps: int, lr: float, seed: int, tutorial_init: bool) -> bool:
-    from ..spec.tutorial_log import LOGS, TUTORIAL_SETTINGS
+    from ..spec.archs import TUTORIAL
+    from ..spec.tutorial_log import LOGS
 
-    return arch in LOGS and tutorial_init and {"steps": steps, "lr": lr, "seed": seed} == TUTORIAL_SETTINGS
+    return arch in LOGS and tutorial_init and (steps, lr, seed) == (TUTORIAL.steps, TUTORIAL.lr, TUTORIAL.seed)
 
 
 def tutorial_points(arch: str) -> tuple[tuple[int, float], ...]:

@@ -38,15 +38,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError, raise_if_stopped
-from ..spec.archs import THRESHOLD, TUTORIAL, XOR_Y, Arch
+from ..spec.archs import TUTORIAL, XOR_Y, Arch, label_indices
 from ..spec.limits import FLOAT32_MAX
-from ..spec.recipe import MAX_STEPS
+from ..spec.recipe import MAX_STEPS, OPTIMIZERS, Gate
 from .train import DIVERGENCE_FACTOR
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from .validate import Gate
 
 MAX_SEEDS = 1_000_000
 CHUNK_BYTES = 256 * 2**20  # stacked tensors per chunk: well under 1 GB even with allocator slack
@@ -133,13 +132,11 @@ class SweepResult:
     data: str = "builtin:xor"  # the data's source
     train_rows: int = 4
     val_rows: int = 4
-    on: str = "XOR points"  # what the gate was judged on
+    on: str = "validation rows"  # what the gate is judged on (`Dataset.gate_rows`)  # what the gate was judged on
 
     @property
     def gate_text(self) -> str:
-        if self.max_rmse is not None:
-            return f"RMSE <= {self.max_rmse:g}"
-        return f"accuracy >= {self.min_accuracy:g}"
+        return Gate(self.min_accuracy, self.max_rmse).text
 
     def failing(self, lr: float | None = None) -> list[Member]:
         """Members that did not converge (for one lr, or all)."""
@@ -244,7 +241,6 @@ def sweep(
     classifiers, max_rmse for regression."""
     from .kernels import small_step_threads
     from .train import describe_device, resolve_device
-    from .validate import Gate
 
     seeds, lrs = tuple(int(s) for s in seeds), tuple(float(lr) for lr in lrs)
     if not seeds:
@@ -354,7 +350,7 @@ class Problem:
     out_scale: tuple[float, float] | None  # regression: (std, mean), float32 values of the Unstandardize layer
     optimizer: str = "sgd"
     batch_size: int = 0  # 0 or >= rows: full batch
-    on: str = "XOR points"
+    on: str = "validation rows"  # what the gate is judged on (`Dataset.gate_rows`)
 
     @property
     def rows(self) -> int:
@@ -366,24 +362,23 @@ class Problem:
 
 
 def problem(arch: Arch, data: Any = None, optimizer: str = "sgd", batch_size: int = 0, device: Any = "cpu") -> Problem:
-    """The training and validation tensors of `arch` on `data` (a `data.Dataset`; None: the four XOR
-    points), standardized once with the training split's float32 statistics (`model.set_scaling`):
+    """The training and validation tensors of `arch` on `data` (a `data.Dataset`; not given: the four
+    XOR points), standardized once with the training split's float32 statistics (`model.set_scaling`):
     `(x - mean) / std` row by row is exactly what the model's Standardize layer computes on each batch."""
     import numpy as np
     import torch
 
-    from .model import xor_tensors
+    from ..spec.data import xor_dataset
     from .train import training_tensors
 
-    if optimizer not in ("sgd", "adam"):
-        raise UsageError(f"optimizer {optimizer!r}: choose sgd or adam")
+    if optimizer not in OPTIMIZERS:
+        raise UsageError(f"optimizer {optimizer!r}: choose {' or '.join(OPTIMIZERS)}")
     if batch_size < 0:
         raise UsageError(f"batch size {batch_size}: must be >= 0 (0: full batch)")
     if data is None:
         if arch.task != "binary" or arch.n_inputs != 2:
             raise UsageError(f"{arch.name} is a {arch.task} model with {arch.n_inputs} inputs: give its data")
-        x, y = xor_tensors(device)
-        return Problem(x, y, x, np.asarray(XOR_Y), None, optimizer, batch_size)
+        data = xor_dataset()
     x, y = training_tensors(data, arch, device)
     x_val = torch.from_numpy(np.ascontiguousarray(data.x_val, dtype=np.float32)).to(device)
     if arch.scale_input:
@@ -397,9 +392,9 @@ def problem(arch: Arch, data: Any = None, optimizer: str = "sgd", batch_size: in
             out_scale = (float(np.float32(data.target_std)), float(np.float32(data.target_mean)))
     else:
         y_val = np.asarray(data.y_val, dtype=np.int64)
-    same = data.val_rows.shape == data.train_rows.shape and np.array_equal(data.val_rows, data.train_rows)
-    on = "training rows" if same else "validation rows"
-    return Problem(x.contiguous(), y.contiguous(), x_val.contiguous(), y_val, out_scale, optimizer, batch_size, on)
+    return Problem(
+        x.contiguous(), y.contiguous(), x_val.contiguous(), y_val, out_scale, optimizer, batch_size, data.gate_rows
+    )
 
 
 def _stacked_init(arch: Arch, seeds: Sequence[int], tutorial_init: bool = True) -> list[torch.Tensor]:
@@ -831,12 +826,8 @@ def _train_chunk(
     metric = _evaluate(arch, weights, weights_t, bias_views, prob, act, dev)
     result = []
     for seed, loss_v, metric_v, d_v in zip(seeds, final.tolist(), metric, diverged):
-        if task == "regression":
-            passed = gate.max_rmse is not None and metric_v <= gate.max_rmse
-            accuracy, rmse = None, metric_v
-        else:
-            passed = gate.min_accuracy is not None and metric_v >= gate.min_accuracy
-            accuracy, rmse = metric_v, None
+        accuracy, rmse = (None, metric_v) if task == "regression" else (metric_v, None)
+        passed = gate.passes(accuracy, rmse)  # the gate's one rule
         result.append(Member(seed, lr, loss_v, accuracy, passed and not d_v, bool(d_v), rmse))
     return result
 
@@ -862,30 +853,33 @@ def _evaluate(
     truth = prob.y_val
     if not n_rows:
         return [math.inf if arch.task == "regression" else 0.0] * m
-    outs = []
+    truth = np.asarray(truth, dtype=np.float64 if arch.task == "regression" else np.int64)
+    right = np.zeros(m, dtype=np.int64)  # classification: rows labelled right, per member
+    outs = []  # regression: the outputs, per chunk (M, rows)
     for start in range(0, n_rows, EVAL_CHUNK):
         h = x[start : start + EVAL_CHUNK].unsqueeze(0).expand(m, -1, -1)  # (M, rows, n_inputs)
+        rows = int(h.shape[1])
         for i, (w, wt, bv) in enumerate(zip(weights, weights_t, bias_views)):
-            plan = _linear_plan(m, int(h.shape[1]), arch.widths[i], arch.widths[i + 1], i == 0, dev)
+            plan = _linear_plan(m, rows, arch.widths[i], arch.widths[i + 1], i == 0, dev)
             h = plan.forward(h, w, wt, bv)  # the products the single run's addmm computes, in its order
             if i < len(weights) - 1:
-                h = _sigmoid_as_single(m, int(h.shape[1]), int(h.shape[2]), dev)(h) if sigmoid else act(h)
-        if arch.task == "binary":
-            outs.append((_sigmoid_as_single(m, int(h.shape[1]), 1, dev)(h)[:, :, 0] > THRESHOLD).cpu().numpy())
-        elif arch.task == "multiclass":
-            outs.append(torch.softmax(h, 2).argmax(2).cpu().numpy())  # the first most probable class
+                h = _sigmoid_as_single(m, rows, int(h.shape[2]), dev)(h) if sigmoid else act(h)
+        if arch.is_classifier:
+            head = _sigmoid_as_single(m, rows, 1, dev)(h) if arch.task == "binary" else torch.softmax(h, 2)
+            probs = head.cpu().numpy()  # (M, rows, K): the model's outputs, as a single run's
+            chunk = truth[start : start + rows]
+            for k in range(m):  # the one label rule, member by member (no (M, rows) index array)
+                right[k] += int(np.sum(label_indices(arch.task, probs[k]) == chunk))
         else:
             out = h[:, :, 0]
             if prob.out_scale is not None:
                 std, mean = (torch.tensor(v, dtype=torch.float32, device=out.device) for v in prob.out_scale)
                 out = out * std + mean  # Unstandardize: x * std + mean, float32
             outs.append(out.cpu().numpy())
+    if arch.is_classifier:
+        return [float(right[k] / n_rows) for k in range(m)]
     got = np.concatenate(outs, axis=1)  # (M, rows)
-    if arch.task == "regression":
-        truth = np.asarray(truth, dtype=np.float64)
-        return [float(np.sqrt(np.mean((got[k].astype(np.float64) - truth) ** 2))) for k in range(m)]
-    truth = np.asarray(truth)
-    return [float(np.mean(got[k].astype(np.int64) == truth)) for k in range(m)]
+    return [float(np.sqrt(np.mean((got[k].astype(np.float64) - truth) ** 2))) for k in range(m)]
 
 
 # ---------------------------------------------------------------------------------------------

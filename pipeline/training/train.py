@@ -30,10 +30,12 @@ from ..errors import DeviceUnavailable, TrainingFailed
 from ..spec.archs import TUTORIAL, Arch
 from ..store import artifacts as A
 from ..store.manifest import ConfigRecord, Manifest, TrainRecord, ValidationRecord
-from .model import init_model, xor_tensors
+from .model import init_model
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+
+    from ..spec.data import Dataset
 
 DEVICES = ("auto", "cpu", "cuda")
 TRAINERS = (
@@ -393,24 +395,22 @@ class Monitor:
 # ---------------------------------------------------------------------------------------------
 
 
-def train(config: TrainConfig, on_log: LogFn | None = None, data: Any = None) -> TrainResult:
+def train(config: TrainConfig, on_log: LogFn | None = None, data: Dataset | None = None) -> TrainResult:
     """Train `config.arch` from its seeded initialisation; the model comes back on the CPU.
 
-    data: a `data.Dataset` (its training rows are used; its statistics go into the scaling layers), or
-    None for the XOR points (the built-ins)."""
+    data: a `data.Dataset` (its training rows are used; its statistics go into the scaling layers);
+    not given: the built-in XOR points (`data.xor_dataset()`), what the built-in recipes train on."""
+    from ..spec.data import xor_dataset
     from .model import set_scaling
 
+    data = data if data is not None else xor_dataset()
     arch = config.arch
     dev = resolve_device(config.device)
     model = init_model(arch, config.seed, config.tutorial_init)
-    if data is not None:
-        set_scaling(model, arch, data.stats.mean, data.stats.std, data.target_mean, data.target_std)
+    set_scaling(model, arch, data.stats.mean, data.stats.std, data.target_mean, data.target_std)
     model = model.to(dev)
     model.train()
-    if data is None:
-        x, y = xor_tensors(dev)
-    else:
-        x, y = training_tensors(data, arch, dev)
+    x, y = training_tensors(data, arch, dev)
     notices: list[str] = []
     trainer = pick_trainer(config, dev.type, x.shape[0], notices)
     start = time.perf_counter()
@@ -579,7 +579,7 @@ def save(
     sections = {
         "versions": A.versions(),
         "config": ConfigRecord(
-            arch=cfg.arch.name,
+            name=cfg.arch.name,
             widths=cfg.arch.widths,
             n_params=cfg.arch.n_params,
             steps=cfg.steps,

@@ -12,26 +12,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GateFailed, MissingArtifact
-from ..spec.archs import THRESHOLD, XOR_Y, Arch
+from ..spec.archs import Arch, label_indices
+from ..spec.recipe import Gate
 from ..store import artifacts as A
 from ..store.manifest import ValidationRecord
-from .model import load_trained, xor_tensors
+from .model import load_trained
 
 MAX_SHOWN = 16  # per-row probabilities and labels are recorded for at most this many validation rows
 EVAL_CHUNK = 65536
 
 
 @dataclass(frozen=True)
-class Gate:
-    """What a model must reach: min_accuracy (classification) or max_rmse (regression)."""
-
-    min_accuracy: float | None = None
-    max_rmse: float | None = None
-
-
-@dataclass(frozen=True)
 class ValidationResult:
-    arch: str
+    name: str  # the model's name
     probabilities: tuple[float, ...]  # per row (at most MAX_SHOWN rows; binary: P(last class))
     labels: tuple[Any, ...]
     accuracy: float | None
@@ -45,9 +38,7 @@ class ValidationResult:
 
     @property
     def passed(self) -> bool:
-        if self.max_rmse is not None:
-            return self.rmse is not None and self.rmse <= self.max_rmse
-        return self.accuracy is not None and self.min_accuracy is not None and self.accuracy >= self.min_accuracy
+        return Gate(self.min_accuracy, self.max_rmse).passes(self.accuracy, self.rmse)
 
     def record(self) -> ValidationRecord:
         return ValidationRecord(
@@ -78,16 +69,19 @@ def predict_outputs(model: Any, x: Any) -> Any:
 
 
 def evaluate(model: Any, arch: Arch, final_loss: float, gate: Gate, data: Any = None) -> ValidationResult:
-    """The gate's metric on the validation rows (data: a `data.Dataset`; None: the four XOR points)."""
+    """The gate's metric on the validation rows of `data` (a `data.Dataset`, or what has its x_val,
+    y_val, train_rows and val_rows; not given: the built-in XOR points)."""
     import numpy as np
 
-    if data is None:
-        x, _ = xor_tensors("cpu")
-        x_val, y_val, on = x.numpy(), np.array(XOR_Y), "XOR points"
-    else:
-        x_val, y_val = data.x_val, data.y_val
-        same = data.val_rows.shape == data.train_rows.shape and np.array_equal(data.val_rows, data.train_rows)
-        on = "training rows" if same else "validation rows"  # validation_fraction 0: the gate is on training rows
+    from ..spec.data import xor_dataset
+
+    data = data if data is not None else xor_dataset()
+    x_val, y_val = data.x_val, data.y_val
+    on = getattr(data, "gate_rows", None) or (
+        "training rows"  # validation_fraction 0: the gate is on the training rows
+        if data.val_rows.shape == data.train_rows.shape and np.array_equal(data.val_rows, data.train_rows)
+        else "validation rows"
+    )
     out = predict_outputs(model, x_val).astype(np.float64)
     rows = int(out.shape[0])
     if arch.task == "regression":
@@ -101,12 +95,8 @@ def evaluate(model: Any, arch: Arch, final_loss: float, gate: Gate, data: Any = 
             arch.name, shown, (), None, None, final_loss,
             rmse=rmse, r2=r2, max_rmse=gate.max_rmse, rows=rows, on=on,
         )  # fmt: skip
-    if arch.task == "binary":
-        probs = out[:, 0]
-        index = (probs > THRESHOLD).astype(np.int64)
-    else:
-        probs = out.max(axis=1)
-        index = out.argmax(axis=1)
+    index = label_indices(arch.task, out)  # the one label rule: threshold (binary) or argmax
+    probs = out[:, 0] if arch.task == "binary" else out.max(axis=1)
     accuracy = float(np.mean(index == np.asarray(y_val))) if rows else 0.0
     small = rows <= MAX_SHOWN
     labels = tuple(arch.classes[i] for i in index.tolist()) if small else ()
@@ -122,7 +112,7 @@ def gate(result: ValidationResult) -> ValidationResult:
             miss = f"accuracy {result.accuracy:.3f} < {result.min_accuracy:.3f}"
         shown = f", labels {list(result.labels)}" if result.labels else ""
         raise GateFailed(
-            f"{result.arch} failed the gate: {miss} on {result.rows} {result.on} "
+            f"{result.name} failed the gate: {miss} on {result.rows} {result.on} "
             f"(final loss {result.final_loss:.6g}{shown}); not saved, not exported"
         )
     return result
