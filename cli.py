@@ -88,7 +88,10 @@ RecipeOpt = Annotated[
     typer.Option("--recipe", help="A recipe file (TOML: your model and CSV data; see `init`). Instead of --arch."),
 ]
 DirOpt = Annotated[
-    Path, typer.Option("--artifacts-dir", help="Folder holding <arch>/candidate/, <arch>/v<N>/ and <arch>/PUBLISHED.")
+    Path,
+    typer.Option(
+        "--artifacts-dir", help="Folder holding <name>/candidate/, <name>/v<N>/ and <name>/PUBLISHED per model."
+    ),
 ]
 DeviceOpt = Annotated[DeviceName, typer.Option("--device", help="Training device: auto = CUDA when torch sees a GPU.")]
 ProviderOpt = Annotated[
@@ -231,7 +234,9 @@ def _echo(msg: str = "") -> None:
 
 
 def _note(msg: str) -> None:
-    typer.echo(f"note: {msg}", err=True)
+    """A note on stderr, one line: a name from the data with a control character in it is shown escaped."""
+    shown = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in msg)
+    typer.echo(f"note: {shown}", err=True)
 
 
 @contextlib.contextmanager
@@ -573,7 +578,12 @@ def predict(
         bool, typer.Option("--allow-unverified", help="Serve a model with no passing verify record (or no manifest).")
     ] = False,
     output: Annotated[
-        Path | None, typer.Option("--output", help="Write the result to this file (atomically) instead of stdout.")
+        Path | None,
+        typer.Option(
+            "--output",
+            help="Write the result to this file (whole, then renamed into place; a FIFO, device or link is "
+            "written through) instead of stdout.",
+        ),
     ] = None,
     artifacts_dir: DirOpt = DEFAULT_DIR,
     provider: ProviderOpt = ProviderName.auto,
@@ -702,7 +712,12 @@ def ship(
 @_guard
 def serve(
     arch: ArchOpt = None,
-    recipe: RecipeOpt = None,
+    recipe: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--recipe", help="A recipe file whose model to serve; repeat it to serve several. Instead of --arch."
+        ),
+    ] = None,
     artifacts_dir: DirOpt = DEFAULT_DIR,
     host: Annotated[str, typer.Option("--host", help="Address both servers (HTTP and gRPC) listen on.")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option("--http-port", min=1, max=65535, help="REST (v2 protocol) port.")] = 8000,
@@ -737,8 +752,11 @@ def serve(
         typer.echo(msg, err=msg.startswith(("warning:", "client error:", "error:")))
         sys.stdout.flush()
 
+    if arch is not None and recipe:
+        raise UsageError("give --arch or --recipe, not both")
+    which = [load_recipe(r) for r in recipe] if recipe else _which(arch, None, default="all")
     pipeline.flow.serve_models(
-        _which(arch, recipe, default="all"), artifacts_dir, on_line=line, host=host, http_port=http_port,
+        which, artifacts_dir, on_line=line, host=host, http_port=http_port,
         grpc_port=grpc_port, provider=provider.value, max_batch_size=max_batch_size, version=version,
         max_request_mb=max_request_mb, strict=strict, access_log=access_log,
     )  # fmt: skip
@@ -750,13 +768,17 @@ def init(
     data: Annotated[Path, typer.Option("--data", help="Your CSV file (with a header row).")],
     target: Annotated[str, typer.Option("--target", help="The column to predict.")],
     out: Annotated[
-        Path | None, typer.Option("--out", help="Where to write the recipe (default: <name>.toml here).")
+        Path | None,
+        typer.Option("--out", help="Where to write the recipe (default: <name>.toml here; - for stdout)."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ) -> None:
     """Write a starter recipe for a CSV: features, task and classes read from the data, defaults that train well."""
     st = pipeline.flow.init_recipe(data, target, out, force)
     what = f"classes {', '.join(map(str, st.classes))}" if st.classes else f"target {target}"
+    if out is not None and str(out) == "-":  # the recipe went to stdout: the rest is said on stderr
+        _note(f"wrote the recipe to stdout: {st.name}, {st.task} on {len(st.features)} features ({what})")
+        return
     _echo(f"wrote {st.path}: {st.name}, {st.task} on {len(st.features)} features ({what})")
     if st.text_columns:
         _note(f"left out columns that are not numbers: {', '.join(st.text_columns)}")

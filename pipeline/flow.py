@@ -736,12 +736,14 @@ def init_recipe(data: Path | str, target: str, out: Path | str | None = None, fo
     from .spec.starter import make_starter, starter_path
 
     data = Path(data)
-    name, path = starter_path(data, Path(out) if out is not None else None)
-    kind = A.check_output(path, "--out", [data], "the data file")
+    to_stdout = out is not None and str(out) == "-"
+    name, path = starter_path(data, None if to_stdout or out is None else Path(out))
+    kind = A.check_output(Path("-") if to_stdout else path, "--out", [data], "the data file")
     starter = make_starter(data, target, name, path)  # the data's problems first: they matter more than --out
     if kind == A.OUTPUT_FILE and path.exists() and not force:
         raise UsageError(f"{path} already exists; pass --force to overwrite it")
-    A.write_output_bytes(path, starter.recipe_text.encode("utf-8"), "--out", [data], "the data file")
+    text = starter.recipe_text.encode("utf-8")  # on stdout, its data path is relative to the current folder
+    A.write_output_bytes(Path("-") if to_stdout else path, text, "--out", [data], "the data file")
     return starter
 
 

@@ -156,6 +156,7 @@ def test_second_writer_is_refused_clearly(tmp_path):
     assert invoke("train", "--artifacts-dir", str(tmp_path), "--steps", "3000").exit_code == 0  # released
 
 
+@pytest.mark.slow
 def test_two_concurrent_all_runs(tmp_path):
     cmd = cli_cmd("all", "--arch", "shallow", "--artifacts-dir", str(tmp_path), "--steps", "3000")
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -212,6 +213,7 @@ KILL_POINTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_killed_at_each_commit_step_leaves_old_or_new(shipped_copy, point):
     folder = shipped_copy / "shallow" / "candidate"
@@ -236,6 +238,7 @@ def test_killed_at_each_commit_step_leaves_old_or_new(shipped_copy, point):
     assert not [p for p in folder.iterdir() if p.name.startswith(A.TMP_PREFIX)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.8, 2.0, 3.5, 5.0])
 def test_killed_at_random_moments_leaves_old_or_new(shipped_copy, delay):
     folder = shipped_copy / "shallow" / "candidate"
@@ -251,6 +254,7 @@ def test_killed_at_random_moments_leaves_old_or_new(shipped_copy, delay):
     _assert_consistent(folder, old)
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_and_leaves_old_or_new(shipped_copy):
     folder = shipped_copy / "shallow" / "candidate"
     old = _snapshot(folder)

@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow  # subprocess end to end: the whole suite runs it, `-m "not slow"` does not
 
 
 def test_bench_quick_runs_and_writes_json(tmp_path):

@@ -16,6 +16,7 @@ def invoke(*args):
     return runner.invoke(cli.app, list(args))
 
 
+@pytest.mark.slow
 def test_all_end_to_end_both_archs(tmp_path):
     r = run_cli("all", "--arch", "all", "--artifacts-dir", str(tmp_path), "--device", "cpu")
     assert r.returncode == 0, r.stderr
@@ -29,6 +30,7 @@ def test_all_end_to_end_both_archs(tmp_path):
         assert set(m["files"]) >= {"model.onnx", "weights.safetensors", "loss_history.json", "verify.json"}
 
 
+@pytest.mark.slow
 def test_stage_commands_in_sequence(tmp_path):
     d = str(tmp_path)
     assert invoke("train", "--arch", "shallow", "--artifacts-dir", d, "--steps", "3000").exit_code == 0
@@ -90,6 +92,7 @@ def test_predict_before_train(tmp_path):
     assert r.exit_code == errors.MissingArtifact.exit_code and "no published version of shallow" in r.output
 
 
+@pytest.mark.slow
 def test_cuda_where_there_is_none_is_one_line():
     import torch
 
@@ -100,6 +103,7 @@ def test_cuda_where_there_is_none_is_one_line():
     assert len(r.stderr.strip().splitlines()) == 1 and "sees no CUDA device" in r.stderr
 
 
+@pytest.mark.slow
 def test_provider_cuda_where_there_is_none(shipped_copy):
     from pipeline.checks.runtimes import cuda_device_problem
 
@@ -110,6 +114,7 @@ def test_provider_cuda_where_there_is_none(shipped_copy):
     assert r.stderr.strip().startswith("error: --provider cuda:") and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_verify_require_cuda_fails_cleanly(shipped_copy):
     import torch
 
@@ -167,6 +172,7 @@ def _hinted(output: str) -> list[str]:
     return shlex.split(found.group(1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "first",
     [
@@ -202,3 +208,19 @@ def test_every_hint_names_a_command_that_fixes_what_it_names(tmp_path, first):
             assert invoke(*fix).exit_code == 0
     r = invoke(*cmd)
     assert r.exit_code == 0, r.output
+
+
+def test_hints_are_shell_quoted(tmp_path):
+    import shlex
+
+    folder = tmp_path / "with space"
+    folder.mkdir()
+    recipe = folder / "tiny.toml"
+    recipe.write_text(TINY)
+    r = invoke("predict", "--recipe", str(recipe), "--artifacts-dir", str(folder / "a b"), "0,1")
+    assert r.exit_code == errors.MissingArtifact.exit_code
+    fix = _hinted(r.output)  # shlex.split reads it back as the arguments it names
+    assert fix[fix.index("--recipe") + 1] == str(recipe) and fix[fix.index("--artifacts-dir") + 1] == str(
+        folder / "a b"
+    )
+    assert shlex.quote(str(recipe)) in r.output

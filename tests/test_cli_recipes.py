@@ -60,6 +60,7 @@ def recipe(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_every_command_takes_a_recipe(tmp_path, recipe):
     d = tmp_path / "art"
     r = invoke("train", "--recipe", recipe, "--artifacts-dir", d, "--steps", "250")
@@ -141,6 +142,7 @@ def test_recipes_lists_and_shows_the_builtins():
     assert r.exit_code == 2 and "unknown built-in recipe" in r.output
 
 
+@pytest.mark.slow
 def test_regression_recipe_end_to_end(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.uniform(-2, 2, size=(300, 2))

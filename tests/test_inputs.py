@@ -569,6 +569,7 @@ def traced_peak(source: I.RowSource) -> tuple[int, int, float]:
     return n, peak, checksum
 
 
+@pytest.mark.slow
 def test_streaming_memory_is_bounded(tmp_path):
     x = np.random.default_rng(3).integers(-99999, 99999, size=(100_000, 2)) / 1000
     block = "".join(f"{a},{b}\n" for a, b in x.tolist())

@@ -188,3 +188,82 @@ def test_sweep_and_ship_out_must_be_folders(published, tmp_path, make):
     r = invoke("ship", "--arch", "shallow", "--artifacts-dir", published, "--out", target)
     assert r.exit_code == 2 and "not a folder" in r.output, r.output
     assert not stat.S_ISREG(os.lstat(target).st_mode) or target.read_text() == "a file"
+
+
+# ---------------------------------------------------------------------------------------------
+# Found by a red team: links, files the manifests describe, a full device, `-`
+
+
+def test_a_link_is_written_through_never_replaced(published, tmp_path):
+    """/dev/stdout is a link to /proc/self/fd/1, which may name a regular file (`> log.txt`): the
+    result goes where the link leads, and the link stays a link."""
+    target = tmp_path / "log.txt"
+    target.write_text("old")
+    link = tmp_path / "mystdout"
+    link.symlink_to(target)
+    r = invoke("predict", "--arch", "shallow", "--artifacts-dir", published, "--output", link, "1,0")
+    assert r.exit_code == 0, r.output
+    assert link.is_symlink() and "probability" in target.read_text()
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    r = invoke("predict", "--arch", "shallow", "--artifacts-dir", published, "--output", tmp_path / "dangling", "1,0")
+    assert r.exit_code == 2 and "a symbolic link to nothing" in r.output
+
+
+def test_predict_to_proc_self_fd_1_with_stdout_redirected_to_a_file(published, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "out.txt"
+    with open(out, "w") as f:
+        r = subprocess.run(
+            [sys.executable, str(ROOT / "cli.py"), "predict", "--arch", "shallow", "--artifacts-dir", str(published),
+             "--output", "/proc/self/fd/1", "1,0"],
+            stdout=f, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "probability" in out.read_text() and os.path.islink("/proc/self/fd/1")
+
+
+def test_no_output_lands_among_the_files_a_manifest_describes(published, tmp_path):
+    import shutil
+
+    root = tmp_path / "artifacts"
+    shutil.copytree(published, root)
+    v1 = root / "shallow" / "v1"
+    before = {p.name: p.read_bytes() for p in v1.iterdir()}
+    base = ("predict", "--artifacts-dir", root, "1,0")
+    for args in (
+        (*base, "--arch", "shallow", "--output", v1 / "model.onnx"),
+        (*base, "--model", v1 / "model.onnx", "--output", v1 / "model.onnx"),
+        (*base, "--arch", "shallow", "--output", v1 / "manifest.sha256"),
+        (*base, "--arch", "shallow", "--output", root / "shallow" / "new.txt"),
+    ):
+        r = invoke(*args)
+        assert r.exit_code == 2 and "inside the model artifacts" in r.output, (args, r.output)
+    data = tmp_path / "d.csv"
+    data.write_text("a,b,y\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(20)))
+    r = invoke("init", "--data", data, "--target", "y", "--out", v1 / "model.onnx", "--force")
+    assert r.exit_code == 2 and "inside the model artifacts" in r.output
+    r = invoke("ship", "--arch", "shallow", "--artifacts-dir", root, "--out", v1)
+    assert r.exit_code == 2 and "inside the model artifacts" in r.output
+    assert {p.name: p.read_bytes() for p in v1.iterdir()} == before
+
+
+def test_a_full_device_is_a_write_error_not_an_internal_one(published, tmp_path):
+    full = tmp_path / "full"
+    os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))  # the kernel's always-full device, privately
+    r = invoke("predict", "--arch", "shallow", "--artifacts-dir", published, "--output", full, "1,0")
+    assert r.exit_code == errors.ArtifactWriteError.exit_code and "disk full" in r.output, r.output
+    assert stat.S_ISCHR(os.lstat(full).st_mode)
+
+
+def test_dash_means_stdout(published, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = invoke("predict", "--arch", "shallow", "--artifacts-dir", published, "--output", "-", "1,0")
+    assert r.exit_code == 0 and "probability" in r.stdout and not (tmp_path / "-").exists()
+    data = tmp_path / "d.csv"
+    data.write_text("a,b,y\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(20)))
+    r = invoke("init", "--data", data, "--target", "y", "--out", "-")
+    assert r.exit_code == 0 and 'name = "d"' in r.stdout and not (tmp_path / "-").exists()

@@ -387,3 +387,14 @@ def test_recipe_models_predict_without_torch(models, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["predictions"][0]["label"] in (0, 2, 5)
+
+
+def test_a_row_whose_output_is_not_finite_is_the_inputs_problem_named_by_its_row(models):
+    """A finite input far beyond the data (1e38 rooms) drives a ReLU regression to inf: the row is
+    named, exit 2 (a bad input), no server path in the message."""
+    root, _ = models
+    p = predictor(root, REGRESSION)
+    x = np.array([[1, 2], [3e38, 3e38]], dtype=np.float32)
+    with pytest.raises(UsageError, match=r"row 2 of the batch gives a non-finite value") as info:
+        p.outputs(x)
+    assert info.value.exit_code == 2 and str(root) not in str(info.value)

@@ -62,6 +62,7 @@ def test_predict_serves_the_published_version(shipped):
     np.testing.assert_allclose([p["probability"] for p in data["predictions"]], ref, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_skip_verify_leaves_an_unpublished_candidate(shipped_copy):
     before = (shipped_copy / "shallow" / "PUBLISHED").read_text()
     r = run_cli(
@@ -84,6 +85,7 @@ def test_skip_verify_leaves_an_unpublished_candidate(shipped_copy):
     assert data["version"] == 1
 
 
+@pytest.mark.slow
 def test_a_failed_verify_keeps_the_published_version_serving(shipped_copy):
     cand = A.ArtifactPaths(shipped_copy, "shallow")
     # a candidate whose ONNX file computes something else, consistently recorded in its manifest
@@ -106,6 +108,7 @@ def test_a_failed_verify_keeps_the_published_version_serving(shipped_copy):
     assert r.returncode == 0 and data["version"] == 1
 
 
+@pytest.mark.slow
 def test_versions_publish_rollback_and_keep(shipped_copy):
     root = str(shipped_copy)
     for seed in ("1", "2"):
@@ -135,6 +138,7 @@ def test_versions_publish_rollback_and_keep(shipped_copy):
     assert r.returncode == errors.IntegrityError.exit_code and versions.read_published(shipped_copy, "shallow") == 2
 
 
+@pytest.mark.slow
 def test_verify_version_rechecks_and_writes_nothing(shipped_copy):
     before = _tree(shipped_copy)
     r = run_cli("verify", "--arch", "all", "--version", "1", "--artifacts-dir", str(shipped_copy), "--json")
@@ -144,6 +148,7 @@ def test_verify_version_rechecks_and_writes_nothing(shipped_copy):
     assert _tree(shipped_copy) == before
 
 
+@pytest.mark.slow
 def test_verify_all_json_is_one_document_even_when_one_model_fails(shipped_copy):
     shutil.rmtree(shipped_copy / "wide-deep" / "candidate")
     r = run_cli("verify", "--arch", "all", "--artifacts-dir", str(shipped_copy), "--json")
@@ -170,6 +175,7 @@ def _legacy(shipped, tmp_path, verified=True):
     return root
 
 
+@pytest.mark.slow
 def test_a_folder_of_the_older_layout_is_read_as_version_1_if_it_verifies(shipped, tmp_path):
     root = _legacy(shipped, tmp_path)
     r, data = _predict(root)
@@ -189,6 +195,7 @@ def test_a_folder_of_the_older_layout_is_read_as_version_1_if_it_verifies(shippe
     assert r.returncode == 0 and "not verified" in r.stderr and versions.list_versions(bad, "shallow") == [1]
 
 
+@pytest.mark.slow
 def test_predict_during_a_rerun_always_answers_from_the_published_version(shipped_copy):
     proc = subprocess.Popen(cli_cmd("all", "--arch", "shallow", "--artifacts-dir",
                              str(shipped_copy), "--seed", "6"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
@@ -201,6 +208,7 @@ def test_predict_during_a_rerun_always_answers_from_the_published_version(shippe
     assert proc.returncode == 0 and answers >= 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "point", ["publish:version-staged", "publish:pointer", "verify:replaced:verify.json", "export:forgotten"]
 )
@@ -218,6 +226,7 @@ def test_killed_while_publishing_still_serves(shipped_copy, point):
     assert not [p for p in (shipped_copy / "shallow").iterdir() if p.name.startswith(A.TMP_PREFIX)]
 
 
+@pytest.mark.slow
 def test_sigterm_is_like_ctrl_c(shipped_copy):
     proc = subprocess.Popen(cli_cmd("all", "--arch", "shallow", "--artifacts-dir",
                              str(shipped_copy), "--steps", "200000"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -422,6 +431,7 @@ def test_bench_out_is_checked_before_the_run(tmp_path):
     assert r.returncode == 2 and "--out" in r.stderr and time.perf_counter() - t < 30
 
 
+@pytest.mark.slow
 def test_a_broken_matplotlib_is_a_notice_not_a_lost_model(tmp_path):
     env = dict(os.environ, MPLBACKEND="no-such-backend")
     r = run_cli("train", "--artifacts-dir", str(tmp_path), "--steps", "3000", env=env)
@@ -487,6 +497,7 @@ def test_a_loose_file_with_external_data_is_refused_wherever_it_is_run_from(tmp_
 # Found by a red-team pass
 
 
+@pytest.mark.slow
 def test_a_damaged_old_version_is_never_published_again(shipped_copy):
     root = str(shipped_copy)
     # v1 is the default run; damage it, then re-run the same settings: a new version, not v1
@@ -521,6 +532,7 @@ def test_manifest_file_names_must_be_plain_names(shipped_copy, name):
         assert r.returncode == errors.CorruptArtifact.exit_code and "plain file name" in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_a_version_number_taken_by_junk_is_skipped(shipped_copy, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -668,6 +680,7 @@ EDITS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("edit", list(EDITS))
 def test_an_edited_version_manifest_is_refused_by_every_reader_and_marked_by_versions(shipped_copy, tmp_path, edit):
     v1 = shipped_copy / "shallow" / "v1"
@@ -701,3 +714,15 @@ def test_a_version_whose_seal_is_missing_is_refused_and_an_old_unsealed_version_
     _edit(v1 / A.MANIFEST, lambda d: (d.__setitem__("schema", 3), d.pop("sealed")))
     r = run_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "0,1")
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("flip", ["sealed false", "schema 3"])
+def test_a_seal_is_checked_whatever_the_manifest_says_of_itself(shipped_copy, flip):
+    """An edit that also says 'not sealed' (or an older schema) is still refused while the seal is there."""
+    v1 = shipped_copy / "shallow" / "v1"
+    change = (
+        (lambda d: d.__setitem__("sealed", False)) if flip == "sealed false" else (lambda d: d.__setitem__("schema", 3))
+    )
+    _edit(v1 / A.MANIFEST, lambda d: (change(d), d["config"].__setitem__("seed", 778)))
+    r = run_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "0,1")
+    assert r.returncode == errors.IntegrityError.exit_code and "was changed after the version was made" in r.stderr

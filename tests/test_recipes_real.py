@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow  # subprocess end to end: the whole suite runs it, `-m "not slow"` does not
+
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 
 CASES = {  # name -> (loader, target column, how classes are written)

@@ -502,3 +502,21 @@ def test_ship_leaves_no_lock_file_in_the_repository(artifacts, tmp_path):
     with A.run_lock(repo):  # a ship running meanwhile is still refused
         with pytest.raises(errors.FolderLocked):
             ship_version(IRIS, 1, version_files(artifacts, IRIS), repo)
+
+
+def test_the_same_version_number_of_another_model_and_a_linked_version_are_refused_naming_both(tmp_path):
+    import dataclasses
+
+    root = tmp_path / "artifacts"
+    other = dataclasses.replace(HOUSES, serving="flowers")
+    mine = dataclasses.replace(IRIS, serving="flowers")
+    published_model(root, other)
+    published_model(root, mine)
+    repo = tmp_path / "repo"
+    ship_version(other, 1, version_files(root, other), repo)
+    (repo / "flowers" / "config.pbtxt").unlink()  # only the version folder says whose it is
+    with pytest.raises(errors.IntegrityError, match="serves model 'houses'.*not 'iris'"):
+        ship_version(mine, 1, version_files(root, mine), repo)
+    (repo / "flowers" / "3").symlink_to(repo / "flowers" / "1")
+    with pytest.raises(errors.IntegrityError, match="version 3 is a symbolic link"):
+        ship_version(other, 1, version_files(root, other), repo)

@@ -291,3 +291,20 @@ def test_init_never_takes_a_builtins_serving_name_either(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     st = write_starter(data, "label")
     assert st.name == "xor_shallow-data" and load_recipe(st.path).serving == "xor_shallow_data"
+
+
+def test_left_out_names_with_control_characters_are_shown_escaped_and_a_header_only_file_is_named(tmp_path):
+    from typer.testing import CliRunner
+
+    import cli
+
+    rows = [[i, i * 0.5, f"t{i}", i % 2] for i in range(20)]
+    data = write_csv(tmp_path / "t.csv", ["a", "b", "no\x1bte", "label"], rows)
+    r = CliRunner().invoke(
+        cli.app, ["init", "--data", str(data), "--target", "label", "--out", str(tmp_path / "t.toml")]
+    )
+    assert r.exit_code == 0 and "no\\x1bte" in r.output and "\x1b" not in r.output
+    head = tmp_path / "h.csv"
+    head.write_text("a,b,y\n")
+    with pytest.raises(DataError, match="has a header row but no data rows"):
+        write_starter(head, "y", out=tmp_path / "h.toml")

@@ -135,6 +135,7 @@ def test_unscaled_inputs_and_raw_regression_target_match_a_single_run():
     assert m.rmse == pytest.approx(evaluate(single.model, arch, single.final_loss, gate, data).rmse, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_products_without_an_exact_batched_form_match_single_runs_whatever_the_chunk():
     """The 6 -> 1 layer at 50 rows per step has no batched form with a single run's bits (its gemv sums
     in an order no batched op reproduces, and MKL's order depends on each member's alignment in the
@@ -318,6 +319,7 @@ def test_bad_options_exit_2_with_one_line(tmp_path, args, message):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_export_best_publishes_the_best_pair_through_the_pipeline(tmp_path):
     """The sweep ends in a verified, published version whose training is the best member's."""
     import json as _json
@@ -422,6 +424,7 @@ def test_cli_bad_recipe_or_option_is_one_line(tmp_path, csv_recipe, args, messag
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_export_best_publishes_a_csv_recipe_verified(tmp_path, csv_recipe):
     from pipeline.store import versions
     from tests.conftest import run_cli

@@ -120,6 +120,7 @@ def test_the_step_a_cuda_graph_replays_matches_the_fast_loop_on_cpu():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_explicit_loop_is_bit_identical_to_the_tutorial_loop_over_the_whole_run(arch):
     """No autograd, the ATen backward kernels called directly: the same loss history and weights to

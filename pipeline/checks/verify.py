@@ -1078,7 +1078,7 @@ def run_verify(
     *,
     data: Any = None,
 ) -> Report:
-    """The full report, written to <arch>/verify.json and summarised in the manifest. Does not
+    """The full report, written to the folder's verify.json and summarised in the manifest. Does not
     raise on a failed verdict, so the caller can show it first: then `raise_on_failure`."""
     from ..store.jsonout import dumps_bytes
 

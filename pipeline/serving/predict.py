@@ -55,6 +55,19 @@ TABLE_TOP = 3  # multiclass: the table shows this many most probable classes
 _MAX_TABLE_NAME = 20  # a longer feature name or label is cut in the table
 
 
+class NonFiniteOutput(UsageError):
+    """The model's output for a row is not finite (inf or NaN): the row is beyond what the model can
+    compute in float32 (verify checks that its outputs are finite over ten times its data's range).
+    The input's problem (exit 2), named by its row within the batch; `serve` answers it with a 400."""
+
+    def __init__(self, row: int, output: str):
+        super().__init__(
+            f"row {row + 1} of the batch gives a non-finite {output} (inf or NaN): its values are beyond "
+            "what the model computes in float32; check that row's values and units"
+        )
+        self.row = row
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """The bytes to serve and what vouches for them."""
@@ -86,13 +99,13 @@ def _check_name(name: str) -> str:
 
 def resolve_model(
     root: Path,
-    arch: str | None,
+    name: str | None,
     model: Path | None,
     version: int | None = None,
     allow_unverified: bool = False,
     hint: str | None = None,
 ) -> ServedModel:
-    """The model to serve. `arch`: a model name (a built-in, or a recipe's `name`): its published
+    """The model to serve. `name`: a model's name (a built-in, or a recipe's `name`): its published
     version (or `version`) in `<root>/<name>/`, checked by `store.versions` (every file hashed, the
     manifest against its seal). `model`: an ONNX file, identified by the manifest beside it (its
     content, not its folder's name). The network is the manifest's (`artifacts.arch_of`). `hint`: how
@@ -122,9 +135,9 @@ def resolve_model(
         _check_files(paths, manifest, model.name)
         number = manifest.version
     else:
-        if arch is None:
+        if name is None:
             raise UsageError("give a model name or a --model file")
-        name = _check_name(arch)
+        name = _check_name(name)
         checked = versions.check_version(root, name, version, hint or selector(name), require_verified=False)
         paths, manifest = checked.paths, checked.manifest
         if A.ONNX not in checked.files:
@@ -279,8 +292,9 @@ class Predictor:
                 f"{self.served.where} returned shape {list(out.shape)} for {rows} rows, expected [{rows}, {k}]"
             )
         values = out.astype(np.float64)
-        if not np.all(np.isfinite(values)):
-            raise CorruptArtifact(f"{self.served.where} returned non-finite values")
+        finite = np.isfinite(values).all(axis=1)
+        if not finite.all():
+            raise NonFiniteOutput(int(np.argmin(finite)), self.arch.output_name)
         return values
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:

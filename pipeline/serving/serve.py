@@ -72,6 +72,11 @@ HEADER_LENGTH = "inference-header-content-length"  # the binary tensor data exte
 # bound, so a client that sends its whole body before reading the answer (urllib, requests) gets the
 # 413; a larger one is answered at once and its connection closed.
 DRAIN_FACTOR = 4
+# Request bodies held at once, all connections together: this many times --max-request-mb; past it a
+# request gets 503 (retry), so many large requests at once cannot exhaust memory.
+BUDGET_FACTOR = 4
+OFF_LOOP_BYTES = 1 << 20  # a REST body at least this large is parsed and run in a worker thread
+MAX_HEAD_BYTES = 64 * 1024  # a request line and headers larger than this: 431, the connection closed
 
 # Triton endpoints beyond the v2 core that `serve` does not implement (REST answers 404 and says so).
 UNSUPPORTED_REST = (
@@ -87,6 +92,13 @@ UNSUPPORTED_MODEL_REST = {  # /v2/models/NAME[/versions/N]/<this>
     "config": "the model configuration extension",
     "trace": "the trace extension",
 }
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """`text` safe to log as one line: control characters and line separators escaped (a client's
+    bytes can end up in a message), cut at `limit` characters."""
+    out = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text[: limit + 1])
+    return out if len(out) <= limit else out[: limit - 3] + "..."
 
 
 class BadRequest(Exception):
@@ -167,10 +179,16 @@ class Loaded:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """(rows, n_inputs) float32 -> (rows, n_outputs) float32 through `Predictor.outputs` (predict's
-        own path: shape and finiteness checked). Exact: those are the session's float32 values."""
+        own path: shape and finiteness checked). Exact: those are the session's float32 values. A row
+        whose output is not finite is the client's BadRequest (400)."""
         import numpy as np
 
-        return self.predictor.outputs(x).astype(np.float32)
+        from .predict import NonFiniteOutput
+
+        try:
+            return self.predictor.outputs(x).astype(np.float32)
+        except NonFiniteOutput as exc:
+            raise BadRequest(str(exc)) from None
 
     def describe(self) -> str:
         p = self.predictor.providers
@@ -382,7 +400,7 @@ def parse_rest(body: bytes, header_length: str | None, loaded: Loaded, max_batch
     Inference-Header-Content-Length header is given), checked strictly."""
     if header_length is not None:
         text = header_length.strip()
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             raise BadRequest(f"Inference-Header-Content-Length {header_length[:20]!r} is not a byte count")
         n = int(text)
         if n > len(body):
@@ -475,8 +493,13 @@ class RestApp:
         self.slots = slots
         self.on_line = on_line
         self.limit = config.max_request_bytes
+        self.budget = BUDGET_FACTOR * config.max_request_bytes  # request bodies held at once, in bytes
+        self.inflight = 0  # bytes of request bodies held now (the event loop's thread only)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "websocket":  # not part of the protocol: refuse the handshake
+            await send({"type": "websocket.close", "code": 1003})
+            return
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"]
@@ -486,13 +509,19 @@ class RestApp:
             status, body, headers = exc.status, _error(str(exc)), [(b"content-type", b"application/json")]
             if exc.close:
                 headers.append((b"connection", b"close"))
-            self.on_line(f"client error: {status} {method} {path[:120]}: {exc}")
+            self.on_line(f"client error: {status} {one_line(method, 10)} {one_line(path, 120)}: {one_line(str(exc))}")
         except PipelineError as exc:  # the model failed at run time: the server's fault, said once
             status, body, headers = 500, _error(str(exc)), [(b"content-type", b"application/json")]
-            self.on_line(f"error: 500 {method} {path[:120]}: {exc}")
+            self.on_line(f"error: 500 {one_line(method, 10)} {one_line(path, 120)}: {one_line(str(exc))}")
+        except Exception as exc:  # a bug: one line, never a traceback in the log or the answer
+            status, headers = 500, [(b"content-type", b"application/json")]
+            body = _error(f"internal error ({exc.__class__.__name__}); the server goes on")
+            self.on_line(f"error: 500 {one_line(method, 10)} {one_line(path, 120)}: internal error: "
+                         f"{exc.__class__.__name__}: {one_line(str(exc), 200)}")  # fmt: skip
         if self.config.access_log:
             client = scope.get("client") or ("-", 0)
-            self.on_line(f"access: {client[0]} {method} {path[:200]} {status} {len(body)}")
+            self.on_line(f"access: {client[0]} {one_line(method, 10)} {one_line(path, 200)} {status} {len(body)}")
+        headers.append((b"content-length", str(len(body)).encode()))  # HTTP/1.0 clients too
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -529,10 +558,17 @@ class RestApp:
                     _method(method, "POST", path)
                     check_version(loaded, version)
                     body = await self._body(scope, receive)
-                    request = parse_rest(body, _header(scope, HEADER_LENGTH), loaded, self.config.max_batch_size)
-                    y = loaded.run(request.x)  # (rows, n_outputs) float32: predict's session, its values unchanged
-                    out, headers = rest_response(loaded, y, request)
-                    return 200, out, headers
+                    try:
+                        args = (body, _header(scope, HEADER_LENGTH), loaded, self.config.max_batch_size)
+                        if len(body) < OFF_LOOP_BYTES:
+                            return _infer(*args)
+                        # a large body is parsed and run off the event loop: health checks and small
+                        # requests are answered meanwhile
+                        import asyncio
+
+                        return await asyncio.get_running_loop().run_in_executor(None, _infer, *args)
+                    finally:
+                        self.inflight -= len(body)
                 _method(method, "GET", path)
                 check_version(loaded, version)
                 if tail == ["ready"]:
@@ -564,27 +600,42 @@ class RestApp:
             raise BadRequest(_too_large(size, mb), 413)
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise BadRequest("the client went away before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            more = message.get("more_body", False)
-            if size > limit:
-                chunks.clear()  # nothing of it is kept while the rest is read through
-                whole = await _discard(receive, drain - size) if more else True
-                raise BadRequest(_too_large(size, mb, more=more), 413, close=not whole)
-            chunks.append(chunk)
-            if not more:
-                break
-        body = b"".join(chunks)
-        encoding = (_header(scope, "content-encoding") or "identity").strip().lower()
-        if encoding in ("", "identity"):
-            return body
-        if encoding not in ("gzip", "deflate"):
-            raise BadRequest(f"Content-Encoding {encoding[:20]!r} is not supported (gzip, deflate or none)", 415)
-        return _inflate(body, limit, self.config.max_request_mb)
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise BadRequest("the client went away before sending the whole body")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                self.inflight += len(chunk)
+                more = message.get("more_body", False)
+                if size > limit:
+                    chunks.clear()  # nothing of it is kept while the rest is read through
+                    whole = await _discard(receive, drain - size) if more else True
+                    raise BadRequest(_too_large(size, mb, more=more), 413, close=not whole)
+                if self.inflight > self.budget:
+                    raise BadRequest(
+                        f"the server holds {self.inflight:,} bytes of requests at once, over its budget "
+                        f"({self.budget:,}: {BUDGET_FACTOR} x --max-request-mb); retry shortly",
+                        503,
+                        close=more,
+                    )
+                chunks.append(chunk)
+                if not more:
+                    break
+            body = b"".join(chunks)
+            encoding = (_header(scope, "content-encoding") or "identity").strip().lower()
+            if encoding in ("", "identity"):
+                self.inflight += len(body) - size  # the body is held until the request ends
+                return body
+            if encoding not in ("gzip", "deflate"):
+                raise BadRequest(f"Content-Encoding {encoding[:20]!r} is not supported (gzip, deflate or none)", 415)
+            inflated = _inflate(body, limit, self.config.max_request_mb)
+            self.inflight += len(inflated) - size
+            return inflated
+        except BaseException:
+            self.inflight -= size
+            raise
 
 
 async def _discard(receive: Callable, budget: int) -> bool:
@@ -600,19 +651,36 @@ async def _discard(receive: Callable, budget: int) -> bool:
     return False
 
 
+def _infer(body: bytes, header_length: str | None, loaded: Loaded, max_batch_size: int) -> tuple[int, bytes, list]:
+    """One REST inference: parse, run, answer (on the event loop, or in a worker thread for a large body)."""
+    request = parse_rest(body, header_length, loaded, max_batch_size)
+    y = loaded.run(request.x)  # (rows, n_outputs) float32: predict's session, its values unchanged
+    out, headers = rest_response(loaded, y, request)
+    return 200, out, headers
+
+
 def _inflate(body: bytes, limit: int, mb: int) -> bytes:
+    """A gzip or zlib body (several gzip members are one stream, as gzip writes them), never more than
+    `limit` bytes of it; anything after the last member that is not one is refused."""
     import zlib
 
-    d = zlib.decompressobj(wbits=47)  # gzip or zlib, by their headers
-    try:
-        out = d.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"the compressed request body cannot be decompressed ({exc})") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise BadRequest(f"the decompressed request body is over --max-request-mb {mb}", 413)
-    if not d.eof:
-        raise BadRequest("the compressed request body is truncated")
-    return out
+    parts: list[bytes] = []
+    size = 0
+    data = body
+    while data:
+        d = zlib.decompressobj(wbits=47)  # gzip or zlib, by their headers
+        try:
+            out = d.decompress(data, limit - size + 1)
+        except zlib.error as exc:
+            raise BadRequest(f"the compressed request body cannot be decompressed ({exc})") from None
+        size += len(out)
+        if size > limit or d.unconsumed_tail:
+            raise BadRequest(f"the decompressed request body is over --max-request-mb {mb}", 413)
+        if not d.eof:
+            raise BadRequest("the compressed request body is truncated")
+        parts.append(out)
+        data = d.unused_data
+    return b"".join(parts)
 
 
 def _too_large(size: int, mb: int, more: bool = False) -> str:
@@ -678,7 +746,7 @@ def _grpc_server(config: ServeConfig, slots: dict[str, Slot], on_line: Callable[
         exception keeps its request (megabytes of tensor data) alive until a later collection, and a
         server answering many bad requests would grow (measured: +150 MB over 30 requests of 7 MB)."""
         code = codes.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
-        on_line(f"client error: {code.name} gRPC {method}: {exc}")
+        on_line(f"client error: {code.name} gRPC {method}: {one_line(str(exc))}")
         context.set_code(code)
         context.set_details(str(exc))
         return empty
@@ -704,12 +772,14 @@ def _grpc_server(config: ServeConfig, slots: dict[str, Slot], on_line: Callable[
         )
         want = loaded.inputs[0]["name"]
         raw = request.raw_input_contents
+        contents = first.contents
+        filled = [f.name for f, _ in contents.ListFields()]
         if raw:
             if len(raw) != len(request.inputs):
                 raise BadRequest(f"the request has {len(raw)} raw contents for {len(request.inputs)} inputs")
+            if filled:
+                raise BadRequest(f"input {want!r} gives both contents and raw_input_contents; send one")
             return batch_from_bytes(raw[0], rows, cols, want)
-        contents = first.contents
-        filled = [f.name for f, _ in contents.ListFields()]
         if filled != ["fp32_contents"]:
             shown = ", ".join(filled) or "none"
             raise BadRequest(f"input {want!r}: its contents must be fp32_contents (FP32), got {shown}")
@@ -745,22 +815,18 @@ def _grpc_server(config: ServeConfig, slots: dict[str, Slot], on_line: Callable[
                 loaded = lookup(request.model_name)  # read once: the whole request runs on this version
                 check_version(loaded, request.model_version)
                 x = batch(request, loaded)
-                check_requested_outputs(
-                    [(o.name, o.parameters["classification"].int64_param if "classification" in o.parameters else 0)
-                     for o in request.outputs],
-                    loaded,
-                )  # fmt: skip
+                check_requested_outputs([(o.name, _classification(o.parameters)) for o in request.outputs], loaded)
             except BadRequest as exc:
                 return refuse(context, exc, "ModelInfer", pb.ModelInferResponse())
             try:
                 y = loaded.run(x)
             except PipelineError as exc:
-                on_line(f"error: gRPC ModelInfer: {exc}")
+                on_line(f"error: gRPC ModelInfer: {one_line(str(exc))}")
                 context.set_code(grpc.StatusCode.INTERNAL)
                 context.set_details(str(exc))
                 return pb.ModelInferResponse()
             if config.access_log:
-                on_line(f"access: {context.peer()} gRPC ModelInfer {loaded.name} rows {x.shape[0]}")
+                on_line(f"access: {one_line(context.peer(), 80)} gRPC ModelInfer {loaded.name} rows {x.shape[0]}")
             out = pb.ModelInferResponse.InferOutputTensor(
                 name=loaded.arch.output_name, datatype=DATATYPE, shape=list(y.shape)
             )
@@ -777,7 +843,7 @@ def _grpc_server(config: ServeConfig, slots: dict[str, Slot], on_line: Callable[
     server = aio.server(
         options=[
             ("grpc.so_reuseport", 0),  # a port in use is in use
-            ("grpc.max_send_message_length", config.max_request_bytes),
+            ("grpc.max_send_message_length", -1),  # answers are bounded by --max-batch-size, not the request bound
             # refused from the message's length prefix, before the body is read or decoded
             ("grpc.max_receive_message_length", config.max_request_bytes),
         ],
@@ -791,6 +857,17 @@ def _grpc_server(config: ServeConfig, slots: dict[str, Slot], on_line: Callable[
     if not port:
         raise UsageError(f"gRPC port {config.grpc_port} on {config.host} is in use")
     return server
+
+
+def _classification(parameters: Any) -> int:
+    """The class count a gRPC requested output asks Triton's classification extension for (any
+    parameter type: a string "2" asks too); 0 when it asks for none."""
+    if "classification" not in parameters:
+        return 0
+    p = parameters["classification"]
+    which = p.WhichOneof("parameter_choice")
+    value = getattr(p, which) if which else 0
+    return 1 if value not in (0, "", "0", False) else 0
 
 
 def _unsupported(method: str, grpc: Any) -> Callable:
@@ -1016,6 +1093,8 @@ def _run(
     async def main() -> None:
         import uvicorn
 
+        http_protocol: Any = _bounded_protocol(on_line)
+
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -1027,7 +1106,7 @@ def _run(
         http = uvicorn.Server(
             uvicorn.Config(
                 app, log_config=None, lifespan="off", timeout_graceful_shutdown=GRACE_SECONDS, access_log=False,
-                server_header=False, date_header=False,
+                server_header=False, date_header=False, http=http_protocol, h11_max_incomplete_event_size=MAX_HEAD_BYTES,
             )
         )  # fmt: skip
         http_sock.listen(2048)
@@ -1066,3 +1145,42 @@ def _run(
     if reloader is not None:
         reloader.join(timeout=5)
     on_line("stopped")
+
+
+def _bounded_protocol(on_line: Callable[[str], None]) -> Any:
+    """uvicorn's httptools protocol with a bound on a request's line and headers (MAX_HEAD_BYTES):
+    past it the client gets 431 and its connection is closed, so one endless header cannot exhaust
+    memory. "auto" (uvicorn's own choice, h11 with its own bound) where httptools is not installed."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return "auto"
+
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
+        _in_head = True
+        _head = 0
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_head, self._head = True, 0
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            before = self._in_head
+            super().data_received(data)
+            if before and self._in_head and not self.transport.is_closing():
+                self._head += len(data)
+                if self._head > MAX_HEAD_BYTES:
+                    msg = f"the request line and headers are over {MAX_HEAD_BYTES:,} bytes"
+                    body = _error(msg)
+                    self.transport.write(
+                        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                        b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                    )
+                    self.transport.close()
+                    on_line(f"client error: 431 {msg}")
+
+    return BoundedHttpToolsProtocol

@@ -56,6 +56,7 @@ from typing import Any
 from ..errors import ArtifactWriteError, CorruptArtifact, IntegrityError, MissingArtifact, UsageError
 from ..graph.contract import check_served, parse_checked, read_metadata, signature
 from ..spec.archs import INPUT_NAME, Arch
+from ..spec.recipe import BUILTIN_NAMES
 from ..store import artifacts as A
 from ..store.card import class_label
 from ..store.manifest import Manifest
@@ -587,18 +588,35 @@ def _check_owner(model_dir: Path, config: bytes | None, model: str, number: int)
     folder of `xor_shallow` would make Triton answer `xor_shallow` requests with iris. Version `number`
     itself is compared file by file afterwards (`_same_version`)."""
     ours = 0
+    fix = (
+        f"ship it to another --out, or give {model} another serving_name"
+        if model not in BUILTIN_NAMES
+        else "ship it to another --out"
+    )
     for entry in sorted(model_dir.iterdir(), key=lambda p: p.name):
-        if not entry.name.isdigit() or A.kind(entry) != "dir":
+        if not entry.name.isdigit():
             continue
         where = f"{model_dir} version {entry.name}"
+        if A.kind(entry) != "dir":
+            raise IntegrityError(
+                f"{where} is {'a symbolic link' if A.kind(entry) == 'link' else 'not a folder'}; ship refuses to "
+                f"follow or replace it: {fix}"
+            )
         if entry.name == str(number):
+            owner = None
             with contextlib.suppress(CorruptArtifact, IntegrityError, OSError):
-                ours += Manifest.from_json(A.read_regular(entry / A.MANIFEST), where).name == model
+                owner = Manifest.from_json(A.read_regular(entry / A.MANIFEST), where).name
+            if owner is not None and owner != model:
+                raise IntegrityError(
+                    f"{model_dir} serves model {owner!r} (version {entry.name}), not {model!r}; a Triton model "
+                    f"folder serves one model: {fix}"
+                )
+            ours += owner == model
             continue
         if A.kind(entry / A.MANIFEST) != "file":
             raise IntegrityError(
                 f"{where} was not shipped by xorship (it has no {A.MANIFEST}); a Triton model folder serves one "
-                f"model: ship {model} to another --out, or give it another serving_name"
+                f"model: {fix}"
             )
         try:
             owner = Manifest.from_json(A.read_regular(entry / A.MANIFEST), where).name
@@ -607,7 +625,7 @@ def _check_owner(model_dir: Path, config: bytes | None, model: str, number: int)
         if owner != model:
             raise IntegrityError(
                 f"{model_dir} serves model {owner!r} (version {entry.name}), not {model!r}; a Triton model folder "
-                f"serves one model: ship {model} to another --out, or give it another serving_name"
+                f"serves one model: {fix}"
             )
         ours += 1
     if config is None:
@@ -621,7 +639,7 @@ def _check_owner(model_dir: Path, config: bytes | None, model: str, number: int)
     if found is not None and found.group(1) != model:
         raise IntegrityError(
             f"{model_dir / CONFIG} serves model {found.group(1)!r}, not {model!r}; a Triton model folder serves one "
-            f"model: ship {model} to another --out, or give it another serving_name"
+            f"model: {fix}"
         )
 
 

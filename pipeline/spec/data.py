@@ -272,10 +272,12 @@ def float32_reach(lo: float, hi: float, mean: float) -> float:
 def _reach_error(cols: Columns, what: str, names: list[tuple[str, float, float]]) -> DataError:
     shown = "; ".join(f"{n!r} from {lo:.4g} to {hi:.4g}" for n, lo, hi in names[:5])
     more = f" (and {len(names) - 5} more)" if len(names) > 5 else ""
+    fix = "rescale the column (other units, or a log)" + (
+        "" if what == "target" else " or leave it out of [data] features"
+    )
     return DataError(
         f"{cols.where}: {what} {shown}{more} spans too much for float32: standardizing it (x - mean) and "
-        f"verify's inputs {WIDE_FACTOR:g} spans beyond its range would overflow float32 (±{FLOAT32_MAX:.4g}); "
-        "rescale the column (other units, or a log) or leave it out of [data] features"
+        f"verify's inputs {WIDE_FACTOR:g} spans beyond its range would overflow float32 (±{FLOAT32_MAX:.4g}); {fix}"
     )
 
 

@@ -385,7 +385,7 @@ def _steps(v: int, what: str) -> int:
 
 def _lr(v: float, what: str) -> float:
     if not math.isfinite(v) or v <= 0 or v > FLOAT32_MAX:
-        raise RecipeError(f"{what} {v}: must be a finite number > 0 within float32's range (at most {FLOAT32_MAX:.8g})")
+        raise RecipeError(f"{what} {v}: must be a finite number > 0 within float32's range (at most {FLOAT32_MAX!r})")
     return float(v)
 
 
@@ -540,9 +540,11 @@ PROGRAM = "python cli.py"  # how hints name the command line (the README's form)
 def selector(name: str, source: Path | str | None = None) -> str:
     """How the command line names a model: `--arch NAME` for a built-in, `--recipe FILE` for a recipe
     (its file when known)."""
+    import shlex
+
     if name in BUILTIN_NAMES:
         return f"--arch {name}"
-    return f"--recipe {source}" if source is not None else f"--recipe <the recipe file of {name}>"
+    return f"--recipe {shlex.quote(str(source))}" if source is not None else f"--recipe <the recipe file of {name}>"
 
 
 def command(cmd: str, name: str, source: Path | str | None = None) -> str:

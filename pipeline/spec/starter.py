@@ -121,6 +121,8 @@ def _numeric_columns(data: Path, target: str) -> tuple[list[str] | None, tuple[s
         return None, (), ()
     others = [n for n in names if n != target]
     table = _read(data, where, names, others)
+    if table.num_rows == 0:
+        return None, (), ()  # a header and no rows: read_columns says so
     text: list[str] = []
     other: list[tuple[str, str]] = []
     for n in others:

@@ -150,7 +150,9 @@ class ArtifactPaths:
 
 def _dir_option(root: Path) -> str:
     """`--artifacts-dir ROOT` unless ROOT is the default folder (`artifacts`)."""
-    return "" if Path(root) == Path("artifacts") else f"--artifacts-dir {root}"
+    import shlex
+
+    return "" if Path(root) == Path("artifacts") else f"--artifacts-dir {shlex.quote(str(root))}"
 
 
 def sha256_file(path: Path) -> str:
@@ -816,10 +818,10 @@ def versions() -> dict[str, str]:
     return out
 
 
-def check_model_dirs(root: Path, arch: str) -> None:
-    """Before writing: <root>/<arch> and its candidate folder must be real folders, never links
+def check_model_dirs(root: Path, name: str) -> None:
+    """Before writing: <root>/<name> and its candidate folder must be real folders, never links
     (a link there would make us write somewhere else). `root` itself may be a link."""
-    for folder in (root / arch, root / arch / CANDIDATE):
+    for folder in (root / name, root / name / CANDIDATE):
         if folder.is_symlink():
             raise IntegrityError(f"{folder} is a symbolic link; refusing to write through it")
         if folder.exists() and not folder.is_dir():

@@ -17,7 +17,7 @@ from typing import Any, TypeVar, Union
 from ..errors import CorruptArtifact
 
 SCHEMA = 4
-# 1: the layout before versions (files directly in <root>/<arch>/); 3: + model, recipe, data;
+# 1: the layout before versions (files directly in <root>/<name>/); 3: + model, recipe, data;
 # 4: + `sealed`: a version's manifest has its sha256 in manifest.sha256 beside it (`artifacts.read_manifest`)
 READABLE_SCHEMAS = (1, 2, 3, 4)
 T = TypeVar("T")

@@ -34,21 +34,21 @@ def matplotlib_missing() -> str | None:
     return None
 
 
-def uses_tutorial_settings(arch: str, steps: int, lr: float, seed: int, tutorial_init: bool) -> bool:
+def uses_tutorial_settings(name: str, steps: int, lr: float, seed: int, tutorial_init: bool) -> bool:
     from ..spec.archs import TUTORIAL
     from ..spec.tutorial_log import LOGS
 
-    return arch in LOGS and tutorial_init and (steps, lr, seed) == (TUTORIAL.steps, TUTORIAL.lr, TUTORIAL.seed)
+    return name in LOGS and tutorial_init and (steps, lr, seed) == (TUTORIAL.steps, TUTORIAL.lr, TUTORIAL.seed)
 
 
-def tutorial_points(arch: str) -> tuple[tuple[int, float], ...]:
+def tutorial_points(name: str) -> tuple[tuple[int, float], ...]:
     """The tutorial's printed (step, loss) log for a built-in."""
     from ..spec.tutorial_log import LOGS
 
-    return LOGS[arch]
+    return LOGS[name]
 
 
-def render_loss_png(arch: str, losses: Sequence[float], overlay: Sequence[Sequence[float]] = ()) -> bytes:
+def render_loss_png(name: str, losses: Sequence[float], overlay: Sequence[Sequence[float]] = ()) -> bytes:
     """Training loss per step on a log scale, as PNG bytes; `overlay` (step, loss) points (the
     tutorial's printed log) are drawn over it when given."""
     import io
@@ -60,14 +60,14 @@ def render_loss_png(arch: str, losses: Sequence[float], overlay: Sequence[Sequen
     fig = Figure(figsize=(8, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.plot(range(len(losses)), losses, lw=1.2, label=f"{arch}: this run")
+    ax.plot(range(len(losses)), losses, lw=1.2, label=f"{name}: this run")
     if overlay:
         steps, values = zip(*overlay)
         ax.scatter(steps, values, s=10, color="tab:red", zorder=3, label="tutorial's printed log")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("BCE loss")
-    ax.set_title(f"{arch}: training loss (final {losses[-1]:.3g})")
+    ax.set_title(f"{name}: training loss (final {losses[-1]:.3g})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -85,12 +85,12 @@ class LossPlot:
     (PlotFailed: the notice to show instead); `cancel()` stops it. Use one of the two, once; `cancel`
     after `result` does nothing."""
 
-    def __init__(self, arch: str, losses: Sequence[float], overlay: Sequence[Sequence[float]] = ()) -> None:
+    def __init__(self, name: str, losses: Sequence[float], overlay: Sequence[Sequence[float]] = ()) -> None:
         import json
         import subprocess
         import threading
 
-        payload = json.dumps({"arch": arch, "losses": list(losses), "overlay": [list(p) for p in overlay]}).encode()
+        payload = json.dumps({"name": name, "losses": list(losses), "overlay": [list(p) for p in overlay]}).encode()
         # -P: the script's folder (pipeline/) is not put on sys.path, so its modules cannot shadow others
         self._proc = subprocess.Popen(
             [sys.executable, "-P", str(Path(__file__).resolve()), "--render"],
@@ -130,13 +130,13 @@ class LossPlot:
         self._proc.wait()
 
 
-def start_loss_plot(arch: str, losses: Sequence[float], overlay_tutorial: bool) -> tuple[LossPlot | None, str | None]:
+def start_loss_plot(name: str, losses: Sequence[float], overlay_tutorial: bool) -> tuple[LossPlot | None, str | None]:
     """(the drawing under way, None), or (None, why there will be no loss.png)."""
     missing = matplotlib_missing()
     if missing:
         return None, missing
     try:
-        return LossPlot(arch, losses, tutorial_points(arch) if overlay_tutorial else ()), None
+        return LossPlot(name, losses, tutorial_points(name) if overlay_tutorial else ()), None
     except OSError as exc:  # no process could be started (out of memory, process limit)
         return None, f"loss.png not written: no process to draw it ({exc.strerror or exc.__class__.__name__})"
 
@@ -150,7 +150,7 @@ def _child() -> int:
     os.nice(CHILD_NICENESS)
     try:
         spec = json.loads(sys.stdin.buffer.read())
-        png = render_loss_png(spec["arch"], spec["losses"], spec["overlay"])
+        png = render_loss_png(spec["name"], spec["losses"], spec["overlay"])
     except Exception as exc:  # any plotting failure: the parent turns this line into a notice
         first = (str(exc).splitlines() or [""])[0][:200]
         print(f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__, file=sys.stderr)
