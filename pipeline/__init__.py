@@ -6,15 +6,11 @@ The public API (importing it does not import torch, onnx or onnxruntime):
     summary = run_all("shallow", "artifacts", device="cpu")             # a built-in
     summary = run_all(load_recipe("iris.toml"), "artifacts")            # your model and CSV data
 
-Layers, imports pointing down only:
-- orchestration: `flow` (run_all and one function per command: lock, clean-up, stages, timings);
-- stages: `train`, `validate`, `export`, `verify` (each: explicit inputs -> frozen result);
-- uses: `predict` (torch-free inference), `ship` (Triton repository), `serve`, `sweep`, `bench`,
-  `starter` (`init`: a starter recipe from a CSV);
-- shared: `recipe` (TOML recipes, the built-ins), `data` (CSV reading, split, statistics), `archs` (the
-  network a recipe resolves to), `model` (torch module, weights), `contract` (the ONNX signature,
-  safe parsing), `onnx_safety` (the external-data walk), `runtimes` (one runner type, provider
-  truth), `manifest` (typed records), `artifacts` (files, atomic writes, the lock), `errors`.
+Layers as folders, lowest first, imports pointing down only (README, "Code layout"): `errors`;
+`spec` (recipes, networks, data); `store` (artifacts, manifest, versions, model card); `training`
+(torch: model, kernels, train, validate, sweep, plot); `graph` (export, the ONNX contract and safety
+walk); `checks` (runtimes, serve-check and verify); `serving` (torch-free: predict, ship, serve);
+`flow` (run_all and one function per command); `bench`.
 """
 
 from .errors import PipelineError

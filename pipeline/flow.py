@@ -185,12 +185,15 @@ def publish_models(
         return _each(_recipes(which), one)
 
 
-def _publish_candidate(root: Path, arch: Arch, recipe: Recipe, report: Report, keep: int) -> Published:
-    """The candidate just passed verify: a new version with its model card (store.versions)."""
+def _publish_candidate(
+    root: Path, arch: Arch, recipe: Recipe, report: Report, keep: int, manifest: Manifest
+) -> Published:
+    """The candidate just passed verify: a new version with its model card (store.versions).
+    `manifest`: the candidate's, as verify recorded it."""
     from .store.card import model_card
 
     doc = report.as_dict()
-    return versions.publish_candidate(root, arch.name, lambda m: model_card(m, doc), keep, recipe.selector)
+    return versions.publish_candidate(root, arch.name, lambda m: model_card(m, doc), keep, recipe.selector, manifest)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +222,7 @@ def _train_one(
     """Read the data (unless given), train, gate, save. Nothing is written unless the model passes the
     gate, so a failed retrain leaves the previous artifacts alone. Returns the dataset too, and
     loss.png being drawn in a separate process (None: no picture, and a notice says why): the
-    caller commits it with `_finish_plot` (or cancels it)."""
+    caller hands it to a `_Picture`, which commits or cancels it."""
     from .training.train import TrainConfig, save, train
     from .training.validate import evaluate, gate
 
@@ -253,22 +256,66 @@ def _start_plot(result: TrainResult) -> tuple[LossPlot | None, str | None]:
     return start_loss_plot(cfg.arch.name, result.losses, overlay)
 
 
-def _finish_plot(paths: A.ArtifactPaths, plot: LossPlot | None) -> tuple[str, ...]:
-    """Wait for loss.png and commit it into `paths`, the folder the same run trained into: (), or
-    the notice that says why there is no picture (a plotting failure is never an error). The child
-    only renders; the bytes are staged and committed here, so a kill leaves no partial file."""
-    if plot is None:
-        return ()
-    from .training.plot import PlotFailed
+class _Picture:
+    """loss.png being drawn in a separate process beside the rest of a model's chain (None: no
+    picture), for the candidate in `paths`. `commit()` waits for it and commits it there, returning
+    () or the notice that says why there is no picture (a plotting failure is never an error); the
+    child only renders, the bytes are staged and committed here, so a kill leaves no partial file.
+    Leaving the `with` block uncommitted commits it anyway after a PipelineError (the candidate
+    keeps its picture; the notice goes to `on_notice`), and otherwise (an interrupt) stops drawing."""
 
-    try:
-        png = plot.result()
-        A.commit(paths, "plot", {A.LOSS_PNG: A.stage_bytes(paths.folder, A.LOSS_PNG, png)}, {})
-    except PlotFailed as exc:
-        return (str(exc),)
-    finally:
-        plot.cancel()  # after a result: nothing to stop; after an interrupt or a failed commit: the child
-    return ()
+    def __init__(self, paths: A.ArtifactPaths, plot: LossPlot | None, on_notice: NoticeFn | None = None) -> None:
+        self.paths, self._plot, self.on_notice = paths, plot, on_notice
+        self.committed: Manifest | None = None  # the manifest that records loss.png, once committed
+
+    def commit(self) -> tuple[str, ...]:
+        plot, self._plot = self._plot, None
+        if plot is None:
+            return ()
+        from .training.plot import PlotFailed
+
+        try:
+            png = plot.result()
+            staged = {A.LOSS_PNG: A.stage_bytes(self.paths.folder, A.LOSS_PNG, png)}
+            self.committed = A.commit(self.paths, "plot", staged, {})
+        except PlotFailed as exc:
+            return (str(exc),)
+        finally:
+            plot.cancel()  # after a result: nothing to stop; after an interrupt or a failed commit: the child
+        return ()
+
+    def __enter__(self) -> _Picture:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if self._plot is None:
+            return
+        if isinstance(exc, PipelineError):
+            with contextlib.suppress(PipelineError):
+                for notice in self.commit():
+                    if self.on_notice:
+                        self.on_notice(notice)
+            return
+        plot, self._plot = self._plot, None
+        plot.cancel()
+
+
+class _Clock:
+    """Seconds per stage of one model's chain: `with clock("export"): ...` adds the block's time
+    when it completes (a stage that raised has no time); `clock.get(stage)` is None for a stage
+    that never completed."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def get(self, stage: str) -> float | None:
+        return self.seconds.get(stage)
 
 
 def train_models(
@@ -294,7 +341,8 @@ def train_models(
         result, validation, _, notices, _, plot = _train_one(
             recipe, paths, device=device, trainer=trainer, on_log=on_log, on_notice=on_notice, on_progress=on_progress
         )
-        return Trained(result, validation, paths, (*notices, *_finish_plot(paths, plot)))
+        with _Picture(paths, plot) as picture:
+            return Trained(result, validation, paths, (*notices, *picture.commit()))
 
     recipes = _recipes(which)
     with _writing(root, create=True):
@@ -309,31 +357,40 @@ def network_for(recipe: Recipe, data: Dataset) -> Arch:
     return arch
 
 
-def candidate_arch(paths: A.ArtifactPaths) -> Arch:
-    """The network the candidate's manifest describes."""
-    return A.arch_of(A.read_manifest(paths), str(paths.manifest))
+@dataclass(frozen=True)
+class Candidate:
+    """A model's candidate folder as a stage command finds it, under the lock: its manifest read
+    once (the stages are handed it and do not read it again), and the network it describes."""
+
+    paths: A.ArtifactPaths
+    manifest: Manifest
+    arch: Arch
+
+    @classmethod
+    def read(cls, paths: A.ArtifactPaths) -> Candidate:
+        manifest = A.read_manifest(paths)
+        return cls(paths, manifest, A.arch_of(manifest, str(paths.manifest)))
+
+    def data(self) -> Any:
+        """The data set the manifest records (read from its CSV; None for the built-ins' XOR points)."""
+        return recorded_data(self.manifest, str(self.paths.manifest))
 
 
 def _on_candidates(
     which: str | Recipe | Arch | Sequence[Recipe | Arch],
     root: Path | str,
-    stage: Callable[[A.ArtifactPaths, Arch, Recipe], T],
+    stage: Callable[[Candidate, Recipe], T],
 ) -> list[Outcome[T]]:
     """Run `stage` on each model's candidate, under the lock; the folder must exist already."""
     root = Path(root)
 
     def one(recipe: Recipe) -> T:
         _need_folder(root, recipe)
-        paths = A.ArtifactPaths(root, recipe.name, selector=recipe.selector)
-        return stage(paths, candidate_arch(paths), recipe)
+        return stage(Candidate.read(A.ArtifactPaths(root, recipe.name, selector=recipe.selector)), recipe)
 
     recipes = _recipes(which)
     with _writing(root, create=False):
         return _each(recipes, one)
-
-
-def _candidate_data(paths: A.ArtifactPaths) -> Any:
-    return recorded_data(A.read_manifest(paths), str(paths.manifest))
 
 
 def validate_models(
@@ -347,10 +404,10 @@ def validate_models(
 
     overrides.check()
 
-    def stage(paths: A.ArtifactPaths, arch: Arch, recipe: Recipe) -> ValidationResult:
+    def stage(c: Candidate, recipe: Recipe) -> ValidationResult:
         recipe = overrides.apply(recipe)
-        recipe.check_gate(arch.task)
-        return run_stage(paths, arch, recipe.gate, _candidate_data(paths))
+        recipe.check_gate(c.arch.task)
+        return run_stage(c.paths, c.arch, recipe.gate, c.data(), c.manifest)
 
     return _on_candidates(which, root, stage)
 
@@ -361,7 +418,7 @@ def export_models(
     """Export the candidate's gated weights to ONNX and check the file: `export`."""
     from .graph.export import run_stage
 
-    return _on_candidates(which, root, lambda paths, arch, _: run_stage(paths, arch))
+    return _on_candidates(which, root, lambda c, _: run_stage(c.paths, c.arch, c.manifest))
 
 
 def serve_check_models(
@@ -371,7 +428,7 @@ def serve_check_models(
     from .checks.verify import run_serve_check
 
     return _on_candidates(
-        which, root, lambda paths, arch, _: run_serve_check(paths, arch, provider, data=_candidate_data(paths))
+        which, root, lambda c, _: run_serve_check(c.paths, c.arch, provider, data=c.data(), manifest=c.manifest)
     )
 
 
@@ -419,14 +476,13 @@ def verify_models(
                 on_report(report)
             raise_on_failure(report, f"version {version}")
             return Verified(report, None)
-        paths = A.ArtifactPaths(root, recipe.name, selector=recipe.selector)
-        arch = candidate_arch(paths)
-        report = run_verify(paths, arch, tuple(require), atol, rtol, data=_candidate_data(paths))
+        c = Candidate.read(A.ArtifactPaths(root, recipe.name, selector=recipe.selector))
+        report, committed = run_verify(c.paths, c.arch, tuple(require), atol, rtol, data=c.data(), manifest=c.manifest)
         if on_report is not None:
             on_report(report)
-        raise_on_failure(report, str(paths.verify))
+        raise_on_failure(report, str(c.paths.verify))
         raise_if_stopped()
-        return Verified(report, _publish_candidate(root, arch, recipe, report, keep))
+        return Verified(report, _publish_candidate(root, c.arch, recipe, report, keep, committed))
 
     recipes = _recipes(which)
     if version is not None:  # reads only
@@ -561,12 +617,13 @@ def run_all(
         A.check_model_dirs(root, recipe.name)
         versions.migrate_legacy(root, recipe.name, on_notice, recipe.selector)
         paths = A.ArtifactPaths(root, recipe.name, selector=recipe.selector)
-        t = time.perf_counter()
-        result, validation, manifest, train_notices, data, plot = _train_one(
-            recipe, paths, device=device, trainer=trainer, on_log=on_log, on_notice=on_notice, on_progress=on_progress
-        )
+        clock = _Clock()
+        with clock("train"):
+            result, validation, manifest, train_notices, data, plot = _train_one(
+                recipe, paths, device=device, trainer=trainer, on_log=on_log, on_notice=on_notice,
+                on_progress=on_progress,
+            )  # fmt: skip
         arch = result.arch
-        t_train = time.perf_counter() - t
         notices: list[str] = []
 
         def notify(new: tuple[str, ...]) -> None:
@@ -575,45 +632,35 @@ def run_all(
                 if on_notice:
                     on_notice(n)
 
-        try:
+        report, published = None, None
+        with _Picture(paths, plot, on_notice) as picture:
             raise_if_stopped()
             notify(train_notices)
-            t = time.perf_counter()
-            exported = export(result.model, arch, paths, manifest)  # the model in memory: no reload
-            t_export = time.perf_counter() - t
+            with clock("export"):
+                exported = export(result.model, arch, paths, manifest)  # the model in memory: no reload
             raise_if_stopped()
-            t = time.perf_counter()
-            checked = run_serve_check(paths, arch, provider, data=data)
-            t_serve = time.perf_counter() - t
+            with clock("serve_check"):
+                checked = run_serve_check(paths, arch, provider, data=data)
             if checked.providers.cuda_note and on_notice:
                 on_notice(checked.providers.cuda_note)
-            report, t_verify, published = None, None, None
             if not skip_verify:
-                t = time.perf_counter()
-                report = run_verify(paths, arch, data=data)
-                raise_on_failure(report, str(paths.verify))
-                raise_if_stopped()  # a stop asked for during verify: publish nothing
-                t_verify = time.perf_counter() - t
-            pending, plot = plot, None
-            notify(_finish_plot(paths, pending))  # loss.png joins the candidate before it is published
+                with clock("verify"):
+                    report, committed = run_verify(paths, arch, data=data)
+                    raise_on_failure(report, str(paths.verify))
+                    raise_if_stopped()  # a stop asked for during verify: publish nothing
+            notify(picture.commit())  # loss.png joins the candidate before it is published
             raise_if_stopped()
-            if report is not None and t_verify is not None:
-                t = time.perf_counter()
-                published = _publish_candidate(root, arch, recipe, report, keep)
-                t_verify += time.perf_counter() - t
-        except PipelineError:
-            if plot is not None:  # the chain failed after training: the candidate still gets its picture
-                pending, plot = plot, None
-                with contextlib.suppress(PipelineError):
-                    notify(_finish_plot(paths, pending))
-            raise
-        finally:
-            if plot is not None:  # interrupted: stop drawing
-                plot.cancel()
+            if report is not None:
+                with clock("verify"):  # publishing counts as verify's time
+                    latest = picture.committed or committed
+                    published = _publish_candidate(root, arch, recipe, report, keep, latest)
+        times = StageTimes(
+            clock.seconds["train"], clock.seconds["export"], clock.seconds["serve_check"], clock.get("verify")
+        )
         return ModelRun(
             arch=arch, paths=paths, train=result, validation=validation, export=exported,
             providers=checked.providers, serve_check=checked.report, verify=report, published=published,
-            times=StageTimes(t_train, t_export, t_serve, t_verify), notices=tuple(notices),
+            times=times, notices=tuple(notices),
         )  # fmt: skip
 
     recipes = _recipes(which)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,26 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, input:
         input=input,
         timeout=timeout,
     )
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What `invoke_cli()` returns: the fields of a finished subprocess that the tests read."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def invoke_cli(*args: str, input: str | None = None) -> CliResult:
+    """The CLI in this process through Typer's CliRunner (no interpreter start): for the many tests of
+    option checks and one-line errors. `run_cli` runs it as a user does, in a subprocess, where the
+    process itself matters (signals, stdout pipes, start-up, what gets imported)."""
+    from typer.testing import CliRunner
+
+    import cli as cli_module
+
+    r = CliRunner().invoke(cli_module.app, list(args), input=input)
+    if r.exception is not None and not isinstance(r.exception, SystemExit):  # a traceback, shown as one
+        raise r.exception
+    return CliResult(r.exit_code, r.stdout, r.stderr)

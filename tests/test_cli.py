@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 import cli
 from pipeline import errors
-from tests.conftest import run_cli
+from tests.conftest import invoke_cli, run_cli
 
 runner = CliRunner()
 
@@ -56,13 +56,13 @@ def test_stage_commands_in_sequence(tmp_path):
     ],
 )
 def test_bad_options_are_usage_errors(tmp_path, args, message):
-    r = run_cli(*args, "--artifacts-dir", str(tmp_path))
+    r = invoke_cli(*args, "--artifacts-dir", str(tmp_path))
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "shallow").exists()
 
 
 def test_unknown_arch_names_the_valid_values(tmp_path):
-    r = run_cli("train", "--arch", "resnet", "--artifacts-dir", str(tmp_path))
+    r = invoke_cli("train", "--arch", "resnet", "--artifacts-dir", str(tmp_path))
     assert "'shallow'" in r.stderr and "'wide-deep'" in r.stderr and "'all'" in r.stderr
 
 

@@ -109,3 +109,29 @@ def test_cli_holds_no_stage_logic():
         "imports pipeline.serving.predict", "imports pipeline.training.train.train", "calls resolve_model()",
         "calls open()", "calls replace()",
     }, found  # fmt: skip
+
+
+def test_each_stage_command_reads_the_candidates_manifest_once(shipped_copy, monkeypatch):
+    """The candidate's manifest is read once per command, under the lock, and handed to the stage (and
+    to the commit that records its result): no stage reads it again."""
+    from pipeline import flow
+
+    real = A.read_manifest_bytes
+    reads: list[str] = []
+
+    def counted(paths):
+        reads.append(paths.folder.name)
+        return real(paths)
+
+    monkeypatch.setattr(A, "read_manifest_bytes", counted)
+    for command, kwargs in [
+        (flow.validate_models, {}),
+        (flow.export_models, {}),
+        (flow.serve_check_models, {"provider": "cpu"}),
+        (flow.verify_models, {}),
+    ]:
+        reads.clear()
+        [outcome] = command("shallow", shipped_copy, **kwargs)
+        assert outcome.ok, outcome.error
+        assert reads.count("candidate") == 1, (command.__name__, reads)
+    assert reads.count("v1") == 1  # verify's publication finds the same version once, checked in one read

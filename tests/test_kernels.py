@@ -244,3 +244,47 @@ def test_explicit_trainer_on_cuda_is_autograds_bits(activation, task, optimizer)
                   data=data) for t in ("auto", "autograd")]  # fmt: skip
     assert runs[0].trainer in ("cuda-graph", "explicit")
     _same(*runs, ran=(runs[0].trainer, "autograd"))
+
+
+@pytest.mark.parametrize("shapes", [[(8, 4), (8,), (1, 8), (1,)], [(37, 10, 10), (37, 10), (37, 1, 10), (37, 1)]])
+@pytest.mark.parametrize("lr", [1e-3, 0.5])
+def test_the_retyped_adam_is_torch_optims_on_the_installed_torch(shapes, lr):
+    """A single run's shapes and a sweep's stacked ones: the update both use is AdamUpdate, and it
+    gives torch.optim.Adam's bits step after step (the guard's own comparison, plus 40 steps here)."""
+    gen = torch.Generator().manual_seed(1)
+    params = [torch.randn(s, generator=gen) for s in shapes]
+    assert K.adam_differs(params, lr) is None
+    update = K.optimizer_update("adam", params, lr)
+    assert isinstance(update, K.AdamUpdate)
+    reference = [p.clone() for p in params]
+    opt = torch.optim.Adam(reference, lr=lr)
+    for _ in range(40):
+        grads = [torch.randn(s, generator=gen) for s in shapes]
+        update(grads)
+        for p, g in zip(reference, grads):
+            p.grad = g
+        opt.step()
+    for p, q in zip(params, reference):
+        assert torch.equal(p, q)
+
+
+def test_an_adam_that_differs_is_replaced_by_torch_optim(monkeypatch):
+    params = [torch.ones(4, 3), torch.zeros(4)]
+    monkeypatch.setattr(K, "ADAM_EPS", 1e-6)  # a re-typed formula that drifted from torch.optim's
+    assert K.adam_differs(params, 0.01) == "parameter 0 after step 1"
+    update = K.optimizer_update("adam", params, 0.01)
+    assert not isinstance(update, K.AdamUpdate)
+    update([torch.ones(4, 3), torch.ones(4)])
+    reference = [torch.ones(4, 3), torch.zeros(4)]
+    opt = torch.optim.Adam(reference, lr=0.01)
+    for p in reference:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(params, reference))
+
+
+def test_an_update_beyond_float32_raises_as_torch_optim_does():
+    params = [torch.ones(3)]
+    assert K.adam_differs(params, 1e38) is None  # both raise
+    with pytest.raises(RuntimeError, match="overflow"):
+        K.AdamUpdate(params, 1e38)([torch.ones(3)])

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.errors import IntegrityError
 from pipeline.serving import predict as P
-from tests.conftest import ROOT, load_weights, numpy_mlp, run_cli
+from tests.conftest import ROOT, invoke_cli, load_weights, numpy_mlp, run_cli
 
 
 def _no_torch_env(tmp_path):
@@ -47,14 +47,14 @@ def test_predict_from_csv_npy_json_and_stdin(shipped, tmp_path):
     np.save(tmp_path / "in.npy", rows)
     (tmp_path / "in.json").write_text(json.dumps({"x": rows.tolist()}))
     base = ("predict", "--arch", "wide-deep", "--artifacts-dir", str(shipped), "--json")
-    outs = [run_cli(*base, "--input", str(tmp_path / f)) for f in ("in.csv", "in.npy", "in.json")]
-    outs.append(run_cli(*base, "--input", "-", input="[[0, 1], [1, 1]]"))
+    outs = [invoke_cli(*base, "--input", str(tmp_path / f)) for f in ("in.csv", "in.npy", "in.json")]
+    outs.append(invoke_cli(*base, "--input", "-", input="[[0, 1], [1, 1]]"))
     labels = [[p["label"] for p in json.loads(o.stdout)["predictions"]] for o in outs]
     assert labels == [[1, 0]] * 4, [o.stderr for o in outs]
 
 
 def test_predict_with_model_path_and_table_output(shipped):
-    r = run_cli("predict", "--model", str(shipped / "shallow" / "v1" / "model.onnx"), "0,1")
+    r = invoke_cli("predict", "--model", str(shipped / "shallow" / "v1" / "model.onnx"), "0,1")
     assert r.returncode == 0 and "probability" in r.stdout and r.stdout.strip().endswith("1")
 
 
@@ -70,7 +70,7 @@ def test_predict_with_model_path_and_table_output(shipped):
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(shipped, args, message):
-    r = run_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped), *args)
+    r = invoke_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped), *args)
     assert r.returncode == 2
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 

@@ -19,7 +19,7 @@ from pipeline.spec.archs import ARCHS
 from pipeline.store import artifacts as A
 from pipeline.store import versions
 from pipeline.store.manifest import Manifest
-from tests.conftest import ROOT, cli_cmd, load_weights, numpy_mlp, run_cli
+from tests.conftest import ROOT, cli_cmd, invoke_cli, load_weights, numpy_mlp, run_cli
 
 XOR = ("0,0", "0,1", "1,0", "1,1")
 
@@ -248,13 +248,13 @@ def test_a_lock_symlink_is_refused_and_its_target_untouched(shipped_copy, tmp_pa
     target.write_text("precious")
     (shipped_copy / ".lock").unlink(missing_ok=True)
     (shipped_copy / ".lock").symlink_to(target)
-    r = run_cli("train", "--artifacts-dir", str(shipped_copy), "--steps", "5")
+    r = invoke_cli("train", "--artifacts-dir", str(shipped_copy), "--steps", "5")
     assert r.returncode == errors.IntegrityError.exit_code and "symbolic link" in r.stderr
     assert target.read_text() == "precious"
     dangling = tmp_path / "created-by-us"
     (shipped_copy / ".lock").unlink()
     (shipped_copy / ".lock").symlink_to(dangling)
-    r = run_cli("train", "--artifacts-dir", str(shipped_copy), "--steps", "5")
+    r = invoke_cli("train", "--artifacts-dir", str(shipped_copy), "--steps", "5")
     assert r.returncode == errors.IntegrityError.exit_code and not dangling.exists()
 
 
@@ -264,13 +264,13 @@ def test_a_symlinked_candidate_or_pointer_is_refused(shipped_copy, tmp_path):
     cand = shipped_copy / "shallow" / "candidate"
     shutil.rmtree(cand)
     cand.symlink_to(elsewhere)
-    r = run_cli("train", "--artifacts-dir", str(shipped_copy), "--steps", "3000")
+    r = invoke_cli("train", "--artifacts-dir", str(shipped_copy), "--steps", "3000")
     assert r.returncode == errors.IntegrityError.exit_code and list(elsewhere.iterdir()) == []
     pointer = shipped_copy / "wide-deep" / "PUBLISHED"
     (tmp_path / "one").write_text("1\n")
     pointer.unlink()
     pointer.symlink_to(tmp_path / "one")
-    r = run_cli("predict", "--arch", "wide-deep", "--artifacts-dir", str(shipped_copy), "0,1")
+    r = invoke_cli("predict", "--arch", "wide-deep", "--artifacts-dir", str(shipped_copy), "0,1")
     assert r.returncode == errors.IntegrityError.exit_code
 
 
@@ -324,16 +324,16 @@ def test_a_wrong_output_shape_fails_verify_and_predict(tmp_path):
     ref = rt.run(s.x).T  # the same values, in the declared (batch, 1) shape
     cmp = V.compare_one(rt, s, rt.run(s.x), ref)
     assert not cmp.passed and cmp.shape == (1, 4) and cmp.expected_shape == (4, 1)
-    r = run_cli("predict", "--model", str(path), "--allow-unverified", "0,1", "1,1")
+    r = invoke_cli("predict", "--model", str(path), "--allow-unverified", "0,1", "1,1")
     assert r.returncode == errors.CorruptArtifact.exit_code and "returned shape [1, 2]" in r.stderr
 
 
 def test_a_loose_file_needs_allow_unverified(shipped, tmp_path):
     loose = tmp_path / "model.onnx"
     shutil.copy(shipped / "shallow" / "v1" / "model.onnx", loose)
-    r = run_cli("predict", "--model", str(loose), "0,1")
+    r = invoke_cli("predict", "--model", str(loose), "0,1")
     assert r.returncode == errors.UsageError.exit_code and "--allow-unverified" in r.stderr
-    r = run_cli("predict", "--model", str(loose), "--allow-unverified", "--json", "0,1")
+    r = invoke_cli("predict", "--model", str(loose), "--allow-unverified", "--json", "0,1")
     assert r.returncode == 0 and json.loads(r.stdout)["verified"] is False
 
 
@@ -346,12 +346,14 @@ def test_predict_model_in_a_copied_renamed_folder_on_a_relative_path(shipped, tm
 
 def test_predict_output_file_is_written_atomically(shipped, tmp_path):
     out = tmp_path / "preds.json"
-    r = run_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped), "--json", "--output", str(out), *XOR)
+    r = invoke_cli(
+        "predict", "--arch", "shallow", "--artifacts-dir", str(shipped), "--json", "--output", str(out), *XOR
+    )
     assert r.returncode == 0 and r.stdout == ""
     assert [p["label"] for p in json.loads(out.read_text())["predictions"]] == [0, 1, 1, 0]
     bad = tmp_path / "bad.csv"
     bad.write_text("x1,x2\n0,1\n1,oops\n")
-    r = run_cli(
+    r = invoke_cli(
         "predict", "--arch", "shallow", "--artifacts-dir", str(shipped), "--input", str(bad), "--output", str(out)
     )
     assert r.returncode == 2 and "line 3" in r.stderr
@@ -383,7 +385,7 @@ def test_a_closed_stdout_ends_quietly(shipped):
 )
 def test_malformed_manifests_are_exit_5(shipped_copy, manifest):
     (shipped_copy / "shallow" / "candidate" / "manifest.json").write_text(manifest)
-    r = run_cli("export", "--arch", "shallow", "--artifacts-dir", str(shipped_copy))
+    r = invoke_cli("export", "--arch", "shallow", "--artifacts-dir", str(shipped_copy))
     assert r.returncode == errors.CorruptArtifact.exit_code, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
@@ -393,7 +395,7 @@ def test_malformed_manifests_are_exit_5(shipped_copy, manifest):
     [("--seed", "-1"), ("--seed", str(2**63)), ("--lr", "1e39"), ("--steps", "10000001")],
 )
 def test_out_of_range_training_options_are_usage_errors(tmp_path, args):
-    r = run_cli("train", "--artifacts-dir", str(tmp_path), *args)
+    r = invoke_cli("train", "--artifacts-dir", str(tmp_path), *args)
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
@@ -419,15 +421,15 @@ def test_bad_predict_inputs_are_usage_errors(shipped, tmp_path):
     typo = tmp_path / "typo.csv"
     typo.write_text("0,1x\n1,1\n")
     for f in (npz, huge, latin, longfield, typo):
-        r = run_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped), "--input", str(f))
+        r = invoke_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped), "--input", str(f))
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (f.name, r.stderr)
-    r = run_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped), "--input", str(bom), "--json")
+    r = invoke_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped), "--input", str(bom), "--json")
     assert r.returncode == 0 and len(json.loads(r.stdout)["predictions"]) == 1  # the BOM header is a header
 
 
 def test_bench_out_is_checked_before_the_run(tmp_path):
     t = time.perf_counter()
-    r = run_cli("bench", "--quick", "--out", str(tmp_path / "missing" / "bench.json"))
+    r = invoke_cli("bench", "--quick", "--out", str(tmp_path / "missing" / "bench.json"))
     assert r.returncode == 2 and "--out" in r.stderr and time.perf_counter() - t < 30
 
 
@@ -466,7 +468,7 @@ def test_onnxruntime_failing_at_run_time_is_exit_5(tmp_path):
     )
     path = tmp_path / "model.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), str(path))
-    r = run_cli("predict", "--model", str(path), "--allow-unverified", "0,1")
+    r = invoke_cli("predict", "--model", str(path), "--allow-unverified", "0,1")
     assert r.returncode == errors.CorruptArtifact.exit_code and "onnxruntime failed running" in r.stderr
     assert "Traceback" not in r.stderr
 
@@ -517,7 +519,7 @@ def test_a_damaged_file_anywhere_in_the_version_is_refused(shipped_copy, tmp_pat
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")
     r, _ = _predict(shipped_copy)
     assert r.returncode == errors.IntegrityError.exit_code
-    r = run_cli("ship", "--artifacts-dir", str(shipped_copy), "--out", str(tmp_path / "repo"))
+    r = invoke_cli("ship", "--artifacts-dir", str(shipped_copy), "--out", str(tmp_path / "repo"))
     assert r.returncode == errors.IntegrityError.exit_code and not (tmp_path / "repo" / "xor_shallow" / "1").exists()
 
 
@@ -528,7 +530,7 @@ def test_manifest_file_names_must_be_plain_names(shipped_copy, name):
     data["files"][name] = {"sha256": "0" * 64, "bytes": 10}
     m.write_text(json.dumps(data))
     for args in (("publish", "--version", "1"), ("verify", "--version", "1")):
-        r = run_cli(*args, "--arch", "shallow", "--artifacts-dir", str(shipped_copy))
+        r = invoke_cli(*args, "--arch", "shallow", "--artifacts-dir", str(shipped_copy))
         assert r.returncode == errors.CorruptArtifact.exit_code and "plain file name" in r.stderr, r.stderr
 
 
@@ -655,10 +657,10 @@ def test_json_errors_are_one_json_document(shipped, tmp_path):
     for args in (("verify", "--require", "bogus", "--artifacts-dir", str(shipped)),
                  ("verify", "--version", "1", "--artifacts-dir", str(tmp_path / "none")),
                  ("predict", "--arch", "shallow", "--artifacts-dir", str(tmp_path / "none"), "0,1")):  # fmt: skip
-        r = run_cli(*args, "--json")
+        r = invoke_cli(*args, "--json")
         doc = json.loads(r.stdout)
         assert r.returncode != 0 and doc["passed"] is False and doc["exit_code"] == r.returncode
-    r = run_cli("versions", "--arch", "all", "--artifacts-dir", str(shipped), "--json")
+    r = invoke_cli("versions", "--arch", "all", "--artifacts-dir", str(shipped), "--json")
     assert set(json.loads(r.stdout)["models"]) == {"shallow", "wide-deep"}
 
 
@@ -708,11 +710,11 @@ def test_an_edited_version_manifest_is_refused_by_every_reader_and_marked_by_ver
 def test_a_version_whose_seal_is_missing_is_refused_and_an_old_unsealed_version_still_reads(shipped_copy):
     v1 = shipped_copy / "shallow" / "v1"
     (v1 / A.SEAL).unlink()
-    r = run_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "0,1")
+    r = invoke_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "0,1")
     assert r.returncode == errors.IntegrityError.exit_code and "its seal manifest.sha256 is missing" in r.stderr
     # a version made before manifests were sealed (schema 3) reads as it did
     _edit(v1 / A.MANIFEST, lambda d: (d.__setitem__("schema", 3), d.pop("sealed")))
-    r = run_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "0,1")
+    r = invoke_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "0,1")
     assert r.returncode == 0, r.stderr
 
 
@@ -724,5 +726,5 @@ def test_a_seal_is_checked_whatever_the_manifest_says_of_itself(shipped_copy, fl
         (lambda d: d.__setitem__("sealed", False)) if flip == "sealed false" else (lambda d: d.__setitem__("schema", 3))
     )
     _edit(v1 / A.MANIFEST, lambda d: (change(d), d["config"].__setitem__("seed", 778)))
-    r = run_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "0,1")
+    r = invoke_cli("predict", "--arch", "shallow", "--artifacts-dir", str(shipped_copy), "0,1")
     assert r.returncode == errors.IntegrityError.exit_code and "was changed after the version was made" in r.stderr

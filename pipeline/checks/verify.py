@@ -1001,12 +1001,13 @@ def _load(
 ) -> tuple[Any, Any, bytes, str, Any]:
     """(manifest, torch model, ONNX bytes, ONNX sha256, the checked ModelProto): each file read
     once, hashed, and parsed (and checked) from those same bytes. `files` and `manifest`: a version
-    already read and checked (`store.versions.Version`): its bytes are used, not read again."""
+    already read and checked (`store.versions.Version`): its bytes are used, not read again; a
+    `manifest` alone: the folder's, read by the caller under the same lock."""
     if files is not None and manifest is not None:
         model = load_model(arch, files[A.WEIGHTS], str(paths.weights))
         data = files[A.ONNX]
     else:
-        manifest, model = load_trained(paths, arch)
+        manifest, model = load_trained(paths, arch, manifest)
         data = A.read_verified(paths, manifest, A.ONNX, "export")
     proto = parse_checked(data, str(paths.onnx))
     check_served(proto, str(paths.onnx), arch.n_inputs, arch.n_outputs)
@@ -1025,11 +1026,13 @@ class ServeCheckResult:
     providers: ProviderReport
 
 
-def run_serve_check(paths: A.ArtifactPaths, arch: Arch, provider: str, *, data: Any = None) -> ServeCheckResult:
+def run_serve_check(
+    paths: A.ArtifactPaths, arch: Arch, provider: str, *, data: Any = None, manifest: Any = None
+) -> ServeCheckResult:
     """Recorded in the manifest; raises EquivalenceFailed on a failure. `data`: the model's dataset
-    (None for the built-in XOR models)."""
+    (None for the built-in XOR models); `manifest`: the folder's, already read under the same lock."""
     _check_data(arch, data)
-    _, model, onnx, sha, _ = _load(paths, arch)
+    manifest, model, onnx, sha, _ = _load(paths, arch, None, manifest)
     report, providers = serve_check(model, arch, onnx, sha, provider, data=data)
     worst = report.worst()
     A.update_sections(
@@ -1046,6 +1049,7 @@ def run_serve_check(paths: A.ArtifactPaths, arch: Arch, provider: str, *, data: 
                 failures=tuple(report.failures()),
             )
         },
+        manifest,
     )
     raise_on_failure(report, str(paths.manifest))
     return ServeCheckResult(report, providers)
@@ -1077,14 +1081,19 @@ def run_verify(
     rtol: float | None = None,
     *,
     data: Any = None,
-) -> Report:
-    """The full report, written to the folder's verify.json and summarised in the manifest. Does not
-    raise on a failed verdict, so the caller can show it first: then `raise_on_failure`."""
+    manifest: Any = None,
+) -> tuple[Report, Any]:
+    """(the full report, the manifest it was recorded in): the report written to the folder's
+    verify.json and summarised in the manifest. `manifest`: the folder's, already read under the
+    same lock (not read again). Does not raise on a failed verdict, so the caller can show it first:
+    then `raise_on_failure`."""
     from ..store.jsonout import dumps_bytes
 
-    report = verify_folder(paths, arch, require, atol, rtol, data=data)
+    _check_data(arch, data)
+    manifest, model, onnx, sha, proto = _load(paths, arch, None, manifest)
+    report = verify(model, arch, onnx, sha, tuple(require), atol, rtol, data=data, checked=proto)
     staged = A.stage_bytes(paths.folder, A.VERIFY, dumps_bytes(report.as_dict()))  # strict JSON
-    A.commit(
+    committed = A.commit(
         paths,
         "verify",
         {A.VERIFY: staged},
@@ -1097,5 +1106,6 @@ def run_verify(
                 failures=tuple(report.failures()),
             )
         },
+        manifest,
     )
-    return report
+    return report, committed

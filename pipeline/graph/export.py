@@ -199,13 +199,14 @@ def facts_from_manifest(manifest: Manifest) -> dict[str, Any]:
 def export(model: Any, arch: Arch, paths: A.ArtifactPaths, manifest: Manifest) -> ExportResult:
     """Export and commit: model.onnx replaces the old one only once it passed every check."""
     result, staged = export_model(model, arch, paths, facts_from_manifest(manifest))
-    A.commit(paths, "export", {A.ONNX: staged}, {"export": result.record()})
+    A.commit(paths, "export", {A.ONNX: staged}, {"export": result.record()}, manifest)
     return result
 
 
-def run_stage(paths: A.ArtifactPaths, arch: Arch) -> ExportResult:
-    """Export the saved weights (sha256-checked) of a model that passed the gate."""
-    manifest, model = load_trained(paths, arch)
+def run_stage(paths: A.ArtifactPaths, arch: Arch, manifest: Manifest | None = None) -> ExportResult:
+    """Export the saved weights (sha256-checked) of a model that passed the gate. `manifest`: the
+    folder's, already read under the same lock."""
+    manifest, model = load_trained(paths, arch, manifest)
     if (
         manifest.validation is None
         or not manifest.validation.passed

@@ -681,16 +681,22 @@ def read_verified(paths: ArtifactPaths, manifest: Manifest, name: str, produced_
     return data
 
 
-def commit(paths: ArtifactPaths, stage: str, staged: dict[str, Path], sections: dict[str, Any]) -> Manifest:
+def commit(
+    paths: ArtifactPaths, stage: str, staged: dict[str, Path], sections: dict[str, Any], base: Manifest | None = None
+) -> Manifest:
     """Move staged files into place and record them and `sections` (Manifest field name -> record)
-    in the manifest, crash-safely.
+    in the manifest, crash-safely. `base`: the manifest as the caller read it under the same lock
+    (not read again); by default it is read here.
 
     Files and sections downstream of `stage` (DOWNSTREAM) are dropped: a new model makes the old
     ONNX file and reports meaningless. Returns the new manifest.
     """
     folder = paths.folder
     try:
-        manifest = read_manifest(paths) if paths.manifest.exists() else Manifest(name=paths.name)
+        if base is not None:
+            manifest = base
+        else:
+            manifest = read_manifest(paths) if paths.manifest.exists() else Manifest(name=paths.name)
     except (CorruptArtifact, MissingArtifact):
         if stage != "train":
             for tmp in staged.values():
@@ -731,9 +737,9 @@ def commit(paths: ArtifactPaths, stage: str, staged: dict[str, Path], sections: 
             tmp.unlink(missing_ok=True)
 
 
-def update_sections(paths: ArtifactPaths, sections: dict[str, Any]) -> Manifest:
-    """Record report sections that describe no new file (serve-check)."""
-    return commit(paths, "report", {}, sections)
+def update_sections(paths: ArtifactPaths, sections: dict[str, Any], base: Manifest | None = None) -> Manifest:
+    """Record report sections that describe no new file (validate, serve-check)."""
+    return commit(paths, "report", {}, sections, base)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -175,10 +175,13 @@ def resolve_version(root: Path | str, name: str, version: int | None = None, sel
     return paths
 
 
-def read_version(paths: A.ArtifactPaths, require_verified: bool = True) -> Version:
+def read_version(
+    paths: A.ArtifactPaths, require_verified: bool = True, head: tuple[Manifest, bytes, bytes | None] | None = None
+) -> Version:
     """Every file of the version in `paths` read once and hashed against its manifest (itself checked
-    against its seal); with `require_verified`, a passing verify record is required too."""
-    manifest, raw, seal = A.read_manifest_bytes(paths)
+    against its seal); with `require_verified`, a passing verify record is required too. `head`: the
+    manifest as `artifacts.read_manifest_bytes` already read it (not read again)."""
+    manifest, raw, seal = head if head is not None else A.read_manifest_bytes(paths)
     files = {name: A.read_verified(paths, manifest, name, "verify") for name in manifest.files}
     v = Version(paths, manifest, raw, seal, files, paths.number or manifest.version or 1)
     if require_verified and (manifest.verify is None or not manifest.verify.passed):
@@ -244,23 +247,31 @@ def list_model_versions(root: Path | str, name: str) -> list[VersionInfo]:
 
 
 def publish_candidate(
-    root: Path, name: str, card: Callable[[Manifest], str], keep: int, selector: str = ""
+    root: Path,
+    name: str,
+    card: Callable[[Manifest], str],
+    keep: int,
+    selector: str = "",
+    manifest: Manifest | None = None,
 ) -> Published:
     """The candidate just passed verify: copy it into a new version (with its model card, `card(manifest)`)
     and point PUBLISHED at it; keep the newest `keep` versions (never the published one). A candidate
-    that already is an intact version points PUBLISHED back at it."""
+    that already is an intact version points PUBLISHED back at it. `manifest`: the candidate's, as
+    verify committed it under the same lock (not read again). The files are read (and hashed against
+    it) once more here: they are the bytes copied into the version."""
     paths = A.ArtifactPaths(root, name, selector=selector)
-    manifest = A.read_manifest(paths)
+    manifest = manifest if manifest is not None else A.read_manifest(paths)
     if manifest.verify is None or not manifest.verify.passed:
         raise CorruptArtifact(f"{paths.manifest} does not record a passing verify")
     files = {n: A.read_verified(paths, manifest, n, "verify") for n in manifest.files if n in A.VERSION_FILES}
     onnx, weights = manifest.file(A.ONNX), manifest.file(A.WEIGHTS)
     for number in reversed(list_versions(root, name)):
         try:
-            existing = A.read_manifest(A.ArtifactPaths.version(root, name, number))
-            if existing.file(A.ONNX) != onnx or existing.file(A.WEIGHTS) != weights:
+            at = resolve_version(root, name, number)
+            head = A.read_manifest_bytes(at)
+            if head[0].file(A.ONNX) != onnx or head[0].file(A.WEIGHTS) != weights:
                 continue
-            check_version(root, name, number)  # every file intact: never point at a damaged version
+            read_version(at, head=head)  # every file intact: never point at a damaged version
         except PipelineError:
             continue
         set_published(root, name, number)

@@ -15,9 +15,10 @@ What autograd calls (read off a dispatch trace of `loss.backward()`, torch 2.14)
 - heads: binary: `sigmoid` + `binary_cross_entropy` -> `binary_cross_entropy_backward`; multiclass:
   `_log_softmax` + `nll_loss_forward` -> `nll_loss_backward` + `_log_softmax_backward_data` (what
   `CrossEntropyLoss` is); regression: `mse_loss` -> `mse_loss_backward`. All with mean reduction.
-- optimizers: SGD is `param += -lr * grad` (`_foreach_add_`, what torch.optim.SGD does without
-  momentum); Adam is torch.optim.Adam itself, handed the gradients (`p.grad = g; opt.step()`), so its
-  numbers are torch.optim's by construction, on every device and torch version.
+- optimizers (`optimizer_update`, shared with `sweep`): SGD is `param += -lr * grad` (`_foreach_add_`,
+  what torch.optim.SGD does without momentum); Adam is `AdamUpdate`, torch.optim.Adam's element-wise
+  calls without its per-step bookkeeping, compared with torch.optim.Adam itself on the parameters
+  about to be trained (`adam_differs`) and replaced by it when they differ.
 - input standardization has no parameters: the standardized rows are computed once, not every step
   (an element-wise op, so the same bits).
 
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..spec.archs import Arch
+from ..spec.limits import FLOAT32_MAX
 from ..spec.recipe import ACTIVATIONS, OPTIMIZERS, TASKS  # the vocabulary kernels cover: all of it
 
 SMALL_STEP = 1 << 18  # elements in a step's widest activations below this: one CPU thread is faster
@@ -219,29 +221,111 @@ class Step:
         return loss
 
 
-def explicit_step(arch: Arch, params: list, optimizer: str, lr: float) -> Step:
-    """The explicit step for `params` (the training view's parameters, [w0, b0, w1, b1, ...], leaf
-    tensors): `explicit_grads`, then SGD's `_foreach_add_` or torch.optim.Adam's own step."""
+ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults
+ADAM_EPS = 1e-8
+ADAM_CHECK_STEPS = 3  # steps the re-typed update is compared over (bias corrections change each step)
+
+
+class AdamUpdate:
+    """torch.optim.Adam's step with its defaults (no weight decay, no amsgrad), as the element-wise
+    calls its implementation makes (`lerp_`, `mul_`, `addcmul_`, `sqrt`, `div_`, `add_`, `addcdiv_`),
+    without torch.optim's per-step bookkeeping (measured: about 150 us a step on 8 small tensors, as
+    much as a small step's arithmetic). Every element is updated as a single run updates it, so it
+    serves stacked members as well. Not trusted blindly: `adam_differs` compares it with torch.optim
+    on the parameters about to be trained, and `optimizer_update` falls back to torch.optim."""
+
+    def __init__(self, params: list, lr: float) -> None:
+        import torch
+
+        self.params = params
+        self.lr = lr
+        self.exp_avg = [torch.zeros_like(p) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    def __call__(self, grads: list[Any]) -> None:
+        import torch
+
+        beta1, beta2 = ADAM_BETAS
+        self.t += 1
+        step_size = self.lr / (1 - beta1**self.t)
+        bias_correction2_sqrt = (1 - beta2**self.t) ** 0.5
+        torch._foreach_lerp_(self.exp_avg, grads, 1 - beta1)
+        torch._foreach_mul_(self.exp_avg_sq, beta2)
+        torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, value=1 - beta2)
+        denom = torch._foreach_sqrt(self.exp_avg_sq)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, ADAM_EPS)
+        if not abs(step_size) <= FLOAT32_MAX:  # torch.optim refuses the scale with this error
+            raise RuntimeError("value cannot be converted to type float without overflow")
+        torch._foreach_addcdiv_(self.params, self.exp_avg, denom, value=-step_size)
+
+
+def adam_differs(params: list, lr: float) -> str | None:
+    """None when `AdamUpdate` gives torch.optim.Adam's parameters to the bit over ADAM_CHECK_STEPS
+    steps from copies of `params` (so on their shapes, layout and device), with seeded gradients of
+    several magnitudes; else what differed. Errors count too: both raise, or neither."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    ours = [p.detach().clone() for p in params]
+    theirs = [p.detach().clone() for p in params]
+    mine, reference = AdamUpdate(ours, lr), make_optimizer("adam", theirs, lr)
+    for t in range(ADAM_CHECK_STEPS):
+        grads = [torch.randn(p.shape, generator=gen).mul_(10.0 ** (2 * t - 2)).to(p.device) for p in params]
+        failed = [_raises(mine, grads), _raises(_torch_step, reference, theirs, grads)]
+        if failed[0] != failed[1]:
+            return f"step {t + 1} raised in {'ours' if failed[0] else 'torch.optim'} only"
+        if failed[0]:
+            return None
+        for k, (a, b) in enumerate(zip(ours, theirs)):
+            if not _same_bits(a, b):
+                return f"parameter {k} after step {t + 1}"
+    return None
+
+
+def _raises(fn: Callable[..., Any], *args: Any) -> bool:
+    try:
+        fn(*args)
+    except RuntimeError:
+        return True
+    return False
+
+
+def _torch_step(opt: Any, params: list, grads: list[Any]) -> None:
+    for p, g in zip(params, grads):
+        p.grad = g
+    opt.step()
+
+
+def optimizer_update(optimizer: str, params: list, lr: float) -> Callable[[list[Any]], None]:
+    """grads -> None: one update of `params` ([w0, b0, w1, b1, ...] updated in place, [dW0, db0, ...]
+    in the same order). The one home of the update, for a single explicit run's parameters and for
+    `sweep`'s stacked (members, ...) ones: SGD's `_foreach_add_` (torch.optim.SGD without momentum);
+    Adam's `AdamUpdate` once `adam_differs` finds it equal to torch.optim.Adam on these parameters,
+    else torch.optim.Adam's own step (speed lost, never numbers). An update whose scale is beyond
+    float32 raises RuntimeError ("... overflow"), as torch.optim does."""
     import torch
 
     storage = [p.detach() for p in params]  # same memory; updating these needs no no_grad() context
-    grads = explicit_grads(arch, storage[0::2], storage[1::2])
     if optimizer == "sgd":
         foreach_add_ = torch._foreach_add_
 
         def sgd(g: list[Any]) -> None:
-            foreach_add_(storage, g, alpha=-lr)  # torch.optim.SGD's update without momentum
+            foreach_add_(storage, g, alpha=-lr)
 
-        return Step(grads, sgd)
-    opt = make_optimizer(optimizer, params, lr)
-    pairs = list(params)
+        return sgd
+    if adam_differs(storage, lr) is None:
+        return AdamUpdate(storage, lr)
+    opt = make_optimizer(optimizer, list(params), lr)
+    return lambda g: _torch_step(opt, list(params), g)
 
-    def torch_optim(g: list[Any]) -> None:
-        for p, gp in zip(pairs, g):
-            p.grad = gp
-        opt.step()
 
-    return Step(grads, torch_optim)
+def explicit_step(arch: Arch, params: list, optimizer: str, lr: float) -> Step:
+    """The explicit step for `params` (the training view's parameters, [w0, b0, w1, b1, ...], leaf
+    tensors): `explicit_grads`, then `optimizer_update`."""
+    storage = [p.detach() for p in params]
+    return Step(explicit_grads(arch, storage[0::2], storage[1::2]), optimizer_update(optimizer, params, lr))
 
 
 def check_step(view, arch: Arch, grads: Grads, x_raw, x, y) -> str | None:

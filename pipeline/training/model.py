@@ -176,10 +176,13 @@ def load_model(arch: Arch, weights: bytes, where: str = "weights") -> torch.nn.S
     return model.eval()
 
 
-def load_trained(paths: ArtifactPaths, arch: Arch) -> tuple[Manifest, torch.nn.Sequential]:
-    """(manifest, model) from a model folder; the weights are hashed and parsed from the same bytes."""
+def load_trained(
+    paths: ArtifactPaths, arch: Arch, manifest: Manifest | None = None
+) -> tuple[Manifest, torch.nn.Sequential]:
+    """(manifest, model) from a model folder; the weights are hashed and parsed from the same bytes.
+    `manifest`: the folder's, already read by the caller under the same lock (not read again)."""
     from ..store import artifacts as A
 
-    manifest = A.read_manifest(paths)
+    manifest = manifest if manifest is not None else A.read_manifest(paths)
     weights = A.read_verified(paths, manifest, A.WEIGHTS, "train")
     return manifest, load_model(arch, weights, str(paths.weights))

@@ -91,7 +91,7 @@ class LossPlot:
         import threading
 
         payload = json.dumps({"name": name, "losses": list(losses), "overlay": [list(p) for p in overlay]}).encode()
-        # -P: the script's folder (pipeline/) is not put on sys.path, so its modules cannot shadow others
+        # -P: the script's folder (pipeline/training/) is not put on sys.path, so its modules cannot shadow others
         self._proc = subprocess.Popen(
             [sys.executable, "-P", str(Path(__file__).resolve()), "--render"],
             stdin=subprocess.PIPE,

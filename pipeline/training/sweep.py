@@ -11,8 +11,8 @@ scaled) heads; standardized inputs; SGD and Adam; full batch or mini-batches. Me
 exactly `init_model(arch, s)`'s weights, sees exactly the batches a single `train --seed s` run sees
 (its own generator seeded with s, a fresh permutation per epoch, the short last batch dropped), and
 follows the same dynamics with the same ATen kernels: the loss's and the activations' own backward
-kernels, torch.optim's update op for op. The matrix products are batched where a batched form's
-summation order reproduces the single run's `addmm`/`mm` (picked by a probe, `_linear_plan`); where
+kernels, the optimizer update a single explicit run takes (`kernels.optimizer_update`). The matrix
+products are batched where a batched form's summation order reproduces the single run's `addmm`/`mm` (picked by a probe, `_linear_plan`); where
 none does, that product runs member by member with the single run's own kernel on aligned operands
 (`_per_member`). So every member is a single run to the bit, whatever its chunk (tested per head,
 optimizer and batching; `docs/sweep.md` has the numbers and the cost).
@@ -639,8 +639,145 @@ def _activation(name: str) -> tuple[Callable[..., Any], Callable[..., Any], bool
     raise ValueError(f"unknown activation {name!r}")
 
 
-ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults
-ADAM_EPS = 1e-8
+class _Head:
+    """A task's head over stacked members, (M, rows, n_out): the output from the last pre-activation,
+    each member's loss, and d loss / d pre-activation with the kernels a single run's autograd calls
+    (`kernels.explicit_grads`'s `head`, batched: reduction none, then the mean's 1/rows as BCELoss's
+    backward applies it)."""
+
+    def __init__(self, arch: Arch, m: int, rows: int, dev: Any) -> None:
+        import torch
+
+        aten = torch.ops.aten
+        self.task, self.m, self.rows = arch.task, m, rows
+        self.sigmoid = _sigmoid_as_single(m, rows, arch.widths[-1], dev)
+        self.bce, self.bce_backward = torch._C._nn.binary_cross_entropy, aten.binary_cross_entropy_backward
+        self.sigmoid_backward = aten.sigmoid_backward
+        self.log_softmax, self.log_softmax_backward = torch.log_softmax, aten._log_softmax_backward_data
+        self.mse, self.mse_backward = aten.mse_loss.default, aten.mse_loss_backward  # what a single run calls
+        self.nll = aten.nll_loss_forward.default
+        # The loss gradient's 1/rows: BCELoss's backward divides by the row count after the elementwise
+        # formula; when 1/rows is a power of 2, multiplying first gives the same bits in one op fewer.
+        self.inv = torch.tensor(1.0, device=dev) / rows  # float32 1/rows, as the kernels compute it
+        self.power_of_2 = rows & (rows - 1) == 0
+        ones = torch.ones((m, rows, 1), device=dev)
+        self.grad_out = torch.full((m, rows, 1), float(self.inv), device=dev) if self.power_of_2 else ones
+        self.nll_value = -self.inv  # nll_loss's backward: -grad / total_weight at each row's class
+
+    def out(self, z: Any) -> Any:
+        """What the loss reads: probabilities (binary), log-probabilities (multiclass), z (regression)."""
+        if self.task == "binary":
+            return self.sigmoid(z)
+        if self.task == "multiclass":
+            return self.log_softmax(z, 2)
+        return z
+
+    def batch_loss(self, out: Any, y: Any) -> Any:
+        """Each member's loss on its batch (mean over its rows), batched: (M,). Within rounding of a
+        single run's (the reduction's order differs); read every step for the divergence rule only."""
+        if self.task == "binary":
+            return self.bce(out, y, None, 0).mean(dim=(1, 2))  # type: ignore[arg-type]
+        if self.task == "multiclass":
+            return -out.gather(2, y.unsqueeze(2)).mean(dim=(1, 2))
+        return self.mse(out, y, 0).mean(dim=(1, 2))
+
+    def single_loss(self, out: Any, y: Any) -> Any:
+        """Each member's loss as a single run computes it, to the bit: the head's loss kernel with mean
+        reduction on the member's own (fresh, aligned) 2-D tensors, one call per member: (M,)."""
+        import torch
+
+        each = []
+        for k in range(self.m):
+            o, t = out[k].clone(), y[k].clone()
+            if self.task == "binary":
+                each.append(self.bce(o, t, None, 1))  # type: ignore[arg-type]
+            elif self.task == "multiclass":
+                each.append(self.nll(o, t, None, 1, -100)[0])  # CrossEntropyLoss: nll_loss on log_softmax
+            else:
+                each.append(self.mse(o, t, 1))
+        return torch.stack(each)
+
+    def grad(self, out: Any, y: Any) -> Any:
+        """d loss / d the last pre-activation, (M, rows, n_out)."""
+        import torch
+
+        if self.task == "binary":
+            g = self.bce_backward(self.grad_out, out, y, None, 0)
+            if not self.power_of_2:
+                g = g.div_(self.rows)
+            return self.sigmoid_backward(g, out)
+        if self.task == "multiclass":
+            g = torch.zeros_like(out).scatter_(2, y.unsqueeze(2), self.nll_value.expand(self.m, self.rows, 1))
+            return self.log_softmax_backward(g, out, 2, out.dtype)
+        return self.mse_backward(self.inv, out, y, 0)  # 2 * (out - y) * (1/rows): MSELoss's 2/rows * (out - y)
+
+
+class _Stack:
+    """The members' layers, stacked: forward keeps what backward needs; backward returns the gradients
+    in the parameters' order [dW0, db0, dW1, db1, ...], last layer first as autograd computes them."""
+
+    def __init__(self, arch: Arch, params: list, m: int, rows: int, shared_input: bool, dev: Any) -> None:
+        self.weights = params[0::2]
+        self.weights_t = [w.transpose(1, 2) for w in self.weights]  # views: they follow in-place updates
+        self.bias_views = [b.unsqueeze(1) for b in params[1::2]]  # (M, 1, out): broadcast over rows
+        widths, n = arch.widths, len(self.weights)
+        self.n = n
+        self.plans = [_linear_plan(m, rows, widths[i], widths[i + 1], i == 0 and shared_input, dev) for i in range(n)]
+        act, self.act_backward, self.needs_z = _activation(arch.activation)
+        sigmoid = arch.activation == "sigmoid"
+        self.acts = [_sigmoid_as_single(m, rows, widths[i + 1], dev) if sigmoid else act for i in range(n - 1)]
+        self.hs: list[Any] = []  # hs[i]: layer i's input, (M, rows, widths[i])
+        self.zs: list[Any] = []  # hidden pre-activations (gelu's backward takes them)
+
+    def forward(self, x: Any) -> Any:
+        """The last layer's pre-activation, (M, rows, n_out)."""
+        self.hs, self.zs = [x], []
+        h = x
+        for i in range(self.n):
+            z = self.plans[i].forward(h, self.weights[i], self.weights_t[i], self.bias_views[i])
+            if i == self.n - 1:
+                return z
+            h = self.acts[i](z)
+            self.hs.append(h)
+            if self.needs_z:
+                self.zs.append(z)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def backward(self, gz: Any) -> list[Any]:
+        grads: list[Any] = [None] * (2 * self.n)
+        g = gz
+        for i in range(self.n - 1, -1, -1):
+            if i < self.n - 1:
+                gz = self.act_backward(g, self.zs[i] if self.needs_z else self.hs[i + 1])
+            if i:
+                g = self.plans[i].input_grad(gz, self.weights[i])  # (M, rows, widths[i])
+            grads[2 * i] = self.plans[i].weight_grad(gz, self.hs[i])  # (M, out, in)
+            grads[2 * i + 1] = gz.sum(1)  # (M, out)
+        return grads
+
+
+def _member_batches(prob: Problem, seeds: Sequence[int], dev: Any) -> Any:
+    """(x, y) stacked per member for every step, forever: the batches `kernels.batches` gives a single
+    run seeded with each member's seed (a fresh permutation per epoch from a CPU generator, the short
+    last batch dropped); full batch: one copy of the rows, expanded (no per-member memory)."""
+    import torch
+
+    m, rows, step_rows = len(seeds), prob.rows, prob.rows_per_step
+    x_all, y_all = prob.x, prob.y
+    if step_rows == rows:
+        xb = x_all.unsqueeze(0).expand(m, *x_all.shape)
+        yb = y_all.unsqueeze(0).expand(m, *y_all.shape)
+        while True:
+            yield xb, yb
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    while True:
+        order = torch.stack([torch.randperm(rows, generator=g) for g in gens]).to(dev)  # (M, rows)
+        for start in range(0, rows - step_rows + 1, step_rows):
+            idx = order[:, start : start + step_rows].reshape(-1)  # (M * rows_per_step,)
+            yield (
+                x_all.index_select(0, idx).view(m, step_rows, -1),
+                y_all.index_select(0, idx).view(m, step_rows, *y_all.shape[1:]),
+            )
 
 
 def _train_chunk(
@@ -657,184 +794,62 @@ def _train_chunk(
     """Train copies of the stacked `init` (one member per seed) at one learning rate.
 
     One step, per member exactly what `train.autograd_loop` does for a single run: the member's batch
-    (its own seeded permutation per epoch), the modules' forward ops, the loss's and activations' own
-    backward kernels in autograd's order, and torch.optim's update (SGD's `p += -lr * grad`, or Adam's
-    single-tensor formula, op for op)."""
+    (`_member_batches`), the modules' forward ops and their backward kernels in autograd's order
+    (`_Stack`), the loss's own (`_Head`), and the optimizer's update (`kernels.optimizer_update`, the
+    one a single explicit run takes: SGD's `_foreach_add_`, Adam's `AdamUpdate` checked against torch.optim)."""
     import torch
+
+    from .kernels import optimizer_update
 
     m = len(seeds)
     params = [p.to(dev, copy=True) for p in init]
-    weights, biases = params[0::2], params[1::2]
-    weights_t = [w.transpose(1, 2) for w in weights]  # views: they follow the in-place updates
-    bias_views = [b.unsqueeze(1) for b in biases]  # (M, 1, out): broadcast over rows
-    n = len(weights)
-    rows, step_rows = prob.rows, prob.rows_per_step
-    batches = step_rows < rows
-    plans = [
-        _linear_plan(m, step_rows, arch.widths[i], arch.widths[i + 1], i == 0 and not batches, dev) for i in range(n)
-    ]
-    act, act_backward, needs_z = _activation(arch.activation)
-    task = arch.task
-    widths = arch.widths
-    acts = [_sigmoid_as_single(m, step_rows, widths[i + 1], dev) if arch.activation == "sigmoid" else act
-            for i in range(n - 1)]  # fmt: skip
-    head_sigmoid = _sigmoid_as_single(m, step_rows, widths[-1], dev)
-
-    aten = torch.ops.aten
-    bce, bce_backward = torch._C._nn.binary_cross_entropy, aten.binary_cross_entropy_backward
-    sigmoid_backward = aten.sigmoid_backward
-    log_softmax, log_softmax_backward = torch.log_softmax, aten._log_softmax_backward_data
-    mse_backward = aten.mse_loss_backward
-    # The loss gradient's 1/rows: BCELoss's backward divides by the row count after the elementwise
-    # formula; when 1/rows is a power of 2, multiplying first gives the same bits in one op fewer.
-    inv = torch.tensor(1.0, device=dev) / step_rows  # float32 1/rows, as the kernels compute it
-    power_of_2 = step_rows & (step_rows - 1) == 0
-    ones = torch.ones((m, step_rows, 1), device=dev)
-    grad_out = torch.full((m, step_rows, 1), float(inv), device=dev) if power_of_2 else ones
-    nll_value = -inv  # nll_loss's backward: -grad / total_weight at each row's class
-
-    x_all, y_all = prob.x, prob.y
-    if not batches:  # every member sees every row: one copy, expanded (no per-member memory)
-        xb = x_all.unsqueeze(0).expand(m, *x_all.shape)
-        yb = y_all.unsqueeze(0).expand(m, *y_all.shape)
-    gens = [torch.Generator().manual_seed(int(s)) for s in seeds] if batches else []
-    order: Any = None
-    cursor = rows
-
-    mse = aten.mse_loss.default  # what a single run calls (kernels.explicit_grads)
-    nll = aten.nll_loss_forward.default
-
-    def batch_loss(out: Any, yb: Any) -> Any:
-        """Each member's loss on its batch (mean over its rows), batched: (M,). Within rounding of a
-        single run's (the reduction's order differs); read every step for the divergence rule only."""
-        if task == "binary":
-            return bce(out, yb, None, 0).mean(dim=(1, 2))  # type: ignore[arg-type]
-        if task == "multiclass":
-            return -out.gather(2, yb.unsqueeze(2)).mean(dim=(1, 2))  # out: log-probabilities
-        return mse(out, yb, 0).mean(dim=(1, 2))
-
-    def single_loss(out: Any, yb: Any) -> Any:
-        """Each member's loss as a single run computes it, to the bit: the head's loss kernel with mean
-        reduction on the member's own (fresh, aligned) 2-D tensors, one call per member: (M,)."""
-        each = []
-        for k in range(m):
-            o, y = out[k].clone(), yb[k].clone()
-            if task == "binary":
-                each.append(bce(o, y, None, 1))  # type: ignore[arg-type]
-            elif task == "multiclass":
-                each.append(nll(o, y, None, 1, -100)[0])  # CrossEntropyLoss: nll_loss on log_softmax's output
-            else:
-                each.append(mse(o, y, 1))
-        return torch.stack(each)
-
-    adam = prob.optimizer == "adam"
-    if adam:
-        beta1, beta2 = ADAM_BETAS
-        exp_avg = [torch.zeros_like(p) for p in params]
-        exp_avg_sq = [torch.zeros_like(p) for p in params]
+    step_rows = prob.rows_per_step
+    net = _Stack(arch, params, m, step_rows, step_rows == prob.rows, dev)
+    head = _Head(arch, m, step_rows, dev)
+    feed = _member_batches(prob, seeds, dev)
+    update = optimizer_update(prob.optimizer, params, lr)
     loss0: Any = None  # step 0's loss per member, as a single run computes it
     peak: Any = None  # the highest loss of any step so far per member (NaN once one was NaN)
     final: Any = None
     overflowed = False  # an update's scale beyond float32 (Adam at a huge lr): every member diverged
     for step in range(steps):
-        if batches:
-            if cursor + step_rows > rows:  # a new epoch; the short last batch is dropped, as autograd_loop does
-                order = torch.stack([torch.randperm(rows, generator=g) for g in gens]).to(dev)  # (M, rows)
-                cursor = 0
-            idx = order[:, cursor : cursor + step_rows].reshape(-1)  # (M * rows_per_step,)
-            cursor += step_rows
-            xb = x_all.index_select(0, idx).view(m, step_rows, -1)
-            yb = y_all.index_select(0, idx).view(m, step_rows, *y_all.shape[1:])
-        hs = [xb]  # hs[i]: layer i's input, (M, rows, widths[i])
-        zs: list[Any] = []  # pre-activations (gelu's backward takes them)
-        h = xb
-        for i in range(n):
-            z = plans[i].forward(h, weights[i], weights_t[i], bias_views[i])
-            if i < n - 1:
-                h = acts[i](z)
-                hs.append(h)
-                if needs_z:
-                    zs.append(z)
-            else:
-                h = z
-        if task == "binary":
-            out = head_sigmoid(h)
-        elif task == "multiclass":
-            out = log_softmax(h, 2)
-        else:
-            out = h
-        last = step == steps - 1
+        xb, yb = next(feed)
+        out = head.out(net.forward(xb))
         # The divergence rule of a single run's Monitor, which reads every step's loss: non-finite, or
         # above DIVERGENCE_FACTOR x step 0's. A running maximum (NaN propagates) decides it at the end.
-        if step == 0 or last:
-            loss = single_loss(out, yb)
-            if step == 0:
-                loss0 = loss
-            if last:
-                final = loss
-        else:
-            loss = batch_loss(out, yb)
+        exact = step == 0 or step == steps - 1
+        loss = head.single_loss(out, yb) if exact else head.batch_loss(out, yb)
+        loss0 = loss if step == 0 else loss0
+        final = loss
         peak = loss if peak is None else torch.maximum(peak, loss)
-        # d loss / d last pre-activation, (M, rows, n_out)
-        if task == "binary":
-            g = bce_backward(grad_out, out, yb, None, 0)
-            if not power_of_2:
-                g = g.div_(step_rows)
-            gz = sigmoid_backward(g, out)
-        elif task == "multiclass":
-            g = torch.zeros_like(out).scatter_(2, yb.unsqueeze(2), nll_value.expand(m, step_rows, 1))
-            gz = log_softmax_backward(g, out, 2, out.dtype)
-        else:
-            gz = mse_backward(inv, out, yb, 0)  # 2 * (out - y) * (1/rows): MSELoss's 2/rows * (out - y)
-        grads: list[Any] = [None] * (2 * n)
-        for i in range(n - 1, -1, -1):  # autograd's order: last layer first
-            if i < n - 1:
-                gz = act_backward(g, zs[i] if needs_z else hs[i + 1])
-            if i:
-                g = plans[i].input_grad(gz, weights[i])  # (M, rows, widths[i])
-            grads[2 * i] = plans[i].weight_grad(gz, hs[i])  # (M, out, in)
-            grads[2 * i + 1] = gz.sum(1)  # (M, out)
-        if not adam:
-            torch._foreach_add_(params, grads, alpha=-lr)  # torch.optim.SGD's update
-        else:  # torch.optim.Adam's single-tensor update (the CPU default), op for op
-            t = step + 1
-            bias_correction1 = 1 - beta1**t
-            bias_correction2 = 1 - beta2**t
-            step_size = lr / bias_correction1
-            bias_correction2_sqrt = bias_correction2**0.5
-            torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
-            torch._foreach_mul_(exp_avg_sq, beta2)
-            torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
-            denom = torch._foreach_sqrt(exp_avg_sq)
-            torch._foreach_div_(denom, bias_correction2_sqrt)
-            torch._foreach_add_(denom, ADAM_EPS)
-            if not abs(step_size) <= FLOAT32_MAX:  # torch would refuse the scale: a single run's divergence
-                overflowed = True
-                break
-            torch._foreach_addcdiv_(params, exp_avg, denom, value=-step_size)
+        try:
+            update(net.backward(head.grad(out, yb)))
+        except RuntimeError as exc:  # what `train` reports as "the Adam update overflowed float32"
+            if "overflow" not in str(exc):
+                raise
+            overflowed = True
+            break
         if step % PROGRESS_EVERY == PROGRESS_EVERY - 1:
             raise_if_stopped()
             if on_step is not None:
                 on_step(step + 1)
 
-    if overflowed:  # what `train` reports as "the Adam update overflowed float32" at that step
+    if overflowed:
         final = torch.full((m,), math.nan)
         peak = torch.full((m,), math.nan)
     finite_params = torch.stack([torch.isfinite(p.reshape(m, -1)).all(1) for p in params]).all(0)
     blown = ~torch.isfinite(peak) | ~torch.isfinite(loss0) | (peak > DIVERGENCE_FACTOR * loss0)
     diverged = (blown | ~finite_params).tolist()
-    metric = _evaluate(arch, weights, weights_t, bias_views, prob, act, dev)
+    metric = _evaluate(arch, net, prob, dev)
     result = []
     for seed, loss_v, metric_v, d_v in zip(seeds, final.tolist(), metric, diverged):
-        accuracy, rmse = (None, metric_v) if task == "regression" else (metric_v, None)
+        accuracy, rmse = (None, metric_v) if arch.task == "regression" else (metric_v, None)
         passed = gate.passes(accuracy, rmse)  # the gate's one rule
         result.append(Member(seed, lr, loss_v, accuracy, passed and not d_v, bool(d_v), rmse))
     return result
 
 
-def _evaluate(
-    arch: Arch, weights: list, weights_t: list, bias_views: list, prob: Problem, act: Any, dev: Any
-) -> list[float]:
+def _evaluate(arch: Arch, net: _Stack, prob: Problem, dev: Any) -> list[float]:
     """The gate's metric per member on the validation rows, as `validate.evaluate` computes it from the
     model's outputs: the same blocks of `validate.EVAL_CHUNK` rows, each layer's product as the single
     run's `addmm` (`_linear_plan`), the head's op (sigmoid, softmax, Unstandardize's `x * std + mean` in
@@ -846,8 +861,10 @@ def _evaluate(
 
     from .validate import EVAL_CHUNK
 
+    weights, weights_t, bias_views = net.weights, net.weights_t, net.bias_views
     m = weights[0].shape[0]
     sigmoid = arch.activation == "sigmoid"
+    act = _activation(arch.activation)[0]
     x = prob.x_val
     n_rows = int(x.shape[0])
     truth = prob.y_val

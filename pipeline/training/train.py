@@ -7,7 +7,8 @@ Loops (all read losses back at log steps only):
   measures.
 - `explicit` (the CPU default, every recipe): no autograd at all (`kernels.explicit_step`): the
   forward ops the modules call, then the very backward kernels autograd would call for each
-  activation and head, in autograd's order, then SGD's `_foreach_add_` or torch.optim.Adam's own step.
+  activation and head, in autograd's order, then `kernels.optimizer_update` (SGD's `_foreach_add_`, or
+  torch.optim.Adam's element-wise calls, checked against torch.optim.Adam before the run).
   Same kernels, same inputs: bit-identical to `autograd` (tested for every activation, head and
   optimizer, full batch and mini-batches). Its first step is checked against autograd's before
   training (`kernels.check_step`); a difference hands the run to `autograd` with a notice.

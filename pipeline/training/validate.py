@@ -15,7 +15,7 @@ from ..errors import GateFailed, MissingArtifact
 from ..spec.archs import Arch, label_indices
 from ..spec.recipe import Gate
 from ..store import artifacts as A
-from ..store.manifest import ValidationRecord
+from ..store.manifest import Manifest, ValidationRecord
 from .model import load_trained
 
 MAX_SHOWN = 16  # per-row probabilities and labels are recorded for at most this many validation rows
@@ -118,11 +118,14 @@ def gate(result: ValidationResult) -> ValidationResult:
     return result
 
 
-def run_stage(paths: A.ArtifactPaths, arch: Arch, gate_spec: Gate, data: Any = None) -> ValidationResult:
-    """Re-check the saved weights against the gate and record the result."""
-    manifest, model = load_trained(paths, arch)
+def run_stage(
+    paths: A.ArtifactPaths, arch: Arch, gate_spec: Gate, data: Any = None, manifest: Manifest | None = None
+) -> ValidationResult:
+    """Re-check the saved weights against the gate and record the result. `manifest`: the folder's,
+    already read under the same lock."""
+    manifest, model = load_trained(paths, arch, manifest)
     if manifest.train is None:
         raise MissingArtifact(f"{paths.manifest} has no training record: {paths.hint('train')}")
     result = gate(evaluate(model, arch, manifest.train.final_loss, gate_spec, data))
-    A.update_sections(paths, {"validation": result.record()})
+    A.update_sections(paths, {"validation": result.record()}, manifest)
     return result
