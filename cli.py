@@ -24,11 +24,20 @@ import typer
 import pipeline
 from pipeline.checks.runtimes import PROVIDERS
 from pipeline.checks.verify import REQUIRE_CHOICES
-from pipeline.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, PipelineError, Terminated, UsageError, request_stop
+from pipeline.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    PipelineError,
+    Terminated,
+    UsageError,
+    missing_dependency,
+    request_stop,
+)
 from pipeline.flow import Outcome, Overrides, worst_exit_code
 from pipeline.serving.serve import DEFAULT_MAX_REQUEST_MB, MAX_REQUEST_MB_LIMIT
 from pipeline.serving.ship import INSTANCE_KINDS, MAX_BATCH_SIZE, MAX_INSTANCES
 from pipeline.spec.archs import ARCH_CHOICES
+from pipeline.spec.formats import INPUT_FORMATS, OUTPUT_FORMATS
 from pipeline.spec.limits import FLOAT32_MAX
 from pipeline.spec.recipe import MAX_STEPS, load_recipe, parse_lrs, recipe_for
 from pipeline.store.artifacts import DEFAULT_KEEP
@@ -40,7 +49,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    help="Train small MLPs (the XOR tutorial's built-ins, or your own CSV data with --recipe), export them to ONNX "
+    help="Train small MLPs (the XOR tutorial's built-ins, or your own table with --recipe), export them to ONNX "
     "and prove the shipped file computes what was trained.",
 )
 
@@ -50,6 +59,8 @@ DeviceName = enum.Enum("DeviceName", {n: n for n in DEVICES}, type=str)  # type:
 ProviderName = enum.Enum("ProviderName", {n: n for n in PROVIDERS}, type=str)  # type: ignore[misc]
 TrainerName = enum.Enum("TrainerName", {n: n for n in TRAINERS}, type=str)  # type: ignore[misc]
 InstanceKind = enum.Enum("InstanceKind", {n: n for n in INSTANCE_KINDS}, type=str)  # type: ignore[misc]
+OutputFormat = enum.Enum("OutputFormat", {n: n for n in OUTPUT_FORMATS}, type=str)  # type: ignore[misc]
+InputFormat = enum.Enum("InputFormat", {n: n for n in INPUT_FORMATS}, type=str)  # type: ignore[misc]
 
 
 def _lr(value: float | None) -> float | None:
@@ -85,7 +96,7 @@ ArchOpt = Annotated[
 ]
 RecipeOpt = Annotated[
     Path | None,
-    typer.Option("--recipe", help="A recipe file (TOML: your model and CSV data; see `init`). Instead of --arch."),
+    typer.Option("--recipe", help="A recipe file (TOML: your model and data file; see `init`). Instead of --arch."),
 ]
 DirOpt = Annotated[
     Path,
@@ -209,6 +220,12 @@ def _guard(fn: Callable) -> Callable:
         except BrokenPipeError:
             _quiet_stdout()
             raise typer.Exit(EXIT_PIPE) from None
+        except ModuleNotFoundError as exc:  # a package this install lacks (torch on the runtime install)
+            missing = missing_dependency(fn.__name__, exc)
+            if missing is None or _state["debug"]:
+                raise
+            typer.echo(f"error: {missing}", err=True)
+            raise typer.Exit(missing.exit_code) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:
@@ -284,6 +301,46 @@ def _progress(total: int | None) -> Iterator[Callable[[str, int, float], None] |
             progress.update(bars[arch], completed=step + 1, loss=f"{loss:.6g}")
 
         yield on_log
+
+
+PROGRESS_AFTER_S = 2.0  # predict's progress bar appears once a run has taken this long
+
+
+@contextlib.contextmanager
+def _rows_progress(size: int | None) -> Iterator[Callable[[int, int, int | None], None] | None]:
+    """predict's progress on stderr when it is a terminal (nothing when piped), once the run has taken
+    PROGRESS_AFTER_S: rows done, rows/s and the time left (from how far into the input it is)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    start = time.monotonic()
+    state: dict[str, Any] = {}
+    try:
+
+        def on_progress(rows: int, position: int, total: int | None) -> None:
+            elapsed = time.monotonic() - start
+            if elapsed < PROGRESS_AFTER_S:
+                return
+            if "bar" not in state:
+                bar = Progress(
+                    TextColumn("predicting"), BarColumn(), TextColumn("{task.fields[rows]} rows, {task.fields[rate]}/s"),
+                    TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+                )  # fmt: skip
+                bar.start()
+                state["bar"], state["task"] = bar, bar.add_task("predict", total=total, rows="0", rate="0")
+            state["bar"].update(
+                state["task"], completed=position, total=total, rows=f"{rows:,}", rate=f"{rows / elapsed:,.0f}"
+            )
+
+        yield on_progress
+    finally:
+        if "bar" in state:
+            state["bar"].stop()
 
 
 def _status() -> Callable[[str], None] | None:
@@ -560,8 +617,9 @@ def predict(
         Path | None,
         typer.Option(
             "--input",
-            help="A .csv (a header row is matched to the features by name; without one, the columns are the "
-            "features in order), .npy or .json file; - reads JSON from stdin.",
+            help="A file of rows: .csv (a header is matched to the features by name; without one, the columns are "
+            "the features in order), .parquet, .jsonl (one object per line), .json or .npy; - reads a JSON "
+            "document or JSON Lines from stdin.",
         ),
     ] = None,
     arch: Annotated[
@@ -581,14 +639,34 @@ def predict(
         Path | None,
         typer.Option(
             "--output",
-            help="Write the result to this file (whole, then renamed into place; a FIFO, device or link is "
-            "written through) instead of stdout.",
+            help="Write to this file, in the format its extension names (.csv, .csv.gz, .parquet, .jsonl, .json): "
+            "whole, then renamed into place; a FIFO, device or link is written through. Default: stdout.",
         ),
     ] = None,
+    fmt: Annotated[
+        OutputFormat | None,
+        typer.Option("--format", help="The output's format, whatever --output's extension (table: for a terminal)."),
+    ] = None,
+    input_format: Annotated[
+        InputFormat | None,
+        typer.Option("--input-format", help="Read --input as this format, whatever its extension."),
+    ] = None,
+    carry: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--carry",
+            metavar="COL[,COL...]",
+            help="Copy these input columns (an id, say) into the output beside the predictions.",
+        ),
+    ] = None,
+    carry_all: Annotated[bool, typer.Option("--carry-all", help="Copy every input column into the output.")] = False,
     artifacts_dir: DirOpt = DEFAULT_DIR,
     provider: ProviderOpt = ProviderName.auto,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Per-row label and probability / probabilities / value as one JSON document.")
+        bool,
+        typer.Option(
+            "--json", help="The JSON document (per row label and probability / probabilities / value): --format json."
+        ),
     ] = False,
 ) -> None:
     """Inference on a published model through onnxruntime only; never imports torch. Input is streamed."""
@@ -600,15 +678,23 @@ def predict(
         raise UsageError(
             "give input rows either as arguments (comma-separated feature values) or with --input FILE (or --input - for JSON on stdin)"
         )
+    if carry and carry_all:
+        raise UsageError("give --carry COLUMNS or --carry-all, not both")
+    carried: list[str] | str = (
+        "*" if carry_all else [c.strip() for item in carry or [] for c in item.split(",") if c.strip()]
+    )
     which = arch.value if arch is not None else load_recipe(recipe) if recipe is not None else None
-    with _json_errors(as_json):
+    with _json_errors(as_json or (fmt is not None and fmt.value == "json" and output is None)):
         job = pipeline.flow.predict_job(
             artifacts_dir, which, model=model, version=version, allow_unverified=allow_unverified,
             provider=provider.value, pairs=pairs, input_path=input_file, stdin=sys.stdin.buffer, output=output,
+            fmt=fmt.value if fmt is not None else None, as_json=as_json,
+            input_format=input_format.value if input_format is not None else None, carry=carried,
         )  # fmt: skip
     for note in job.notes:
         _note(note)
-    job.write(as_json, sys.stdout)
+    with _rows_progress(job.source.size) as on_progress:
+        job.write(on_progress=on_progress)
 
 
 @app.command("all")
@@ -765,7 +851,10 @@ def serve(
 @app.command()
 @_guard
 def init(
-    data: Annotated[Path, typer.Option("--data", help="Your CSV file (with a header row).")],
+    data: Annotated[
+        Path,
+        typer.Option("--data", help="Your data: a CSV with a header row, Parquet, JSON Lines or JSON row objects."),
+    ],
     target: Annotated[str, typer.Option("--target", help="The column to predict.")],
     out: Annotated[
         Path | None,
@@ -773,7 +862,7 @@ def init(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ) -> None:
-    """Write a starter recipe for a CSV: features, task and classes read from the data, defaults that train well."""
+    """Write a starter recipe for a data file: features, task and classes read from it, defaults that train well."""
     st = pipeline.flow.init_recipe(data, target, out, force)
     what = f"classes {', '.join(map(str, st.classes))}" if st.classes else f"target {target}"
     if out is not None and str(out) == "-":  # the recipe went to stdout: the rest is said on stderr
@@ -923,15 +1012,34 @@ def bench(
     recipe: Annotated[
         Path | None,
         typer.Option(
-            "--recipe", help="Only this recipe's data: CSV load, training rows/s, torch vs onnxruntime vs scikit-learn."
+            "--recipe", help="Only this recipe's data: load, training rows/s, torch vs onnxruntime vs scikit-learn."
         ),
+    ] = None,
+    scoring: Annotated[
+        bool,
+        typer.Option(
+            "--scoring",
+            help="Only batch scoring: predict on a 32-feature file (CSV, Parquet, JSON Lines in; every format out) "
+            "against a pyarrow + onnxruntime script and scikit-learn: rows/s, peak memory, where the time goes.",
+        ),
+    ] = False,
+    rows: Annotated[
+        int | None,
+        typer.Option("--rows", min=1000, max=100_000_000, help="--scoring: rows in the file (default 1,000,000)."),
     ] = None,
 ) -> None:
     """Measure in one run: tutorial loop vs our trainer, torch vs onnxruntime inference, stage times, start-up.
-    --serve: instead, a bounded load test of `serve` (p50/p99 latency and requests/s, batch 1 and 64)."""
+    --serve: instead, a bounded load test of `serve` (p50/p99 latency and requests/s, batch 1 and 64).
+    --scoring: instead, batch scoring a file against a pyarrow + onnxruntime script and scikit-learn."""
     from pipeline.bench.bench import run_command
 
-    ran = run_command(Path(__file__).resolve(), out, quick=quick, serve=serve, recipe=recipe)
+    if sum((serve, recipe is not None, scoring)) > 1:
+        raise UsageError("give one of --serve, --recipe or --scoring")
+    if rows is not None and not scoring:
+        raise UsageError("--rows goes with --scoring")
+    ran = run_command(
+        Path(__file__).resolve(), out, quick=quick, serve=serve, recipe=recipe, scoring=scoring, rows=rows
+    )
     _echo(ran.table)
     for n in ran.notes:
         _echo(f"note: {n}")

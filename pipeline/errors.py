@@ -78,6 +78,39 @@ class FolderLocked(PipelineError):
     exit_code = 12
 
 
+class MissingDependency(PipelineError):
+    """The command needs a package this install does not have: torch on a scoring host's runtime install
+    (`runtime/`), for one. The message says what to install."""
+
+    exit_code = 13
+
+
+# What to install for a missing top-level module, as `missing_dependency` says it.
+_FULL_INSTALL = (
+    "the runtime install (xorship-runtime) scores, ships and serves only; install the full one from the"
+    " repository: pip install -e . (on a machine without a GPU, first pip install torch --index-url"
+    " https://download.pytorch.org/whl/cpu, the CPU-only build)"
+)
+_NEEDS = {
+    "torch": "torch (training and export)",
+    "onnxscript": "onnxscript (torch's ONNX exporter)",
+    "safetensors": "safetensors (trained weights)",
+}
+
+
+def missing_dependency(command: str, exc: ModuleNotFoundError) -> MissingDependency | None:
+    """The one-line error for `command` (its function's name: `all_` is `all`) failing to import a package
+    this install lacks (None: a module that is not one of ours to name)."""
+    command = command.rstrip("_").replace("_", "-")
+    name = (exc.name or "").split(".")[0]
+    if name in _NEEDS:
+        return MissingDependency(f"`{command}` needs {_NEEDS[name]}, which is not installed: {_FULL_INSTALL}")
+    if name in ("sklearn", "matplotlib", "pandas"):
+        package = {"sklearn": "scikit-learn"}.get(name, name)
+        return MissingDependency(f"`{command}` needs {package}, which is not installed: pip install {package}")
+    return None
+
+
 class Terminated(BaseException):
     """SIGTERM, raised like KeyboardInterrupt so that clean-up (`finally`, temporaries) runs."""
 
@@ -124,4 +157,5 @@ ALL_ERRORS: tuple[type[PipelineError], ...] = (
     EquivalenceFailed,
     ArtifactWriteError,
     FolderLocked,
+    MissingDependency,
 )

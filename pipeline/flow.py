@@ -810,16 +810,22 @@ def predict_job(
     input_path: Path | None = None,
     stdin: Any = None,
     output: Path | None = None,
+    fmt: str | None = None,
+    as_json: bool = False,
+    input_format: str | None = None,
+    carry: Sequence[str] | str = (),
 ) -> PredictJob:
     """`predict`: the published (or `version`) version of a model (a built-in's name or a Recipe), or a
-    `model` file, with its input validated, ready to write (`PredictJob.write`)."""
+    `model` file, its input opened (and validated where the output cannot be taken back), ready to write
+    (`PredictJob.write`). `fmt`/`as_json`: the output's format (else by `output`'s extension); `carry`:
+    input columns to copy into the output (names, or "*" for all)."""
     from .serving.predict import prepare
 
     recipe = _recipes(which)[0] if which is not None else None
     return prepare(
         Path(root), name=recipe.name if recipe else None, hint=recipe.selector if recipe else None, model=model,
         version=version, allow_unverified=allow_unverified, provider=provider, pairs=pairs, input_path=input_path,
-        stdin=stdin, output=output,
+        stdin=stdin, output=output, fmt=fmt, as_json=as_json, input_format=input_format, carry=carry,
     )  # fmt: skip
 
 

@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -120,9 +121,13 @@ def test_listed_features_in_order_and_other_columns_ignored(tmp_path):
     np.testing.assert_array_equal(ds.x, np.stack([3 * np.arange(10), np.arange(10)], axis=1))
 
 
-def test_bool_feature_is_0_1(tmp_path):
-    ds = load(tmp_path, "flag,v,y\ntrue,1,0\nfalse,2,1\nTrue,3,0\nFalse,4,1\n", validation_fraction=0.0)
-    np.testing.assert_array_equal(ds.x[:, 0], [1, 0, 1, 0])
+def test_a_true_false_feature_is_not_a_number_as_in_predict(tmp_path):
+    """One rule for what a number is, in training and predict alike: true/false is text (a bool target
+    is a class label)."""
+    msg = fails(tmp_path, "flag,v,y\ntrue,1,0\nfalse,2,1\nTrue,3,0\nFalse,4,1\n", validation_fraction=0.0)
+    assert "line 2, column 'flag': 'true' is not a number" in msg
+    for field in ("0x10", "1_000", "\u0661"):
+        assert f"line 3, column 'v': {field!r} is not a number" in fails(tmp_path, f"v,y\n1,0\n{field},1\n")
 
 
 def test_bom_quoted_fields_and_crlf(tmp_path):
@@ -140,7 +145,7 @@ def test_quoted_line_breaks_and_line_numbers(tmp_path):
     np.testing.assert_array_equal(ds.x[:, 0], [1, 2, 3, 4])
     bad = 'a,note,y\n1,"two\nlines",0\n2,x,1\n3,"more\nlines\nhere",0\nzz,y,1\n'
     msg = fails(tmp_path, bad, features=("a",), validation_fraction=0.0)
-    assert "'a'" in msg and "'zz'" in msg and "data row 4 (line 8)" in msg
+    assert "line 8, column 'a': 'zz' is not a number" in msg
 
 
 def test_many_blocks(tmp_path):
@@ -247,9 +252,9 @@ def test_explicit_tasks(tmp_path):
     ds = load(tmp_path, "a,y\n1,p\n2,q\n3,p\n4,q\n", task="multiclass")
     assert ds.task == "multiclass" and ds.classes == ("p", "q")
     msg = fails(tmp_path, "a,y\n1,1.0\n2,2.0\n3,2.5\n4,1.0\n5,2.0\n6,3.0\n", task="multiclass")
-    assert "non-integer" in msg and "2.5" in msg and "data row 3 (line 4)" in msg
+    assert "non-integer" in msg and "2.5 at line 4" in msg
     msg = fails(tmp_path, "a,y\n1,p\n2,q\n3,r\n", task="regression")
-    assert "'y'" in msg and "'p'" in msg and "data row 1" in msg
+    assert "line 2, column 'y': 'p' is not a number" in msg
     msg = fails(tmp_path, "a,y\n1,true\n2,false\n3,true\n", task="regression")
     assert "true/false" in msg
     ds = load(tmp_path, "a,y\n1,3\n2,4\n3,3\n4,5\n", task="regression")
@@ -289,13 +294,16 @@ def test_read_error_is_a_data_error(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(data.pacsv, "open_csv", denied)
-    assert "not readable (Permission denied)" in fails(tmp_path, "a,y\n1,0\n2,1\n")
+    path = write(tmp_path, "a,y\n1,0\n2,1\n")
+    real_open = Path.open
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: denied() if self == path else real_open(self, *a, **k))
+    with pytest.raises(DataError, match=r"not readable \(Permission denied\)"):
+        data.read_columns(path, "y")
 
 
 def test_empty_headerless_and_no_rows(tmp_path):
     assert "is empty" in fails(tmp_path, "")
-    assert "is empty" in fails(tmp_path, "\n\n")
+    assert "no input rows (only blank lines)" in fails(tmp_path, "\n\n")
     assert "no header row" in fails(tmp_path, "1,2,3\n4,5,6\n")
     assert "no header row" in fails(tmp_path, "0.5,-2,1e3\n")
     assert "no data rows" in fails(tmp_path, "a,b,y\n")
@@ -321,47 +329,49 @@ def test_unnamed_column_and_separator_hint(tmp_path):
     msg = fails(tmp_path, "a;b;y\n1;2;0\n")
     assert "only commas" in msg
     msg = fails(tmp_path, "a,y\n1,2\n3\n")
-    assert "data row 2 (line 3) has 1 fields" in msg and "2 columns" in msg
+    assert "line 3 has 1 fields, expected 2" in msg
 
 
 def test_non_numeric_feature_names_column_row_and_value(tmp_path):
     msg = fails(tmp_path, "a,b,y\n1,2,0\n3,4,1\n5,oops,0\n6,bad,1\n")
-    assert "column 'b'" in msg and "'oops'" in msg and "data row 3 (line 4)" in msg and "number" in msg
+    assert "line 4, column 'b': 'oops' is not a number" in msg
     msg = fails(tmp_path, "a,b,y\n1,2020-01-01,0\n2,2020-01-02,1\n")
-    assert "column 'b'" in msg and "date32" in msg and "data row 1" in msg
+    assert "line 2, column 'b': '2020-01-01' is not a number" in msg
     msg = fails(tmp_path, b"a,b,y\n1,2,0\n3,\xe9t\xe9,1\n")
-    assert "column 'b'" in msg and "UTF-8" in msg
+    assert "line 3 is not UTF-8 text" in msg
     assert "UTF-8" in fails(tmp_path, b"a,\xe9,y\n1,2,0\n")
 
 
 def test_missing_values(tmp_path):
     msg = fails(tmp_path, "a,b,y\n1,2,0\n3,,1\n5,6,0\n")
-    assert "column 'b'" in msg and "missing value" in msg and "data row 2 (line 3)" in msg
+    assert "line 3, column 'b' is missing (an empty field or a missing-value token: '', 'NA'" in msg
     msg = fails(tmp_path, "a,b,y\n1,2,0\n3,4,1\n5,NA,0\n")
-    assert "column 'b'" in msg and "missing value ('NA')" in msg and "data row 3 (line 4)" in msg
-    msg = fails(tmp_path, "a,b,y\n1,2,0\n3,,1\n5,x,0\n")  # text column: the empty field comes first
-    assert "column 'b'" in msg and "missing value" in msg and "data row 2" in msg
+    assert "line 4, column 'b' is missing ('NA', a missing-value token" in msg
+    msg = fails(tmp_path, "a,b,y\n1,2,0\n3,,1\n5,x,0\n")  # the first problem is named: the empty field
+    assert "line 3, column 'b' is missing" in msg or "line 4, column 'b': 'x' is not a number" in msg
     msg = fails(tmp_path, "a,b,y\n1,,0\n3,,1\n")
-    assert "column 'b'" in msg and "missing value" in msg and "data row 1 (line 2)" in msg
+    assert "line 2, column 'b' is missing" in msg
     msg = fails(tmp_path, "a,y\n1,0\n2,\n3,1\n")
-    assert "column 'y'" in msg and "missing value" in msg and "data row 2 (line 3)" in msg
+    assert "line 3, column 'y' is missing" in msg
     msg = fails(tmp_path, "a,y\n1,cat\n2,dog\n3,\n4,cat\n")
-    assert "column 'y'" in msg and "missing value" in msg and "data row 3 (line 4)" in msg
+    assert "line 4, column 'y' is missing" in msg
     msg = fails(tmp_path, "a,y\n1,0.5\n2,nan\n3,1.5\n")
-    assert "column 'y'" in msg and "data row 2" in msg
+    assert "line 3, column 'y' is missing ('nan', a missing-value token" in msg
+    msg = fails(tmp_path, "a,y\n1,cat\n2,NA\n3,dog\n")  # a text target follows the same rule
+    assert "line 3, column 'y' is missing ('NA', a missing-value token" in msg
 
 
 def test_non_finite_and_float32_range(tmp_path):
     msg = fails(tmp_path, "a,b,y\n1,2,0\n3,inf,1\n")
-    assert "column 'b'" in msg and "non-finite" in msg and "'inf'" in msg and "data row 2 (line 3)" in msg
-    msg = fails(tmp_path, "a,b,y\n1,2,0\n3,4,1\n5,NAN,0\n")
-    assert "column 'b'" in msg and "non-finite" in msg and "data row 3" in msg
+    assert "line 3, column 'b': 'inf' is not finite" in msg
+    msg = fails(tmp_path, "a,b,y\n1,2,0\n3,4,1\n5,NAN,0\n")  # not a missing-value token (those are exact)
+    assert "line 4, column 'b': 'NAN' is not finite" in msg
     msg = fails(tmp_path, "a,b,y\n1,2,0\n3,-1e39,1\n")
-    assert "column 'b'" in msg and "float32" in msg and "-1e39" in msg and "data row 2" in msg
+    assert "line 3, column 'b': '-1e39' is beyond float32's range" in msg
     msg = fails(tmp_path, "a,y\n1,1.5\n2,2.5\n3,1e40\n", task="regression")
-    assert "column 'y'" in msg and "float32" in msg and "data row 3" in msg
+    assert "line 4, column 'y': '1e40' is beyond float32's range" in msg
     msg = fails(tmp_path, "a,y\n1,1.5\n2,-inf\n3,2.5\n")
-    assert "column 'y'" in msg and "non-finite" in msg and "data row 2" in msg
+    assert "line 3, column 'y': '-inf' is not finite" in msg
 
 
 def test_constant_feature(tmp_path):
@@ -390,12 +400,12 @@ def test_regression_target_constant_on_training_rows(tmp_path):
 
 def test_first_bad_row_is_reported(tmp_path):
     text = "a,b,y\n" + "".join(f"{i},{'x' if i in (40, 70) else i},{i % 2}\n" for i in range(100))
-    assert "data row 41 (line 42)" in fails(tmp_path, text)
+    assert "line 42, column 'b': 'x' is not a number" in fails(tmp_path, text)
 
 
 def test_blank_lines_are_skipped_and_counted(tmp_path):
     msg = fails(tmp_path, "a,b,y\n\n1,2,0\n\n3,x,1\n")
-    assert "data row 2 (line 5)" in msg
+    assert "line 5, column 'b': 'x' is not a number" in msg
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,7 +531,7 @@ def test_columns_of_other_types_are_refused_as_features_with_one_line(tmp_path, 
     with pytest.raises(DataError) as info:
         load(tmp_path, csv_of(rows))
     msg = str(info.value)
-    assert "'odd'" in msg and "\n" not in msg and (type_name in msg or "missing" in msg)
+    assert "column 'odd'" in msg and "\n" not in msg and ("is not a number" in msg or "is missing" in msg)
 
 
 def test_decimal_and_large_string_columns_are_one_line_errors_not_crashes(tmp_path):
@@ -529,7 +539,7 @@ def test_decimal_and_large_string_columns_are_one_line_errors_not_crashes(tmp_pa
     type is refused with one line naming it, never an internal error."""
     import decimal
 
-    from pipeline.spec.data import _feature_matrix, _Locator
+    from pipeline.spec.data import _feature_matrix, _Locator, open_data
 
     table = pa.table(
         {
@@ -538,8 +548,72 @@ def test_decimal_and_large_string_columns_are_one_line_errors_not_crashes(tmp_pa
             "date": pa.array([datetime.date(2020, 1, 1), datetime.date(2020, 1, 2)]),
         }
     )
-    loc = _Locator(tmp_path / "none.csv", "t.csv", ["dec", "big", "date"])
+    (tmp_path / "t.csv").write_text("dec,big,date\n1,2,3\n")
+    loc = _Locator(open_data(tmp_path / "t.csv"))
     for name in ("dec", "big", "date"):
         with pytest.raises(DataError, match=f"column '{name}'") as info:
             _feature_matrix(table, [name], loc)
         assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# One reader: Parquet, JSON Lines and JSON documents train as the same CSV does; one missing rule
+
+
+def _same_dataset(a: Dataset, b: Dataset) -> None:
+    assert (a.features, a.target, a.task, a.classes) == (b.features, b.target, b.task, b.classes)
+    np.testing.assert_array_equal(a.x, b.x)
+    np.testing.assert_array_equal(a.y, b.y)
+    np.testing.assert_array_equal(a.train_rows, b.train_rows)
+
+
+def test_parquet_json_lines_and_json_train_like_the_csv(tmp_path):
+    rng = np.random.default_rng(4)
+    n = 300
+    a, b = rng.normal(size=n), rng.integers(-5, 5, n)
+    y = np.where(a + b > 0, "yes", "no")
+    text = "a,b,y\n" + "".join(f"{float(u)!r},{int(v)},{w}\n" for u, v, w in zip(a, b, y))
+    from_csv = load(tmp_path, text)
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"a": a, "b": pa.array(b, pa.int32()), "y": list(y)}), tmp_path / "data.parquet")
+    rows = [{"y": str(w), "a": float(u), "b": int(v)} for u, v, w in zip(a, b, y)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "data.json").write_text(json.dumps(rows))
+    for name in ("data.parquet", "data.jsonl", "data.json"):
+        spec = DataSpec(path=name, target="y", features=("a", "b"))
+        r = Recipe("t", ModelSpec(), spec, TrainSpec(), Gate(min_accuracy=0.5), source=tmp_path / "t.toml")
+        _same_dataset(load_dataset(r), from_csv)
+
+
+def test_other_formats_name_rows_and_lines_in_their_errors(tmp_path):
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"a": [1.0, None, 3.0, 4.0], "y": [0, 1, 0, 1]}), tmp_path / "data.parquet")
+    pq.write_table(pa.table({"a": [True, False, True, False], "y": [0, 1, 0, 1]}), tmp_path / "bool.parquet")
+    (tmp_path / "data.jsonl").write_text('{"a": 1, "y": 0}\n\n{"a": "x", "y": 1}\n')
+    (tmp_path / "rows.json").write_text("[[1, 0], [2, 1]]")
+    for name, expect in [
+        ("data.parquet", "row 2, column 'a' is missing"),
+        ("bool.parquet", "column 'a' holds true/false values; it must hold numbers"),
+        ("data.jsonl", "line 3, column 'a': the string 'x' is not a number"),
+        ("rows.json", "holds lists of numbers, not row objects naming their columns"),
+    ]:
+        with pytest.raises(DataError, match=re.escape(expect)):
+            read_columns(tmp_path / name, "y")
+    np.save(tmp_path / "x.npy", np.zeros((2, 2)))
+    with pytest.raises(DataError, match="a .npy array has no column names"):
+        read_columns(tmp_path / "x.npy", "y")
+
+
+def test_the_recipe_chooses_what_missing_means(tmp_path):
+    text = "a,country,y\n" + "".join(f"{i},{['NA', 'FR', 'DE'][i % 3]},{i % 2}\n" for i in range(12))
+    # By default "NA" is a missing value, also in a text column ...
+    assert "line 2, column 'country' is missing ('NA'" in fails(tmp_path, text, target="country")
+    # ... and a recipe where it is Namibia says which fields are missing instead.
+    ds = load(tmp_path, text, target="country", missing=("", "?"))
+    assert ds.classes == ("DE", "FR", "NA")
+    msg = fails(tmp_path, "a,y\n1,0\n?,1\n2,0\n3,1\n", missing=("?",))
+    assert "line 3, column 'a' is missing ('?', a missing-value token: '?')" in msg
+    msg = fails(tmp_path, "a,y\n1,0\nNA,1\n2,0\n3,1\n", missing=("?",))
+    assert "line 3, column 'a': 'NA' is not a number" in msg

@@ -119,6 +119,10 @@ def test_recipe_for_arch_or_recipe(tmp_path):
         (("[data]", "[data]\nvalidation_fraction = 1.0"), "validation_fraction 1 must be"),
         (("[data]", '[data]\nfeatures = ["a", "a"]'), "names 'a' twice"),
         (("[data]", '[data]\nfeatures = ["species"]'), "also listed as a feature"),
+        (("[data]", '[data]\nmissing = "NA"'), "missing must be a list of the fields"),
+        (("[data]", '[data]\nmissing = ["", ""]'), "missing lists '' twice"),
+        (("[data]", '[data]\nmissing = ["a\\nb"]'), "holds a line break or a quote"),
+        (("[data]", "[data]\nmissing = [1]"), "missing must be a list"),
     ],
 )
 def test_bad_recipes_get_one_line(tmp_path, change, expect):
@@ -127,6 +131,14 @@ def test_bad_recipes_get_one_line(tmp_path, change, expect):
     with pytest.raises(RecipeError, match=expect) as info:
         load_recipe(_write(tmp_path, GOOD.replace(old, new, 1)))
     assert "\n" not in str(info.value) and info.value.exit_code == 2
+
+
+def test_missing_tokens_are_recorded_only_when_given(tmp_path):
+    plain = load_recipe(_write(tmp_path, GOOD))
+    assert plain.data.missing is None and "missing" not in plain.as_dict()["data"]
+    own = load_recipe(_write(tmp_path, GOOD.replace("[data]", '[data]\nmissing = ["", "?"]')))
+    assert own.data.missing == ("", "?") and own.as_dict()["data"]["missing"] == ["", "?"]
+    assert parse_recipe(own.to_toml(), tmp_path / "x.toml").data.missing == ("", "?")
 
 
 def test_not_toml_and_not_a_file(tmp_path):

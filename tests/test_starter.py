@@ -229,7 +229,7 @@ def test_init_never_writes_over_its_data_and_never_takes_a_builtin_name(tmp_path
 def test_a_numeric_column_with_a_typo_is_an_error_not_a_dropped_feature(tmp_path):
     rows = [[i if i != 7 else "1.5x", i % 2] for i in range(20)]
     data = write_csv(tmp_path / "t.csv", ["a", "label"], rows)
-    with pytest.raises(DataError, match=r"column 'a' has a non-numeric value '1.5x' at data row 8"):
+    with pytest.raises(DataError, match=r"line 9, column 'a': '1.5x' is not a number"):
         write_starter(data, "label", out=tmp_path / "t.toml")
 
 
@@ -308,3 +308,18 @@ def test_left_out_names_with_control_characters_are_shown_escaped_and_a_header_o
     head.write_text("a,b,y\n")
     with pytest.raises(DataError, match="has a header row but no data rows"):
         write_starter(head, "y", out=tmp_path / "h.toml")
+
+
+def test_init_reads_parquet_and_json_lines_as_it_reads_csv(tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"a": i * 0.5, "b": i % 7, "name": f"id{i}", "label": i % 2} for i in range(40)]
+    pq.write_table(pa.table({k: [r[k] for r in rows] for k in rows[0]}), tmp_path / "t.parquet")
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("t.parquet", "t.jsonl"):
+        st = write_starter(tmp_path / name, "label", out=tmp_path / f"{name}.toml")
+        assert st.features == ("a", "b") and st.text_columns == ("name",) and st.task == "binary"
+        assert load_dataset(load_recipe(st.path)).features == ("a", "b")

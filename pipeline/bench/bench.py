@@ -24,6 +24,7 @@ from typing import Any
 
 from ..spec.archs import ARCHS, TUTORIAL
 from ..training.model import init_model, xor_tensors
+from .measure import MEASURE
 
 
 @dataclass(frozen=True)
@@ -287,22 +288,6 @@ def bench_stages(root: Path, report: BenchReport) -> dict[str, tuple[Any, bytes]
     return shipped
 
 
-_MEASURE = """
-import runpy, sys, time
-sys.argv = sys.argv[1:]
-t = time.perf_counter()
-try:
-    runpy.run_path(sys.argv[0], run_name="__main__")
-except SystemExit as exc:
-    code = exc.code or 0
-else:
-    code = 0
-# VmHWM: this process's own peak RSS (ru_maxrss would carry the parent's across exec)
-hwm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:"))
-sys.stderr.write(f"\\nMEASURE {code} {time.perf_counter() - t} {hwm}\\n")
-"""
-
-
 def bench_predict_stream(cli_path: Path, root: Path, rows: int) -> dict[str, float]:
     """`predict --input big.csv --json --output` on `rows` rows, in its own process: wall time and
     peak resident memory (the whole process: Python, numpy, onnxruntime and the streamed chunks)."""
@@ -316,7 +301,7 @@ def bench_predict_stream(cli_path: Path, root: Path, rows: int) -> dict[str, flo
             block = rng.uniform(0, 1, (min(1_000_000, rows - start), 2))
             f.write("\n".join(f"{a:.6f},{b:.6f}" for a, b in block.tolist()) + "\n")
     out = root / "predictions.json"
-    cmd = [sys.executable, "-c", _MEASURE, str(cli_path), "predict", "--arch", "shallow", "--artifacts-dir", str(root),
+    cmd = [sys.executable, "-c", MEASURE, str(cli_path), "predict", "--arch", "shallow", "--artifacts-dir", str(root),
            "--input", str(csv), "--json", "--output", str(out)]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True)
     line = [x for x in r.stderr.splitlines() if x.startswith("MEASURE ")]
@@ -738,11 +723,18 @@ class BenchRun:
 
 
 def run_command(
-    cli_path: Path, out: Path, *, quick: bool = False, serve: bool = False, recipe: Path | None = None
+    cli_path: Path,
+    out: Path,
+    *,
+    quick: bool = False,
+    serve: bool = False,
+    recipe: Path | None = None,
+    scoring: bool = False,
+    rows: int | None = None,
 ) -> BenchRun:
-    """`bench`: one of its three measurements (the default one, `--serve`'s load test, or `--recipe`'s
-    data), its JSON written to `out` (checked before the run: never a folder, a device we must not
-    write, or the recipe or data it reads)."""
+    """`bench`: one of its four measurements (the default one, `--serve`'s load test, `--recipe`'s data,
+    or `--scoring`'s batch scoring of `rows` rows), its JSON written to `out` (checked before the run:
+    never a folder, a device we must not write, or the recipe or data it reads)."""
     from ..spec.recipe import load_recipe
     from ..store import artifacts as A
 
@@ -756,6 +748,12 @@ def run_command(
         result = bench_recipe(chosen, quick)
         write_results(out, {"recipe": result.as_dict()}, inputs)
         return BenchRun(recipe_table(result))
+    if scoring:
+        from .scoring import bench_scoring, scoring_table
+
+        scored = bench_scoring(cli_path, rows or (100_000 if quick else 1_000_000), quick)
+        write_results(out, {"scoring": scored.as_dict()}, inputs)
+        return BenchRun(scoring_table(scored))
     if serve:
         results, notes = run_serve(cli_path, quick)
         write_results(out, {"serve": [asdict(r) for r in results], "notes": notes}, inputs)

@@ -103,10 +103,12 @@ def _first_error_line(log: str) -> str | None:
 
 
 def open_session(
-    onnx: bytes | Path, provider: str = "auto", threads: int | None = None, where: str = "model"
+    onnx: bytes | Path, provider: str = "auto", threads: int | None = None, where: str = "model", spin: bool = True
 ) -> tuple[Any, ProviderReport]:
     """(session, ProviderReport) for the model's bytes (or a path, for tests and tools). Raises
-    DeviceUnavailable when `provider == "cuda"` cannot be met."""
+    DeviceUnavailable when `provider == "cuda"` cannot be met. `spin=False`: onnxruntime's threads sleep
+    between runs instead of spinning (for a caller whose other threads need the cores: a streamed
+    `predict` parses the next block while the model runs)."""
     import onnxruntime as ort
 
     if provider not in PROVIDERS:
@@ -115,6 +117,11 @@ def open_session(
     options.log_severity_level = 3  # errors only; the CUDA fallback is caught below, not printed
     if threads:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        # a streamed caller's batches are all about one size: no arena growing to the largest, kept
+        options.enable_cpu_mem_arena = False
     note: str | None = None
     want_cuda = provider in ("auto", "cuda")
     if want_cuda and CUDA_EP not in ort.get_available_providers():
@@ -197,12 +204,14 @@ def torch_runner(model: Any, device: str = "cpu", dtype: str = "float32", name: 
     return Runner(name or f"torch-{device}", detail, run, prepare, deterministic=(device == "cpu"))
 
 
-def ort_runner(onnx: bytes | Path, provider: str = "auto", threads: int | None = None, where: str = "model") -> Runner:
+def ort_runner(
+    onnx: bytes | Path, provider: str = "auto", threads: int | None = None, where: str = "model", spin: bool = True
+) -> Runner:
     """onnxruntime with `provider`; the runner's name says what really ran, not what was asked.
-    On CUDA, `prepare` binds the input on the device once (IO binding)."""
+    On CUDA, `prepare` binds the input on the device once (IO binding). `spin`: see `open_session`."""
     import numpy as np
 
-    session, report = open_session(onnx, provider, threads, where)
+    session, report = open_session(onnx, provider, threads, where, spin)
     on_cuda = report.primary == CUDA_EP
     input_name = session.get_inputs()[0].name
     output_names = [o.name for o in session.get_outputs()]

@@ -1,62 +1,63 @@
-"""Input rows for a model, read from a file, stdin or the command line, validated and streamed.
+"""Input rows for a model, read from a file, stdin or the command line, checked and streamed.
 
-Every reader ends in float32 arrays of shape (rows, width), or a `UsageError` whose message is one line naming
-the source and the 1-based line (CSV) or row (JSON, .npy, command line) that is wrong.
+Every reader ends in float32 arrays of shape (rows, width) (and, with `carry`, the input columns to copy
+into the output), or a `UsageError` whose message is one line naming the source, the line (CSV, JSON
+Lines) or row (Parquet, JSON, .npy, command line) and the column that is wrong.
 
-    source = open_input(InputSpec(2, ("x1", "x2")), path=Path("rows.csv"))
-    n = source.validate()              # full pass over the file: every row checked, nothing kept
-    for x in source.chunks(65536):     # second pass: (<=65536, 2) float32 arrays, in order
+    source = open_input(InputSpec(2, ("x1", "x2")), path=Path("rows.csv"), carry=("id",))
+    n = source.validate()              # a pass over the file: every row checked, nothing kept
+    for batch in source.batches():     # the rows, in order: batch.x (n, 2) float32, batch.carried
         ...
 
-Files are read twice, in bounded memory whatever their size: `validate()` checks every row before any output is
-written, `chunks()` streams them. stdin (JSON) can be read only once, so it is read into memory on the first call,
-at most `MAX_STDIN_ROWS` rows (checked while reading). Formats by suffix: `.npy`, `.json`, anything else is CSV.
+Files are read with the one table reader (`spec.tables`: CSV, Parquet, JSON Lines, a JSON document) or
+as `.npy`, in bounded memory whatever their size. `validate()` is a full pass (what a destination that
+cannot be taken back needs before the first output); a file destination does without it (it is written
+to a temporary and renamed, so a bad row leaves nothing). stdin (a JSON document, or JSON Lines) is
+read once into a temporary file, then read like a file.
 
-Nothing here imports torch, pandas or pyarrow.
+Which columns are the features: a header (CSV), a schema (Parquet) or the first row's keys (JSON Lines,
+JSON objects) is matched to the features by name, in any order, other columns ignored; without names
+(a CSV whose first line holds only numbers, JSON lists, .npy, the command line) a row is the features
+in model order. Nothing here imports torch or pandas.
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
-import json
-import re
-import warnings
+import os
+import tempfile
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
 from ..errors import UsageError
+from ..spec import tables as T
 from ..spec.limits import FLOAT32_MAX
 from ..spec.numbers import DATA, HEADER, MIXED, first_line_kind
 from ..spec.numbers import is_number as _is_number
 
-MAX_STDIN_ROWS = 1_000_000  # stdin is kept in memory: more rows than this are refused (files have no cap)
-MAX_LINE_BYTES = 1 << 20  # a longer CSV line is refused instead of buffered
-MAX_JSON_ELEMENT_CHARS = 1 << 20  # one JSON row (with the whitespace before it) longer than this is refused
+MAX_STDIN_ROWS = T.MAX_JSON_ROWS  # a JSON document (stdin or .json) is read whole: at most this many rows
 DEFAULT_CHUNK_ROWS = 65536
+ALL = "*"  # carry every input column
 
-_CSV_BLOCK_BYTES = 1 << 20  # CSV is read and parsed this many bytes at a time
-_JSON_BLOCK_CHARS = 1 << 16
 _ARRAY_BLOCK_BYTES = 1 << 22
-_JSON_ROWS_PER_BLOCK = 16384
-_NOT_SPACE = re.compile(r"\S")
-_JSON_WS = re.compile(r"[ \t\n\r]*")
+_STDIN_BLOCK = 1 << 20
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a model takes: `width` numbers per row, optionally named (`features`, in model order)."""
+    """What a model takes: `width` numbers per row, optionally named (`features`, in model order), and the
+    tokens that mean "missing" in its data (`spec.tables.DEFAULT_MISSING` unless its recipe says)."""
 
     width: int
     features: tuple[str, ...] | None = None
+    missing: tuple[str, ...] = T.DEFAULT_MISSING
 
     def __post_init__(self) -> None:
         if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
@@ -66,6 +67,21 @@ class InputSpec:
             if len(names) != self.width or len(set(names)) != len(names) or not all(isinstance(f, str) for f in names):
                 raise ValueError(f"InputSpec.features must be {self.width} distinct names, not {self.features!r}")
             object.__setattr__(self, "features", names)
+
+
+@dataclass(frozen=True, eq=False)
+class RowBatch:
+    """Rows in order: `x` (rows, width) float32, checked; `carried` the input columns to copy into the
+    output (a pyarrow Table, or None); `first_row` the 0-based index of its first row in the input."""
+
+    x: np.ndarray
+    carried: Any
+    first_row: int
+    position: int = 0  # how far the reader got, in `RowSource.total`'s unit (bytes or rows)
+
+    @property
+    def rows(self) -> int:
+        return int(self.x.shape[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,8 +94,7 @@ def _err(message: str) -> UsageError:
 
 
 def _display(path: Path) -> str:
-    text = str(path)
-    return text if text.isprintable() else ascii(text)
+    return T.display(path)
 
 
 def _clip(text: str, n: int = 60) -> str:
@@ -127,43 +142,59 @@ def _rechunk(blocks: Iterable[np.ndarray], rows: int, width: int) -> Iterator[np
 
 
 class RowSource(ABC):
-    """Validated input rows. `name` is what messages call the source (a path, "stdin", "command line")."""
+    """Checked input rows. `name` is what messages call the source (a path, "stdin", "command line");
+    `columns` the input's column names (None: it has none, so nothing can be carried); `carry` the
+    columns copied into the output; `size` the bytes to read (for progress; None when unknown)."""
 
     name: str
     spec: InputSpec
+    columns: list[str] | None = None
+    carry: tuple[str, ...] = ()
+    size: int | None = None
+    total: int | None = None  # what `RowBatch.position` counts up to (bytes or rows), for progress
 
     def validate(self) -> int:
-        """Check every row (a full pass for files); return the row count, or raise UsageError naming the first bad
-        line/row. Keeps nothing but the count for files."""
+        """Check every row (a full pass for files); return the row count, or raise UsageError naming the
+        first bad line or row. Keeps nothing but the count."""
         total = 0
-        for block in self._blocks():
-            total += block.shape[0]
+        for batch in self._batches(carry=False):
+            total += batch.rows
         if total == 0:
             raise _err(f"{self.name}: no input rows")
         return total
 
-    def chunks(self, rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[np.ndarray]:
-        """(n <= rows, width) float32 arrays, in order. Rows are checked again as they stream: a file that changed
-        since `validate()` can still raise UsageError part-way."""
-        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-            raise ValueError(f"chunks(rows=...) must be a positive int, not {rows!r}")
-        return self._chunks(rows)
-
-    def _chunks(self, rows: int) -> Iterator[np.ndarray]:
+    def batches(self) -> Iterator[RowBatch]:
+        """The rows with their carried columns, in order, checked as they stream."""
         total = 0
-        for chunk in _rechunk(self._blocks(), rows, self.spec.width):
-            total += chunk.shape[0]
-            yield chunk
+        for batch in self._batches(carry=True):
+            total += batch.rows
+            yield batch
         if total == 0:
             raise _err(f"{self.name}: no input rows")
 
+    def chunks(self, rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[np.ndarray]:
+        """(n <= rows, width) float32 arrays, in order (the features only)."""
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+            raise ValueError(f"chunks(rows=...) must be a positive int, not {rows!r}")
+        return _rechunk((b.x for b in self.batches()), rows, self.spec.width)
+
+    def close(self) -> None:  # noqa: B027 - most sources leave nothing behind
+        """Remove what reading left (stdin's temporary copy)."""
+
     @abstractmethod
-    def _blocks(self) -> Iterator[np.ndarray]:
-        """Validated float32 (n, width) blocks of any size, in order."""
+    def _batches(self, carry: bool) -> Iterator[RowBatch]:
+        """Checked batches in order; with `carry`, the carried columns too."""
+
+
+def _carry_error(name: str, carry: Sequence[str] | str) -> UsageError:
+    what = "--carry-all" if carry == ALL else "--carry"
+    return _err(
+        f"{what}: {name} has no column names to carry (give a CSV with a header, Parquet, JSON Lines or JSON objects)"
+    )
 
 
 class _MemorySource(RowSource):
-    """Rows that can be read only once (stdin) or are tiny (command line): loaded on first use and kept."""
+    """Rows given on the command line: parsed on first use and kept."""
 
     def __init__(self, spec: InputSpec, name: str, load: Callable[[], np.ndarray]) -> None:
         self.spec = spec
@@ -179,8 +210,8 @@ class _MemorySource(RowSource):
             self._array = arr
         return self._array
 
-    def _blocks(self) -> Iterator[np.ndarray]:
-        yield self.array()
+    def _batches(self, carry: bool) -> Iterator[RowBatch]:
+        yield RowBatch(self.array(), None, 0)
 
 
 def open_input(
@@ -188,12 +219,17 @@ def open_input(
     path: Path | None = None,
     stdin: TextIO | BinaryIO | None = None,
     pairs: Sequence[str] | None = None,
+    carry: Sequence[str] | str = (),
+    fmt: str | None = None,
 ) -> RowSource:
-    """The rows from exactly one of: a file (`path`; .npy, .json, anything else CSV), JSON on `stdin` (text or
-    binary stream), or command-line `pairs` ("0,1" = one row of `spec.width` numbers joined by commas).
+    """The rows from exactly one of: a file (`path`; its format from its name or `fmt`: CSV, Parquet,
+    JSON Lines, JSON, .npy), stdin (a JSON document or JSON Lines, text or binary stream), or
+    command-line `pairs` ("0,1" = one row of `spec.width` numbers joined by commas). `carry`: input
+    columns to copy into the output (names, or `ALL`).
 
-    Cheap: nothing is parsed until `validate()` or `chunks()`. Raises UsageError for a missing/unreadable path or
-    when zero or several sources are given."""
+    Opening reads only what names the columns (a CSV's first line, a Parquet footer); rows are read by
+    `validate()` and `batches()`. Raises UsageError for a missing or unreadable file, a column to carry
+    that is not there, or when zero or several sources are given."""
     given = [
         what
         for what, present in (
@@ -207,26 +243,257 @@ def open_input(
         raise _err(f"give input rows one way only, not {' and '.join(given)}")
     if path is not None:
         path = Path(path)
-        name = _display(path)
-        if not path.exists():
-            raise _err(f"input file {name} does not exist")
-        if path.is_dir():
-            raise _err(f"input file {name} is a folder")
-        if not path.is_file():  # a FIFO or a device cannot be read twice (a validating pass, then a predicting one)
-            raise _err(f"input file {name} is not a regular file")
-        suffix = path.suffix.lower()
-        if suffix == ".npy":
-            return _NpySource(spec, path, name)
-        if suffix == ".json":
-            return _JsonFileSource(spec, path, name)
-        return _CsvSource(spec, path, name)
+        if T.file_format(path, fmt) == T.NPY:
+            source: RowSource = _NpySource(spec, path, _display(path))
+            if carry:
+                raise _carry_error(source.name, carry)
+            return source
+        return _TableSource(spec, T.open_table(path, fmt, spec.missing), carry)
     if stdin is not None:
-        stream = stdin
-        return _MemorySource(spec, "stdin", lambda: _read_json_stream(spec, stream, "stdin"))
+        return _stdin_source(spec, stdin, carry)
     if pairs:
+        if carry:
+            raise _carry_error("the command line", carry)
         rows = list(pairs)
         return _MemorySource(spec, "command line", lambda: _parse_pairs(spec, rows))
     raise _err(f"no input rows: give rows as arguments (e.g. {_example(spec.width)}), a file, or JSON on stdin")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables: CSV, Parquet, JSON Lines, JSON documents (spec.tables)
+
+
+class _TableSource(RowSource):
+    def __init__(self, spec: InputSpec, file: T.TableFile, carry: Sequence[str] | str, name: str | None = None) -> None:
+        self.spec = spec
+        self.file = file
+        self.name = name or file.where
+        try:
+            self.size = file.path.stat().st_size
+        except OSError:
+            self.size = None
+        self.total = file.total or None
+        self.features = self._features()
+        self.columns = list(file.names) if self._named else None
+        self.carry = self._carry(carry)
+
+    @property
+    def _named(self) -> bool:
+        return self.file.named
+
+    def _features(self) -> list[str]:
+        """The input column that holds each feature, in model order."""
+        f, width, features = self.file, self.spec.width, self.spec.features
+        if f.fmt == T.CSV:
+            self._csv_header_rule()
+        names = f.names
+        if not self._named or features is None:
+            if len(names) != width:
+                return self._wrong_width(len(names))
+            again = next((n for i, n in enumerate(names) if n in names[:i]), None)
+            if again is not None:  # the columns are the features in order, and need names of their own
+                raise _err(f"{self.name}: its header names column {again!r} more than once")
+            return list(names)
+        seen: set[str] = set()
+        twice = {n for n in names if n in seen or seen.add(n)}  # type: ignore[func-returns-value]
+        missing = [x for x in features if x not in names]
+        if missing:
+            raise self._missing(missing, names)
+        for x in features:
+            if x in twice:
+                raise _err(f"{self.name}: the header names column {x!r} more than once")
+        return list(features)
+
+    def _csv_header_rule(self) -> None:
+        """Line 1 (the first non-blank line) is a header if none of its fields is a number, data if all
+        are (or a header when it names every feature, where some feature names look like numbers)."""
+        f, features = self.file, self.spec.features
+        fields = [x.strip() for x in f.first_fields]
+        kind = first_line_kind(fields)
+        header = kind == HEADER
+        if kind == DATA and features is not None and any(map(_is_number, features)) and set(features) <= set(fields):
+            header = True
+        elif kind == MIXED:
+            if features is None or not set(features) <= set(fields):
+                line = f._csv_start[1]
+                raise _err(
+                    f"{self.name}: line {line} ({_clip(','.join(f.first_fields))}) mixes numbers and text: a header"
+                    " line must have no numbers, a data line only numbers"
+                )
+            header = True  # it names every feature
+        T.set_header(f, header)
+
+    def _wrong_width(self, got: int) -> list[str]:
+        width, features, f = self.spec.width, self.spec.features, self.file
+        if f.fmt == T.CSV and f.header:
+            raise _err(f"{self.name}: the header (line {f._csv_start[1]}) has {got} columns, expected {width}")
+        if f.fmt == T.CSV:
+            listed = ", ".join(features) if features is not None else ""
+            named = f" ({listed if len(listed) <= 120 else listed[:117] + '...'})" if features is not None else ""
+            raise _err(
+                f"{self.name}: line {f._csv_start[1]} has {got} columns, expected {width}: without a header line, a"
+                f" row is the model's {width} features in order{named}"
+                + ("; or give a header line naming the columns" if features is not None else "")
+            )
+        raise _err(f"{self.name}: rows have {got} values, expected {width}")
+
+    def _missing(self, missing: list[str], names: list[str]) -> UsageError:
+        """The input lacks features: name the first (and the closest column), and how many more."""
+        import difflib
+
+        first = missing[0]
+        folded = {n.casefold(): n for n in reversed(names) if n}
+        close = folded.get(first.casefold()) or next(
+            iter(difflib.get_close_matches(first, names, n=1, cutoff=0.6)), None
+        )
+        hint = f" (closest: {close!r})" if close is not None else ""
+        others = ""
+        if len(missing) > 1:
+            listed = ", ".join(repr(m) for m in missing[1:4]) + (", ..." if len(missing) > 4 else "")
+            others = f" nor {len(missing) - 1} other feature{'s' if len(missing) > 2 else ''} ({listed})"
+        columns = _clip(",".join(names), 200)
+        what = f"the header (line {self.file._csv_start[1]})" if self.file.fmt == T.CSV else "it"
+        return _err(f"{self.name}: {what} has no column {first!r}{hint}{others}; its columns: {columns}")
+
+    def _carry(self, carry: Sequence[str] | str) -> tuple[str, ...]:
+        if not carry:
+            return ()
+        if self.columns is None:
+            raise _carry_error(self.name, carry)
+        if carry == ALL:
+            return tuple(dict.fromkeys(self.columns))
+        wanted = tuple(dict.fromkeys(carry))
+        for c in wanted:
+            if c not in self.columns:
+                raise _err(f"--carry {c!r}: {self.name} has no such column{_suggest(c, self.columns)}")
+        return wanted
+
+    def _batches(self, carry: bool) -> Iterator[RowBatch]:
+        features = self.features
+        text = [c for c in self.carry if c not in features] if carry else []
+        f = self.file
+        shown = [
+            f.label(c) if f.named or self.spec.features is None else f"{c} ({x!r})"
+            for c, x in zip(features, self.spec.features or features)
+        ]
+        for b in self.file.batches(numeric=features, text=text):
+            t = b.table
+            for j, col in enumerate(features):
+                row = T.first_null(t.column(col))
+                if row is not None:
+                    raise _err(f"{self.name}: {b.place(row)}, {shown[j]} is missing{self._tokens()}")
+            out = T.float_matrix(t, features, np.float32)
+            finite = np.isfinite(out)
+            if not finite.all():
+                row = int(np.argmin(finite.all(axis=1)))
+                _, bad = _as_float32(T.float_matrix(t.slice(row, 1), features))
+                assert bad is not None
+                raise _err(f"{self.name}: {b.place(row)} {bad[1]}")
+            carried = t.select(list(self.carry)) if carry and self.carry else None
+            yield RowBatch(out, carried, b.first_row, b.position)
+
+    def _tokens(self) -> str:
+        """What "missing" means here, for the message: this model takes none."""
+        if self.file.fmt != T.CSV:
+            return "; this model takes no missing values"
+        tokens = ", ".join(repr(m) for m in self.spec.missing[:6]) + (", ..." if len(self.spec.missing) > 6 else "")
+        return f" (an empty field or a missing-value token: {tokens}); this model takes no missing values"
+
+
+def _suggest(name: str, names: Sequence[str]) -> str:
+    import difflib
+
+    folded = {n.casefold(): n for n in reversed(names)}
+    hint = folded.get(name.casefold()) or next(
+        iter(difflib.get_close_matches(name, list(names), n=1, cutoff=0.5)), None
+    )
+    return f" (closest: {hint!r})" if hint else f"; its columns: {_clip(','.join(names), 120)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# stdin: a JSON document or JSON Lines, copied to a temporary file first
+
+
+def _stdin_source(spec: InputSpec, stdin: TextIO | BinaryIO, carry: Sequence[str] | str) -> RowSource:
+    """stdin read once into a temporary file (bounded memory; a JSON document at most
+    `spec.tables.MAX_JSON_BYTES`), then read as a JSON document or as JSON Lines: JSON Lines when its
+    first line alone is a row object (and not {"x": ...}), else one document."""
+    fd, tmp = tempfile.mkstemp(prefix="xorship-stdin-", suffix=".json")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            fmt = _spool(stdin, out)
+        if fmt is None:
+            raise _err("stdin: no input rows (empty input)")
+        source = _TableSource(spec, T.open_table(Path(tmp), fmt, spec.missing), carry, name="stdin")
+    except BaseException:
+        _unlink(tmp)
+        raise
+    source.close = weakref.finalize(source, _unlink, tmp)  # type: ignore[method-assign]
+    return source
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _spool(stdin: TextIO | BinaryIO, out: BinaryIO) -> str | None:
+    """Copy stdin into `out`; the format it holds (None: nothing but whitespace). A JSON document over
+    MAX_JSON_BYTES is refused while it is read."""
+    import json
+
+    read = getattr(stdin, "buffer", stdin).read
+    first_line = b""
+    fmt: str | None = None
+    size = 0
+    started = False
+    while True:
+        try:
+            data = read(_STDIN_BLOCK)
+        except OSError as exc:
+            raise _err(f"stdin: cannot read it ({exc.strerror or exc.__class__.__name__})") from None
+        if data is None:
+            data = b""
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogatepass")
+        if not data:
+            break
+        if not started:
+            data = data.removeprefix(b"\xef\xbb\xbf")
+            started = True
+        out.write(data)
+        size += len(data)
+        if fmt is None:
+            first_line += data
+            stripped = first_line.lstrip()
+            if not stripped:
+                first_line = b""
+                continue
+            if stripped[:1] != b"{":
+                fmt = T.JSON
+            elif b"\n" in stripped:
+                line = stripped[: stripped.index(b"\n")]
+                try:
+                    row = json.loads(line.decode("utf-8"))
+                except (ValueError, RecursionError):
+                    fmt = T.JSON  # an object over several lines: one document
+                else:
+                    x = row.get("x") if isinstance(row, dict) else None
+                    fmt = T.JSON if isinstance(x, list) else T.JSONL
+            elif len(first_line) > min(T.MAX_RECORD_BYTES, T.MAX_JSON_BYTES):
+                fmt = T.JSON  # a first line too long for JSON Lines: a document
+        if fmt != T.JSONL and size > T.MAX_JSON_BYTES:
+            raise _err(
+                f"stdin: more than {T.MAX_JSON_BYTES >> 20} MB of JSON, the most read whole; give JSON Lines"
+                " (one row object per line), which is streamed"
+            )
+    if fmt is None:
+        if not first_line.strip():
+            return None
+        fmt = T.JSON  # one line without a line break: a document (a one-row JSON Lines input is the same row)
+    return fmt
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,260 +518,6 @@ def _parse_pairs(spec: InputSpec, pairs: Sequence[str]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# CSV
-
-
-@dataclass(frozen=True)
-class _Layout:
-    header: bool
-    ncols: int  # fields every data line must have
-    usecols: tuple[int, ...] | None  # columns to parse, in model order (None: all ncols, see order)
-    order: tuple[int, ...] | None  # permutation applied after parsing all columns (None: as is)
-
-
-class _CsvSource(RowSource):
-    def __init__(self, spec: InputSpec, path: Path, name: str) -> None:
-        self.spec = spec
-        self.path = path
-        self.name = name
-
-    # Reading: decoded blocks of whole lines ----------------------------------------------------
-
-    def _texts(self) -> Iterator[tuple[int, str]]:
-        """(line number of its first line, text) per block of whole lines (each ends in "\\n" but maybe the last)."""
-        line_no = 1
-        pending = b""
-        first = True
-        try:
-            with open(self.path, "rb") as f:
-                while True:
-                    data = f.read(_CSV_BLOCK_BYTES)
-                    if first:
-                        first = False
-                        self._check_not_binary(data)
-                        data = data.removeprefix(codecs.BOM_UTF8)
-                    if not data:
-                        if pending:
-                            yield line_no, self._decode(pending, line_no)
-                        return
-                    data = pending + data if pending else data
-                    cut = data.rfind(b"\n") + 1
-                    block, pending = data[:cut], data[cut:]
-                    if len(pending) > MAX_LINE_BYTES:
-                        long_line = line_no + block.count(b"\n")
-                        raise _err(f"{self.name}: line {long_line} is longer than {MAX_LINE_BYTES} bytes")
-                    if block:
-                        yield line_no, self._decode(block, line_no)
-                        line_no += block.count(b"\n")
-        except OSError as exc:
-            raise _err(f"{self.name}: cannot read it ({exc.strerror or exc.__class__.__name__})") from None
-
-    def _check_not_binary(self, data: bytes) -> None:
-        if data.startswith(_NPY_MAGIC):
-            raise _err(f"{self.name}: this is a .npy array, not CSV text; give it a .npy name")
-        if data.startswith(_ZIP_MAGIC):
-            raise _err(f"{self.name}: this is a zip archive (.npz?), not CSV text")
-
-    def _decode(self, block: bytes, line_no: int) -> str:
-        try:
-            return block.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            bad_line = line_no + block.count(b"\n", 0, exc.start)
-            raise _err(f"{self.name}: line {bad_line} is not UTF-8 text (byte {block[exc.start]:#04x})") from None
-
-    # Header and columns -------------------------------------------------------------------------
-
-    def _split(self, line: str, line_no: int, header: bool) -> list[str]:
-        try:
-            rows = list(csv.reader([line], skipinitialspace=header))
-        except csv.Error as exc:
-            raise _err(f"{self.name}: line {line_no} cannot be split into fields ({exc})") from None
-        return rows[0] if rows else []
-
-    def _layout(self, line: str, line_no: int) -> _Layout:
-        """Line 1 (the first non-blank line) is a header if none of its fields is a number, data if all are (or a
-        header when it names every feature, where some feature names look like numbers).
-
-        A header is matched to the features by name: any column order, other columns ignored (never parsed, so
-        they may hold anything); every feature must be there, once. Without feature names (or without a header)
-        a line has exactly `width` columns, in model order."""
-        width, features = self.spec.width, self.spec.features
-        names = [f.strip() for f in self._split(line, line_no, header=True)]
-        kind = first_line_kind(names)  # the one rule (`spec.numbers`): none a number, all, or mixed
-        header = kind == HEADER
-        if kind == DATA and features is not None and any(map(_is_number, features)) and set(features) <= set(names):
-            header = True  # feature names that look like numbers: a first line naming every feature is the header
-        elif kind == MIXED:
-            if features is None or not set(features) <= set(names):
-                raise _err(
-                    f"{self.name}: line {line_no} ({_clip(line)}) mixes numbers and text: a header line must have no"
-                    " numbers, a data line only numbers"
-                )
-            header = True  # it names every feature
-        if header and features is not None:
-            index: dict[str, int] = {}
-            seen_twice = set()
-            for i, n in enumerate(names):
-                if n in index:
-                    seen_twice.add(n)
-                index.setdefault(n, i)
-            missing = [f for f in features if f not in index]
-            if missing:
-                raise self._missing(missing, names, line_no)
-            for f in features:
-                if f in seen_twice:
-                    raise _err(f"{self.name}: the header (line {line_no}) names column {f!r} more than once")
-            cols = tuple(index[f] for f in features)
-            if len(names) == width:
-                return _Layout(True, width, None, None if cols == tuple(range(width)) else cols)
-            return _Layout(True, len(names), cols, None)
-        if len(names) != width:
-            if header:
-                raise _err(f"{self.name}: the header (line {line_no}) has {len(names)} columns, expected {width}")
-            listed = ", ".join(features) if features is not None else ""
-            named = f" ({listed if len(listed) <= 120 else listed[:117] + '...'})" if features is not None else ""
-            raise _err(
-                f"{self.name}: line {line_no} has {len(names)} columns, expected {width}: without a header line, a row"
-                f" is the model's {width} features in order{named}"
-                + ("; or give a header line naming the columns" if features is not None else "")
-            )
-        return _Layout(header, width, None, None)
-
-    def _missing(self, missing: list[str], names: list[str], line_no: int) -> UsageError:
-        """The header lacks features: name the first (and the header's closest name), and how many more."""
-        import difflib
-
-        first = missing[0]
-        folded = {n.casefold(): n for n in reversed(names) if n}
-        close = folded.get(first.casefold()) or next(
-            iter(difflib.get_close_matches(first, names, n=1, cutoff=0.6)), None
-        )
-        hint = f" (closest: {close!r})" if close is not None else ""
-        others = ""
-        if len(missing) > 1:
-            listed = ", ".join(repr(m) for m in missing[1:4]) + (", ..." if len(missing) > 4 else "")
-            others = f" nor {len(missing) - 1} other feature{'s' if len(missing) > 2 else ''} ({listed})"
-        columns = _clip(",".join(names), 200)
-        return _err(
-            f"{self.name}: the header (line {line_no}) has no column {first!r}{hint}{others}; its columns: {columns}"
-        )
-
-    # Parsing --------------------------------------------------------------------------------------
-
-    def _loadtxt(self, lines: list[str], layout: _Layout) -> np.ndarray | None:
-        """The lines parsed, or None when some non-blank line is not `ncols` fields with numbers where used. Empty
-        lines are skipped; lines of whitespace are not (they make it fail)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                arr = np.loadtxt(
-                    lines,
-                    delimiter=",",
-                    dtype=np.float64,
-                    comments=None,
-                    quotechar='"',
-                    ndmin=2,
-                    usecols=layout.usecols,
-                )
-            except ValueError:
-                return None
-        if arr.shape[0] == 0:
-            return np.empty((0, self.spec.width))
-        if layout.usecols is None:
-            if arr.shape[1] != layout.ncols:
-                return None
-        elif not self._counts_ok(lines, layout.ncols):
-            return None  # with usecols numpy does not check the other columns' count
-        return arr if layout.order is None else arr[:, layout.order]
-
-    def _counts_ok(self, lines: list[str], ncols: int) -> bool:
-        commas = ncols - 1
-        for line in lines:
-            if line.count(",") != commas and line.strip():
-                if '"' not in line:
-                    return False
-                try:
-                    fields = next(csv.reader([line]), [])
-                except csv.Error:
-                    return False
-                if len(fields) != ncols:
-                    return False
-        return True
-
-    def _parse_block(self, text: str, line_no: int, layout: _Layout) -> np.ndarray:
-        lines = text.split("\n")  # (a list is parsed faster by numpy than a StringIO of the text)
-        if text.endswith("\n"):
-            lines.pop()
-        arr = self._loadtxt(lines, layout)
-        if arr is not None:
-            out, bad = _as_float32(arr)
-            if bad is None:
-                return out
-            if arr.shape[0] == len(lines):  # no blank lines: row i is line i
-                raise _err(f"{self.name}: line {line_no + bad[0]} {bad[1]}")
-        # Slow path (blank lines, or a bad line somewhere): find the first bad line exactly.
-        keep = [i for i, line in enumerate(lines) if line.strip()]
-        rows = [lines[i] for i in keep]
-        bad_parse = self._first_unparsable(rows, layout)
-        good = rows if bad_parse is None else rows[:bad_parse]
-        arr = self._loadtxt(good, layout) if good else np.empty((0, self.spec.width))
-        assert arr is not None
-        out, bad = _as_float32(arr)
-        if bad is not None:
-            raise _err(f"{self.name}: line {line_no + keep[bad[0]]} {bad[1]}")
-        if bad_parse is not None:
-            raise self._diagnose(rows[bad_parse], line_no + keep[bad_parse], layout)
-        return out
-
-    def _first_unparsable(self, rows: list[str], layout: _Layout) -> int | None:
-        """Index of the first row that does not parse, by bisection with the same parser (so it agrees with it)."""
-        if self._loadtxt(rows, layout) is not None:
-            return None
-        lo, hi = 0, len(rows)  # rows[lo:hi] holds a bad row
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if self._loadtxt(rows[lo:mid], layout) is None:
-                hi = mid
-            else:
-                lo = mid
-        return lo
-
-    def _diagnose(self, line: str, line_no: int, layout: _Layout) -> UsageError:
-        fields = self._split(line, line_no, header=False)
-        if len(fields) != layout.ncols:
-            return _err(f"{self.name}: line {line_no} has {len(fields)} columns, expected {layout.ncols}")
-        for c in layout.usecols or range(layout.ncols):
-            if not _is_number(fields[c]):
-                return _err(f"{self.name}: line {line_no}, column {c + 1} ({_clip(fields[c])}) is not a number")
-        if layout.usecols is None:
-            return _err(f"{self.name}: line {line_no} ({_clip(line)}) is not {layout.ncols} numbers")
-        columns = ", ".join(str(c + 1) for c in layout.usecols)
-        return _err(
-            f"{self.name}: line {line_no} ({_clip(line)}) is not {layout.ncols} fields with numbers in columns {columns}"
-        )
-
-    def _blocks(self) -> Iterator[np.ndarray]:
-        layout: _Layout | None = None
-        for line_no, text in self._texts():
-            if layout is None:
-                found = _NOT_SPACE.search(text)
-                if found is None:
-                    continue  # blank so far
-                start = text.rfind("\n", 0, found.start()) + 1
-                end = text.find("\n", found.start())
-                end = len(text) if end < 0 else end
-                first_no = line_no + text.count("\n", 0, start)
-                layout = self._layout(text[start:end], first_no)
-                if layout.header:
-                    text, line_no = text[end + 1 :], first_no + 1
-                    if not text:
-                        continue
-            arr = self._parse_block(text, line_no, layout)
-            if arr.shape[0]:
-                yield arr
-
-
-# ---------------------------------------------------------------------------------------------
 # .npy
 
 
@@ -521,6 +534,13 @@ class _NpySource(RowSource):
         self.spec = spec
         self.path = path
         self.name = name
+        if not path.exists():
+            raise _err(f"input file {name} does not exist")
+        if path.is_dir():
+            raise _err(f"input file {name} is a folder")
+        if not path.is_file():  # a FIFO or a device cannot be read twice (a validating pass, then a predicting one)
+            raise _err(f"input file {name} is not a regular file")
+        self.size = path.stat().st_size
 
     def _header(self, f: BinaryIO) -> _NpyHeader:
         from numpy.lib import format as npy_format
@@ -566,11 +586,16 @@ class _NpySource(RowSource):
             raise _err(f"{self.name}: {size - needed} unexpected bytes after the {list(shape)} {dtype} data")
         return _NpyHeader(dtype, rows, bool(fortran), offset)
 
-    def _blocks(self) -> Iterator[np.ndarray]:
+    def _batches(self, carry: bool) -> Iterator[RowBatch]:
+        for start, x in self._arrays():
+            yield RowBatch(x, None, start, start + x.shape[0])
+
+    def _arrays(self) -> Iterator[tuple[int, np.ndarray]]:
         width = self.spec.width
         try:
             with open(self.path, "rb") as f:
                 head = self._header(f)
+                self.total = head.rows
                 item = head.dtype.itemsize
                 step = max(1, _ARRAY_BLOCK_BYTES // (width * max(item, 8)))
                 for start in range(0, head.rows, step):
@@ -588,7 +613,7 @@ class _NpySource(RowSource):
                     out, bad = _as_float32(arr)
                     if bad is not None:
                         raise _err(f"{self.name}: row {start + bad[0] + 1} {bad[1]}")
-                    yield out
+                    yield start, out
         except OSError as exc:
             raise _err(f"{self.name}: cannot read it ({exc.strerror or exc.__class__.__name__})") from None
 
@@ -597,330 +622,3 @@ class _NpySource(RowSource):
         if len(data) != n:
             raise _err(f"{self.name}: the file ended early (it changed while being read?)")
         return data
-
-
-# ---------------------------------------------------------------------------------------------
-# JSON (files and stdin)
-
-
-class _TextBlocks:
-    """Blocks of text from a text or binary stream (binary is decoded as UTF-8); a leading BOM is dropped."""
-
-    def __init__(self, read: Callable[[int], Any], name: str) -> None:
-        self._read = read
-        self._name = name
-        self._decoder = codecs.getincrementaldecoder("utf-8")()
-        self._offset = 0  # bytes read so far (binary streams), for messages
-        self._started = False
-        self._eof = False
-
-    def next(self) -> str:
-        """The next block of text, "" at the end of input."""
-        while not self._eof:
-            try:
-                data = self._read(_JSON_BLOCK_CHARS)
-                if isinstance(data, (bytes, bytearray, memoryview)):
-                    self._offset += len(data)
-                    text = self._decoder.decode(bytes(data), final=not data)
-                elif isinstance(data, str):
-                    text = data
-                elif data is None:
-                    text = ""
-                else:
-                    raise _err(f"{self._name}: the stream gave {type(data).__name__}, not text or bytes")
-            except UnicodeDecodeError:
-                raise _err(f"{self._name}: not UTF-8 text (a bad byte within its first {self._offset} bytes)") from None
-            except OSError as exc:
-                raise _err(f"{self._name}: cannot read it ({exc.strerror or exc.__class__.__name__})") from None
-            if not data:
-                self._eof = True
-            if not self._started and text:
-                self._started = True
-                text = text.removeprefix("\ufeff")
-            if text:
-                return text
-        return ""
-
-
-def _json_kind(value: Any) -> str:
-    """A short, one-line description of a JSON value for messages (never recursive)."""
-    if value is True or value is False:
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return f"the string {_clip(value, 40)}"
-    if isinstance(value, list):
-        return f"a list of {len(value)}"
-    if isinstance(value, dict):
-        return "an object"
-    return repr(value)[:40]  # a number
-
-
-def _is_json_number(value: Any) -> bool:
-    return type(value) is float or type(value) is int  # not bool, str, None, list, dict
-
-
-class _JsonRows:
-    """Rows from `[[x1, x2], ...]`, `[x1, x2]` (one row) or `{"x": <either>}`, where a row may also be an object
-    keyed by feature name. Parsed incrementally: the outer structure here, each row with `raw_decode`, so memory is
-    bounded by one row (`MAX_JSON_ELEMENT_CHARS`) whatever the input's size, and nesting cannot recurse deeply."""
-
-    _FORMS = '[[x1, x2, ...], ...], a single row [x1, x2, ...] or {"x": [[x1, x2, ...], ...]}'
-
-    def __init__(self, blocks: _TextBlocks, spec: InputSpec, name: str) -> None:
-        self._blocks = blocks
-        self._spec = spec
-        self._name = name
-        self._decoder = json.JSONDecoder()
-        self._buf = ""
-        self._pos = 0
-        self._base = 0  # absolute offset of self._buf[0]
-        self._mark = 0  # absolute offset where the current element (with the whitespace before it) began
-        self._row = 0  # the row being read (1-based), 0 outside the rows
-        self._no_batch_until = -1  # absolute offset: no batch decoding until the buffer reaches past it
-
-    # Low level --------------------------------------------------------------------------------------
-
-    def _where(self) -> str:
-        return f"row {self._row}" if self._row else f"character {self._base + self._pos + 1}"
-
-    def _fill(self) -> bool:
-        """More text into the buffer; False at the end of input."""
-        if self._base + len(self._buf) - self._mark > MAX_JSON_ELEMENT_CHARS:
-            raise _err(
-                f"{self._name}: {self._where()} is more than {MAX_JSON_ELEMENT_CHARS} characters of JSON"
-                " (or is not valid JSON)"
-            )
-        text = self._blocks.next()
-        if not text:
-            return False
-        self._base += self._pos
-        self._buf = self._buf[self._pos :] + text
-        self._pos = 0
-        return True
-
-    def _peek(self) -> str:
-        """The next non-whitespace character ("" at the end of input), not consumed."""
-        while True:
-            m = _JSON_WS.match(self._buf, self._pos)
-            assert m is not None
-            self._pos = m.end()
-            if self._pos < len(self._buf):
-                return self._buf[self._pos]
-            if not self._fill():
-                return ""
-
-    def _expect(self, chars: str, what: str) -> str:
-        c = self._peek()
-        if c == "" or c not in chars:
-            found = "the end of input" if c == "" else repr(c)
-            raise _err(f"{self._name}: invalid JSON at {self._where()}: expected {what}, found {found}")
-        self._pos += 1
-        return c
-
-    def _value(self) -> Any:
-        """One JSON value at the current position (whitespace first skipped)."""
-        self._peek()
-        while True:
-            try:
-                value, end = self._decoder.raw_decode(self._buf, self._pos)
-            except json.JSONDecodeError as exc:
-                # Text cut at the buffer's end fails near the end, or in a string still open: read more and retry.
-                maybe_cut = exc.pos >= len(self._buf) - 16 or exc.msg.startswith("Unterminated string")
-                if maybe_cut and self._fill():
-                    continue
-                raise _err(f"{self._name}: invalid JSON at {self._where()} ({exc.msg})") from None
-            except RecursionError:
-                raise _err(f"{self._name}: JSON nested too deeply at {self._where()}") from None
-            except ValueError as exc:  # e.g. an integer with more digits than Python converts
-                raise _err(f"{self._name}: invalid JSON at {self._where()} ({str(exc).split(':')[0][:100]})") from None
-            if end < len(self._buf) or not self._fill():  # a number at the buffer's end may go on in the next block
-                self._pos = end
-                self._mark = self._base + end
-                return value
-
-    # Structure ----------------------------------------------------------------------------------------
-
-    def rows(self) -> Iterator[list[list[Any]]]:
-        """Batches of rows, in order: each row's `width` values in model order (not yet checked to be finite)."""
-        c = self._peek()
-        if c == "":
-            raise _err(f"{self._name}: no input rows (empty input)")
-        if c == "[":
-            yield from self._list()
-        elif c == "{":
-            yield from self._object()
-        else:
-            raise _err(f"{self._name}: expected JSON {self._FORMS}")
-        self._row = 0
-        c = self._peek()
-        if c != "":
-            raise _err(f"{self._name}: invalid JSON: unexpected {c!r} at {self._where()}, after the rows")
-
-    def _object(self) -> Iterator[list[list[Any]]]:
-        self._pos += 1  # "{"
-        seen_x = False
-        if self._peek() == "}":
-            self._pos += 1
-        else:
-            while True:
-                self._row = 0
-                if self._peek() != '"':
-                    raise _err(f"{self._name}: invalid JSON at {self._where()}: expected a key in double quotes")
-                key = self._value()
-                self._expect(":", "':' after a key")
-                if key == "x":
-                    if seen_x:
-                        raise _err(f'{self._name}: the key "x" is given more than once')
-                    seen_x = True
-                    if self._peek() != "[":
-                        raise _err(f'{self._name}: "x" must be a list of rows: {self._FORMS}')
-                    yield from self._list()
-                    self._row = 0
-                else:
-                    self._value()  # other keys are ignored
-                if self._expect(",}", "',' or '}' in the top-level object") == "}":
-                    break
-        if not seen_x:
-            raise _err(f'{self._name}: a JSON object needs the key "x": {self._FORMS}')
-
-    def _list(self) -> Iterator[list[list[Any]]]:
-        self._pos += 1  # "["
-        if self._peek() == "]":
-            self._pos += 1
-            return
-        self._row = 1
-        first = self._value()
-        if _is_json_number(first):
-            yield [self._single_row(first)]
-            return
-        yield [self._row_values(first)]
-        while self._expect(",]", "',' or ']' after a row") == ",":
-            batch = self._batch()
-            if batch is None:
-                self._row += 1
-                batch = [self._row_values(self._value())]
-            yield batch
-
-    def _batch(self) -> list[list[Any]] | None:
-        """The next rows up to the last complete one in the buffer, decoded at once (the fast path), or None (then
-        the caller reads one row). Only an exact decode of whole rows is taken; anything else goes row by row."""
-        buf, pos = self._buf, self._pos
-        if self._base + len(buf) <= self._no_batch_until:
-            return None
-        cut = max(buf.rfind("]"), buf.rfind("}")) + 1
-        for _ in range(3):  # the last bracket may close the rows' list (or the top-level object): try earlier ones
-            if cut <= pos:
-                break
-            text = "[" + buf[pos:cut] + "]"
-            try:
-                rows, end = self._decoder.raw_decode(text)
-            except (ValueError, RecursionError):
-                rows, end = None, -1
-            if end == len(text) and rows:
-                self._pos = cut
-                self._mark = self._base + cut
-                width = self._spec.width
-                if (
-                    set(map(type, rows)) == {list}
-                    and set(map(len, rows)) == {width}
-                    and set(map(type, chain.from_iterable(rows))) <= {float, int}
-                ):
-                    self._row += len(rows)
-                    return rows
-                checked = []
-                for row in rows:
-                    self._row += 1
-                    checked.append(self._row_values(row))
-                return checked
-            cut = max(buf.rfind("]", pos, cut - 1), buf.rfind("}", pos, cut - 1)) + 1
-        self._no_batch_until = self._base + len(buf)  # do not retry before more text is read
-        return None
-
-    def _single_row(self, first: Any) -> list[Any]:
-        """The top-level list is one row: [x1, x2, ...]."""
-        width = self._spec.width
-        row = [first]
-        while self._expect(",]", "',' or ']' in the row") == ",":
-            if len(row) == width:
-                raise _err(f"{self._name}: row 1 has more than {width} values, expected {width}")
-            row.append(self._value())
-        return self._row_values(row)
-
-    def _row_values(self, value: Any) -> list[Any]:
-        width, features, n = self._spec.width, self._spec.features, self._row
-        if type(value) is list:
-            if len(value) != width:
-                raise _err(f"{self._name}: row {n} has {len(value)} values, expected {width}")
-            values = value
-        elif type(value) is dict:
-            if features is None:
-                raise _err(f"{self._name}: row {n} is an object, but this model has no feature names; give a list")
-            missing = [f for f in features if f not in value]
-            if missing:
-                raise _err(f"{self._name}: row {n} has no key {missing[0]!r} (rows need {', '.join(features)})")
-            values = [value[f] for f in features]
-        else:
-            raise _err(f"{self._name}: row {n} is {_json_kind(value)}, not a list of {width} numbers")
-        for v in values:
-            if not _is_json_number(v):
-                raise _err(f"{self._name}: row {n}: {_json_kind(v)} is not a number")
-        return values
-
-
-def _to_array(block: list[list[Any]], start: int, name: str) -> np.ndarray:
-    """Rows (start+1, ...) as checked float32: finite and within float32's range."""
-    try:
-        arr = np.array(block, dtype=np.float64)
-    except OverflowError:  # an integer too large for float64
-        for i, row in enumerate(block):
-            try:
-                np.array(row, dtype=np.float64)
-            except OverflowError:
-                raise _err(f"{name}: row {start + i + 1} has a value beyond float32's range") from None
-        raise
-    out, bad = _as_float32(arr)
-    if bad is not None:
-        raise _err(f"{name}: row {start + bad[0] + 1} {bad[1]}")
-    return out
-
-
-def _json_arrays(batches: Iterator[list[list[Any]]], name: str, max_rows: int | None) -> Iterator[np.ndarray]:
-    """float32 blocks from batches of rows; more than max_rows rows (when given) fails as soon as it is read."""
-    block: list[list[Any]] = []
-    start = 0  # rows before this block
-    for batch in batches:
-        block.extend(batch)
-        if max_rows is not None and start + len(block) > max_rows:
-            raise _err(f"{name}: more than {max_rows} rows; pass larger inputs as a file (files are streamed)")
-        if len(block) >= _JSON_ROWS_PER_BLOCK:
-            yield _to_array(block, start, name)
-            start += len(block)
-            block = []
-    if block:
-        yield _to_array(block, start, name)
-
-
-def _read_json_stream(spec: InputSpec, stream: TextIO | BinaryIO, name: str) -> np.ndarray:
-    """All rows of JSON from a stream, read once; more than MAX_STDIN_ROWS fails while reading."""
-    reader = _JsonRows(_TextBlocks(stream.read, name), spec, name)
-    parts = list(_json_arrays(reader.rows(), name, MAX_STDIN_ROWS))
-    if not parts:
-        return np.empty((0, spec.width), dtype=np.float32)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
-class _JsonFileSource(RowSource):
-    def __init__(self, spec: InputSpec, path: Path, name: str) -> None:
-        self.spec = spec
-        self.path = path
-        self.name = name
-
-    def _blocks(self) -> Iterator[np.ndarray]:
-        try:
-            with open(self.path, "rb") as f:
-                reader = _JsonRows(_TextBlocks(f.read, self.name), self.spec, self.name)
-                yield from _json_arrays(reader.rows(), self.name, None)
-        except OSError as exc:
-            raise _err(f"{self.name}: cannot read it ({exc.strerror or exc.__class__.__name__})") from None

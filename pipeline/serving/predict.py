@@ -13,8 +13,11 @@ section (`artifacts.arch_of`), so any recipe's model is served, not only the bui
 with no manifest (`allow_unverified`) is described by its own `xorship.*` metadata_props when it has
 them, else by its signature alone (width from the input, a binary head with classes 0 and 1).
 
-Inputs are streamed (`inputs.py`): a validating pass first, so a bad row anywhere fails before any
-output, then a predicting pass in chunks; output is written per chunk.
+Inputs are streamed (`inputs.py`, on the one table reader `spec.tables`) and predictions written a
+batch at a time (`outputs.py`: CSV, Parquet, JSON Lines, the JSON document, or a terminal's table). A
+file destination is written to a temporary and renamed into place, so one pass suffices: a bad row
+anywhere leaves nothing. A destination that cannot be taken back (stdout, a FIFO, a device) gets a
+validating pass over the input first, so a bad row anywhere fails before any output.
 
 Output, per input row (the JSON document's `predictions[i]`, and one table line):
 - binary: `probability` (of `classes[-1]`) and `label` (`classes[-1]` when probability > THRESHOLD,
@@ -23,15 +26,14 @@ Output, per input row (the JSON document's `predictions[i]`, and one table line)
   (class -> probability, in class order; JSON keys are `str(class)`);
 - regression: `value` (in the target's units); no label.
 Labels keep the type the classes have in the data (JSON ints stay ints, strings strings, bools bools).
-The table shows at most `TABLE_FEATURES` feature columns (a wider model: the first
-`TABLE_FEATURES - 1` and a `...+N` column) and, for a multi-class model, the `TABLE_TOP` most probable
-classes; `--json` always has every value.
+The table (`outputs.TableWriter`) shows at most six feature columns and, for a multi-class model, the
+three most probable classes; data files and `--json` always have every value.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -41,18 +43,19 @@ from ..errors import CorruptArtifact, MissingArtifact, UsageError
 from ..graph.contract import check_served, parse_checked, read_metadata, signature
 from ..spec.archs import THRESHOLD, Arch, Label
 from ..spec.archs import label_indices as _label_rule
+from ..spec.tables import DEFAULT_MISSING
 from ..store import artifacts as A
 from ..store.manifest import Manifest
 from .inputs import InputSpec, RowSource
+from .outputs import JSON as JSON_FORMAT
+from .outputs import TABLE as TABLE_FORMAT
+from .outputs import OutputHead, make_writer
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import onnx
 
 FEATURES = ("x1", "x2")  # the XOR models' input names (a loose file's CSV header is matched to them)
-TABLE_FEATURES = 6  # the table shows at most this many feature columns
-TABLE_TOP = 3  # multiclass: the table shows this many most probable classes
-_MAX_TABLE_NAME = 20  # a longer feature name or label is cut in the table
 
 
 class NonFiniteOutput(UsageError):
@@ -78,6 +81,13 @@ class ServedModel:
     verified: bool  # a passing verify record came with it
     arch: Arch | None  # from the manifest, or a loose file's metadata_props (None: a loose file that says nothing)
     version: int | None
+    missing: tuple[str, ...] = DEFAULT_MISSING  # the tokens that mean "missing" in its data (its recipe's)
+
+    @property
+    def sha256(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.data).hexdigest()
 
     @property
     def label(self) -> str:
@@ -153,7 +163,16 @@ def resolve_model(
         why = "no verify report" if manifest.verify and manifest.verify.passed else "no passing verify record"
         fix = (paths if paths.name else A.ArtifactPaths(paths.root, manifest.name)).hint("verify")
         raise UsageError(f"{model} has {why}: {fix}, or pass --allow-unverified")
-    return ServedModel(model, data, True, verified, served_arch, number)
+    return ServedModel(model, data, True, verified, served_arch, number, _missing_tokens(manifest))
+
+
+def _missing_tokens(manifest: Manifest) -> tuple[str, ...]:
+    """The missing-value tokens of the model's recipe (`[data] missing`), or the default."""
+    data = (manifest.recipe or {}).get("data") or {}
+    tokens = data.get("missing") if isinstance(data, dict) else None
+    if isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
+        return tuple(tokens)
+    return DEFAULT_MISSING
 
 
 def _check_files(paths: A.ArtifactPaths, manifest: Manifest, served: str) -> None:
@@ -243,7 +262,7 @@ class Predictor:
     model of the file's width); `spec` is what input rows must give (names matched in a CSV header and
     JSON objects)."""
 
-    def __init__(self, served: ServedModel, provider: str = "auto"):
+    def __init__(self, served: ServedModel, provider: str = "auto", spin: bool = True):
         where = str(served.where)
         proto = parse_checked(served.data, where)
         features: tuple[str, ...] | None
@@ -258,13 +277,13 @@ class Predictor:
             arch = _generic_arch(width)
             features = FEATURES if width == len(FEATURES) else None  # other widths: any header names
         try:
-            spec = InputSpec(arch.n_inputs, features)
+            spec = InputSpec(arch.n_inputs, features, served.missing)
         except ValueError:
             raise CorruptArtifact(f"{where}: its feature names are not {arch.n_inputs} distinct names") from None
         self.served = served
         self.arch = arch
         self.spec = spec
-        self.runner: Runner = ort_runner(served.data, provider, where=where)
+        self.runner: Runner = ort_runner(served.data, provider, where=where, spin=spin)
 
     @property
     def providers(self) -> ProviderReport:
@@ -388,92 +407,93 @@ def predict(served: ServedModel, x: np.ndarray, provider: str = "auto") -> Predi
 
 
 # ---------------------------------------------------------------------------------------------
-# Streaming output: one chunk at a time, so memory does not grow with the input
+# Streaming output: one batch at a time, so memory does not grow with the input
+
+ProgressFn = Callable[[int, int, int | None], None]  # (rows done, input position, its total: bytes or rows; None)
 
 
-def _chunks(predictor: Predictor, source: RowSource) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(inputs, outputs) per chunk: (rows, n_inputs) float32 and (rows, n_outputs) float64."""
-    for chunk in source.chunks():
-        yield chunk, predictor.outputs(chunk)
+def _head(predictor: Predictor) -> OutputHead:
+    served = predictor.served
+    return OutputHead(
+        arch=predictor.arch,
+        model=str(served.where),
+        name=predictor.arch.name,
+        version=served.version,
+        sha256=served.sha256,
+        sha256_checked=served.sha256_checked,
+        verified=served.verified,
+        providers=tuple(predictor.providers.used),
+        label=served.label,
+    )
+
+
+def write_predictions(
+    out: IO[bytes],
+    fmt: str,
+    predictor: Predictor,
+    source: RowSource,
+    on_progress: ProgressFn | None = None,
+    phases: dict[str, float] | None = None,
+) -> int:
+    """The predictions of every row of `source` in format `fmt` (`outputs.FORMATS`) on the binary stream
+    `out`, a batch at a time. Returns the number of rows. `phases`, when given, receives the seconds
+    spent waiting for parsed rows ("read"), in onnxruntime ("inference") and formatting and writing
+    ("write"): `bench --scoring`'s breakdown."""
+    from time import perf_counter
+
+    writer = make_writer(fmt, out, _head(predictor), source.carry, predictor.spec.features or predictor.arch.features)
+    done = 0
+    read = infer = write = 0.0
+    batches = source.batches()
+    try:
+        while True:
+            t0 = perf_counter()
+            batch = next(batches, None)
+            t1 = perf_counter()
+            if batch is None:
+                break
+            outputs = predictor.outputs(batch.x)
+            t2 = perf_counter()
+            writer.write(batch.x, batch.carried, outputs)
+            t3 = perf_counter()
+            read, infer, write = read + t1 - t0, infer + t2 - t1, write + t3 - t2
+            done += batch.rows
+            if on_progress is not None:
+                on_progress(done, batch.position, source.total)
+    except BaseException:
+        writer.abort()
+        raise
+    t0 = perf_counter()
+    writer.close()
+    if phases is not None:
+        phases.update(read=read, inference=infer, write=write + perf_counter() - t0)
+    return writer.rows
 
 
 def write_json(out: IO[str], predictor: Predictor, source: RowSource) -> int:
-    """One JSON document, written per chunk. Returns the number of rows.
-
-    {"model", "version", "sha256_checked", "verified", "providers", "task", "features", "classes",
-     ["threshold" (binary)], "predictions": [{"x": [...], ...per task, see the module's doc}, ...]}"""
-    served, arch = predictor.served, predictor.arch
-    head = {
-        "model": str(served.where),
-        "version": served.version,
-        "sha256_checked": served.sha256_checked,
-        "verified": served.verified,
-        "providers": list(predictor.providers.used),
-        **_document_head(arch),
-    }
-    out.write(json.dumps(head)[:-1] + ', "predictions": [')
-    labels = [json.dumps(c) for c in arch.classes]  # each class as a JSON literal, with its type
-    keys = [json.dumps(str(c)) for c in arch.classes]
-    n = 0
-    for chunk, values in _chunks(predictor, source):
-        xs = chunk.tolist()
-        parts = []
-        if arch.task == "binary":
-            index = label_indices(arch, values).tolist()
-            for x, p, i in zip(xs, values[:, 0].tolist(), index):
-                parts.append(
-                    f'{"," if n else ""}\n  {{"x": [{", ".join(map(repr, x))}], "probability": {p!r}, "label": {labels[i]}}}'
-                )
-                n += 1
-        elif arch.task == "multiclass":
-            index = label_indices(arch, values).tolist()
-            for x, ps, i in zip(xs, values.tolist(), index):
-                probs = ", ".join(f"{k}: {p!r}" for k, p in zip(keys, ps))
-                parts.append(
-                    f'{"," if n else ""}\n  {{"x": [{", ".join(map(repr, x))}], "label": {labels[i]}, "probabilities": {{{probs}}}}}'
-                )
-                n += 1
-        else:
-            for x, v in zip(xs, values[:, 0].tolist()):
-                parts.append(f'{"," if n else ""}\n  {{"x": [{", ".join(map(repr, x))}], "value": {v!r}}}')
-                n += 1
-        out.write("".join(parts))
-    out.write("\n]}\n")
-    return n
+    """The JSON document (`--json`) on a text stream. Returns the number of rows."""
+    return _on_text(out, JSON_FORMAT, predictor, source)
 
 
-def write_to(
-    path: Path,
-    write: Callable[[IO[str], Predictor, RowSource], int],
-    predictor: Predictor,
-    source: RowSource,
-    inputs: Sequence[Path | None] = (),
-) -> int:
-    """`write` (write_json or write_table) into the file `path` (`--output`): a regular file is written
-    to a temporary and renamed into place; a FIFO or character device is written through; the input
-    file, a folder, a block device or a socket is refused (`artifacts.write_output`). Returns the rows."""
+def write_table(out: IO[str], predictor: Predictor, source: RowSource) -> int:
+    """The terminal's table on a text stream. Returns the number of rows."""
+    return _on_text(out, TABLE_FORMAT, predictor, source)
+
+
+def _on_text(out: IO[str], fmt: str, predictor: Predictor, source: RowSource) -> int:
     import io
 
-    rows = 0
-
-    def fill(f: IO[bytes]) -> None:
-        nonlocal rows
-        text = io.TextIOWrapper(f, encoding="utf-8", newline="\n")
-        try:
-            rows = write(text, predictor, source)
-            text.flush()
-        finally:
-            text.detach()  # the caller owns (and closes) the binary file
-
-    A.write_output(path, fill, "--output", inputs)
+    buf = io.BytesIO()
+    rows = write_predictions(buf, fmt, predictor, source)
+    out.write(buf.getvalue().decode("utf-8"))
     return rows
 
 
 @dataclass(frozen=True, eq=False)
 class PredictJob:
-    """`predict`, ready to write: the model resolved and checked, its session open, every input row
-    validated (so a bad row anywhere fails before any output). `notes`: what the user should hear (the
-    provider's CUDA note, an unverified model)."""
+    """`predict`, ready to write: the model resolved and checked, its session open, the input opened and,
+    where the destination cannot be taken back (stdout, a FIFO, a device, a link), every row already
+    validated. `notes`: what the user should hear (an unverified model)."""
 
     served: ServedModel
     predictor: Predictor
@@ -481,16 +501,31 @@ class PredictJob:
     output: Path | None
     inputs: tuple[Path | None, ...]
     notes: tuple[str, ...]
+    fmt: str = TABLE_FORMAT
+    validated: bool = False
 
-    def write(self, as_json: bool, stdout: IO[str]) -> int:
-        """The predictions, streamed per chunk: the JSON document (`as_json`) or the table, to `output`
-        (`write_to`: a file whole, a FIFO or device written through) or `stdout`. Returns the rows."""
-        write = write_json if as_json else write_table
-        if self.output is None:
-            rows = write(stdout, self.predictor, self.source)
-            stdout.flush()
+    def write(self, stdout: IO[bytes] | None = None, on_progress: ProgressFn | None = None) -> int:
+        """The predictions, streamed per batch, to `output` (a file: written to a temporary and renamed
+        into place, so a bad row leaves nothing; a FIFO or device: written through) or `stdout` (a
+        binary stream). Returns the rows."""
+        import sys
+
+        try:
+            if self.output is None or str(self.output) == "-":
+                stream = stdout if stdout is not None else sys.stdout.buffer
+                rows = write_predictions(stream, self.fmt, self.predictor, self.source, on_progress)
+                stream.flush()
+                return rows
+            rows = 0
+
+            def fill(f: IO[bytes]) -> None:
+                nonlocal rows
+                rows = write_predictions(f, self.fmt, self.predictor, self.source, on_progress)
+
+            A.write_output(self.output, fill, "--output", self.inputs)
             return rows
-        return write_to(self.output, write, self.predictor, self.source, self.inputs)
+        finally:
+            self.source.close()
 
 
 def prepare(
@@ -506,84 +541,41 @@ def prepare(
     input_path: Path | None = None,
     stdin: Any = None,
     output: Path | None = None,
+    fmt: str | None = None,
+    as_json: bool = False,
+    input_format: str | None = None,
+    carry: Sequence[str] | str = (),
 ) -> PredictJob:
-    """Everything `predict` does before its first output: the output destination checked (a folder, a
-    block device, the input itself: refused), the model resolved (`resolve_model`), its session
-    opened, the rows' source opened (`pairs`, a file, or `stdin` when `input_path` is `-`) and every
-    row validated."""
+    """Everything `predict` does before its first output: the format chosen (`outputs.output_format`:
+    `fmt`, `as_json`, the output's extension), the destination checked (a folder, a block device, the
+    input itself: refused), the model resolved (`resolve_model`), its session opened, the rows' source
+    opened (`pairs`, a file, or `stdin` when `input_path` is `-`) with the columns to `carry`, and, for a
+    destination that cannot be taken back, every row validated."""
     from .inputs import open_input
+    from .outputs import check_carried, output_format
 
     inputs = (input_path if input_path is not None and str(input_path) != "-" else None, model)
-    if output is not None:
-        A.check_output(output, "--output", inputs)
+    kind = A.OUTPUT_STDOUT if output is None else A.check_output(output, "--output", inputs)
+    chosen = output_format(output, fmt, as_json, stream=kind != A.OUTPUT_FILE)
     served = resolve_model(root, name, model, version, allow_unverified, hint)
-    predictor = Predictor(served, provider)
+    predictor = Predictor(served, provider, spin=False)  # the reader's thread needs the cores between runs
     if input_path is not None and str(input_path) == "-":
-        source = open_input(predictor.spec, stdin=stdin)
+        source = open_input(predictor.spec, stdin=stdin, carry=carry)
     elif input_path is not None:
-        source = open_input(predictor.spec, path=input_path)
+        source = open_input(predictor.spec, path=input_path, carry=carry, fmt=input_format)
     else:
-        source = open_input(predictor.spec, pairs=pairs or [])
-    source.validate()  # every row, before any output
+        source = open_input(predictor.spec, pairs=pairs or [], carry=carry)
+    try:
+        check_carried(source.carry, predictor.arch, chosen)
+        validated = kind != A.OUTPUT_FILE
+        if validated:
+            source.validate()  # every row, before any output that cannot be taken back
+    except BaseException:
+        source.close()
+        raise
     notes = []
-    if predictor.providers.cuda_note and provider != "cpu":
+    if predictor.providers.cuda_note and provider == "cuda":
         notes.append(predictor.providers.cuda_note)
     if not served.verified:
         notes.append(f"{served.where} is not verified (--allow-unverified)")
-    return PredictJob(served, predictor, source, output, inputs, tuple(notes))
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _table_features(predictor: Predictor) -> tuple[list[str], list[int], int]:
-    """(shown feature names, their column widths, how many are not shown)."""
-    names = list(predictor.spec.features or predictor.arch.features)
-    hidden = 0
-    if len(names) > TABLE_FEATURES:
-        hidden = len(names) - (TABLE_FEATURES - 1)
-        names = names[: TABLE_FEATURES - 1]
-    widths = [max(12, min(len(n), _MAX_TABLE_NAME)) for n in names]
-    return [_cut(n, w) for n, w in zip(names, widths)], widths, hidden
-
-
-def write_table(out: IO[str], predictor: Predictor, source: RowSource) -> int:
-    """A header line, then one line per row: the feature values (at most TABLE_FEATURES columns), then
-    binary: probability and label; multiclass: label and the TABLE_TOP most probable classes as
-    class=probability; regression: value. Returns the number of rows."""
-    arch = predictor.arch
-    names, widths, hidden = _table_features(predictor)
-    more = f"...+{hidden}" if hidden else ""
-    shown = [_cut(str(c), _MAX_TABLE_NAME) for c in arch.classes]
-    lw = max([5, *map(len, shown)])
-    head = " ".join(f"{n:>{w}}" for n, w in zip(names, widths)) + (f" {more}" if more else "")
-    if arch.task == "binary":
-        head += f" {'probability':>12} {'label':>{lw}}"
-    elif arch.task == "multiclass":
-        top = min(TABLE_TOP, len(arch.classes))
-        head += f" {'label':>{lw}}  " + ("probabilities" if top == len(arch.classes) else f"top {top} probabilities")
-    else:
-        head += f" {'value':>14}"
-    out.write(f"{head}   ({predictor.served.label}, {predictor.providers.primary})\n")
-    pad = " " + "." * 3 + " " * (len(more) - 3) if more else ""
-    n = len(names)
-    rows = 0
-    for chunk, values in _chunks(predictor, source):
-        xs = chunk[:, :n].tolist()  # only the columns shown
-        feats = [" ".join(f"{v:>{w}.6g}" for v, w in zip(x, widths)) + pad for x in xs]
-        if arch.task == "binary":
-            index = label_indices(arch, values).tolist()
-            lines = [f"{f} {p:>12.8f} {shown[i]:>{lw}}\n" for f, p, i in zip(feats, values[:, 0].tolist(), index)]
-        elif arch.task == "multiclass":
-            index = label_indices(arch, values).tolist()
-            lines = []
-            for f, ps, i in zip(feats, values.tolist(), index):
-                order = sorted(range(len(ps)), key=lambda k: -ps[k])[:top]  # stable: ties in class order
-                best = "  ".join(f"{shown[k]}={ps[k]:.4f}" for k in order)
-                lines.append(f"{f} {shown[i]:>{lw}}  {best}\n")
-        else:
-            lines = [f"{f} {v:>14.8g}\n" for f, v in zip(feats, values[:, 0].tolist())]
-        out.write("".join(lines))
-        rows += len(lines)
-    return rows
+    return PredictJob(served, predictor, source, output, inputs, tuple(notes), chosen, validated)

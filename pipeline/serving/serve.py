@@ -192,7 +192,9 @@ class Loaded:
 
     def describe(self) -> str:
         p = self.predictor.providers
-        note = f" ({p.cuda_note})" if p.cuda_note and p.requested != "cpu" else ""
+        note = (
+            f" ({p.cuda_note})" if p.cuda_note and p.requested == "cuda" else ""
+        )  # auto without a GPU: the normal case
         sha = self.served.where.parent / A.MANIFEST
         return (
             f"{self.name}: {self.arch.name} v{self.version} ({self.served.where}, checked against {sha.name}) "
@@ -1031,7 +1033,8 @@ def _import_server_libraries() -> None:
         from tritonclient.grpc import service_pb2  # noqa: F401
     except ImportError as exc:
         raise UsageError(
-            f'serve needs the [serve] extra: pip install "xorship[serve]" ({exc.name or exc} is missing)'
+            f'serve needs the [serve] extra: pip install -e ".[serve]" in the repository, or "./runtime[serve]" for the'
+            f" runtime install ({exc.name or exc} is missing)"
         ) from None
 
 

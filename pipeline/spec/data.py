@@ -1,11 +1,15 @@
-"""A recipe's data: the CSV file (or the built-in XOR points) read, checked, split and summarized.
+"""A recipe's data: its file (or the built-in XOR points) read, checked, split and summarized.
 
     dataset = load_dataset(recipe)          # x (float32), y, train/validation rows, training-split stats
     dataset.x_train, dataset.y_val          # the splits; dataset.record() is the manifest's summary
 
-The CSV is read with pyarrow (typed columns, multithreaded). Every problem with the data is a `DataError`
-(exit 2) with one line naming the file and, where it applies, the column and the first bad data row
-(1-based, the header not counted) with its line in the file. Torch-free.
+The file (CSV with a header, Parquet, JSON Lines or a JSON document of row objects) is read by the one
+table reader, `spec.tables`, as `predict` reads it: the same rule for what a number is (so `0x10`,
+`true` and non-ASCII digits are not features in training either), the same missing-value tokens (the
+recipe's `[data] missing`, else `tables.DEFAULT_MISSING`; a text target follows the same rule). Every
+problem with the data is a `DataError` (exit 2) with one line naming the file and, where it applies,
+the column and the first bad data row (1-based, the header not counted) with its line in the file.
+Torch-free.
 """
 
 from __future__ import annotations
@@ -24,24 +28,19 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
-from ..errors import UsageError
+from . import tables as T
 from .archs import TASKS, XOR_FEATURES, XOR_X, XOR_Y, Label
 from .limits import FLOAT32_MAX, WIDE_FACTOR
-from .numbers import DATA, first_line_kind
 from .numbers import is_number as _is_number
 from .recipe import DataSpec, Recipe, name_problem
+from .tables import DataError
 
 MAX_INFERRED_CLASSES = 20  # an integer target with more distinct values is inferred as regression
 HASH_BLOCK = 1 << 20
 BUILTIN_XOR = "builtin:xor"
 
 Progress = Callable[[str], None]
-
-
-class DataError(UsageError):
-    """A data file that cannot be used as it is (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +157,7 @@ def load_dataset(recipe: Recipe, on_progress: Progress | None = None, on_notice:
         cols = xor_columns()
     else:
         assert spec.target is not None  # the recipe requires it with a path
-        cols = read_columns(path, spec.target, spec.features, spec.task, on_progress)
+        cols = read_columns(path, spec.target, spec.features, spec.task, on_progress, spec.missing)
     return make_dataset(cols, spec, on_notice, start=start)
 
 
@@ -359,9 +358,12 @@ def read_columns(
     features: Sequence[str] | None = None,
     task: str | None = None,
     on_progress: Progress | None = None,
+    missing: Sequence[str] | None = None,
 ) -> Columns:
-    """Read and check a CSV file: `features` (None: every column but the target, in file order) as
-    float32, the target as class indices or float32 values; `task` None means inferred."""
+    """Read and check a data file (CSV with a header, Parquet, JSON Lines, a JSON document of row
+    objects): `features` (None: every column but the target, in file order) as float32, the target as
+    class indices or float32 values; `task` None means inferred; `missing` the fields that mean a
+    missing value (None: `tables.DEFAULT_MISSING`)."""
     path = Path(path)
     where = str(path)
     if task is not None and task not in TASKS:
@@ -381,14 +383,14 @@ def read_columns(
     hasher = _Hasher(path)
     hasher.start()
     try:
-        names = _header(path, where)
-        features = _resolve(names, target, features, where)
-        table = _read(path, where, names, [*features, target])
+        f = open_data(path, missing)
+        features = _resolve(f.names, target, features, where)
+        table = f.read_all(numeric=features, infer=[target])
         if table.num_rows == 0:
             raise DataError(f"data file {where} has a header row but no data rows")
         if on_progress is not None:
             on_progress(f"read {table.num_rows} rows of {len(features)} features and the target")
-        loc = _Locator(path, where, names)
+        loc = _Locator(f)
         x = _feature_matrix(table, features, loc)
         task, classes, y = _target(table.column(target), target, task, loc)
         del table
@@ -405,6 +407,22 @@ def read_columns(
             f" per class ({2 * len(classes)})"
         )
     return Columns(str(path.resolve()), digest, tuple(features), target, task, classes, x, y, where)
+
+
+def open_data(path: Path, missing: Sequence[str] | None = None) -> T.TableFile:
+    """A data file opened by the one table reader, its column names checked: training needs names (a
+    CSV header, a schema, JSON row objects), each once."""
+    where = f"data file {path}"
+    fmt = T.file_format(path)
+    if fmt == T.NPY:
+        raise DataError(f"{where}: a .npy array has no column names; give CSV, Parquet or JSON Lines")
+    f = T.open_table(path, fmt, missing, where=where)
+    if not f.named:
+        shown = ",".join(f.first_fields) if f.fmt == T.CSV else "lists of numbers"
+        raise DataError(f"{where} has no header row: its first line ({shown[:60]!r}) holds only numbers"
+                        if f.fmt == T.CSV else f"{where} holds {shown}, not row objects naming their columns")  # fmt: skip
+    _check_header(f.names, where)
+    return f
 
 
 class _Hasher(threading.Thread):
@@ -434,47 +452,11 @@ class _Hasher(threading.Thread):
         return self.digest
 
 
-def _header(path: Path, where: str) -> list[str]:
-    try:
-        reader = pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(strings_can_be_null=False))
-        names = list(reader.schema.names)
-        reader.close()
-    except UnicodeDecodeError:
-        raise DataError(f"data file {where}: its header row is not UTF-8 text") from None
-    except OSError as exc:
-        raise DataError(f"data file {where} is not readable ({exc.strerror or exc.__class__.__name__})") from None
-    except pa.ArrowException as exc:
-        message = str(exc)
-        if "Empty CSV file" in message:
-            raise DataError(f"data file {where} is empty") from None
-        if "Expected" in message and "columns" in message:
-            # a bad row in the first block: the full read below places it
-            return _python_header(path, where)
-        raise DataError(f"data file {where} cannot be read as CSV: {_first_line(message)}") from None
-    return _check_header(names, where)
-
-
-def _python_header(path: Path, where: str) -> list[str]:
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            for row in csv.reader(f):
-                if row:
-                    return _check_header(row, where)
-    except (UnicodeDecodeError, csv.Error, OSError) as exc:
-        raise DataError(f"data file {where} cannot be read as CSV ({_first_line(str(exc))})") from None
-    raise DataError(f"data file {where} is empty")
-
-
 def _check_header(names: list[str], where: str) -> list[str]:
-    if first_line_kind(names) == DATA:  # the one rule (`spec.numbers`); training's data needs a header
-        shown = ",".join(names)
-        raise DataError(f"data file {where} has no header row: its first line ({shown[:60]!r}) holds only numbers")
     seen: dict[str, int] = {}
     for i, n in enumerate(names):
         if n in seen:
-            raise DataError(
-                f"data file {where}: column name {n!r} appears twice in the header (columns {seen[n] + 1} and {i + 1})"
-            )
+            raise DataError(f"{where}: column name {n!r} appears twice (columns {seen[n] + 1} and {i + 1})")
         seen[n] = i
     return names
 
@@ -511,24 +493,6 @@ def _choose(names: list[str], target: str, features: Sequence[str] | None, where
         if f not in names:
             raise DataError(f"data file {where} has no column {f!r} (a feature){_suggest(f, names)}")
     return list(features)
-
-
-def _read(path: Path, where: str, names: list[str], columns: list[str]) -> pa.Table:
-    convert = pacsv.ConvertOptions(strings_can_be_null=False, include_columns=columns)
-    for newlines in (False, True):  # quoted line breaks are rare: parse in parallel blocks first
-        try:
-            return pacsv.read_csv(
-                path, parse_options=pacsv.ParseOptions(newlines_in_values=newlines), convert_options=convert
-            )
-        except UnicodeDecodeError:
-            raise DataError(f"data file {where} is not UTF-8 text") from None
-        except OSError as exc:
-            raise DataError(f"data file {where} is not readable ({exc.strerror or exc.__class__.__name__})") from None
-        except pa.ArrowException as exc:
-            message = str(exc)
-            if not ("Expected" in message and "columns" in message):
-                raise DataError(f"data file {where} cannot be read as CSV: {_first_line(message)}") from None
-    raise _Locator(path, where, names).ragged_row()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -569,15 +533,18 @@ def _target(
         raise loc.not_numbers(name, col, "target")
     if col.null_count:
         raise loc.missing(name, col)
-    if kind == "str":
+    if kind == "str":  # the missing rule for text: a missing-value token, or nothing but spaces
         empty = _numpy(pc.utf8_length(pc.utf8_trim_whitespace(col))) == 0
+        tokens = [m for m in loc.file.missing if m.strip()]
+        if tokens:
+            empty |= _numpy(pc.cast(pc.is_in(col, value_set=T.text_array(tokens)), pa.int8())) == 1
         if empty.any():
             raise loc.missing(name, col, int(np.argmax(empty)))
     if kind == "float":
         values = _numpy(col)
         if not np.isfinite(values).all():
             raise loc.non_finite(name, col, values)
-    what = f"data file {where}: target {name!r}"
+    what = f"{where}: target {name!r}"
     found = task or infer_task(col, what)
     if task is not None:
         infer_task(col, what)  # a single value is an error whatever the task says
@@ -640,25 +607,32 @@ def _stats(x: np.ndarray, block: int = 1 << 16) -> FeatureStats:
 
 
 class _Locator:
-    """Builds the one-line errors that name a column and its first bad data row (and that row's line)."""
+    """Builds the one-line errors that name a column and its first bad data row (and where it is: its
+    line in a CSV or JSON Lines file). Slow paths only: the file is read again to place a row."""
 
-    def __init__(self, path: Path, where: str, names: list[str]) -> None:
-        self.path, self.where, self.names = path, where, names
+    def __init__(self, f: T.TableFile) -> None:
+        self.file = f
+        self.path, self.where, self.names = f.path, f.where, f.names
 
     def at(self, row: int) -> str:
-        """How messages place a 0-based row: data row N (line L)."""
+        """How messages place a 0-based data row, as `spec.tables` does: "line L" where the file has
+        lines (CSV, JSON Lines), else "row N"."""
         line, _ = self._find(row)
-        return f"data row {row + 1}" + (f" (line {line})" if line is not None else "")
+        return f"line {line}" if line is not None else f"row {row + 1}"
 
     def _find(self, row: int) -> tuple[int | None, list[str] | None]:
-        """The file line where 0-based data row `row` starts, and its raw fields (Python's csv reader)."""
+        """The file line where 0-based data row `row` starts (CSV, JSON Lines), and its raw fields (CSV)."""
+        if self.file.fmt == T.JSONL:
+            return self._jsonl_line(row), None
+        if self.file.fmt != T.CSV:
+            return None, None
         try:
             with self.path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
                 reader = csv.reader(f)
                 seen = -1  # the header is -1
                 line = 1
                 for fields in reader:
-                    if not fields:
+                    if not fields or not "".join(fields).strip():
                         line = reader.line_num + 1
                         continue
                     if seen == row:
@@ -669,9 +643,22 @@ class _Locator:
             pass
         return None, None
 
+    def _jsonl_line(self, row: int) -> int | None:
+        seen = -1
+        try:
+            with self.path.open("rb") as f:
+                for line, raw in enumerate(f, start=1):
+                    if raw.strip():
+                        seen += 1
+                        if seen == row:
+                            return line
+        except OSError:
+            pass
+        return None
+
     def _raw(self, row: int, name: str) -> tuple[str, str]:
         line, fields = self._find(row)
-        place = f"data row {row + 1}" + (f" (line {line})" if line is not None else "")
+        place = f"line {line}" if line is not None else f"row {row + 1}"
         i = self.names.index(name)
         raw = fields[i] if fields is not None and i < len(fields) else ""
         return place, raw
@@ -679,17 +666,21 @@ class _Locator:
     def missing(self, name: str, col: pa.ChunkedArray, row: int | None = None) -> DataError:
         row = _first_true(pc.is_null(col)) if row is None else row
         place, raw = self._raw(row, name)
-        shown = f" ({raw[:40]!r})" if raw.strip() else ""
-        return DataError(f"data file {self.where}: column {name!r} has a missing value{shown} at {place}")
+        tokens = ", ".join(repr(m) for m in self.file.missing[:6]) + (", ..." if len(self.file.missing) > 6 else "")
+        what = f"{raw[:40]!r}, a missing-value token" if raw.strip() else "an empty field or a missing-value token"
+        if self.file.fmt not in (T.CSV,):
+            what = "null or absent"
+        return DataError(
+            f"{self.where}: {place}, column {name!r} is missing ({what}{': ' + tokens if self.file.fmt == T.CSV else ''})"
+        )
 
     def text_in_numbers(self, name: str, col: pa.ChunkedArray, role: str) -> DataError:
         values = col.to_pylist()
         row = next((i for i, v in enumerate(values) if v is None or not _is_number(v)), 0)
-        if values[row] is None or not str(values[row]).strip():
+        if values[row] is None or not str(values[row]).strip() or values[row] in self.file.missing:
             return self.missing(name, col, row)
         return DataError(
-            f"data file {self.where}: column {name!r} has a non-numeric value {values[row][:40]!r} at"
-            f" {self.at(row)}; a {role} must be a number"
+            f"{self.where}: {self.at(row)}, column {name!r}: {values[row][:40]!r} is not a number; a {role} must be a number"
         )
 
     def not_numbers(self, name: str, col: pa.ChunkedArray, role: str) -> DataError:
@@ -702,7 +693,7 @@ class _Locator:
         extra = " (not UTF-8 text)" if pa.types.is_binary(col.type) else ""
         needs = "a number" if role == "feature" else "a number, true/false or a text label"
         return DataError(
-            f"data file {self.where}: column {name!r} holds {col.type} values{extra} ({shown!r} at {self.at(0)});"
+            f"{self.where}: column {name!r} holds {col.type} values{extra} ({shown!r} at {self.at(0)});"
             f" a {role} must be {needs}"
         )
 
@@ -712,36 +703,10 @@ class _Locator:
         value = col[row].as_py()
         if isinstance(value, (int, float)) and math.isfinite(value):
             return DataError(
-                f"data file {self.where}: column {name!r} has {raw[:40] or value!r} at {place}, beyond float32's"
-                f" range (±{FLOAT32_MAX:.4g})"
+                f"{self.where}: {place}, column {name!r}: {raw[:40] or value!r} is beyond float32's range"
+                f" (±{FLOAT32_MAX:.4g})"
             )
-        return DataError(
-            f"data file {self.where}: column {name!r} has a non-finite value {raw[:40] or value!r} at {place}"
-        )
-
-    def ragged_row(self) -> DataError:
-        """The first data row whose field count differs from the header's."""
-        try:
-            with self.path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
-                reader = csv.reader(f)
-                header: list[str] | None = None
-                row = 0
-                line = 1
-                for fields in reader:
-                    if fields:
-                        if header is None:
-                            header = fields
-                        else:
-                            row += 1
-                            if len(fields) != len(header):
-                                return DataError(
-                                    f"data file {self.where}: data row {row} (line {line}) has {len(fields)} fields;"
-                                    f" the header has {len(header)} columns"
-                                )
-                    line = reader.line_num + 1
-        except (OSError, csv.Error) as exc:
-            return DataError(f"data file {self.where} cannot be read as CSV ({_first_line(str(exc))})")
-        return DataError(f"data file {self.where}: a row's field count differs from the header's")
+        return DataError(f"{self.where}: {place}, column {name!r}: {raw[:40] or value!r} is not finite")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ class DataSpec:
     validation_fraction: float = 0.2
     split_seed: int = 0
     standardize: bool = True
+    missing: tuple[str, ...] | None = None  # the fields that mean "missing"; None: spec.tables.DEFAULT_MISSING
 
 
 @dataclass(frozen=True)
@@ -336,7 +337,24 @@ def _data(t: Mapping[str, Any], where: str) -> DataSpec:
     standardize = t.get("standardize", d.standardize)
     if not isinstance(standardize, bool):
         raise RecipeError(f"{where}: [data] standardize must be true or false, not {_show(standardize)}")
-    return DataSpec(path, builtin, target, features, task, fraction, split_seed, standardize)
+    missing = t.get("missing")
+    if missing is not None:
+        if not isinstance(missing, list) or not all(isinstance(m, str) and len(m) <= 64 for m in missing):
+            raise RecipeError(
+                f"{where}: [data] missing must be a list of the fields that mean a missing value (each at most 64"
+                f' characters), e.g. ["", "NA"], not {_show(missing)}'
+            )
+        if len(set(missing)) != len(missing):
+            raise RecipeError(
+                f"{where}: [data] missing lists {next(m for m in missing if missing.count(m) > 1)!r} twice"
+            )
+        odd = next((m for m in missing if any(c in m for c in '\r\n"')), None)
+        if odd is not None:
+            raise RecipeError(
+                f"{where}: [data] missing token {odd!r} holds a line break or a quote; a field never equals it"
+            )
+        missing = tuple(missing)
+    return DataSpec(path, builtin, target, features, task, fraction, split_seed, standardize, missing)
 
 
 def _train(t: Mapping[str, Any], where: str, name: str) -> TrainSpec:

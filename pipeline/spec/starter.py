@@ -111,16 +111,19 @@ def _numeric_columns(data: Path, target: str) -> tuple[list[str] | None, tuple[s
     date, time, timestamp, decimal, all empty...) are left out of the starter's features and named
     in a comment, rather than failing `init`. None for features: every column is a number (or the
     data has a problem that `read_columns` will name)."""
-    from .data import _header, _kind, _read
+    from .data import _kind, open_data
 
     where = str(data)
     if not data.is_file():
         return None, (), ()  # read_columns says what is wrong
-    names = _header(data, where)
-    if target not in names:
+    try:
+        f = open_data(data)
+    except DataError:
+        return None, (), ()  # read_columns says what is wrong, in the same words
+    if target not in f.names:
         return None, (), ()
-    others = [n for n in names if n != target]
-    table = _read(data, where, names, others)
+    others = [n for n in f.names if n != target]
+    table = f.read_all(numeric=(), infer=others)
     if table.num_rows == 0:
         return None, (), ()  # a header and no rows: read_columns says so
     text: list[str] = []
