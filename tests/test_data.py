@@ -344,7 +344,7 @@ def test_non_numeric_feature_names_column_row_and_value(tmp_path):
 
 def test_missing_values(tmp_path):
     msg = fails(tmp_path, "a,b,y\n1,2,0\n3,,1\n5,6,0\n")
-    assert "line 3, column 'b' is missing (an empty field or a missing-value token: '', 'NA'" in msg
+    assert "line 3, column 'b' is missing (an empty field or a missing-value token: 'NA', 'N/A'" in msg
     msg = fails(tmp_path, "a,b,y\n1,2,0\n3,4,1\n5,NA,0\n")
     assert "line 4, column 'b' is missing ('NA', a missing-value token" in msg
     msg = fails(tmp_path, "a,b,y\n1,2,0\n3,,1\n5,x,0\n")  # the first problem is named: the empty field
@@ -617,3 +617,15 @@ def test_the_recipe_chooses_what_missing_means(tmp_path):
     assert "line 3, column 'a' is missing ('?', a missing-value token: '?')" in msg
     msg = fails(tmp_path, "a,y\n1,0\nNA,1\n2,0\n3,1\n", missing=("?",))
     assert "line 3, column 'a': 'NA' is not a number" in msg
+
+
+def test_training_and_predict_read_alike_where_they_once_differed(tmp_path):
+    # A header whose names look like numbers is a header in training (it needs one).
+    ds = load(tmp_path, "a,2020,y\n1,2,0\n2,3,1\n3,4,0\n4,5,1\n", validation_fraction=0.0)
+    assert ds.features == ("a", "2020")
+    # Old Mac line endings: refused, as predict refuses them.
+    assert "carriage return" in fails(tmp_path, "a,y\r1,0\r2,1\r3,0\r4,1\r")
+    # JSON Lines whose first row lacks a key: the key is a column (its first value is missing).
+    (tmp_path / "data.jsonl").write_text('{"a": 1, "y": 0}\n{"a": 2, "b": 3, "y": 1}\n')
+    with pytest.raises(DataError, match=r"line 1, column 'b' is missing"):
+        read_columns(tmp_path / "data.jsonl", "y")

@@ -866,3 +866,101 @@ def test_feature_names_that_look_like_numbers_make_a_first_line_naming_them_all_
     np.testing.assert_array_equal(np.concatenate(list(source.chunks())), np.array([[0.25, 0.5, 0.0]], np.float32))
     path.write_text("4,5,6\n0,0.5,0.25\n")  # numbers that are not the feature names: data
     assert open_input(InputSpec(3, ("1", "2", "3")), path=path).validate() == 2
+
+
+def test_pyarrow_allocates_from_jemalloc_unless_the_user_says_otherwise():
+    """The allocator is chosen when pyarrow is imported: `import pipeline` sets it first (Linux)."""
+    import os
+
+    code = "import pipeline, pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert r.stdout.strip() == ("jemalloc" if sys.platform == "linux" else r.stdout.strip()), r.stderr
+    env["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert r.stdout.strip() == "system", r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Red team, round 1 of the one reader: each class of what broke, with a test
+
+
+def test_a_quote_inside_an_unquoted_field_is_an_ordinary_character(tmp_path, monkeypatch):
+    """As pyarrow and Python's csv read it: only a quote at a field's start opens a quoted field."""
+    rows = "".join(f"{i if i != 50 else '5' + chr(34) + '0'},{i},1\n" for i in range(1, 101))
+    path = tmp_path / "q.csv"
+    path.write_text('id,x1,x"2\n' + rows)
+    spec = InputSpec(2, ("x1", 'x"2'))
+    source = open_input(spec, path=path, carry=("id",))
+    batches = list(source.batches())
+    assert sum(b.rows for b in batches) == 100
+    assert batches[0].carried.column("id").to_pylist()[49] == '5"0'
+    # A stray quote before quoted fields with line breaks, across many blocks.
+    monkeypatch.setattr(T, "BLOCK_BYTES", 1 << 14)
+    path.write_text('id,x1,x2\nn"x,1,2\n' + "".join(f'"p{i}\nq",1,2\n' for i in range(5000)) + "zz,1,oops\n")
+    message = usage_error(tmp_path, "q.csv", path.read_bytes(), NAMED2)
+    assert f"line {3 + 2 * 5000}, column 'x2': 'oops' is not a number" in message
+
+
+def test_json_lines_read_only_the_columns_asked_for_with_one_type_each(tmp_path):
+    text = (
+        '{"x1": 1, "x2": 2, "note": 1, "z": 1e400, "id": 7}\n{"x1": 3, "x2": 4, "note": "x", "z": [1, "a"], "id": 8}\n'
+    )
+    (tmp_path / "a.jsonl").write_text(text)
+    batches = list(open_input(NAMED2, path=tmp_path / "a.jsonl", carry=("id",)).batches())
+    assert batches[0].x.tolist() == [[1, 2], [3, 4]] and batches[0].carried.column("id").to_pylist() == [7, 8]
+    (tmp_path / "b.jsonl").write_text('{"x1": 1, "x2": 2, "id": 7}\n{"x1": 3, "x2": 4, "id": "x"}\n')
+    with pytest.raises(UsageError, match=r"line 2, column 'id': the string 'x' is not int64 as on the first rows"):
+        list(open_input(NAMED2, path=tmp_path / "b.jsonl", carry=("id",)).batches())
+    (tmp_path / "c.jsonl").write_text('{"x1": 1, "x2": 2, "id": {"k": 1}}\n')
+    with pytest.raises(UsageError, match=r"column 'id' holds an object"):
+        list(open_input(NAMED2, path=tmp_path / "c.jsonl", carry=("id",)).batches())
+    # A first row that lacks a feature: that row's value is missing, not the whole column.
+    (tmp_path / "d.jsonl").write_text('{"x1": 1, "id": "q"}\n{"x1": 1, "x2": 3}\n')
+    assert "line 1, column 'x2' is missing" in usage_error(
+        tmp_path, "d.jsonl", (tmp_path / "d.jsonl").read_bytes(), NAMED2
+    )
+    # A byte-order mark, and a first line over 1 MB.
+    np.testing.assert_array_equal(read_file(tmp_path, "e.jsonl", b'\xef\xbb\xbf{"x1": 1, "x2": 2}\n', NAMED2), [[1, 2]])
+    long = '{"x1": 1, "x2": 2, "pad": "' + "p" * 1_500_000 + '"}\n'
+    np.testing.assert_array_equal(read_file(tmp_path, "f.jsonl", long, NAMED2), [[1, 2]])
+
+
+def test_old_mac_line_endings_are_refused_in_one_line(tmp_path):
+    message = usage_error(tmp_path, "mac.csv", "x1,x2\r1,2\r3,4\r", NAMED2)
+    assert "line 1 has a carriage return (\\r) without a line feed" in message
+
+
+def test_stdin_is_named_stdin_in_every_message_and_takes_a_format():
+    with pytest.raises(UsageError, match=r"^stdin: invalid JSON"):
+        open_input(NAMED2, stdin=io.StringIO("x1,x2\n1,2\n"))
+    with pytest.raises(UsageError, match=r"^stdin: row 2, column 'x2' is missing"):
+        open_input(NAMED2, stdin=io.StringIO('[{"x1": 1, "x2": 2}, {"x1": 1}]')).validate()
+    one = open_input(NAMED2, stdin=io.StringIO('{"x1": 1, "x2": 2}'))  # one row object, no line break
+    assert one.validate() == 1
+    csv_in = open_input(NAMED2, stdin=io.StringIO("x2,x1\n2,1\n"), fmt="csv")
+    np.testing.assert_array_equal(np.concatenate(list(csv_in.chunks())), [[1, 2]])
+    for source in (one, csv_in):
+        source.close()
+
+
+def test_carrying_an_ambiguous_or_nested_column_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "d.csv").write_text("x1,x2,id,id\n1,2,3,4\n")
+    for carry in (("id",), ALL):
+        with pytest.raises(UsageError, match="names column 'id' more than once; which to copy is ambiguous"):
+            open_input(NAMED2, path=tmp_path / "d.csv", carry=carry)
+    pq.write_table(pa.table({"x1": [1.0], "x2": [2.0], "s": [{"k": "v"}]}), tmp_path / "n.parquet")
+    with pytest.raises(UsageError, match=r"column 's' holds struct"):
+        list(open_input(NAMED2, path=tmp_path / "n.parquet", carry=("s",)).batches())
+    (tmp_path / "m.json").write_text('[{"x1": 1, "x2": 2, "id": 1}, {"x1": 1, "x2": 2, "id": "x"}]')
+    (batch,) = list(open_input(NAMED2, path=tmp_path / "m.json", carry=("id",)).batches())
+    assert batch.carried.column("id").to_pylist() == ["1", "x"]  # mixed: each as its JSON text
+
+
+def test_an_empty_field_is_missing_whatever_the_tokens(tmp_path):
+    own = InputSpec(2, ("x1", "x2"), missing=("?",))
+    message = usage_error(tmp_path, "e.csv", "x1,x2\n1,\n", own)
+    assert "line 2, column 'x2' is missing (an empty field or a missing-value token: '?')" in message

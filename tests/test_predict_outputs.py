@@ -271,3 +271,66 @@ def test_the_default_provider_says_nothing_about_cuda_on_a_machine_without_a_gpu
     assert r.returncode == 0 and r.stderr == "", r.stderr
     r = invoke_cli("predict", "--model", model, "1,2,3", "--provider", "cuda")
     assert r.returncode == 3 and "--provider cuda" in r.stderr
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_closed_pipe_ends_quietly_with_141(models, tmp_path, fmt):
+    import subprocess
+
+    from tests.conftest import cli_cmd
+
+    frame, _ = input_rows(BINARY, 200_000)
+    frame.drop(columns=["note"]).to_csv(tmp_path / "in.csv", index=False)
+    cmd = cli_cmd("predict", "--model", str(model_path(models, BINARY)), "--input", str(tmp_path / "in.csv"),
+                  "--format", fmt)  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away, as `| head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == "" and first
+
+
+def test_the_models_recipe_says_which_fields_are_missing(models, tmp_path):
+    """predict reads a model's input with the missing-value tokens its recipe trained with."""
+    import hashlib
+    import shutil
+
+    folder = tmp_path / "m" / FLAG.name / "v1"
+    shutil.copytree(models / FLAG.name / "v1", folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["recipe"] = {"data": {"missing": ["?"]}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest() == manifest["files"]["model.onnx"]["sha256"]
+    (tmp_path / "in.csv").write_text("p,q\n1,?\n")
+    r = invoke_cli("predict", "--model", str(folder / "model.onnx"), "--input", str(tmp_path / "in.csv"))
+    assert (
+        r.returncode == 2 and "line 2, column 'q' is missing (an empty field or a missing-value token: '?')" in r.stderr
+    )
+    (tmp_path / "in.csv").write_text("p,q\n1,NA\n")
+    r = invoke_cli("predict", "--model", str(folder / "model.onnx"), "--input", str(tmp_path / "in.csv"))
+    assert r.returncode == 2 and "line 2, column 'q': 'NA' is not a number" in r.stderr, r.stderr
+
+
+def test_a_row_the_model_cannot_compute_stops_before_stdout_gets_anything(models, tmp_path):
+    rows = "".join(f"{i},1,2\n" for i in range(20_000)) + "x,3.4e38,3.4e38\n"
+    (tmp_path / "in.csv").write_text("id,rooms,area\n" + rows)
+    r = run_cli("predict", "--model", str(model_path(models, REGRESSION)), "--input",
+                str(tmp_path / "in.csv"), "--format", "csv")  # fmt: skip
+    assert r.returncode == 2 and r.stdout == ""
+    assert f"{tmp_path / 'in.csv'}: line 20002 gives a non-finite value" in r.stderr, r.stderr
+
+
+def test_gzip_and_the_terminal_table_say_nothing_they_should_not(models, tmp_path):
+    import gzip as gz
+
+    (tmp_path / "in.csv").write_text('id,age,income,score\n"a\nb\x1b[31m",1,2,3\n')
+    out = tmp_path / "s.csv.gz"
+    r = invoke_cli("predict", "--model", str(model_path(models, BINARY)), "--input", str(tmp_path / "in.csv"),
+                   "--carry", "id", "--output", str(out))  # fmt: skip
+    assert r.returncode == 0 and b".tmp" not in out.read_bytes()[:64]  # no temporary's name in the header
+    assert gz.open(out).read().decode().startswith('id,label,probability\n"a\nb\x1b[31m",')
+    r = invoke_cli("predict", "--model", str(model_path(models, BINARY)), "--input", str(tmp_path / "in.csv"),
+                   "--carry", "id")  # fmt: skip
+    assert r.returncode == 0 and "\x1b" not in r.stdout and "a\\nb\\" in r.stdout
+    assert len(r.stdout.splitlines()) == 2

@@ -323,3 +323,14 @@ def test_init_reads_parquet_and_json_lines_as_it_reads_csv(tmp_path):
         st = write_starter(tmp_path / name, "label", out=tmp_path / f"{name}.toml")
         assert st.features == ("a", "b") and st.text_columns == ("name",) and st.task == "binary"
         assert load_dataset(load_recipe(st.path)).features == ("a", "b")
+
+
+def test_init_leaves_out_a_parquet_text_column_that_looks_numeric(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 40
+    pq.write_table(pa.table({"zip": [f"{i:05d}" for i in range(n)], "a": [i * 0.5 for i in range(n)],
+                             "label": [i % 2 for i in range(n)]}), tmp_path / "t.parquet")  # fmt: skip
+    st = write_starter(tmp_path / "t.parquet", "label", out=tmp_path / "t.toml")
+    assert st.features == ("a",) and st.text_columns == ("zip",)

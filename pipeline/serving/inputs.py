@@ -78,6 +78,7 @@ class RowBatch:
     carried: Any
     first_row: int
     position: int = 0  # how far the reader got, in `RowSource.total`'s unit (bytes or rows)
+    place: Callable[[int], str] | None = None  # row i of the batch as messages name it: "line 12", "row 4"
 
     @property
     def rows(self) -> int:
@@ -153,11 +154,14 @@ class RowSource(ABC):
     size: int | None = None
     total: int | None = None  # what `RowBatch.position` counts up to (bytes or rows), for progress
 
-    def validate(self) -> int:
+    def validate(self, check: Callable[[RowBatch], Any] | None = None) -> int:
         """Check every row (a full pass for files); return the row count, or raise UsageError naming the
-        first bad line or row. Keeps nothing but the count."""
+        first bad line or row. Keeps nothing but the count. `check`: run on every batch too (predict
+        runs the model there, so that a row whose output is not finite fails before any output)."""
         total = 0
-        for batch in self._batches(carry=False):
+        for batch in self._batches(carry=True):  # carried columns too: they can be unreadable as well
+            if check is not None:
+                check(batch)
             total += batch.rows
         if total == 0:
             raise _err(f"{self.name}: no input rows")
@@ -211,7 +215,7 @@ class _MemorySource(RowSource):
         return self._array
 
     def _batches(self, carry: bool) -> Iterator[RowBatch]:
-        yield RowBatch(self.array(), None, 0)
+        yield RowBatch(self.array(), None, 0, place=lambda i: f"input {i + 1}")
 
 
 def open_input(
@@ -250,7 +254,7 @@ def open_input(
             return source
         return _TableSource(spec, T.open_table(path, fmt, spec.missing), carry)
     if stdin is not None:
-        return _stdin_source(spec, stdin, carry)
+        return _stdin_source(spec, stdin, carry, fmt)
     if pairs:
         if carry:
             raise _carry_error("the command line", carry)
@@ -297,6 +301,9 @@ class _TableSource(RowSource):
         seen: set[str] = set()
         twice = {n for n in names if n in seen or seen.add(n)}  # type: ignore[func-returns-value]
         missing = [x for x in features if x not in names]
+        if missing and f.fmt in (T.JSONL, T.JSON) and len(missing) < len(features):
+            f.names = names = [*names, *missing]  # JSON rows name their own keys: absent on row 1 is missing there
+            missing = []
         if missing:
             raise self._missing(missing, names)
         for x in features:
@@ -360,12 +367,13 @@ class _TableSource(RowSource):
             return ()
         if self.columns is None:
             raise _carry_error(self.name, carry)
-        if carry == ALL:
-            return tuple(dict.fromkeys(self.columns))
-        wanted = tuple(dict.fromkeys(carry))
+        wanted = tuple(dict.fromkeys(self.columns)) if carry == ALL else tuple(dict.fromkeys(carry))
         for c in wanted:
             if c not in self.columns:
                 raise _err(f"--carry {c!r}: {self.name} has no such column{_suggest(c, self.columns)}")
+            if self.columns.count(c) > 1:
+                what = "--carry-all" if carry == ALL else f"--carry {c!r}"
+                raise _err(f"{what}: {self.name} names column {c!r} more than once; which to copy is ambiguous")
         return wanted
 
     def _batches(self, carry: bool) -> Iterator[RowBatch]:
@@ -376,7 +384,18 @@ class _TableSource(RowSource):
             f.label(c) if f.named or self.spec.features is None else f"{c} ({x!r})"
             for c, x in zip(features, self.spec.features or features)
         ]
-        for b in self.file.batches(numeric=features, text=text):
+        batches = self.file.batches(numeric=features, text=text)
+        try:
+            yield from self._checked(batches, features, shown, carry)
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()  # the reader's thread joined now, not when collected
+
+    def _checked(
+        self, batches: Iterator[T.Batch], features: list[str], shown: list[str], carry: bool
+    ) -> Iterator[RowBatch]:
+        for b in batches:
             t = b.table
             for j, col in enumerate(features):
                 row = T.first_null(t.column(col))
@@ -390,14 +409,19 @@ class _TableSource(RowSource):
                 assert bad is not None
                 raise _err(f"{self.name}: {b.place(row)} {bad[1]}")
             carried = t.select(list(self.carry)) if carry and self.carry else None
-            yield RowBatch(out, carried, b.first_row, b.position)
+            yield RowBatch(out, carried, b.first_row, b.position, b.place)
 
     def _tokens(self) -> str:
         """What "missing" means here, for the message: this model takes none."""
         if self.file.fmt != T.CSV:
             return "; this model takes no missing values"
-        tokens = ", ".join(repr(m) for m in self.spec.missing[:6]) + (", ..." if len(self.spec.missing) > 6 else "")
+        shown = [m for m in self.spec.missing if m]  # an empty field is always missing: said in words
+        tokens = ", ".join(repr(m) for m in shown[:6]) + (", ..." if len(shown) > 6 else "")
         return f" (an empty field or a missing-value token: {tokens}); this model takes no missing values"
+
+
+def _rows_from(start: int) -> Callable[[int], str]:
+    return lambda i: f"row {start + i + 1}"
 
 
 def _suggest(name: str, names: Sequence[str]) -> str:
@@ -414,17 +438,25 @@ def _suggest(name: str, names: Sequence[str]) -> str:
 # stdin: a JSON document or JSON Lines, copied to a temporary file first
 
 
-def _stdin_source(spec: InputSpec, stdin: TextIO | BinaryIO, carry: Sequence[str] | str) -> RowSource:
+def _stdin_source(
+    spec: InputSpec, stdin: TextIO | BinaryIO, carry: Sequence[str] | str, fmt: str | None = None
+) -> RowSource:
     """stdin read once into a temporary file (bounded memory; a JSON document at most
-    `spec.tables.MAX_JSON_BYTES`), then read as a JSON document or as JSON Lines: JSON Lines when its
-    first line alone is a row object (and not {"x": ...}), else one document."""
-    fd, tmp = tempfile.mkstemp(prefix="xorship-stdin-", suffix=".json")
+    `spec.tables.MAX_JSON_BYTES`), then read as `fmt` (--input-format), else as a JSON document or as
+    JSON Lines: JSON Lines when its first line alone is a row object (and not {"x": ...})."""
+    fd, tmp = tempfile.mkstemp(prefix="xorship-stdin-")
     try:
         with os.fdopen(fd, "wb") as out:
-            fmt = _spool(stdin, out)
-        if fmt is None:
+            found = _spool(stdin, out, fmt)
+        if found is None:
             raise _err("stdin: no input rows (empty input)")
-        source = _TableSource(spec, T.open_table(Path(tmp), fmt, spec.missing), carry, name="stdin")
+        source: RowSource
+        if found == T.NPY:
+            source = _NpySource(spec, Path(tmp), "stdin")
+            if carry:
+                raise _carry_error("stdin", carry)
+        else:
+            source = _TableSource(spec, T.open_table(Path(tmp), found, spec.missing, where="stdin"), carry)
     except BaseException:
         _unlink(tmp)
         raise
@@ -439,14 +471,14 @@ def _unlink(path: str) -> None:
         pass
 
 
-def _spool(stdin: TextIO | BinaryIO, out: BinaryIO) -> str | None:
-    """Copy stdin into `out`; the format it holds (None: nothing but whitespace). A JSON document over
-    MAX_JSON_BYTES is refused while it is read."""
+def _spool(stdin: TextIO | BinaryIO, out: BinaryIO, given: str | None = None) -> str | None:
+    """Copy stdin into `out`; the format it holds (`given`, else found from its first line; None: nothing
+    but whitespace). A JSON document over MAX_JSON_BYTES is refused while it is read."""
     import json
 
     read = getattr(stdin, "buffer", stdin).read
     first_line = b""
-    fmt: str | None = None
+    fmt: str | None = given
     size = 0
     started = False
     while True:
@@ -484,15 +516,23 @@ def _spool(stdin: TextIO | BinaryIO, out: BinaryIO) -> str | None:
                     fmt = T.JSON if isinstance(x, list) else T.JSONL
             elif len(first_line) > min(T.MAX_RECORD_BYTES, T.MAX_JSON_BYTES):
                 fmt = T.JSON  # a first line too long for JSON Lines: a document
-        if fmt != T.JSONL and size > T.MAX_JSON_BYTES:
+        if fmt in (T.JSON, None) and size > T.MAX_JSON_BYTES:
             raise _err(
                 f"stdin: more than {T.MAX_JSON_BYTES >> 20} MB of JSON, the most read whole; give JSON Lines"
                 " (one row object per line), which is streamed"
             )
+    if given is not None:
+        return given if size else None
     if fmt is None:
         if not first_line.strip():
             return None
-        fmt = T.JSON  # one line without a line break: a document (a one-row JSON Lines input is the same row)
+        fmt = T.JSON  # one line without a line break: a document, or one row object (JSON Lines)
+        try:
+            row = json.loads(first_line.decode("utf-8"))
+        except (ValueError, RecursionError):
+            row = None
+        if isinstance(row, dict) and not isinstance(row.get("x"), list):
+            fmt = T.JSONL
     return fmt
 
 
@@ -588,7 +628,7 @@ class _NpySource(RowSource):
 
     def _batches(self, carry: bool) -> Iterator[RowBatch]:
         for start, x in self._arrays():
-            yield RowBatch(x, None, start, start + x.shape[0])
+            yield RowBatch(x, None, start, start + x.shape[0], _rows_from(start))
 
     def _arrays(self) -> Iterator[tuple[int, np.ndarray]]:
         width = self.spec.width

@@ -63,12 +63,23 @@ class NonFiniteOutput(UsageError):
     compute in float32 (verify checks that its outputs are finite over ten times its data's range).
     The input's problem (exit 2), named by its row within the batch; `serve` answers it with a 400."""
 
-    def __init__(self, row: int, output: str):
+    def __init__(self, row: int, output: str, where: str | None = None):
+        place = where or f"row {row + 1} of the batch"
         super().__init__(
-            f"row {row + 1} of the batch gives a non-finite {output} (inf or NaN): its values are beyond "
+            f"{place} gives a non-finite {output} (inf or NaN): its values are beyond "
             "what the model computes in float32; check that row's values and units"
         )
         self.row = row
+        self.output = output
+
+
+def _placed_outputs(predictor: Predictor, source: RowSource, batch: Any) -> np.ndarray:
+    """`predictor.outputs` of a batch; a non-finite output is named by the input's file and line (or row)."""
+    try:
+        return predictor.outputs(batch.x)
+    except NonFiniteOutput as exc:
+        where = f"{source.name}: {batch.place(exc.row)}" if batch.place is not None else None
+        raise NonFiniteOutput(exc.row, exc.output, where) from None
 
 
 @dataclass(frozen=True)
@@ -452,7 +463,7 @@ def write_predictions(
             t1 = perf_counter()
             if batch is None:
                 break
-            outputs = predictor.outputs(batch.x)
+            outputs = _placed_outputs(predictor, source, batch)
             t2 = perf_counter()
             writer.write(batch.x, batch.carried, outputs)
             t3 = perf_counter()
@@ -560,7 +571,7 @@ def prepare(
     served = resolve_model(root, name, model, version, allow_unverified, hint)
     predictor = Predictor(served, provider, spin=False)  # the reader's thread needs the cores between runs
     if input_path is not None and str(input_path) == "-":
-        source = open_input(predictor.spec, stdin=stdin, carry=carry)
+        source = open_input(predictor.spec, stdin=stdin, carry=carry, fmt=input_format)
     elif input_path is not None:
         source = open_input(predictor.spec, path=input_path, carry=carry, fmt=input_format)
     else:
@@ -569,7 +580,8 @@ def prepare(
         check_carried(source.carry, predictor.arch, chosen)
         validated = kind != A.OUTPUT_FILE
         if validated:
-            source.validate()  # every row, before any output that cannot be taken back
+            # every row, and the model's output for it, before any output that cannot be taken back
+            source.validate(check=lambda batch: _placed_outputs(predictor, source, batch))
     except BaseException:
         source.close()
         raise

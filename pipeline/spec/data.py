@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from . import tables as T
 from .archs import TASKS, XOR_FEATURES, XOR_X, XOR_Y, Label
 from .limits import FLOAT32_MAX, WIDE_FACTOR
+from .numbers import MIXED, first_line_kind
 from .numbers import is_number as _is_number
 from .recipe import DataSpec, Recipe, name_problem
 from .tables import DataError
@@ -417,10 +418,14 @@ def open_data(path: Path, missing: Sequence[str] | None = None) -> T.TableFile:
     if fmt == T.NPY:
         raise DataError(f"{where}: a .npy array has no column names; give CSV, Parquet or JSON Lines")
     f = T.open_table(path, fmt, missing, where=where)
+    if f.fmt == T.CSV and not f.named and first_line_kind([x.strip() for x in f.first_fields]) == MIXED:
+        T.set_header(f, True)  # training's first line is its header: a name may look like a number ("2020")
     if not f.named:
         shown = ",".join(f.first_fields) if f.fmt == T.CSV else "lists of numbers"
         raise DataError(f"{where} has no header row: its first line ({shown[:60]!r}) holds only numbers"
                         if f.fmt == T.CSV else f"{where} holds {shown}, not row objects naming their columns")  # fmt: skip
+    if f.fmt in (T.JSONL, T.JSON):
+        f.names = T.all_names(f)  # JSON rows name their own keys: the first may lack some
     _check_header(f.names, where)
     return f
 
@@ -666,7 +671,8 @@ class _Locator:
     def missing(self, name: str, col: pa.ChunkedArray, row: int | None = None) -> DataError:
         row = _first_true(pc.is_null(col)) if row is None else row
         place, raw = self._raw(row, name)
-        tokens = ", ".join(repr(m) for m in self.file.missing[:6]) + (", ..." if len(self.file.missing) > 6 else "")
+        shown = [m for m in self.file.missing if m]  # an empty field is always missing: said in words
+        tokens = ", ".join(repr(m) for m in shown[:6]) + (", ..." if len(shown) > 6 else "")
         what = f"{raw[:40]!r}, a missing-value token" if raw.strip() else "an empty field or a missing-value token"
         if self.file.fmt not in (T.CSV,):
             what = "null or absent"

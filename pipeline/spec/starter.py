@@ -132,7 +132,8 @@ def _numeric_columns(data: Path, target: str) -> tuple[list[str] | None, tuple[s
         arrow_type = table.schema.field(n).type
         kind = _kind(arrow_type)
         if kind == "str":
-            if not _mostly_numbers(table.column(n)):
+            # a CSV's mostly numeric text column is a typo to name; typed formats say what a column is
+            if f.fmt != "csv" or not _mostly_numbers(table.column(n)):
                 text.append(n)
         elif kind not in ("int", "float"):
             other.append((n, _type_name(kind, arrow_type)))

@@ -27,11 +27,13 @@ works on the current one; memory is a few blocks whatever the file's size. Torch
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import csv
 import io
 import json
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +47,11 @@ import pyarrow.compute as pc
 from ..errors import UsageError
 from .formats import CSV, INPUT_FORMATS, JSON, JSONL, NPY, PARQUET
 from .numbers import HEADER, first_line_kind, is_number
+
+# jemalloc (pipeline/__init__.py picks it) hands freed pages back after 100 ms rather than its default
+# second or more: the same speed, and a 10M-row Parquet file streams in 30 MB less (docs/performance.md).
+if pa.default_memory_pool().backend_name == "jemalloc":
+    pa.jemalloc_set_decay_ms(100)
 
 DEFAULT_MISSING: tuple[str, ...] = ("", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None")
 FORMATS = INPUT_FORMATS
@@ -92,8 +99,8 @@ def file_format(path: Path | str, fmt: str | None = None) -> str:
 
 
 def check_missing(tokens: Sequence[str] | None) -> tuple[str, ...]:
-    """The missing tokens a reader uses (None: DEFAULT_MISSING)."""
-    return DEFAULT_MISSING if tokens is None else tuple(tokens)
+    """The missing tokens a reader uses (None: DEFAULT_MISSING); an empty field is always one."""
+    return DEFAULT_MISSING if tokens is None else tuple(dict.fromkeys(("", *tokens)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,28 +193,54 @@ class TableFile:
             raise _err(f"{self.where}: a column changes type between rows ({_first_line(str(exc))})") from None
 
 
+_READERS: set[tuple[threading.Thread, threading.Event]] = set()
+
+
+def _stop_readers() -> None:
+    """At exit, before the interpreter is torn down: stop and join every reader thread still running (one
+    left inside pyarrow's C++ at teardown can abort the process)."""
+    for worker, stop in list(_READERS):
+        stop.set()
+        worker.join(5)
+
+
+_register_atexit = getattr(threading, "_register_atexit", None)  # runs before threads are abandoned
+if _register_atexit is not None:
+    _register_atexit(_stop_readers)
+
+
 def _prefetched(it: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
     """`it` run in a background thread, `depth` batches ahead (pyarrow releases the GIL while parsing,
-    so the next block parses while the caller predicts and writes); errors re-raised in order."""
+    so the next block parses while the caller predicts and writes); errors re-raised in order. The
+    thread is always joined: when the batches end, when the caller stops early, and at exit."""
     q: queue.Queue[tuple[str, Any]] = queue.Queue(depth)
     stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def run() -> None:
         try:
             for b in it:
-                while not stop.is_set():
-                    try:
-                        q.put(("batch", b), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(("batch", b)):
                     return
-            q.put(("end", None))
+            put(("end", None))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            q.put(("error", exc))
+            put(("error", exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
 
     worker = threading.Thread(target=run, name="table-reader", daemon=True)
+    entry = (worker, stop)
+    _READERS.add(entry)
     worker.start()
     try:
         while True:
@@ -225,6 +258,7 @@ def _prefetched(it: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
                 q.get_nowait()
             except queue.Empty:
                 worker.join(0.05)
+        _READERS.discard(entry)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,6 +332,11 @@ def _open_csv(f: TableFile) -> None:
         if len(head) == MAX_HEADER_BYTES:
             raise _err(f"{f.where}: line {line} is longer than {MAX_HEADER_BYTES} bytes")
         cut = len(head)
+    if re.search(rb"\r(?!\n)", head[start:cut].rstrip(b"\r\n")):
+        raise _err(
+            f"{f.where}: line {line} has a carriage return (\\r) without a line feed: lines must end with \\n or"
+            " \\r\\n (old Mac line endings: convert the file)"
+        )
     fields = _split_record(head[start:cut], f.where, line)
     f.first_fields = fields
     f._csv_start = (start, line)
@@ -323,42 +362,87 @@ def _split_record(raw: bytes, where: str, line: int) -> list[str]:
     except UnicodeDecodeError:
         raise _err(f"{where}: line {line} is not UTF-8 text") from None
     try:
-        rows = list(csv.reader(io.StringIO(text, newline=""), skipinitialspace=True))
+        rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as exc:
         raise _err(f"{where}: line {line} cannot be split into fields ({exc})") from None
     return rows[0] if rows else [""]
 
 
+def _arrow_buffer(data: bytes | memoryview) -> pa.Buffer:
+    """`data` copied into memory pyarrow owns (a memcpy of a block). pyarrow's threaded readers release
+    their input on their own threads after returning; a buffer wrapping a Python object needs the GIL to
+    be released, and at exit that aborts the process ("terminate called without an active exception")."""
+    out = pa.allocate_buffer(len(data))
+    if len(data):
+        np.frombuffer(out, dtype=np.uint8)[:] = np.frombuffer(data, dtype=np.uint8)
+    return out
+
+
+def _quoted_spans(buf: bytes, start: int = 0) -> tuple[list[int], list[int], int | None]:
+    """Where a buffer's quoted fields are, read as pyarrow and Python's csv module read them from a record
+    start at `start`: a quote opens a quoted field only at a field's start (the buffer's start, or after
+    a comma or line break); inside one, a doubled quote is a quote and a single one closes it; a quote
+    anywhere else is an ordinary character. Returns the (open, close) positions of the closed fields and
+    the position of an opening quote still open at the buffer's end (None: none)."""
+    arr = np.frombuffer(buf, dtype=np.uint8)[start:]
+    q = np.flatnonzero(arr == 34) + start
+    if len(q) == 0:
+        return [], [], None
+    before = np.frombuffer(buf, dtype=np.uint8)[np.maximum(q - 1, 0)]
+    at_field_start = ((before == 44) | (before == 10) | (q == start)).tolist()
+    qs = q.tolist()
+    opens: list[int] = []
+    closes: list[int] = []
+    inside = False
+    k, n = 0, len(qs)
+    while k < n:
+        p = qs[k]
+        if not inside:
+            if at_field_start[k]:
+                inside = True
+                opens.append(p)
+            k += 1
+        elif k + 1 < n and qs[k + 1] == p + 1:
+            k += 2  # a doubled quote inside the field
+        else:
+            inside = False
+            closes.append(p)
+            k += 1
+    return opens[: len(closes)], closes, (opens[-1] if inside else None)
+
+
+def _outside(nl: int, opens: list[int], closes: list[int], still_open: int | None) -> bool:
+    if still_open is not None and nl > still_open:
+        return False
+    i = bisect.bisect_right(opens, nl) - 1
+    return i < 0 or closes[i] < nl
+
+
 def _record_end(buf: bytes, start: int = 0) -> int | None:
-    """The index just after the first line break at or after `start` that is outside quotes."""
-    quotes = 0
-    pos = start
-    while True:
-        nl = buf.find(b"\n", pos)
-        if nl < 0:
-            return None
-        quotes += buf.count(b'"', pos, nl)
-        if quotes % 2 == 0:
+    """The index just after the record that starts at `start` (its line break outside quotes), or None
+    when the buffer ends first."""
+    nl = buf.find(b"\n", start)
+    if nl < 0 or buf.find(b'"', start, nl) < 0:
+        return None if nl < 0 else nl + 1
+    opens, closes, still_open = _quoted_spans(buf, start)
+    while nl >= 0:
+        if _outside(nl, opens, closes, still_open):
             return nl + 1
-        pos = nl + 1
+        nl = buf.find(b"\n", nl + 1)
+    return None
 
 
 def _last_record_end(buf: bytes) -> int:
-    """The index just after the last line break outside quotes (0: none), for a buffer that starts at a
-    record's start."""
+    """The index just after the last whole record of a buffer that starts at a record's start (0: none)."""
     if b'"' not in buf:
         return buf.rfind(b"\n") + 1
-    total = buf.count(b'"')
-    after = 0  # quotes after the candidate line break
-    end = len(buf)
-    while True:
-        nl = buf.rfind(b"\n", 0, end)
-        if nl < 0:
-            return 0
-        after += buf.count(b'"', nl + 1, end)
-        if (total - after) % 2 == 0:
+    opens, closes, still_open = _quoted_spans(buf)
+    nl = buf.rfind(b"\n")
+    while nl >= 0:
+        if _outside(nl, opens, closes, still_open):
             return nl + 1
-        end = nl
+        nl = buf.rfind(b"\n", 0, nl)
+    return 0
 
 
 def _csv_blocks(f: TableFile) -> Iterator[tuple[bytes | memoryview, int, int]]:
@@ -442,7 +526,7 @@ def _parse_block(
     def parse(data: bytes | memoryview) -> pa.Table:
         parse_options = pacsv.ParseOptions(newlines_in_values=_has_quote(data))
         return pacsv.read_csv(
-            pa.py_buffer(data), read_options=read, parse_options=parse_options, convert_options=convert
+            _arrow_buffer(data), read_options=read, parse_options=parse_options, convert_options=convert
         )
 
     try:
@@ -506,7 +590,7 @@ def _csv_whole(f: TableFile, numeric: tuple[str, ...], infer: tuple[str, ...]) -
     for newlines in (False, True):  # quoted line breaks are rare: parse in parallel blocks first
         try:
             table = pacsv.read_csv(
-                pa.py_buffer(data),
+                _arrow_buffer(data),
                 read_options=read,
                 parse_options=pacsv.ParseOptions(newlines_in_values=newlines),
                 convert_options=convert,
@@ -608,6 +692,18 @@ def _parquet_batches(f: TableFile, numeric: tuple[str, ...], text: tuple[str, ..
         if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)):
             what = "true/false" if pa.types.is_boolean(t) else str(t)
             raise _err(f"{f.where}: column {n!r} holds {what} values; it must hold numbers")
+    for n in text:
+        t = schema.field(n).type
+        if (
+            pa.types.is_nested(t)
+            or pa.types.is_binary(t)
+            or pa.types.is_large_binary(t)
+            or pa.types.is_dictionary(t)
+            and pa.types.is_nested(t.value_type)
+        ):
+            raise _err(
+                f"{f.where}: column {n!r} holds {t} values; only numbers, text, true/false and dates are read as they are"
+            )
     meta = pf.metadata
     columns = [schema.get_field_index(n) for n in wanted]
     big = [
@@ -654,51 +750,136 @@ def _numeric_float64(table: pa.Table, numeric: Sequence[str]) -> pa.Table:
 # JSON Lines
 
 
-def _jsonl_names(f: TableFile) -> list[str]:
+def _jsonl_first_lines(f: TableFile, limit: int) -> Iterator[tuple[int, Any]]:
+    """(line, row object) of the first non-blank lines (at most `limit` bytes read; a byte-order mark
+    skipped); a line that is not a JSON object is a DataError."""
     with f.path.open("rb") as fh:
-        head = fh.read(MAX_HEADER_BYTES)
-    line = 1
-    for raw in head.split(b"\n"):
+        head = fh.read(limit)
+    head = head.removeprefix(codecs.BOM_UTF8)
+    lines = head.split(b"\n")
+    if len(head) == limit and len(lines) > 1:
+        lines = lines[:-1]  # the last one may be cut
+    for line, raw in enumerate(lines, start=1):
         if raw.strip():
-            try:
-                first = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-            except (ValueError, RecursionError, _Duplicate) as exc:
-                raise _err(f"{f.where}: line {line} is not a JSON object ({_json_reason(exc)})") from None
-            if not isinstance(first, dict):
-                raise _err(f"{f.where}: line {line} is not a JSON object: JSON Lines rows are objects keyed by column")
-            return list(first)
-        line += 1
+            yield line, _json_keys(f, line, raw)
+
+
+def _jsonl_names(f: TableFile) -> list[str]:
+    """The first row's keys (a row may lack some: absent is missing)."""
+    for _, row in _jsonl_first_lines(
+        f, MAX_RECORD_BYTES if f.path.stat().st_size <= MAX_RECORD_BYTES else MAX_HEADER_BYTES
+    ):
+        return list(row)
     raise _err(f"{f.where}: no input rows (only blank lines)")
+
+
+def all_names(f: TableFile) -> list[str]:
+    """Every column a JSON Lines file or JSON document of objects names on any row, in order of first
+    appearance (their first row may lack some); other formats: `names`. Reads the whole file."""
+    if f.fmt == JSON and f.named:
+        rows = f._json_rows[0]
+    elif f.fmt == JSONL:
+        rows = (_json_keys(f, line, raw) for block, first, _ in _jsonl_blocks(f) for line, raw in _lines(block, first))
+    else:
+        return list(f.names)
+    names: dict[str, None] = {}
+    for row in rows:
+        for k in row:
+            names.setdefault(k, None)
+    return list(names)
+
+
+def _lines(block: bytes, first: int) -> Iterator[tuple[int, bytes]]:
+    for i, raw in enumerate(block.split(b"\n")):
+        if raw.strip():
+            yield first + i, raw
+
+
+def _json_keys(f: TableFile, line: int, raw: bytes) -> dict[str, Any]:
+    """One JSON Lines row: an object (a duplicated key refused), or a DataError naming its line."""
+    try:
+        row = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_int=_parse_int)
+    except (ValueError, RecursionError, _Duplicate) as exc:
+        raise _err(f"{f.where}: line {line} is not a JSON object ({_json_reason(exc)})") from None
+    if not isinstance(row, dict):
+        raise _err(f"{f.where}: line {line} is {_describe(row)}, not a JSON object keyed by column")
+    return row
 
 
 def _jsonl_blocks(f: TableFile) -> Iterator[tuple[bytes, int, int]]:
     with f.path.open("rb") as fh:
-        for block, line, end in _blocks(
-            f, fh, b"", 1, lambda buf: buf.rfind(b"\n") + 1, "line {line} is longer than {mb} MB"
-        ):
+        pending = b""
+        if fh.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
+            fh.seek(0)
+        find_end = lambda buf: buf.rfind(b"\n") + 1  # noqa: E731
+        for block, line, end in _blocks(f, fh, pending, 1, find_end, "line {line} is longer than {mb} MB"):
             yield bytes(block), line, end
+
+
+def _json_type(value: Any) -> pa.DataType | None:
+    """The column type a JSON value asks for (None: null, no say); a list or an object has none."""
+    if value is None:
+        return None
+    if value is True or value is False:
+        return pa.bool_()
+    if isinstance(value, str):
+        return pa.string()
+    if isinstance(value, int):
+        return pa.int64() if -(2**63) <= value < 2**63 else pa.float64()
+    if isinstance(value, float):
+        return pa.float64()
+    raise ValueError(_describe(value))
+
+
+def _jsonl_text_types(f: TableFile, text: Sequence[str]) -> dict[str, pa.DataType]:
+    """The types of the columns read as they are (carried columns, a training target), from their first
+    non-null values in the first block: one type for the whole file, whatever its blocks hold (a number
+    column with a fraction further down is float from the start when the first block shows one)."""
+    types: dict[str, pa.DataType] = {}
+    pending = set(text)
+    for line, row in _jsonl_first_lines(f, BLOCK_BYTES) if pending else ():
+        for n in list(pending):
+            try:
+                t = _json_type(row.get(n))
+            except ValueError as exc:
+                raise _err(
+                    f"{f.where}: line {line}, column {n!r} holds {exc}; only numbers, text and true/false are read as they are"
+                ) from None
+            if t is not None and (n not in types or types[n] == pa.int64() and t == pa.float64()):
+                types[n] = t
+    for n in text:
+        types.setdefault(n, pa.string())
+    return types
 
 
 def _jsonl_batches(f: TableFile, numeric: tuple[str, ...], text: tuple[str, ...]) -> Iterator[Batch]:
     import pyarrow.json as pajson
 
-    schema = pa.schema([(n, pa.float64()) for n in numeric])
-    parse = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
+    others = [n for n in text if n not in numeric]
+    kinds = _jsonl_text_types(f, others)
+    schema = pa.schema([(n, pa.float64()) for n in numeric] + [(n, kinds[n]) for n in others])
+    # Only the columns asked for are read: another column may hold anything on any row.
+    parse = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     rows = 0
     for block, line, end in _jsonl_blocks(f):
         body = _nonblank(block) if b"\n\n" in block or block[:1].isspace() else block
         try:
             table = pajson.read_json(
-                io.BytesIO(body),
+                pa.BufferReader(_arrow_buffer(body)),
                 read_options=pajson.ReadOptions(block_size=max(len(body), 1 << 16)),
                 parse_options=parse,
             )
         except (pa.ArrowException, UnicodeDecodeError) as exc:
-            raise _jsonl_problem(f, block, line, numeric, str(exc)) from None
-        for n in (*numeric, *text):
+            problem = _jsonl_problem(f, block, line, numeric, str(exc), kinds)
+            if problem is not None:
+                raise problem from None
+            # Nothing wrong in the columns asked for: a column nobody reads holds what pyarrow's parser
+            # refuses (a number beyond a double, say). This block is read in Python instead.
+            table = _jsonl_python(f, block, line, numeric, others, schema)
+        for n in (*numeric, *others):
             if n not in table.column_names:  # absent from every row of the block: all missing
-                table = table.append_column(n, pa.nulls(table.num_rows, pa.float64() if n in numeric else pa.null()))
-        table = table.select([*numeric, *[n for n in text if n not in numeric]])
+                table = table.append_column(n, pa.nulls(table.num_rows, schema.field(n).type))
+        table = table.select([*numeric, *others])
         yield Batch(table, rows, _jsonl_place(block, line), end)
         rows += table.num_rows
 
@@ -767,13 +948,34 @@ def _describe(value: Any) -> str:
     return repr(value)[:40]
 
 
-def _jsonl_problem(f: TableFile, block: bytes, line: int, numeric: Sequence[str], message: str) -> DataError:
+def _jsonl_python(
+    f: TableFile, block: bytes, line: int, numeric: Sequence[str], others: Sequence[str], schema: pa.Schema
+) -> pa.Table:
+    """A block of JSON Lines read with Python's json (the columns asked for, typed by `schema`), for a
+    block pyarrow's parser refuses for a column nobody reads."""
+    rows = [_json_keys(f, at, raw) for at, raw in _lines(block.removeprefix(codecs.BOM_UTF8), line)]
+    cols: dict[str, Any] = {}
+    for n in numeric:
+        cols[n] = pa.array([None if (v := row.get(n)) is None else float(v) for row in rows], pa.float64())
+    for n in others:
+        cols[n] = pa.array([row.get(n) for row in rows], schema.field(n).type)
+    return pa.table(cols) if cols else pa.table({"_": pa.nulls(len(rows))}).drop(["_"])
+
+
+def _jsonl_problem(
+    f: TableFile,
+    block: bytes,
+    line: int,
+    numeric: Sequence[str],
+    message: str,
+    kinds: dict[str, pa.DataType] | None = None,
+) -> DataError | None:
     for offset, raw in enumerate(block.split(b"\n")):
         if not raw.strip():
             continue
         at = line + offset
         try:
-            row = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_int=_parse_int)
+            row = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_no_duplicates, parse_int=_parse_int)
         except (ValueError, RecursionError, _Duplicate) as exc:
             return _err(f"{f.where}: line {at} is not a JSON object ({_json_reason(exc)})")
         if not isinstance(row, dict):
@@ -786,6 +988,22 @@ def _jsonl_problem(f: TableFile, block: bytes, line: int, numeric: Sequence[str]
                 return _err(
                     f"{f.where}: line {at}, column {n!r} is not finite ({v}); NaN, Inf and overflowing numbers are refused"
                 )
+        for n, kind in (kinds or {}).items():
+            v = row.get(n)
+            try:
+                t = _json_type(v)
+            except ValueError:
+                t = None
+                return _err(
+                    f"{f.where}: line {at}, column {n!r} holds {_describe(v)}; only numbers, text and true/false are read as they are"
+                )
+            if t is not None and t != kind and not (kind == pa.float64() and t == pa.int64()):
+                return _err(
+                    f"{f.where}: line {at}, column {n!r}: {_describe(v)} is not {kind} as on the first rows; a column"
+                    " read as it is must hold one type (for an id: always text, or always whole numbers)"
+                )
+    if "Number too big" in message:
+        return None  # in a column nobody reads (the columns asked for were checked above)
     return _err(f"{f.where} cannot be read as JSON Lines near line {line}: {_first_line(message)}")
 
 
@@ -883,10 +1101,17 @@ def json_rows_table(
         if n in cols:
             continue
         values_t = [row.get(n) if keyed else row[position[n]] for row in rows]
+        kinds = {type(v) for v in values_t if v is not None}
+        if kinds & {list, dict}:
+            raise _err(
+                f"{where}: column {n!r} holds lists or objects; only numbers, text and true/false are read as they are"
+            )
         try:
+            if len(kinds) > 1:
+                raise pa.ArrowInvalid("mixed")
             cols[n] = pa.array(values_t)
-        except (pa.ArrowException, OverflowError):
-            cols[n] = pa.array([json.dumps(v) if v is not None else None for v in values_t])
+        except (pa.ArrowException, OverflowError):  # mixed: each value as its JSON text (a string as itself)
+            cols[n] = pa.array([v if isinstance(v, str) or v is None else json.dumps(v) for v in values_t], pa.string())
     return pa.table(cols) if cols else pa.table({"_": pa.nulls(len(rows))}).drop(["_"])
 
 
@@ -955,6 +1180,7 @@ __all__ = [
     "Batch",
     "DataError",
     "TableFile",
+    "all_names",
     "file_format",
     "first_null",
     "float_matrix",
