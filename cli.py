@@ -618,8 +618,8 @@ def predict(
         typer.Option(
             "--input",
             help="A file of rows: .csv (a header is matched to the features by name; without one, the columns are "
-            "the features in order), .parquet, .jsonl (one object per line), .json or .npy; - reads a JSON "
-            "document or JSON Lines from stdin.",
+            "the features in order), .parquet, .jsonl (one object per line), .json or .npy; - reads stdin (a JSON "
+            "document or JSON Lines, or what --input-format says).",
         ),
     ] = None,
     arch: Annotated[
@@ -669,7 +669,8 @@ def predict(
         ),
     ] = False,
 ) -> None:
-    """Inference on a published model through onnxruntime only; never imports torch. Input is streamed."""
+    """Score rows with a published model through onnxruntime only (never imports torch): input streamed in
+    bounded memory, output a data file by --output's extension, or a table on a terminal."""
     if sum(v is not None for v in (arch, recipe, model)) != 1:
         raise UsageError("give exactly one of --arch, --recipe or --model")
     if arch is not None and arch.value == "all":
