@@ -32,8 +32,8 @@ def test_bench_serve_quick_is_a_bounded_load_test_with_no_errors(tmp_path):
 
     import pytest
 
-    if importlib.util.find_spec("kserve") is None:
-        pytest.skip("kserve is not installed (pip install -e '.[serve]')")
+    if any(importlib.util.find_spec(m) is None for m in ("uvicorn", "grpc", "tritonclient")):
+        pytest.skip("serve's libraries are not installed (pip install -e '.[serve]')")
     out = tmp_path / "serve.json"
     r = run_cli("bench", "--serve", "--quick", "--out", str(out), timeout=600)
     assert r.returncode == 0, r.stderr
@@ -65,3 +65,23 @@ def test_bench_recipe_quick_reports_load_training_and_three_runtimes(tmp_path):
     assert "onnxruntime (CPU)" in r.stdout and "CSV load" in r.stdout
     assert b["train_trainer"] == "explicit" and b["train_identical"] is True and b["train_vs_autograd"] > 0
     assert "the autograd loop, identical yes" in r.stdout
+
+
+def test_bench_scoring_quick_races_predict_against_the_script_and_the_peer(tmp_path):
+    out = tmp_path / "scoring.json"
+    r = run_cli("bench", "--scoring", "--quick", "--out", str(out), timeout=600)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())["scoring"]
+    assert doc["rows"] == 100_000 and doc["features"] == 32
+    labels = {run["label"] for run in doc["runs"]}
+    assert {"predict csv -> csv", "predict parquet -> parquet", "script  csv -> csv", "sklearn csv -> csv",
+            "predict csv -> json", "predict csv -> stdout", "predict jsonl -> csv"} <= labels  # fmt: skip
+    assert all(run["peak_rss_mb"] > 0 and run["rows_per_s"] > 0 for run in doc["runs"])
+    assert {"csv_vs_script", "parquet_vs_script", "json_out_vs_csv_out", "stdout_vs_file"} <= set(doc["ratios"])
+    assert "x the script's rows/s" in r.stdout and "where the time goes" in r.stdout
+    assert all(p["read"] >= 0 and p["inference"] >= 0 and p["write"] >= 0 for p in doc["phases"].values())
+
+
+def test_bench_rows_goes_with_scoring_only():
+    r = run_cli("bench", "--rows", "5000")
+    assert r.returncode == 2 and "--rows goes with --scoring" in r.stderr

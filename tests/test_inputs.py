@@ -591,7 +591,6 @@ def test_a_parquet_row_group_beyond_the_memory_bound_is_read_in_pieces(tmp_path,
 
     x = np.arange(40_000, dtype=np.float32).reshape(20_000, 2)
     pq.write_table(pa.table({"x1": x[:, 0], "x2": x[:, 1]}), tmp_path / "g.parquet", row_group_size=20_000)
-    monkeypatch.setattr(T, "ROW_GROUP_BYTES", 1 << 16)
     monkeypatch.setattr(T, "PARQUET_BATCH_ROWS", 4096)
     source = open_input(NAMED2, path=tmp_path / "g.parquet")
     sizes = [b.rows for b in source.batches()]

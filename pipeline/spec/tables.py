@@ -64,7 +64,7 @@ MAX_HEADER_BYTES = 1 << 20
 MAX_JSON_BYTES = 256 << 20  # a JSON document is read whole: larger ones are refused (use JSON Lines)
 MAX_JSON_ROWS = 1_000_000
 PARQUET_BATCH_ROWS = 8192
-ROW_GROUP_BYTES = 16 << 20  # a Parquet row group whose columns read decode to more than this is read in pages
+PARQUET_BUFFER_BYTES = 1 << 16  # Parquet is read through a buffer this size: page by page, whatever a row group's size
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -704,18 +704,13 @@ def _parquet_batches(f: TableFile, numeric: tuple[str, ...], text: tuple[str, ..
             raise _err(
                 f"{f.where}: column {n!r} holds {t} values; only numbers, text, true/false and dates are read as they are"
             )
-    meta = pf.metadata
-    columns = [schema.get_field_index(n) for n in wanted]
-    big = [
-        g
-        for g in range(meta.num_row_groups)
-        if sum(meta.row_group(g).column(c).total_uncompressed_size for c in columns) > ROW_GROUP_BYTES
-    ]
     import pyarrow.parquet as pq
 
     # pre_buffer=False: pre-buffering keeps what it read for the file's lifetime (memory grows with rows);
-    # a buffered stream reads a big row group page by page rather than a whole column chunk at once.
-    pf = pq.ParquetFile(f.path, buffer_size=(1 << 16) if big else 0, pre_buffer=False)
+    # a buffered stream reads a row group page by page rather than a whole column chunk at once, at the
+    # same speed here. (No column chunk's metadata is read from Python: on a corrupt footer pyarrow 26
+    # throws there a C++ exception that aborts the process; its readers return errors.)
+    pf = pq.ParquetFile(f.path, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
     rows = 0
     try:
         for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted, use_threads=True):
