@@ -40,14 +40,11 @@ from ..spec.limits import FLOAT32_MAX
 from ..spec.numbers import DATA, HEADER, MIXED, first_line_kind
 from ..spec.numbers import is_number as _is_number
 
-MAX_STDIN_ROWS = T.MAX_JSON_ROWS  # a JSON document (stdin or .json) is read whole: at most this many rows
 DEFAULT_CHUNK_ROWS = 65536
 ALL = "*"  # carry every input column
 
 _ARRAY_BLOCK_BYTES = 1 << 22
 _STDIN_BLOCK = 1 << 20
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
-_NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass(frozen=True)
@@ -92,10 +89,6 @@ class RowBatch:
 def _err(message: str) -> UsageError:
     """A UsageError whose message is guaranteed to be one line."""
     return UsageError(message.replace("\r", "\\r").replace("\n", "\\n"))
-
-
-def _display(path: Path) -> str:
-    return T.display(path)
 
 
 def _clip(text: str, n: int = 60) -> str:
@@ -248,7 +241,7 @@ def open_input(
     if path is not None:
         path = Path(path)
         if T.file_format(path, fmt) == T.NPY:
-            source: RowSource = _NpySource(spec, path, _display(path))
+            source: RowSource = _NpySource(spec, path, T.display(path))
             if carry:
                 raise _carry_error(source.name, carry)
             return source
@@ -346,13 +339,8 @@ class _TableSource(RowSource):
 
     def _missing(self, missing: list[str], names: list[str]) -> UsageError:
         """The input lacks features: name the first (and the closest column), and how many more."""
-        import difflib
-
         first = missing[0]
-        folded = {n.casefold(): n for n in reversed(names) if n}
-        close = folded.get(first.casefold()) or next(
-            iter(difflib.get_close_matches(first, names, n=1, cutoff=0.6)), None
-        )
+        close = _closest(first, [n for n in names if n], 0.6)
         hint = f" (closest: {close!r})" if close is not None else ""
         others = ""
         if len(missing) > 1:
@@ -415,8 +403,7 @@ class _TableSource(RowSource):
         """What "missing" means here, for the message: this model takes none."""
         if self.file.fmt != T.CSV:
             return "; this model takes no missing values"
-        shown = [m for m in self.spec.missing if m]  # an empty field is always missing: said in words
-        tokens = ", ".join(repr(m) for m in shown[:6]) + (", ..." if len(shown) > 6 else "")
+        tokens = T.tokens_text(self.spec.missing)
         return f" (an empty field or a missing-value token: {tokens}); this model takes no missing values"
 
 
@@ -424,13 +411,18 @@ def _rows_from(start: int) -> Callable[[int], str]:
     return lambda i: f"row {start + i + 1}"
 
 
-def _suggest(name: str, names: Sequence[str]) -> str:
+def _closest(name: str, names: Sequence[str], cutoff: float) -> str | None:
+    """The column a user most likely meant: the same name in another case, else difflib's closest."""
     import difflib
 
     folded = {n.casefold(): n for n in reversed(names)}
-    hint = folded.get(name.casefold()) or next(
-        iter(difflib.get_close_matches(name, list(names), n=1, cutoff=0.5)), None
+    return folded.get(name.casefold()) or next(
+        iter(difflib.get_close_matches(name, list(names), n=1, cutoff=cutoff)), None
     )
+
+
+def _suggest(name: str, names: Sequence[str]) -> str:
+    hint = _closest(name, names, 0.5)
     return f" (closest: {hint!r})" if hint else f"; its columns: {_clip(','.join(names), 120)}"
 
 
@@ -585,10 +577,10 @@ class _NpySource(RowSource):
     def _header(self, f: BinaryIO) -> _NpyHeader:
         from numpy.lib import format as npy_format
 
-        start = f.read(len(_NPY_MAGIC))
-        if start[:4] in _ZIP_MAGIC:
+        start = f.read(len(T.NPY_MAGIC))
+        if start[:4] in T.ZIP_MAGIC:
             raise _err(f"{self.name}: this is a zip archive (.npz?), not a .npy array")
-        if start != _NPY_MAGIC:
+        if start != T.NPY_MAGIC:
             raise _err(f"{self.name}: not a .npy array (it does not start with the .npy magic bytes)")
         f.seek(0)
         try:

@@ -39,7 +39,6 @@ from ..spec.archs import THRESHOLD, Arch, Label, label_indices
 from ..spec.formats import CSV, CSV_GZ, JSON, JSONL, OUTPUT_FORMATS, PARQUET, TABLE
 
 FORMATS = OUTPUT_FORMATS
-DATA_FORMATS = (CSV, CSV_GZ, PARQUET, JSONL, JSON)
 _EXTENSIONS = {".csv": CSV, ".parquet": PARQUET, ".pq": PARQUET, ".jsonl": JSONL, ".ndjson": JSONL, ".json": JSON}
 GZIP_LEVEL = 6  # zlib's default: most of level 9's size at a fraction of its time
 TABLE_FEATURES = 6  # the table shows at most this many feature columns

@@ -671,8 +671,7 @@ class _Locator:
     def missing(self, name: str, col: pa.ChunkedArray, row: int | None = None) -> DataError:
         row = _first_true(pc.is_null(col)) if row is None else row
         place, raw = self._raw(row, name)
-        shown = [m for m in self.file.missing if m]  # an empty field is always missing: said in words
-        tokens = ", ".join(repr(m) for m in shown[:6]) + (", ..." if len(shown) > 6 else "")
+        tokens = T.tokens_text(self.file.missing)
         what = f"{raw[:40]!r}, a missing-value token" if raw.strip() else "an empty field or a missing-value token"
         if self.file.fmt not in (T.CSV,):
             what = "null or absent"

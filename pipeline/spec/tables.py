@@ -66,8 +66,8 @@ MAX_JSON_ROWS = 1_000_000
 PARQUET_BATCH_ROWS = 8192
 PARQUET_BUFFER_BYTES = 1 << 16  # Parquet is read through a buffer this size: page by page, whatever a row group's size
 
-_NPY_MAGIC = b"\x93NUMPY"
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # .npz, .xlsx
 _PARQUET_MAGIC = b"PAR1"
 
 
@@ -101,6 +101,13 @@ def file_format(path: Path | str, fmt: str | None = None) -> str:
 def check_missing(tokens: Sequence[str] | None) -> tuple[str, ...]:
     """The missing tokens a reader uses (None: DEFAULT_MISSING); an empty field is always one."""
     return DEFAULT_MISSING if tokens is None else tuple(dict.fromkeys(("", *tokens)))
+
+
+def tokens_text(tokens: Sequence[str], most: int = 6) -> str:
+    """The missing-value tokens as messages list them ("'NA', 'N/A', ..."); the empty field, always
+    missing, is said in words by the message itself."""
+    shown = [m for m in tokens if m]
+    return ", ".join(repr(m) for m in shown[:most]) + (", ..." if len(shown) > most else "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,11 +295,11 @@ def open_table(
     if not magic:
         raise _err(f"{where}: no input rows (the file is empty)")
     tokens = check_missing(missing)
-    if fmt != NPY and magic.startswith(_NPY_MAGIC):
+    if fmt != NPY and magic.startswith(NPY_MAGIC):
         raise _err(f"{where}: this is a .npy array; give it a .npy name")
     if fmt != PARQUET and magic.startswith(_PARQUET_MAGIC):
         raise _err(f"{where}: this is a Parquet file; give it a .parquet name")
-    if magic[:4] in _ZIP_MAGIC:
+    if magic[:4] in ZIP_MAGIC:
         raise _err(f"{where}: this is a zip archive (.npz, .xlsx?), not a table")
     f = TableFile(path, fmt, where, [], tokens)
     f.total = path.stat().st_size
@@ -750,9 +757,8 @@ def _jsonl_first_lines(f: TableFile, limit: int) -> Iterator[tuple[int, Any]]:
     skipped); a line that is not a JSON object is a DataError."""
     with f.path.open("rb") as fh:
         head = fh.read(limit)
-    head = head.removeprefix(codecs.BOM_UTF8)
-    lines = head.split(b"\n")
-    if len(head) == limit and len(lines) > 1:
+    lines = head.removeprefix(codecs.BOM_UTF8).split(b"\n")
+    if len(head) == limit:
         lines = lines[:-1]  # the last one may be cut
     for line, raw in enumerate(lines, start=1):
         if raw.strip():
@@ -760,12 +766,16 @@ def _jsonl_first_lines(f: TableFile, limit: int) -> Iterator[tuple[int, Any]]:
 
 
 def _jsonl_names(f: TableFile) -> list[str]:
-    """The first row's keys (a row may lack some: absent is missing)."""
-    for _, row in _jsonl_first_lines(
-        f, MAX_RECORD_BYTES if f.path.stat().st_size <= MAX_RECORD_BYTES else MAX_HEADER_BYTES
-    ):
-        return list(row)
-    raise _err(f"{f.where}: no input rows (only blank lines)")
+    """The first row's keys (a row may lack some: absent is missing); reads no further than that row."""
+    limit = MAX_HEADER_BYTES
+    while True:
+        for _, row in _jsonl_first_lines(f, limit):
+            return list(row)
+        if limit >= f.path.stat().st_size:
+            raise _err(f"{f.where}: no input rows (only blank lines)")
+        if limit >= MAX_RECORD_BYTES:
+            raise _err(f"{f.where}: line 1 is longer than {MAX_RECORD_BYTES >> 20} MB")
+        limit *= 8  # a first line longer than what was read: read more
 
 
 def all_names(f: TableFile) -> list[str]:
@@ -1183,4 +1193,5 @@ __all__ = [
     "read_json_document",
     "set_header",
     "text_array",
+    "tokens_text",
 ]
