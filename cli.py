@@ -462,7 +462,9 @@ def serve_check(
             _note(r.providers.cuda_note)
         worst = r.report.worst()
         _echo(
-            f"{r.report.name}: serve-check passed on {r.providers.primary} (providers {list(r.providers.used)}), "
+            f"{r.report.name}: serve-check passed on {r.providers.primary} (providers {list(r.providers.used)}"
+            + (f"; {r.providers.placement}" if r.providers.placement else "")
+            + "), "
             f"max |torch - onnx| {worst.max_abs:.3g} over {sum(c.rows for c in r.report.comparisons)} rows"
         )
 
@@ -490,6 +492,11 @@ def _verify_table(report) -> str:
         )
     for name, why in report.skipped.items():
         lines.append(f"  skipped {name}: {why}")
+    for name, detail in report.ran.items():
+        if "; " in detail:  # where onnxruntime ran the nodes, sets a runtime left out
+            lines.append(f"  ran {name}: {detail}")
+    if report.encoding is not None:
+        lines.append(f"  {report.encoding.line}")
     lines.append(f"  verdict: {'PASS' if report.passed else 'FAIL'}")
     return "\n".join(lines)
 
@@ -749,7 +756,7 @@ def _summary(summary) -> str:
         version = f"v{m.published.number}" if m.published else "none"
         lines.append(
             f"{m.arch.name:<10} {r.device.split(' ')[0]:<8} {len(r.losses):>6} {r.final_loss:>11.4e} "
-            f"{_metric(m.validation):<12} {m.export.sha256[:12]:<12} {m.providers.primary:<22} "
+            f"{_metric(m.validation):<12} {m.export.sha256[:12]:<12} {m.providers.label:<22} "
             f"{m.max_serve_diff:>9.2e} {verdict:<7} {version:<9} {stage_times}"
         )
     for m in summary.models:
@@ -785,6 +792,8 @@ def ship(
     def show(r) -> None:
         what = "already there (same sha256)" if r.noop else "shipped"
         _echo(f"{r.model_name}: version {r.version} {what} in {r.repository}; config pins version {r.version}")
+        for line in r.notes:
+            _note(f"{r.model_name}: {line}")
 
     _finish(
         pipeline.ship_models(
@@ -870,11 +879,8 @@ def init(
         _note(f"wrote the recipe to stdout: {st.name}, {st.task} on {len(st.features)} features ({what})")
         return
     _echo(f"wrote {st.path}: {st.name}, {st.task} on {len(st.features)} features ({what})")
-    if st.text_columns:
-        _note(f"left out columns that are not numbers: {', '.join(st.text_columns)}")
-    if st.other_columns:
-        shown = ", ".join(f"{n} ({t})" for n, t in st.other_columns)
-        _note(f"left out columns of types that are not features yet: {shown}")
+    for line in st.notes:
+        _note(line)
     _echo(f"next: python cli.py all --recipe {st.path}")
 
 
@@ -1028,19 +1034,30 @@ def bench(
         int | None,
         typer.Option("--rows", min=1000, max=100_000_000, help="--scoring: rows in the file (default 1,000,000)."),
     ] = None,
+    tabular: Annotated[
+        bool,
+        typer.Option(
+            "--tabular",
+            help="Only real tables as they come (penguins, cars, seattle-weather, from their pip packages): "
+            "init + all + predict against a scikit-learn + skl2onnx script, on 5 held-out splits: metric, rows and "
+            "columns used, training time, inference rows/s, what the user wrote.",
+        ),
+    ] = False,
 ) -> None:
     """Measure in one run: tutorial loop vs our trainer, torch vs onnxruntime inference, stage times, start-up.
     --serve: instead, a bounded load test of `serve` (p50/p99 latency and requests/s, batch 1 and 64).
-    --scoring: instead, batch scoring a file against a pyarrow + onnxruntime script and scikit-learn."""
+    --scoring: instead, batch scoring a file against a pyarrow + onnxruntime script and scikit-learn.
+    --tabular: instead, raw tables (missing values, text, dates) against the scikit-learn peer."""
     from pipeline.bench.bench import run_command
 
-    if sum((serve, recipe is not None, scoring)) > 1:
-        raise UsageError("give one of --serve, --recipe or --scoring")
+    if sum((serve, recipe is not None, scoring, tabular)) > 1:
+        raise UsageError("give one of --serve, --recipe, --scoring or --tabular")
     if rows is not None and not scoring:
         raise UsageError("--rows goes with --scoring")
     ran = run_command(
-        Path(__file__).resolve(), out, quick=quick, serve=serve, recipe=recipe, scoring=scoring, rows=rows
-    )
+        Path(__file__).resolve(), out, quick=quick, serve=serve, recipe=recipe, scoring=scoring, rows=rows,
+        tabular=tabular,
+    )  # fmt: skip
     _echo(ran.table)
     for n in ran.notes:
         _echo(f"note: {n}")

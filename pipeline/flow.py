@@ -352,7 +352,7 @@ def train_models(
 def network_for(recipe: Recipe, data: Dataset) -> Arch:
     """The network `recipe` trains on `data`; its gate must fit the task the data has (a one-line
     RecipeError otherwise)."""
-    arch = arch_for(recipe, data.features, data.classes, data.task)
+    arch = arch_for(recipe, data.features, data.classes, data.task, data.encoding)
     recipe.check_gate(arch.task)
     return arch
 

@@ -108,6 +108,8 @@ def test_binary_csv_record_sha_and_types(tmp_path):
         "stats",
         "target_mean",
         "target_std",
+        "dropped_rows",
+        "encoding",
     }
     assert rec["train_rows"] == 16 and rec["val_rows"] == 4 and rec["features"] == ["a", "b"]
     assert set(rec["stats"]) == {"mean", "std", "min", "max"}
@@ -121,11 +123,12 @@ def test_listed_features_in_order_and_other_columns_ignored(tmp_path):
     np.testing.assert_array_equal(ds.x, np.stack([3 * np.arange(10), np.arange(10)], axis=1))
 
 
-def test_a_true_false_feature_is_not_a_number_as_in_predict(tmp_path):
-    """One rule for what a number is, in training and predict alike: true/false is text (a bool target
-    is a class label)."""
-    msg = fails(tmp_path, "flag,v,y\ntrue,1,0\nfalse,2,1\nTrue,3,0\nFalse,4,1\n", validation_fraction=0.0)
-    assert "line 2, column 'flag': 'true' is not a number" in msg
+def test_a_true_false_feature_is_a_category_and_odd_numbers_are_not_numbers(tmp_path):
+    """One rule for what a number is, in training and predict alike: true/false is a category (one-hot
+    over false, true), never the numbers 1 and 0; `0x10` and non-ASCII digits are not numbers."""
+    ds = load(tmp_path, "flag,v,y\ntrue,1,0\nfalse,2,1\nTrue,3,0\nFalse,4,1\n", validation_fraction=0.0)
+    assert ds.encoded_names == ("flag=false", "flag=true", "v")
+    assert ds.x[:, :2].tolist() == [[0, 1], [1, 0], [0, 1], [1, 0]]
     for field in ("0x10", "1_000", "\u0661"):
         assert f"line 3, column 'v': {field!r} is not a number" in fails(tmp_path, f"v,y\n1,0\n{field},1\n")
 
@@ -335,30 +338,44 @@ def test_unnamed_column_and_separator_hint(tmp_path):
 def test_non_numeric_feature_names_column_row_and_value(tmp_path):
     msg = fails(tmp_path, "a,b,y\n1,2,0\n3,4,1\n5,oops,0\n6,bad,1\n")
     assert "line 4, column 'b': 'oops' is not a number" in msg
-    msg = fails(tmp_path, "a,b,y\n1,2020-01-01,0\n2,2020-01-02,1\n")
-    assert "line 2, column 'b': '2020-01-01' is not a number" in msg
+    msg = fails(tmp_path, "a,b,y\n1,2,0\n3,4,1\n5,6,0\n7,oops,1\n8,x,0\n9,y,1\n")  # once, with a count
+    assert "line 5, column 'b': 'oops' is not a number; 3 values of this number column are not numbers" in msg
     msg = fails(tmp_path, b"a,b,y\n1,2,0\n3,\xe9t\xe9,1\n")
-    assert "line 3 is not UTF-8 text" in msg
+    assert "line 3, column 'b' is not UTF-8 text" in msg
     assert "UTF-8" in fails(tmp_path, b"a,\xe9,y\n1,2,0\n")
 
 
-def test_missing_values(tmp_path):
-    msg = fails(tmp_path, "a,b,y\n1,2,0\n3,,1\n5,6,0\n")
-    assert "line 3, column 'b' is missing (an empty field or a missing-value token: 'NA', 'N/A'" in msg
-    msg = fails(tmp_path, "a,b,y\n1,2,0\n3,4,1\n5,NA,0\n")
-    assert "line 4, column 'b' is missing ('NA', a missing-value token" in msg
-    msg = fails(tmp_path, "a,b,y\n1,2,0\n3,,1\n5,x,0\n")  # the first problem is named: the empty field
-    assert "line 3, column 'b' is missing" in msg or "line 4, column 'b': 'x' is not a number" in msg
-    msg = fails(tmp_path, "a,b,y\n1,,0\n3,,1\n")
-    assert "line 2, column 'b' is missing" in msg
-    msg = fails(tmp_path, "a,y\n1,0\n2,\n3,1\n")
-    assert "line 3, column 'y' is missing" in msg
-    msg = fails(tmp_path, "a,y\n1,cat\n2,dog\n3,\n4,cat\n")
-    assert "line 4, column 'y' is missing" in msg
-    msg = fails(tmp_path, "a,y\n1,0.5\n2,nan\n3,1.5\n")
-    assert "line 3, column 'y' is missing ('nan', a missing-value token" in msg
-    msg = fails(tmp_path, "a,y\n1,cat\n2,NA\n3,dog\n")  # a text target follows the same rule
-    assert "line 3, column 'y' is missing ('NA', a missing-value token" in msg
+def test_missing_features_are_imputed_with_the_training_median_and_flagged(tmp_path):
+    text = "a,b,y\n1,2,0\n3,,1\n5,NA,0\n7,10,1\n9,4,0\n11,6,1\n"
+    ds = load(tmp_path, text, validation_fraction=0.0)
+    assert ds.encoded_names == ("a", "b", "b (missing)")  # 'a' had no gap: no indicator
+    col = ds.encoding.column("b")
+    assert col.impute == (float(np.median([2, 10, 4, 6])),) and col.indicator
+    assert ds.x[:, 1].tolist() == [2, 5, 5, 10, 4, 6] and ds.x[:, 2].tolist() == [0, 1, 1, 0, 0, 0]
+    mean = load(tmp_path, text, validation_fraction=0.0, impute="mean").encoding.column("b")
+    assert mean.impute == (float(np.float32(np.mean([2, 10, 4, 6]))),)
+    # The fill value comes from the training split only: the validation rows' values never enter it.
+    ds = load(tmp_path, "a,b,y\n" + "".join(f"{i},{'' if i % 5 == 0 else i * 10},{i % 2}\n" for i in range(40)))
+    train_b = ds.raw[1].values[ds.train_rows]
+    assert ds.encoding.column("b").impute == (float(np.float32(np.nanmedian(train_b))),)
+    # A column missing in every training row cannot be filled: one line naming it.
+    assert "column 'b' is empty in every row" in fails(tmp_path, "a,b,y\n1,,0\n3,,1\n5,,0\n7,,1\n")
+    assert "column 'b' is missing in every training row" in fails(
+        tmp_path, "a,b,y\n1,,0\n3,,1\n5,,0\n7,,1\n9,2,0\n11,3,1\n"
+    )
+
+
+def test_rows_with_a_missing_target_are_left_out_and_counted(tmp_path):
+    notes: list[str] = []
+    ds = load(tmp_path, "a,y\n1,0\n2,\n3,1\n4,NA\n5,0\n6,1\n", validation_fraction=0.0, on_notice=notes.append)
+    assert ds.rows == 4 and ds.dropped_rows == 2 and ds.record()["dropped_rows"] == 2
+    assert notes == ["2 rows left out: their target 'y' is missing"]
+    ds = load(tmp_path, "a,y\n1,cat\n2,NA\n3,dog\n4, \n5,cat\n6,dog\n", validation_fraction=0.0)
+    assert ds.classes == ("cat", "dog") and ds.dropped_rows == 2  # a text target: the same missing rule
+    assert "the target 'y' is missing in every row" in fails(tmp_path, "a,y\n1,\n2,NA\n")
+    # Messages still place a row by its line in the file after rows were left out.
+    msg = fails(tmp_path, "a,b,y\n1,2,\n1,2,0\n3,4,1\n5,6,0\n7,inf,1\n")
+    assert "line 6, column 'b': 'inf' is not finite" in msg
 
 
 def test_non_finite_and_float32_range(tmp_path):
@@ -380,6 +397,10 @@ def test_constant_feature(tmp_path):
     assert "feature 'c'" in msg and "constant" in msg and "standardize = false" in msg
     ds = load(tmp_path, text, standardize=False)
     assert ds.stats.std[1] == 0.0
+    # A date part that never changes (one year) is not an error: it passes through (std 1).
+    rows = "d,a,y\n" + "".join(f"2020-0{i % 9 + 1}-1{i % 9},{i},{i % 2}\n" for i in range(8))
+    ds = load(tmp_path, rows, validation_fraction=0.0)
+    assert ds.encoded_names[0] == "d.year" and ds.stats.std[0] == 1.0 and ds.stats.mean[0] == 2020.0
 
 
 def test_single_value_target_and_too_few_rows(tmp_path):
@@ -518,20 +539,41 @@ def test_a_header_name_with_a_control_character_is_refused_naming_its_column(tmp
 
 
 @pytest.mark.parametrize(
-    "values,type_name",
+    "values,kind,names",
     [
-        (["2020-01-0" + str(i % 9 + 1) for i in range(8)], "date32"),
-        ([f"12:3{i}:00" for i in range(8)], "time32"),
-        ([f"2020-01-01 10:0{i}:00" for i in range(8)], "timestamp"),
-        ([""] * 8, "null"),
+        (["2020-01-0" + str(i % 9 + 1) for i in range(8)], "date", ("odd.year", "odd.month", "odd.day", "odd.weekday")),
+        ([f"2020/01/0{i + 1}" for i in range(8)], "date", ("odd.year", "odd.month", "odd.day", "odd.weekday")),
+        (
+            [f"2020-01-01 1{i}:00:00" for i in range(8)],
+            "timestamp",
+            ("odd.year", "odd.month", "odd.day", "odd.weekday", "odd.hour"),
+        ),
+        (
+            [f"2020-01-0{i + 1}T00:00:00Z" for i in range(8)],
+            "date",
+            ("odd.year", "odd.month", "odd.day", "odd.weekday"),
+        ),
+        (["yes", "no"] * 4, "category", ("odd=no", "odd=yes")),
+        (["true", "false"] * 4, "category", ("odd=false", "odd=true")),
+        ([str(i) for i in range(8)], "number", ("odd",)),
     ],
 )
-def test_columns_of_other_types_are_refused_as_features_with_one_line(tmp_path, values, type_name):
+def test_every_type_pyarrow_infers_in_a_csv_has_a_rule(tmp_path, values, kind, names):
+    rows = {"a": [float(i) for i in range(8)], "odd": values, "y": [0, 1] * 4}
+    ds = load(tmp_path, csv_of(rows), validation_fraction=0.0)
+    assert ds.encoding.column("odd").kind == kind and ds.encoded_names[1:] == names
+
+
+@pytest.mark.parametrize(
+    "values,expect",
+    [([f"12:3{i}:00" for i in range(8)], "holds time32[s] values"), ([""] * 8, "is empty in every row")],
+)
+def test_columns_of_other_types_are_refused_as_features_with_one_line(tmp_path, values, expect):
     rows = {"a": [float(i) for i in range(8)], "odd": values, "y": [0, 1] * 4}
     with pytest.raises(DataError) as info:
         load(tmp_path, csv_of(rows))
     msg = str(info.value)
-    assert "column 'odd'" in msg and "\n" not in msg and ("is not a number" in msg or "is missing" in msg)
+    assert "column 'odd'" in msg and "\n" not in msg and expect in msg
 
 
 def test_decimal_and_large_string_columns_are_one_line_errors_not_crashes(tmp_path):
@@ -539,21 +581,27 @@ def test_decimal_and_large_string_columns_are_one_line_errors_not_crashes(tmp_pa
     type is refused with one line naming it, never an internal error."""
     import decimal
 
-    from pipeline.spec.data import _feature_matrix, _Locator, open_data
+    from pipeline.spec.data import _Locator, _raw_column, open_data
 
     table = pa.table(
         {
             "dec": pa.array([decimal.Decimal("1.5"), decimal.Decimal("2.5")], pa.decimal128(5, 2)),
             "big": pa.array(["a", "b"], pa.large_string()),
             "date": pa.array([datetime.date(2020, 1, 1), datetime.date(2020, 1, 2)]),
+            "ts": pa.array([datetime.datetime(2020, 1, 1, 5), None], pa.timestamp("s", tz="UTC")),
+            "dur": pa.array([datetime.timedelta(1), datetime.timedelta(2)]),
         }
     )
-    (tmp_path / "t.csv").write_text("dec,big,date\n1,2,3\n")
+    (tmp_path / "t.csv").write_text("dec,big,date,ts,dur\n1,2,3,4,5\n")
     loc = _Locator(open_data(tmp_path / "t.csv"))
-    for name in ("dec", "big", "date"):
-        with pytest.raises(DataError, match=f"column '{name}'") as info:
-            _feature_matrix(table, [name], loc)
-        assert "\n" not in str(info.value)
+    got = {n: _raw_column(table.column(n), n, False, loc) for n in ("dec", "big", "date", "ts")}
+    assert got["dec"].kind == "number" and got["dec"].values.tolist() == [1.5, 2.5]
+    assert got["big"].kind == "category" and got["date"].kind == "date"
+    assert got["date"].values.tolist() == ["2020-01-01", "2020-01-02"]
+    assert got["ts"].kind == "timestamp" and got["ts"].values.tolist() == ["2020-01-01T05:00:00", None]
+    with pytest.raises(DataError, match="column 'dur'") as info:
+        _raw_column(table.column("dur"), "dur", False, loc)
+    assert "\n" not in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -591,12 +639,15 @@ def test_other_formats_name_rows_and_lines_in_their_errors(tmp_path):
 
     pq.write_table(pa.table({"a": [1.0, None, 3.0, 4.0], "y": [0, 1, 0, 1]}), tmp_path / "data.parquet")
     pq.write_table(pa.table({"a": [True, False, True, False], "y": [0, 1, 0, 1]}), tmp_path / "bool.parquet")
-    (tmp_path / "data.jsonl").write_text('{"a": 1, "y": 0}\n\n{"a": "x", "y": 1}\n')
+    assert (
+        read_columns(tmp_path / "data.parquet", "y").raw[0].values[1]
+        != read_columns(tmp_path / "data.parquet", "y").raw[0].values[1]
+    )  # NaN: missing
+    assert read_columns(tmp_path / "bool.parquet", "y").raw[0].boolean
+    (tmp_path / "data.jsonl").write_text('{"a": 1, "y": 0}\n{"a": 2, "y": 1}\n\n{"a": "x", "y": 1}\n{"a": 3, "y": 0}\n')
     (tmp_path / "rows.json").write_text("[[1, 0], [2, 1]]")
     for name, expect in [
-        ("data.parquet", "row 2, column 'a' is missing"),
-        ("bool.parquet", "column 'a' holds true/false values; it must hold numbers"),
-        ("data.jsonl", "line 3, column 'a': the string 'x' is not a number"),
+        ("data.jsonl", "line 4, column 'a': the string 'x' is not int64 as on the first rows"),
         ("rows.json", "holds lists of numbers, not row objects naming their columns"),
     ]:
         with pytest.raises(DataError, match=re.escape(expect)):
@@ -608,13 +659,13 @@ def test_other_formats_name_rows_and_lines_in_their_errors(tmp_path):
 
 def test_the_recipe_chooses_what_missing_means(tmp_path):
     text = "a,country,y\n" + "".join(f"{i},{['NA', 'FR', 'DE'][i % 3]},{i % 2}\n" for i in range(12))
-    # By default "NA" is a missing value, also in a text column ...
-    assert "line 2, column 'country' is missing ('NA'" in fails(tmp_path, text, target="country")
+    # By default "NA" is a missing value, also in a text column: those rows are left out of training ...
+    assert load(tmp_path, text, target="country").dropped_rows == 4
     # ... and a recipe where it is Namibia says which fields are missing instead.
     ds = load(tmp_path, text, target="country", missing=("", "?"))
     assert ds.classes == ("DE", "FR", "NA")
-    msg = fails(tmp_path, "a,y\n1,0\n?,1\n2,0\n3,1\n", missing=("?",))
-    assert "line 3, column 'a' is missing ('?', a missing-value token: '?')" in msg
+    ds = load(tmp_path, "a,y\n1,0\n?,1\n2,0\n3,1\n", missing=("?",), validation_fraction=0.0)
+    assert ds.encoded_names == ("a", "a (missing)") and ds.x[1].tolist() == [2, 1]
     msg = fails(tmp_path, "a,y\n1,0\nNA,1\n2,0\n3,1\n", missing=("?",))
     assert "line 3, column 'a': 'NA' is not a number" in msg
 
@@ -626,6 +677,8 @@ def test_training_and_predict_read_alike_where_they_once_differed(tmp_path):
     # Old Mac line endings: refused, as predict refuses them.
     assert "carriage return" in fails(tmp_path, "a,y\r1,0\r2,1\r3,0\r4,1\r")
     # JSON Lines whose first row lacks a key: the key is a column (its first value is missing).
-    (tmp_path / "data.jsonl").write_text('{"a": 1, "y": 0}\n{"a": 2, "b": 3, "y": 1}\n')
-    with pytest.raises(DataError, match=r"line 1, column 'b' is missing"):
-        read_columns(tmp_path / "data.jsonl", "y")
+    (tmp_path / "data.jsonl").write_text(
+        '{"a": 1, "y": 0}\n{"a": 2, "b": 3, "y": 1}\n{"a": 3, "y": 0}\n{"a": 4, "y": 1}\n'
+    )
+    b = read_columns(tmp_path / "data.jsonl", "y").raw[1]
+    assert b.name == "b" and np.isnan(b.values[0]) and b.values[1] == 3 and np.isnan(b.values[3])

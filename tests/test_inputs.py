@@ -832,16 +832,19 @@ def test_memory_does_not_grow_with_rows(tmp_path, fmt):
     assert peak_big < peak_small + 4, f"{fmt}: peak {peak_big:.1f} MiB for 2M rows vs {peak_small:.1f} MiB for 200k"
 
 
+# Python run in a subprocess before the code under test: importing torch or pandas fails there.
+BLOCK_TORCH_AND_PANDAS = (
+    "import sys, importlib.abc\n"
+    "class Block(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in ('torch', 'pandas'):\n"
+    "            raise ImportError('blocked: ' + name)\n"
+    "sys.meta_path.insert(0, Block())\n"
+)
+
+
 def test_import_is_torch_free():
-    code = (
-        "import sys, importlib.abc\n"
-        "class Block(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'pandas'):\n"
-        "            raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "import pipeline.serving.inputs\n"
-    )
+    code = BLOCK_TORCH_AND_PANDAS + "import pipeline.serving.inputs\n"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
@@ -963,3 +966,233 @@ def test_an_empty_field_is_missing_whatever_the_tokens(tmp_path):
     own = InputSpec(2, ("x1", "x2"), missing=("?",))
     message = usage_error(tmp_path, "e.csv", "x1,x2\n1,\n", own)
     assert "line 2, column 'x2' is missing (an empty field or a missing-value token: '?')" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# Models whose graph encodes raw columns (spec.encoding): missing values taken, text columns by name
+
+from pipeline.spec.encoding import ColumnCode, Encoding  # noqa: E402
+
+NUM_ENC = Encoding(
+    (ColumnCode("a", "number", "float32", (0.0,), True), ColumnCode("b c/d", "number", "float32", (1.0,), True))
+)
+NUM_SPEC = InputSpec(2, NUM_ENC.features, encoding=NUM_ENC)
+MIXED_ENC = Encoding(
+    (
+        ColumnCode("n/1", "number", "float32", (0.0,), True),
+        ColumnCode("cat x", "category", "string", categories=("a", "b")),
+        ColumnCode("flag", "category", "string", categories=("false", "true"), boolean=True),
+        ColumnCode("day", "date", "string", (2020.0, 1.0, 1.0, 0.0), True),
+        ColumnCode("at", "timestamp", "string", (2020.0, 1.0, 1.0, 0.0, 0.0), True),
+    )
+)
+MIXED_SPEC = InputSpec(5, MIXED_ENC.features, encoding=MIXED_ENC)
+NAN = float("nan")
+
+
+def read_columns(source: I.RowSource) -> dict[str, list]:
+    """Every row of a per-column source, as lists per column (NaN kept)."""
+    source.validate()
+    parts = [b.x for b in source.batches()]
+    assert all(isinstance(p, dict) and list(p) == list(source.spec.features) for p in parts)
+    for p in parts:
+        for name, code in zip(source.spec.features, source.spec.encoding.columns):
+            assert p[name].ndim == 1
+            assert p[name].dtype == (np.float32 if code.dtype == "float32" else object)
+    return {n: [v for p in parts for v in p[n].tolist()] for n in source.spec.features}
+
+
+def same(got: list, want: list) -> bool:
+    """Lists equal, NaN equal to NaN, float32 values compared as float32."""
+    return len(got) == len(want) and all(
+        (isinstance(w, float) and w != w and g != g)
+        or (isinstance(w, float) and np.float32(g) == np.float32(w))
+        or g == w
+        for g, w in zip(got, want)
+    )
+
+
+def test_a_model_that_imputes_takes_missing_values_as_nan_in_every_format(tmp_path):
+    want = np.array([[1.5, NAN], [NAN, 2], [NAN, NAN], [3, 4]], np.float32)
+    csv = 'a,b c/d\n1.5,\nNA,2\n"",N/A\n3,4\n'
+    np.testing.assert_array_equal(read_file(tmp_path, "m.csv", csv, NUM_SPEC), want)
+    # without a header the first line may hold a gap: it is data, not a line that mixes numbers and text
+    np.testing.assert_array_equal(read_file(tmp_path, "h.csv", "1.5,\nNA,2\n,\n3,4\n", NUM_SPEC), want)
+    rows = [{"a": 1.5, "b c/d": None}, {"b c/d": 2}, {"a": None}, {"a": 3, "b c/d": 4}]
+    np.testing.assert_array_equal(read_file(tmp_path, "m.json", json.dumps(rows), NUM_SPEC), want)
+    jsonl = "".join(json.dumps(r) + "\n" for r in rows)
+    np.testing.assert_array_equal(read_file(tmp_path, "m.jsonl", jsonl, NUM_SPEC), want)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(
+        pa.table({"b c/d": [NAN, 2.0, None, 4.0], "a": pa.array([1.5, None, None, 3.0])}), tmp_path / "m.parquet"
+    )
+    np.testing.assert_array_equal(read_all(open_input(NUM_SPEC, path=tmp_path / "m.parquet")), want)
+    np.save(tmp_path / "m.npy", want.astype(np.float64))
+    np.testing.assert_array_equal(read_all(open_input(NUM_SPEC, path=tmp_path / "m.npy")), want)
+    got = read_all(open_input(NUM_SPEC, pairs=["1.5,", "NA,2", ",N/A", "3,4"]))
+    np.testing.assert_array_equal(got, want)
+    # Inf and overflow are still refused: once per column, counted
+    message = usage_error(tmp_path, "i.csv", "a,b c/d\ninf,1\n2,1e39\n-inf,\n", NUM_SPEC)
+    assert "column 'a' has 2 values infinite or beyond float32's range" in message
+    assert "(the first, inf, at line 2)" in message
+    np.save(tmp_path / "i.npy", np.array([[1.0, np.inf]]))
+    with pytest.raises(UsageError, match=r"row 1 is not finite .* Inf and overflowing numbers are refused"):
+        open_input(NUM_SPEC, path=tmp_path / "i.npy").validate()
+
+
+def test_a_model_that_takes_no_missing_value_still_names_the_column_and_says_missing(tmp_path):
+    assert "line 3, column 'x2' is missing" in usage_error(tmp_path, "m.csv", "x1,x2\n1,2\n3,\n", NAMED2)
+    message = usage_error(tmp_path, "m.jsonl", '{"x1": 1, "x2": 2}\n{"x1": 1}\n', NAMED2)
+    assert "line 2, column 'x2' is missing" in message
+    with pytest.raises(UsageError, match="not 2 numbers joined by commas"):
+        open_input(NAMED2, pairs=["1,"]).validate()
+
+
+def test_per_column_rows_are_numbers_and_text_as_written_matched_by_name(tmp_path):
+    csv = (
+        "at,extra,day,flag,cat x,n/1\n"
+        "2020-01-02T03:04:05,z,2021-02-03,true,a,1.5\n"
+        "2020-01-02 03:04,z,NA,TRUE, b ,NA\n"  # text as written (spaces kept), a token is missing
+        ",z,,,   ,\n"  # missing everywhere: "" for text, NaN for numbers
+        "garbage,z,2021-13-01,0,Mars,-2\n"  # the graph reads what is not a date as missing, unseen as all zeros
+    )
+    got = read_columns(open_input(MIXED_SPEC, path=_write(tmp_path, "m.csv", csv)))
+    assert same(got["n/1"], [1.5, NAN, NAN, -2.0])
+    assert got["cat x"] == ["a", " b ", "", "Mars"]
+    assert got["flag"] == ["true", "TRUE", "", "0"]
+    assert got["day"] == ["2021-02-03", "", "", "2021-13-01"]
+    assert got["at"] == ["2020-01-02T03:04:05", "2020-01-02 03:04", "", "garbage"]
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_parquet_typed_columns_become_the_text_the_graph_reads(tmp_path):
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "n/1": pa.array([1, None, 3], pa.int32()),
+            "cat x": pa.array(["a", None, "NA"]).dictionary_encode(),
+            "flag": pa.array([True, None, False]),
+            "day": pa.array([dt.date(2021, 2, 3), None, dt.date(1999, 12, 31)], pa.date32()),
+            "at": pa.array(
+                [dt.datetime(2020, 1, 2, 3, 4, 5, 678000), None, dt.datetime(2020, 12, 31, 23, 59, 59)],
+                pa.timestamp("us"),
+            ),
+        }
+    )
+    pq.write_table(table, tmp_path / "t.parquet")
+    got = read_columns(open_input(MIXED_SPEC, path=tmp_path / "t.parquet"))
+    assert same(got["n/1"], [1.0, NAN, 3.0])
+    assert got["cat x"] == ["a", "", ""]
+    assert got["flag"] == ["true", "", "false"]
+    assert got["day"] == ["2021-02-03", "", "1999-12-31"]
+    assert got["at"] == ["2020-01-02T03:04:05", "", "2020-12-31T23:59:59"]  # to the second
+    # other types: a day as a timestamp, a time zone (its own clock, as training formats it), large strings
+    table = pa.table(
+        {
+            "n/1": pa.array([0.5, float("nan")]),
+            "cat x": pa.array(["b", "a"], pa.large_string()),
+            "flag": pa.array([None, None], pa.null()),
+            "day": pa.array([dt.datetime(2021, 2, 3), None], pa.timestamp("ms")),
+            "at": pa.array([dt.datetime(2020, 1, 2, 3, 4, 5), None], pa.timestamp("s", tz="Europe/Paris")),
+        }
+    )
+    pq.write_table(table, tmp_path / "u.parquet")
+    got = read_columns(open_input(MIXED_SPEC, path=tmp_path / "u.parquet"))
+    assert same(got["n/1"], [0.5, NAN]) and got["cat x"] == ["b", "a"] and got["flag"] == ["", ""]
+    assert got["day"] == ["2021-02-03T00:00:00", ""] and got["at"] == ["2020-01-02T04:04:05", ""]  # 03:04:05 UTC
+
+
+def test_per_column_json_lines_and_documents_take_absent_keys_and_nulls(tmp_path):
+    rows = [
+        {"n/1": 2, "cat x": "a", "flag": True, "day": "2021-02-03", "at": "2020-01-02T03:04:05", "other": [1]},
+        {"cat x": None, "flag": False},
+        {"n/1": None, "cat x": "b", "flag": None, "day": None, "at": None},
+    ]
+    want = {
+        "n/1": [2.0, NAN, NAN],
+        "cat x": ["a", "", "b"],
+        "flag": ["true", "false", ""],
+        "day": ["2021-02-03", "", ""],
+        "at": ["2020-01-02T03:04:05", "", ""],
+    }
+    jsonl = "".join(json.dumps(r) + "\n" for r in rows)
+    sources = [
+        open_input(MIXED_SPEC, path=_write(tmp_path, "r.jsonl", jsonl)),
+        open_input(MIXED_SPEC, path=_write(tmp_path, "r.json", json.dumps(rows))),
+        open_input(MIXED_SPEC, stdin=io.StringIO(jsonl)),
+        open_input(MIXED_SPEC, stdin=io.StringIO(json.dumps(rows)), fmt="json"),
+    ]
+    for source in sources:
+        got = read_columns(source)
+        assert all(same(got[k], v) for k, v in want.items()), (source.name, got)
+
+
+def test_a_value_that_is_not_a_number_is_counted_once_per_column(tmp_path):
+    csv = "n/1,cat x,flag,day,at\nabc,a,true,,\n1,a,true,,\n4y,a,true,,\nNA,a,true,,\n0x10,a,true,,\n"
+    message = usage_error(tmp_path, "b.csv", csv, MIXED_SPEC)
+    assert "b.csv: column 'n/1' has 3 values that are not numbers (the first, 'abc', at line 2)" in message
+    assert "a missing number is imputed" in message
+    two = InputSpec(2, NUM_ENC.features, encoding=NUM_ENC)
+    message = usage_error(tmp_path, "c.csv", "a,b c/d\n1,x\ny,2\n3,z\n", two)
+    assert "column 'a' has 1 value that is not a number (the first, 'y', at line 3)" in message
+    assert "column 'b c/d' has 2 values that are not numbers (the first, 'x', at line 2)" in message
+    rows = [{"n/1": 1}, {"n/1": "2"}, {"n/1": True}, {"n/1": None}]
+    message = usage_error(tmp_path, "b.jsonl", "".join(json.dumps(r) + "\n" for r in rows), MIXED_SPEC)
+    assert "column 'n/1' has 2 values that are not numbers (the first, '\"2\"', at line 2)" in message
+    message = usage_error(tmp_path, "b.json", json.dumps(rows), MIXED_SPEC)
+    assert "column 'n/1' has 2 values that are not numbers (the first, '\"2\"', at row 2)" in message
+
+
+def test_a_per_column_model_needs_its_columns_by_name(tmp_path):
+    message = usage_error(tmp_path, "h.csv", "1.5,a,true,2021-01-01,\n", MIXED_SPEC)
+    assert "line 1 ('1.5,a,true,2021-01-01,') is not a header line: this model takes its columns by name" in message
+    assert "n/1, cat x, flag, day, at" in message
+    assert "takes its columns by name" in usage_error(tmp_path, "l.json", '[[1, "a", true, "", ""]]', MIXED_SPEC)
+    np.save(tmp_path / "x.npy", np.zeros((1, 5)))
+    for source in ({"path": tmp_path / "x.npy"}, {"pairs": ["1,a,true,,"]}):
+        with pytest.raises(UsageError, match=r"this model takes its columns by name \(column 'cat x' is text\)"):
+            open_input(MIXED_SPEC, **source)
+    # a header that names the columns, in any order and with others, is enough
+    got = read_columns(open_input(MIXED_SPEC, path=_write(tmp_path, "o.csv", "x,at,day,flag,cat x,n/1\n0,,,,b,7\n")))
+    assert got["cat x"] == ["b"] and same(got["n/1"], [7.0])
+
+
+def test_per_column_chunks_regroup_mappings_across_batches(tmp_path, monkeypatch):
+    monkeypatch.setattr(T, "BLOCK_BYTES", 64)  # many small batches (the header's read, too)
+    monkeypatch.setattr(T, "MAX_HEADER_BYTES", 64)
+    lines = [f"{i},{'ab'[i % 2]},true,2021-01-{i % 28 + 1:02d}," for i in range(40)]
+    path = _write(tmp_path, "m.csv", "n/1,cat x,flag,day,at\n" + "\n".join(lines) + "\n")
+    source = open_input(MIXED_SPEC, path=path)
+    assert len(list(source.batches())) > 3
+    chunks = list(source.chunks(7))
+    assert [len(c["n/1"]) for c in chunks] == [7] * 5 + [5]
+    assert np.concatenate([c["n/1"] for c in chunks]).tolist() == list(range(40))
+    assert np.concatenate([c["cat x"] for c in chunks]).tolist() == ["ab"[i % 2] for i in range(40)]
+
+
+def test_per_column_reading_imports_neither_pandas_nor_torch(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"n/1": [1.0], "cat x": ["a"], "flag": [True], "day": ["2021-01-01"], "at": [None]}),
+                   tmp_path / "t.parquet")  # fmt: skip
+    code = (
+        BLOCK_TORCH_AND_PANDAS + "from tests.test_inputs import MIXED_SPEC, read_columns\n"
+        "from pipeline.serving.inputs import open_input\n"
+        f"got = read_columns(open_input(MIXED_SPEC, path={str(tmp_path / 't.parquet')!r}))\n"
+        "assert got['cat x'] == ['a'] and got['flag'] == ['true'], got\n"
+        "assert 'pandas' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -23,7 +23,7 @@ from pipeline.serving import predict as P
 from pipeline.serving.inputs import open_input
 from pipeline.spec.archs import Arch
 from pipeline.store.manifest import FileRecord, Manifest, VerifyRecord
-from tests.conftest import ROOT
+from tests.conftest import ROOT, invoke_cli
 
 MULTI = Arch(
     name="iris30",
@@ -401,3 +401,288 @@ def test_a_row_whose_output_is_not_finite_is_the_inputs_problem_named_by_its_row
     with pytest.raises(UsageError, match=r"row 2 of the batch gives a non-finite value") as info:
         p.outputs(x)
     assert info.value.exit_code == 2 and str(root) not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models that encode raw columns inside the graph, trained through the real pipeline (train, export):
+# gaps, text categories, true/false and dates, column names with spaces and slashes
+
+
+MIXED_COLUMNS = ("bill length/mm", "island name", "sex", "tagged", "seen on", "at", "mass")
+
+
+def _mixed_csv(rng: np.random.Generator, n: int) -> str:
+    def gap(values: list[str], p: float, token: str = "") -> list[str]:
+        return [token if rng.random() < p else v for v in values]
+
+    bill = rng.normal(44, 5, n).round(1)
+    island = rng.choice(["Biscoe", "Dream", "Torgersen"], n)
+    cols = {
+        "bill length/mm": gap([str(v) for v in bill], 0.15),
+        "island name": gap(list(island), 0.1, "NA"),
+        "sex": gap(list(rng.choice(["male", "female"], n)), 0.1),
+        "tagged": list(rng.choice(["true", "false"], n)),
+        "seen on": gap([f"2021-{m:02d}-{d:02d}" for m, d in zip(rng.integers(1, 13, n), rng.integers(1, 29, n))], 0.1),
+        "at": [f"2020-05-{d:02d}T{h:02d}:{m:02d}:00" for d, h, m in rng.integers([1, 0, 0], [29, 24, 60], (n, 3))],
+        "mass": [str(v) for v in rng.integers(3000, 6000, n)],
+        "species": list(np.where(bill > 46, "Gentoo", np.where(island == "Dream", "Chinstrap", "Adelie"))),
+    }
+    return "\n".join([",".join(cols), *(",".join(c[i] for c in cols.values()) for i in range(n))]) + "\n"
+
+
+def _numeric_csv(rng: np.random.Generator, n: int) -> str:
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    lines = ["a,b c/d,e,y"]
+    for i in range(n):
+        lines.append(f"{'' if i % 7 == 0 else round(a[i], 3)},{'NA' if i % 5 == 0 else round(b[i], 3)},{i % 3},"
+                     f"{'yes' if a[i] + b[i] > 0 else 'no'}")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _train(folder: Path, name: str, csv: str, target: str) -> Path:
+    """<folder>/art/<name>/candidate/model.onnx, trained (a few steps) and exported by the pipeline's stages."""
+    from pipeline import flow
+    from pipeline.spec.recipe import load_recipe
+
+    (folder / f"{name}.csv").write_text(csv)
+    recipe = folder / f"{name}.toml"
+    recipe.write_text(
+        f'name = "{name}"\n[model]\nhidden = [8]\n[data]\npath = "{name}.csv"\ntarget = "{target}"\n'
+        "[train]\nsteps = 40\n[gate]\nmin_accuracy = 0.0\n"
+    )
+    r = load_recipe(recipe)
+    for outcome in (*flow.train_models(r, folder / "art", device="cpu"), *flow.export_models(r, folder / "art")):
+        assert outcome.error is None, outcome.error
+    return folder / "art" / name / "candidate" / "model.onnx"
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    """(the text/date model's file, the all-number model's file): candidates with their manifests."""
+    folder = tmp_path_factory.mktemp("encoded")
+    rng = np.random.default_rng(0)
+    return _train(folder, "mixed", _mixed_csv(rng, 160), "species"), _train(folder, "gaps", _numeric_csv(rng, 120), "y")
+
+
+def loose_predictor(model: Path) -> P.Predictor:
+    return P.Predictor(P.resolve_model(model.parent, None, model, allow_unverified=True), "cpu")
+
+
+def ort_outputs(model: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """The independent reference: a plain onnxruntime session on the file, fed by hand."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return session.run([session.get_outputs()[0].name], feeds)[0]
+
+
+# The same rows, as each format holds them: None is missing; "Mars" an island training never saw.
+MIXED_ROWS = [
+    {"bill length/mm": 45.1, "island name": "Biscoe", "sex": "male", "tagged": True, "seen on": (2021, 3, 4),
+     "at": (2020, 5, 3, 10, 20), "mass": 4000},
+    {"bill length/mm": None, "island name": None, "sex": None, "tagged": False, "seen on": None,
+     "at": (2020, 5, 17, 23, 5), "mass": 3500},
+    {"bill length/mm": 39.5, "island name": "Mars", "sex": "female", "tagged": None, "seen on": (2021, 12, 31),
+     "at": None, "mass": None},
+    {"bill length/mm": 50.0, "island name": "Dream", "sex": "male", "tagged": True, "seen on": (2021, 7, 9),
+     "at": (2020, 5, 9, 0, 0), "mass": 5200},
+]  # fmt: skip
+
+
+def _text(column: str, v) -> str | None:
+    """A value as text (CSV, JSON): ISO dates and timestamps, true/false."""
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if column == "seen on":
+        return "{:04d}-{:02d}-{:02d}".format(*v)
+    if column == "at":
+        return "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:00".format(*v)
+    return v
+
+
+def mixed_feeds() -> dict[str, np.ndarray]:
+    """MIXED_ROWS as the graph takes them, built by hand: [rows, 1] float32 (NaN missing) or str ("" missing)."""
+    feeds = {}
+    for c in MIXED_COLUMNS:
+        values = [r[c] for r in MIXED_ROWS]
+        if c in ("bill length/mm", "mass"):
+            feeds[c] = np.array([np.nan if v is None else v for v in values], np.float32).reshape(-1, 1)
+        else:
+            feeds[c] = np.array([_text(c, v) or "" for v in values], dtype=object).reshape(-1, 1)
+    return feeds
+
+
+def write_mixed(folder: Path) -> dict[str, Path]:
+    """MIXED_ROWS as CSV (gaps as "" and NA, other columns and another order), Parquet (real date32,
+    timestamp, bool, int and null types), JSON Lines (absent keys and nulls) and a JSON document."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(exist_ok=True)
+    order = ["id", *reversed(MIXED_COLUMNS)]
+    lines = [",".join(order)]
+    for i, r in enumerate(MIXED_ROWS):
+        cells = [f"row-{i}"] + [_text(c, r[c]) for c in reversed(MIXED_COLUMNS)]
+        lines.append(",".join(("NA" if i % 2 else "") if v is None else str(v) for v in cells))
+    paths = {"csv": folder / "rows.csv", "parquet": folder / "rows.parquet", "jsonl": folder / "rows.jsonl"}
+    paths["csv"].write_text("\n".join(lines) + "\n")
+    col = {c: [r[c] for r in MIXED_ROWS] for c in MIXED_COLUMNS}
+    table = pa.table(
+        {
+            "id": [f"row-{i}" for i in range(len(MIXED_ROWS))],
+            "bill length/mm": pa.array(col["bill length/mm"], pa.float64()),
+            "island name": col["island name"],
+            "sex": col["sex"],
+            "tagged": pa.array(col["tagged"], pa.bool_()),
+            "seen on": pa.array([v and dt.date(*v) for v in col["seen on"]], pa.date32()),
+            "at": pa.array([v and dt.datetime(*v) for v in col["at"]], pa.timestamp("s")),
+            "mass": pa.array(col["mass"], pa.int64()),
+        }
+    )
+    pq.write_table(table, paths["parquet"])
+    objects = []
+    for i, r in enumerate(MIXED_ROWS):
+        obj = {"id": f"row-{i}"}
+        for k, (c, v) in enumerate(r.items()):
+            if v is not None or (i + k) % 2:  # absent keys, and nulls
+                obj[c] = v if c in ("bill length/mm", "mass", "tagged") or v is None else _text(c, v)
+        objects.append(obj)
+    paths["jsonl"].write_text("".join(json.dumps(o) + "\n" for o in objects))
+    paths["json"] = folder / "rows.json"
+    paths["json"].write_text(json.dumps(objects))
+    return paths
+
+
+def test_an_encoded_model_takes_raw_rows_from_every_format_bit_for_bit(encoded, tmp_path):
+    model, _ = encoded
+    p = loose_predictor(model)
+    assert p.arch.per_column and p.spec.per_column and p.arch.features == MIXED_COLUMNS
+    want = ort_outputs(model, mixed_feeds()).astype(np.float64)
+    paths = write_mixed(tmp_path)
+    docs = {fmt: run_json(p, path=path) for fmt, path in paths.items()}
+    docs["stdin"] = run_json(p, stdin=io.StringIO(paths["jsonl"].read_text()), fmt="jsonl")
+    for fmt, doc in docs.items():
+        got = np.array([list(row["probabilities"].values()) for row in doc["predictions"]])
+        assert np.array_equal(got, want), fmt  # bit for bit: the float32 outputs, through JSON
+        assert doc["predictions"] == docs["csv"]["predictions"], fmt  # the echoed inputs too
+    echoed = docs["parquet"]["predictions"]
+    assert echoed[0]["x"] == [pytest.approx(45.1), "Biscoe", "male", "true", "2021-03-04", "2020-05-03T10:20:00", 4000]
+    assert echoed[1]["x"] == [None, "", "", "false", "", "2020-05-17T23:05:00", 3500]
+    assert echoed[2]["x"][1] == "Mars" and echoed[2]["x"][3] == "" and echoed[2]["x"][-1] is None
+    # the library's form agrees
+    lib = P.predict(p.served, {k: v.reshape(-1) for k, v in mixed_feeds().items()}, "cpu")
+    for mine, theirs in zip(lib.as_dict()["predictions"], echoed):
+        x, y = mine.pop("x"), dict(theirs).pop("x")
+        assert [np.float32(v) if isinstance(v, float) else v for v in x] == [
+            np.float32(v) if isinstance(v, float) else v for v in y
+        ]
+        assert mine == {k: v for k, v in theirs.items() if k != "x"}
+
+
+def test_an_encoded_models_outputs_carry_and_table(encoded, tmp_path):
+    import pandas as pd
+
+    model, _ = encoded
+    paths = write_mixed(tmp_path)
+    want = ort_outputs(model, mixed_feeds())
+    classes = loose_predictor(model).arch.classes
+    for fmt in ("csv", "parquet", "jsonl"):
+        out = tmp_path / f"out.{fmt}"
+        r = invoke_cli("predict", "--model", str(model), "--allow-unverified", "--input", str(paths["parquet"]),
+                       "--carry", "id", "--carry", "island name", "--output", str(out))  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        frame = {"csv": pd.read_csv, "parquet": pd.read_parquet}.get(fmt, lambda f: pd.read_json(f, lines=True))(out)
+        assert list(frame.columns) == ["id", "island name", "label", *(f"p_{c}" for c in classes)]
+        assert frame["id"].tolist() == [f"row-{i}" for i in range(4)]
+        islands = [v if isinstance(v, str) else None for v in frame["island name"].tolist()]
+        assert islands == ["Biscoe", None, "Mars", "Dream"]  # carried as the input holds it (a null)
+        got = frame[[f"p_{c}" for c in classes]].to_numpy().astype(np.float32)
+        assert np.array_equal(got, want), fmt
+    r = invoke_cli("predict", "--model", str(model), "--allow-unverified", "--input", str(paths["csv"]))
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and lines[0].split()[:2] == ["bill", "length/mm"] and len(lines) == 5
+    assert lines[2].split()[:3] == ["NA", "NA", "NA"] and "Mars" in lines[3]  # missing shown as NA, text as written
+
+
+def test_an_encoded_models_refusals_name_the_column_with_a_count(encoded, tmp_path):
+    model, _ = encoded
+    args = ("predict", "--model", str(model), "--allow-unverified", "--input")
+    bad = tmp_path / "bad.csv"
+    rows = ["bill length/mm,island name,sex,tagged,seen on,at,mass"]
+    rows += [f"{b},Dream,male,true,2021-01-01,,{m}" for b, m in (("4o", 1), ("", 2), ("x", '"3,5"'), ("1", "?"))]
+    bad.write_text("\n".join(rows) + "\n")
+    r = invoke_cli(*args, str(bad))
+    error = r.stderr.strip()
+    assert r.returncode == 2 and error.count("\n") == 0, error
+    assert "column 'bill length/mm' has 2 values that are not numbers (the first, '4o', at line 2)" in error
+    assert "column 'mass' has 2 values that are not numbers (the first, '3,5', at line 4)" in error
+    (tmp_path / "plain.csv").write_text("45,Dream,male,true,2021-01-01,,4000\n")
+    r = invoke_cli(*args, str(tmp_path / "plain.csv"))
+    assert r.returncode == 2 and "line 1 ('45,Dream,male,true,2021-01-01,,4000') is not a header line" in r.stderr
+    r = invoke_cli("predict", "--model", str(model), "--allow-unverified", "45,Dream,male,true,2021-01-01,,4000")
+    assert r.returncode == 2 and "rows as arguments: this model takes its columns by name" in r.stderr
+    np.save(tmp_path / "x.npy", np.zeros((1, 7)))
+    r = invoke_cli(*args, str(tmp_path / "x.npy"))
+    assert r.returncode == 2 and "a .npy array: this model takes its columns by name" in r.stderr
+
+
+def test_an_all_number_encoding_takes_gaps_as_nan_in_x(encoded, tmp_path):
+    _, model = encoded
+    p = loose_predictor(model)
+    assert p.arch.encoding is not None and not p.arch.per_column and p.spec.takes_missing
+    x = np.array([[0.5, np.nan, 1], [np.nan, np.nan, np.nan], [-1, 2, np.nan]], np.float32)
+    want = ort_outputs(model, {"x": x})[:, 0].astype(np.float64)
+    (tmp_path / "h.csv").write_text("y,e,b c/d,a\n?,1,,0.5\n?,NA,,\n?,,2,-1\n")
+    (tmp_path / "n.csv").write_text("0.5,,1\nNA,,\n-1,2,N/A\n")  # no header: the gap on line 1 is data
+    rows = [{"a": 0.5, "e": 1}, {"a": None, "b c/d": None}, {"a": -1, "b c/d": 2, "e": None}]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    np.save(tmp_path / "x.npy", x)
+    sources = [
+        {"path": tmp_path / "h.csv"},
+        {"path": tmp_path / "n.csv"},
+        {"path": tmp_path / "r.jsonl"},
+        {"stdin": io.StringIO(json.dumps(rows))},
+        {"path": tmp_path / "x.npy"},
+        {"pairs": ["0.5,,1", "NA,,", "-1,2,"]},
+    ]
+    for source in sources:
+        doc = run_json(p, **source)
+        got = np.array([row["probability"] for row in doc["predictions"]])
+        assert np.array_equal(got, want), source
+        assert doc["predictions"][1]["x"] == [None, None, None]
+    r = invoke_cli("predict", "--model", str(model), "--allow-unverified", "1,inf,0")
+    assert r.returncode == 2 and "not finite" in r.stderr and "Inf and overflowing numbers are refused" in r.stderr
+
+
+def test_a_loose_encoded_file_is_described_by_its_metadata(encoded, tmp_path):
+    model, _ = encoded
+    loose = tmp_path / "alone" / "model.onnx"
+    loose.parent.mkdir()
+    loose.write_bytes(model.read_bytes())
+    with_manifest = loose_predictor(model)
+    p = loose_predictor(loose)
+    assert p.arch.encoding == with_manifest.arch.encoding and p.arch.per_column
+    assert p.arch.n_encoded == with_manifest.arch.n_encoded and p.arch.features == MIXED_COLUMNS
+    paths = write_mixed(tmp_path / "rows")
+    assert (
+        run_json(p, path=paths["parquet"])["predictions"]
+        == run_json(with_manifest, path=paths["parquet"])["predictions"]
+    )
+
+
+def test_an_encoded_file_whose_manifest_says_another_encoding_is_refused(encoded, tmp_path):
+    import shutil
+
+    model, _ = encoded
+    folder = tmp_path / "candidate"
+    shutil.copytree(model.parent, folder)
+    path = folder / "manifest.json"
+    doc = json.loads(path.read_text())
+    doc["model"]["encoding"]["columns"][0]["impute"] = [1.0]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(CorruptArtifact, match="its metadata records another encoding of raw columns than its manifest"):
+        loose_predictor(folder / "model.onnx")

@@ -123,6 +123,11 @@ def test_recipe_for_arch_or_recipe(tmp_path):
         (("[data]", '[data]\nmissing = ["", ""]'), "missing lists '' twice"),
         (("[data]", '[data]\nmissing = ["a\\nb"]'), "holds a line break or a quote"),
         (("[data]", "[data]\nmissing = [1]"), "missing must be a list"),
+        (("[data]", '[data]\nimpute = "mode"'), "impute 'mode' is not one of median, mean"),
+        (("[data]", '[data]\ncategorical = "a"'), "categorical must be a list of column names"),
+        (("[data]", '[data]\ncategorical = ["a", "a"]'), "categorical names 'a' twice"),
+        (("[data]", '[data]\ncategorical = ["species"]'), "categorical names the target 'species'"),
+        (("[data]", '[data]\nfeatures = ["a"]\ncategorical = ["b"]'), "categorical names 'b', which is not in"),
     ],
 )
 def test_bad_recipes_get_one_line(tmp_path, change, expect):
@@ -131,6 +136,14 @@ def test_bad_recipes_get_one_line(tmp_path, change, expect):
     with pytest.raises(RecipeError, match=expect) as info:
         load_recipe(_write(tmp_path, GOOD.replace(old, new, 1)))
     assert "\n" not in str(info.value) and info.value.exit_code == 2
+
+
+def test_categorical_and_impute_round_trip_through_the_record(tmp_path):
+    r = load_recipe(_write(tmp_path, GOOD.replace("[data]", '[data]\ncategorical = ["code"]\nimpute = "mean"')))
+    assert r.data.categorical == ("code",) and r.data.impute == "mean"
+    again = parse_recipe(r.to_toml(), tmp_path / "x.toml")
+    assert again.data.categorical == ("code",) and again.data.impute == "mean"
+    assert "impute" not in load_recipe(_write(tmp_path, GOOD)).as_dict()["data"]  # the default: as before
 
 
 def test_missing_tokens_are_recorded_only_when_given(tmp_path):

@@ -876,3 +876,295 @@ def test_several_recipes_are_all_served(recipe_root, tmp_path):
         assert s.h.is_model_ready("iris") and s.h.is_model_ready("house_prices")
     finally:
         assert s.stop() == 0, s.text()
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw tables (issue 23): a model that takes one input per column (a number with gaps, a text
+# category, a boolean, a date; names with spaces and slashes) and an all-numeric one with gaps (one
+# `x`, NaN imputed in its graph), both built by the real pipeline (`all`), shipped by `ship`, served
+# together. Every answer is compared bit for bit with a plain onnxruntime session on the shipped file
+# (fed by the names and types of ship's config.pbtxt) and with `predict`.
+
+LISTINGS = ("lot size", "kind/type", "has pool", "sold on")
+
+
+def _listings_csv(path: Path) -> None:
+    import datetime as dt
+
+    rng = np.random.default_rng(5)
+    lines = ["price,lot size,kind/type,has pool,sold on"]
+    for i in range(150):
+        kind = ("flat", "house", "villa")[i % 3]
+        lot = round(float(rng.uniform(50, 500)), 1)
+        pool = bool(rng.integers(0, 2))
+        day = dt.date(2020, 1, 1) + dt.timedelta(days=int(rng.integers(0, 900)))
+        price = lot * 2 + {"flat": 10, "house": 100, "villa": 300}[kind] + 50 * pool + float(rng.normal(0, 10))
+        lot_text = "" if i % 9 == 0 else str(lot)  # gaps: imputed, with an indicator
+        day_text = "" if i % 13 == 0 else day.isoformat()
+        lines.append(f"{price:.1f},{lot_text},{kind},{str(pool).lower()},{day_text}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _gaps_csv(path: Path) -> None:
+    rng = np.random.default_rng(6)
+    lines = ["y,a,b"]
+    for i in range(120):
+        a, b = float(rng.uniform(0, 10)), float(rng.uniform(-5, 5))
+        lines.append(f"{2 * a - b + float(rng.normal(0, 0.5)):.3f},{'' if i % 7 == 0 else round(a, 3)},{round(b, 3)}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+RECIPE = 'name = "{name}"\n[model]\nhidden = [8]\n[data]\npath = "{path}"\ntarget = "{target}"\n[train]\nsteps = 60\nlr = 0.01\n[gate]\nmax_rmse = 1e9\n'
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory) -> dict:
+    """`all` on two raw tables, then `ship` of both: {folder, root, repo, recipes}."""
+    tmp = tmp_path_factory.mktemp("raw-tables")
+    _listings_csv(tmp / "listings.csv")
+    _gaps_csv(tmp / "gaps.csv")
+    recipes = {}
+    for name, target in (("listings", "price"), ("gaps", "y")):
+        recipes[name] = tmp / f"{name}.toml"
+        recipes[name].write_text(RECIPE.format(name=name, path=f"{name}.csv", target=target))
+    root, repo = tmp / "artifacts", tmp / "repo"
+    for recipe in recipes.values():
+        r = run_cli("all", "--recipe", str(recipe), "--artifacts-dir", str(root), cwd=tmp, timeout=600)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        r = run_cli("ship", "--recipe", str(recipe), "--artifacts-dir", str(root), "--out", str(repo), cwd=tmp)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return {"folder": tmp, "root": root, "repo": repo, "recipes": recipes}
+
+
+@pytest.fixture(scope="module")
+def tables_server(tables, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("raw-tables-env")
+    args = [a for r in tables["recipes"].values() for a in ("--recipe", str(r))]
+    s = Server(tables["root"], _no_torch_env(tmp), *args, log=tmp / "serve.log")
+    yield s
+    rc = s.stop()
+    assert rc == 0, s.text()
+
+
+def _config(repo: Path, name: str):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse((repo / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+
+
+def _shipped_session_run(repo: Path, name: str, columns: dict) -> np.ndarray:
+    """A plain onnxruntime session on the shipped file, fed by the names and types ship's config says."""
+    import onnxruntime as ort
+    from tritonclient.grpc import model_config_pb2
+
+    cfg = _config(repo, name)
+    sess = ort.InferenceSession(str(repo / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {}
+    for i in cfg.input:
+        string = i.data_type == model_config_pb2.TYPE_STRING
+        feeds[i.name] = np.asarray(columns[i.name], dtype=object if string else np.float32).reshape(
+            -1, list(i.dims)[-1]
+        )
+    return sess.run([cfg.output[0].name], feeds)[0]
+
+
+# A gap, a category never seen in training, missing text, an impossible day (rolls over), text that is
+# not a date, a boolean spelled TRUE, and an ordinary row.
+RAW = {
+    "lot size": np.array([120.5, np.nan, 300.0, np.nan, 88.0], np.float32),
+    "kind/type": np.array(["flat", "castle", "", "villa", "house"], object),
+    "has pool": np.array(["true", "TRUE", "false", "", "false"], object),
+    "sold on": np.array(["2021-03-04", "2021-02-30", "", "not a date", "2022-12-31"], object),
+}
+
+
+def _inputs(mod, columns: dict, binary: bool = True) -> list:
+    out = []
+    for name, values in columns.items():
+        v = values.reshape(-1, 1)
+        inp = mod.InferInput(name, list(v.shape), "BYTES" if v.dtype == object else "FP32")
+        if mod is tritonhttp:
+            inp.set_data_from_numpy(v, binary_data=binary)
+        else:
+            inp.set_data_from_numpy(v)
+        out.append(inp)
+    return out
+
+
+def _predict_values(tables: dict, name: str, csv_text: str) -> np.ndarray:
+    rows = tables["folder"] / f"{name}-rows.csv"
+    rows.write_text(csv_text)
+    r = run_cli("predict", "--recipe", str(tables["recipes"][name]), "--artifacts-dir", str(tables["root"]),
+                "--input", str(rows), "--json", cwd=tables["folder"])  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return np.array([p["value"] for p in json.loads(r.stdout)["predictions"]], dtype=np.float64)
+
+
+def test_per_column_metadata_and_config_name_every_column(tables, tables_server):
+    from tritonclient.grpc import model_config_pb2
+
+    want = [{"name": n, "datatype": "FP32" if n == "lot size" else "BYTES", "shape": [-1, 1]} for n in LISTINGS]
+    assert tables_server.h.get_model_metadata("listings")["inputs"] == want
+    g = tables_server.g.get_model_metadata("listings")
+    assert [(t.name, t.datatype, list(t.shape)) for t in g.inputs] == [
+        (w["name"], w["datatype"], [-1, 1]) for w in want
+    ]
+    cfg = _config(tables["repo"], "listings")
+    string, fp32 = model_config_pb2.TYPE_STRING, model_config_pb2.TYPE_FP32
+    assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [
+        ("lot size", fp32, [1]), ("kind/type", string, [1]), ("has pool", string, [1]), ("sold on", string, [1])
+    ]  # fmt: skip
+    assert cfg.max_batch_size == 1024 and [o.name for o in cfg.output] == ["value"]
+    assert "CPU provider" in (tables["repo"] / "listings" / "config.pbtxt").read_text()
+    # the all-numeric model keeps its one `x`, NaN imputed in its graph
+    assert tables_server.h.get_model_metadata("gaps")["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}]
+    assert [(i.name, list(i.dims)) for i in _config(tables["repo"], "gaps").input] == [("x", [2])]
+    text = tables_server.text()
+    assert "listings: listings v1" in text and "takes 4 columns, one input each (1 FP32, 3 BYTES)" in text
+    assert "takes 2 features (NaN: missing)" in text
+    assert "runs on CPUExecutionProvider" in text and "CUDA" not in text
+
+
+def test_a_raw_row_with_gaps_and_an_unseen_category_is_bit_identical_everywhere(tables, tables_server):
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    want = _shipped_session_run(tables["repo"], "listings", RAW)
+    assert want.shape == (5, 1) and np.isfinite(want).all()
+    csv_text = '"lot size","kind/type","has pool","sold on"\n' + "".join(
+        f"{'' if np.isnan(a) else a},{b},{c},{d}\n" for a, b, c, d in zip(*RAW.values())
+    )
+    np.testing.assert_array_equal(_predict_values(tables, "listings", csv_text), want.reshape(-1).astype(np.float64))
+    h, g = tables_server.h, tables_server.g
+    for client, mod, binary in ((h, tritonhttp, True), (h, tritonhttp, False), (g, tritongrpc, True)):
+        got = client.infer("listings", _inputs(mod, RAW, binary)).as_numpy("value")
+        assert got.dtype == np.float32 and got.tobytes() == want.tobytes(), (mod.__name__, binary)
+    # plain JSON over REST: null is a missing number
+    inputs = [{"name": n, "shape": [5, 1], "datatype": "FP32" if v.dtype != object else "BYTES",
+               "data": [None if isinstance(x, float) and np.isnan(x) else (float(x) if v.dtype != object else x) for x in v]}
+              for n, v in RAW.items()]  # fmt: skip
+    status, doc = post(f"{tables_server.url}/v2/models/listings/infer", json.dumps({"inputs": inputs}).encode())
+    assert status == 200, doc
+    assert np.array(doc["outputs"][0]["data"], dtype=np.float32).tobytes() == want.tobytes()
+    # gRPC with typed contents (bytes_contents, fp32_contents), not raw
+    stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{tables_server.grpc}"))
+    tensors = [
+        pb.ModelInferRequest.InferInputTensor(
+            name=n, datatype="BYTES" if v.dtype == object else "FP32", shape=[5, 1],
+            contents=pb.InferTensorContents(bytes_contents=[s.encode() for s in v]) if v.dtype == object
+            else pb.InferTensorContents(fp32_contents=v.tolist()),
+        )
+        for n, v in RAW.items()
+    ]  # fmt: skip
+    answer = stub.ModelInfer(pb.ModelInferRequest(model_name="listings", inputs=tensors))
+    assert answer.raw_output_contents[0] == want.astype("<f4").tobytes()
+
+
+def test_an_all_numeric_model_takes_nan_as_missing(tables, tables_server):
+    x = np.array([[1.5, 2.0], [np.nan, -1.0], [np.nan, 0.0], [7.25, 4.5]], np.float32)
+    want = _shipped_session_run(tables["repo"], "gaps", {"x": x})
+    csv_text = "a,b\n" + "".join(f"{'' if np.isnan(a) else a},{b}\n" for a, b in x)
+    np.testing.assert_array_equal(_predict_values(tables, "gaps", csv_text), want.reshape(-1).astype(np.float64))
+    for client, mod in ((tables_server.h, tritonhttp), (tables_server.g, tritongrpc)):
+        inp = mod.InferInput("x", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        assert client.infer("gaps", [inp]).as_numpy("value").tobytes() == want.tobytes()
+    status, doc = post(f"{tables_server.url}/v2/models/gaps/infer",
+                       json.dumps({"inputs": [{"name": "x", "shape": [4, 2], "datatype": "FP32",
+                                               "data": [None if np.isnan(v) else float(v) for v in x.ravel()]}]}).encode())  # fmt: skip
+    assert status == 200 and np.array(doc["outputs"][0]["data"], np.float32).tobytes() == want.tobytes()
+    got, doc = post(
+        f"{tables_server.url}/v2/models/gaps/infer",
+        b'{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[Infinity,1]}]}',
+    )
+    assert got == 400 and "infinite" in doc["error"]
+
+
+def _good_grpc_inputs(mod) -> list:
+    return _inputs(mod, {k: v[:1] for k, v in RAW.items()})
+
+
+PER_COLUMN_REST_BAD = [
+    ("a missing input", [n for n in LISTINGS if n != "sold on"], {}, "the request has no input 'sold on'"),
+    ("FP32 for text", list(LISTINGS), {"kind/type": {"datatype": "FP32", "data": [1.0]}}, "input 'kind/type' must be BYTES, got FP32"),
+    ("rows that differ", list(LISTINGS), {"has pool": {"shape": [2, 1], "data": ["true", "false"]}}, "has 2 rows and input 'lot size' has 1"),
+    ("a number as text", list(LISTINGS), {"kind/type": {"data": [3]}}, "is not a string"),
+    ("the string NaN", list(LISTINGS), {"lot size": {"data": ["NaN"]}}, "a missing value is null"),
+    ("an unknown input", [*LISTINGS, "extra"], {}, "has 5 inputs"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case,names,changes,message", PER_COLUMN_REST_BAD, ids=[c[0] for c in PER_COLUMN_REST_BAD])
+def test_a_bad_per_column_request_is_a_400_and_the_next_one_is_right(tables_server, case, names, changes, message):
+    base = {n: {"name": n, "shape": [1, 1], "datatype": "FP32" if n == "lot size" else "BYTES",
+                "data": [1.0] if n == "lot size" else [str(RAW[n][0]) if n in RAW else "x"]} for n in names}  # fmt: skip
+    for n, change in changes.items():
+        base[n] = {**base[n], **change}
+    got, doc = post(
+        f"{tables_server.url}/v2/models/listings/infer", json.dumps({"inputs": list(base.values())}).encode()
+    )
+    assert got == 400 and message in doc.get("error", ""), (got, doc)
+    assert tables_server.h.infer("listings", _good_grpc_inputs(tritonhttp)).as_numpy("value").shape == (1, 1)
+
+
+def test_bytes_that_are_not_utf8_are_refused_over_http_and_grpc(tables_server):
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    for client, mod, code in (
+        (tables_server.h, tritonhttp, "400"),
+        (tables_server.g, tritongrpc, "StatusCode.INVALID_ARGUMENT"),
+    ):
+        inputs = _good_grpc_inputs(mod)
+        bad = mod.InferInput("kind/type", [1, 1], "BYTES")
+        bad.set_data_from_numpy(np.array([[b"fl\xffat"]], dtype=object))  # binary over HTTP, raw over gRPC
+        inputs[1] = bad
+        with pytest.raises(InferenceServerException, match="not UTF-8 text") as e:
+            client.infer("listings", inputs)
+        assert str(e.value.status()) == code
+        short = mod.InferInput("has pool", [2, 1], "BYTES")  # rows that differ, through the clients
+        short.set_data_from_numpy(np.array([["true"], ["false"]], dtype=object))
+        with pytest.raises(InferenceServerException, match="every input gives one value per row"):
+            client.infer("listings", [*inputs[:2], short, inputs[3]])
+        missing = [i for i in _good_grpc_inputs(mod) if i.name() != "lot size"]
+        with pytest.raises(InferenceServerException, match="no input 'lot size'"):
+            client.infer("listings", missing)
+        assert client.infer("listings", _good_grpc_inputs(mod)).as_numpy("value").shape == (1, 1)
+    stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{tables_server.grpc}"))
+    tensors = [
+        pb.ModelInferRequest.InferInputTensor(
+            name=n, datatype="FP32" if n == "lot size" else "BYTES", shape=[1, 1],
+            contents=pb.InferTensorContents(fp32_contents=[1.0]) if n == "lot size"
+            else pb.InferTensorContents(bytes_contents=[b"\xc3" if n == "sold on" else b"x"]),
+        )
+        for n in LISTINGS
+    ]  # fmt: skip
+    with pytest.raises(grpc.RpcError) as e:
+        stub.ModelInfer(pb.ModelInferRequest(model_name="listings", inputs=tensors))
+    assert (
+        e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        and "input 'sold on': string 0 is not UTF-8" in e.value.details()
+    )
+    text = tables_server.text()
+    assert "Traceback" not in text
+
+
+def test_the_model_cards_client_example_runs_against_serve(tables, tables_server):
+    import contextlib
+    import io
+
+    card = (tables["root"] / "listings" / "v1" / "MODEL_CARD.md").read_text()
+    code = card.split("```python\n", 1)[1].split("```", 1)[0]
+    assert '"lot size": np.array(' in code and '"kind/type": np.array(' in code
+    code = code.replace("localhost:8000", f"127.0.0.1:{tables_server.http}")
+    scope: dict = {}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(code, scope)  # noqa: S102 - the card's own example, run as a user would
+    got = scope["result"].as_numpy("value")
+    columns = scope["columns"]
+    assert got.tobytes() == _shipped_session_run(tables["repo"], "listings", columns).tobytes()
+    assert out.getvalue().strip().startswith("[[")

@@ -49,7 +49,7 @@ def test_iris_starter_loads_and_round_trips(iris_csv, tmp_path):
     assert s.classes == ("setosa", "versicolor", "virginica")
     assert "# classes: setosa, versicolor, virginica" in s.recipe_text
     lines = key_lines(s.recipe_text)
-    assert len(lines) == 16 and all(" # " in line for line in lines), lines
+    assert len(lines) == 18 and all(" # " in line for line in lines), lines
 
     recipe = load_recipe(out)
     assert recipe.name == "iris"
@@ -61,6 +61,8 @@ def test_iris_starter_loads_and_round_trips(iris_csv, tmp_path):
         validation_fraction=0.2,
         split_seed=0,
         standardize=True,
+        categorical=(),
+        impute="median",
     )
     assert recipe.model.hidden == (32, 32) and recipe.model.activation == "relu"
     assert (recipe.train.optimizer, recipe.train.lr, recipe.train.steps) == ("adam", 0.001, 300)
@@ -135,7 +137,7 @@ def test_data_errors_write_nothing(tmp_path):
     with pytest.raises(DataError, match="single value"):
         write_starter(same, "label", out=out)
     text = write_csv(tmp_path / "t.csv", ["name", "label"], [["bob", 0], ["al", 1], ["cy", 0], ["di", 1]])
-    with pytest.raises(DataError, match=r"no column besides 'label' holds numbers \(name\)"):
+    with pytest.raises(DataError, match=r"no column besides 'label' can be a feature \(name: text with 4 distinct"):
         write_starter(text, "label", out=out)
     with pytest.raises(DataError, match="does not exist"):
         write_starter(tmp_path / "missing.csv", "label", out=out)
@@ -179,7 +181,7 @@ def test_constant_features_are_left_out(tmp_path):
     data = write_csv(tmp_path / "c.csv", ["a", "const", "b", "label"], rows)
     s = write_starter(data, "label", out=tmp_path / "c.toml")
     assert s.features == ("a", "b")
-    assert "# left out (constant on the training rows" in s.recipe_text and "const" in s.recipe_text
+    assert "# left out const: constant on the training rows" in s.recipe_text
     assert load_dataset(load_recipe(s.path)).features == ("a", "b")
     flat = write_csv(tmp_path / "f.csv", ["a", "label"], [[1, "x"], [1, "y"], [1, "x"], [1, "y"]])
     with pytest.raises(DataError, match="every feature is constant"):
@@ -211,9 +213,40 @@ def test_text_columns_are_left_out_and_named(tmp_path):
     rows = [[i, f"id{i}", i % 2 * 10 + i * 0.1, i % 2] for i in range(12)]
     data = write_csv(tmp_path / "t.csv", ["a", "name", "b", "label"], rows)
     st = write_starter(data, "label", out=tmp_path / "t.toml")
-    assert st.features == ("a", "b") and st.text_columns == ("name",)
-    assert "# left out (not numbers" in st.recipe_text and "name" in st.recipe_text.split("left out (not numbers")[1]
+    assert st.features == ("a", "b") and [n for n, _ in st.left_out] == ["name"]
+    assert "# left out name: text with 12 distinct values in 12 rows (an id, a name or free text)" in st.recipe_text
     assert load_recipe(st.path).data.features == ("a", "b")
+
+
+def test_init_keeps_text_categories_dates_and_gappy_numbers_and_writes_every_rule(tmp_path):
+    """The rules `init` applies: text with at most min(50, 10% of rows) values is a category, an ISO
+    date a date, a number with gaps a number (filled in the graph), a column missing in more than half
+    its rows is left out; each is written into the recipe with a comment, and the recipe trains."""
+    rows = [
+        [i * 0.5 if i % 7 else "NA", ["red", "green", "blue"][i % 3], f"2020-{i % 12 + 1:02d}-{i % 28 + 1:02d}",
+         "" if i % 3 else i, i % 2]
+        for i in range(60)
+    ]  # fmt: skip
+    data = write_csv(tmp_path / "t.csv", ["gappy", "colour", "when", "sparse", "label"], rows)
+    st = write_starter(data, "label", out=tmp_path / "t.toml")
+    assert st.features == ("gappy", "colour", "when")
+    assert dict(st.kinds) == {"gappy": "number", "colour": "category", "when": "date"}
+    assert dict(st.left_out) == {"sparse": "missing in 40 of 60 rows (more than half)"}
+    text = st.recipe_text
+    assert "# category: colour" in text and "# date: when" in text and "# number: gappy" in text
+    assert "# left out sparse: missing in 40 of 60 rows (more than half)" in text
+    assert "categorical = []" in text and 'impute = "median"' in text and "min(50, 10% of the rows)" in text
+    ds = load_dataset(load_recipe(st.path))
+    assert ds.encoded_names[:4] == ("gappy", "gappy (missing)", "colour=blue", "colour=green")
+    assert ds.encoded_names[-4:] == ("when.year", "when.month", "when.day", "when.weekday")
+    # A user's recipe names numeric codes as categories: one-hot over the codes instead of one number.
+    recipe = load_recipe(st.path)
+    from dataclasses import replace
+
+    coded = write_csv(tmp_path / "c.csv", ["code", "a", "label"], [[i % 4, i, i % 2] for i in range(40)])
+    spec = replace(recipe.data, path=str(coded), features=("code", "a"), categorical=("code",))
+    ds = load_dataset(replace(recipe, data=spec))
+    assert ds.encoded_names == ("code=0", "code=1", "code=2", "code=3", "a")
 
 
 def test_init_never_writes_over_its_data_and_never_takes_a_builtin_name(tmp_path, monkeypatch):
@@ -246,21 +279,26 @@ def test_init_leaves_out_every_column_type_that_is_not_a_number_yet_naming_it(tm
     header = ["a", "b", "day", "clock", "stamp", "utc", "flag", "empty", "name", "label"]
     data = write_csv(tmp_path / "t.csv", header, rows)
     st = write_starter(data, "label", out=tmp_path / "t.toml")
-    assert st.features == ("a", "b") and st.text_columns == ("name",)
-    left = dict(st.other_columns)
-    assert set(left) == {"day", "clock", "stamp", "utc", "flag", "empty"}
-    assert left["day"].startswith("date32") and left["clock"].startswith("time32")
-    assert left["stamp"].startswith("timestamp") and left["flag"].startswith("bool")
-    assert left["empty"].startswith("null")
-    assert "# left out (types that are not features yet" in st.recipe_text and "day (date32" in st.recipe_text
-    assert load_dataset(load_recipe(st.path)).features == ("a", "b")  # and it trains on what is left
+    assert st.features == ("a", "b", "day", "stamp", "utc", "flag")
+    assert dict(st.kinds) == {
+        "a": "number", "b": "number", "day": "date", "stamp": "timestamp", "utc": "timestamp",
+        "flag": "category (true/false)",
+    }  # fmt: skip
+    left = dict(st.left_out)
+    assert set(left) == {"clock", "empty", "name"}
+    assert left["clock"].startswith("its type time32") and left["empty"] == "empty in every row"
+    assert left["name"].startswith("text with 20 distinct values")
+    ds = load_dataset(load_recipe(st.path))  # and it trains on what is left
+    assert ds.features == st.features and "stamp.hour" in ds.encoded_names and "flag=true" in ds.encoded_names
 
 
 def test_init_on_a_date_target_or_dates_only_is_one_line(tmp_path):
-    data = write_csv(tmp_path / "d.csv", ["day", "y"], [[f"2020-01-{i + 1:02d}", i % 2] for i in range(10)])
-    with pytest.raises(DataError, match="no column besides 'y' holds numbers") as info:
+    data = write_csv(tmp_path / "d.csv", ["day", "y"], [[f"12:{i:02d}:00", i % 2] for i in range(10)])
+    with pytest.raises(DataError, match="no column besides 'y' can be a feature") as info:
         write_starter(data, "y", out=tmp_path / "d.toml")
-    assert "day (date32" in str(info.value)
+    assert "day: its type time32" in str(info.value)
+    data = write_csv(tmp_path / "d.csv", ["day", "y"], [[f"2020-01-{i + 1:02d}", i % 2] for i in range(10)])
+    assert write_starter(data, "y", out=tmp_path / "d.toml", force=True).features == ("day",)
     data = write_csv(tmp_path / "t.csv", ["a", "day"], [[i, f"2020-01-{i + 1:02d}"] for i in range(10)])
     with pytest.raises(DataError, match="holds date32"):
         write_starter(data, "day", out=tmp_path / "t.toml")
@@ -321,7 +359,7 @@ def test_init_reads_parquet_and_json_lines_as_it_reads_csv(tmp_path):
     (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     for name in ("t.parquet", "t.jsonl"):
         st = write_starter(tmp_path / name, "label", out=tmp_path / f"{name}.toml")
-        assert st.features == ("a", "b") and st.text_columns == ("name",) and st.task == "binary"
+        assert st.features == ("a", "b") and [n for n, _ in st.left_out] == ["name"] and st.task == "binary"
         assert load_dataset(load_recipe(st.path)).features == ("a", "b")
 
 
@@ -333,4 +371,4 @@ def test_init_leaves_out_a_parquet_text_column_that_looks_numeric(tmp_path):
     pq.write_table(pa.table({"zip": [f"{i:05d}" for i in range(n)], "a": [i * 0.5 for i in range(n)],
                              "label": [i % 2 for i in range(n)]}), tmp_path / "t.parquet")  # fmt: skip
     st = write_starter(tmp_path / "t.parquet", "label", out=tmp_path / "t.toml")
-    assert st.features == ("a",) and st.text_columns == ("zip",)
+    assert st.features == ("a",) and [n for n, _ in st.left_out] == ["zip"]

@@ -398,3 +398,295 @@ def test_non_saturating_activations_get_the_atol_factor_but_not_over_an_explicit
     assert V.FP32.for_model(s_relu).input_cap == float("inf")
     assert V._override("ort-cpu", 1e-3, None, s_relu).atol == 1e-3
     assert V._override("ort-cpu", None, None, s_relu).atol == V.ACTIVATION_ATOL_FACTOR["relu"] * V.FP32.atol
+
+
+# ---------------------------------------------------------------------------------------------
+# Models with an encoding: raw rows in (gaps, text, booleans, dates), end to end
+
+
+RAW_ROWS = 300
+
+
+def write_raw_table(folder: Path) -> Path:
+    """A small raw table as a user has it: number gaps, a text category (spaces, slashes), a boolean,
+    a date with gaps, numeric codes; the label depends on all of them."""
+    import datetime as dt
+
+    rng = np.random.default_rng(5)
+    lines = ["when,size,colour,member,code,label"]
+    for _ in range(RAW_ROWS):
+        day = dt.date(2019, 1, 1) + dt.timedelta(days=int(rng.integers(0, 900)))
+        size = rng.normal(10.0, 3.0)
+        colour = str(rng.choice(["red", "dark grey", "blue/ish"]))
+        member = bool(rng.random() < 0.5)
+        code = int(rng.integers(1, 4))
+        label = int((size > 10) ^ (colour == "red") ^ (day.weekday() >= 5) ^ member)
+        cells = [
+            "" if rng.random() < 0.1 else day.isoformat(),
+            "" if rng.random() < 0.15 else f"{size:.3f}",
+            "" if rng.random() < 0.1 else colour,
+            "true" if member else "false",
+            "" if rng.random() < 0.1 else str(code),
+            "yes" if label else "no",
+        ]
+        lines.append(",".join(cells))
+    path = folder / "raw.csv"
+    path.write_text("\n".join(lines) + "\n")
+    (folder / "raw.toml").write_text(
+        'name = "raw-table"\n[model]\nhidden = [16]\nactivation = "tanh"\n'
+        '[data]\npath = "raw.csv"\ntarget = "label"\ncategorical = ["code"]\n'
+        "[train]\nsteps = 150\nlr = 0.01\n[gate]\nmin_accuracy = 0.3\n"
+    )
+    return folder / "raw.toml"
+
+
+@pytest.fixture(scope="module")
+def raw_run(tmp_path_factory):
+    """The raw table through the library's `all` (train, export, serve-check, verify, publish)."""
+    from pipeline import load_recipe, run_all
+
+    folder = tmp_path_factory.mktemp("raw")
+    recipe = load_recipe(write_raw_table(folder))
+    summary = run_all(recipe, folder / "artifacts", device="cpu", provider="cpu")
+    (model_run,) = summary.models
+    return model_run, recipe
+
+
+def _raw_data(recipe):
+    from pipeline.spec.data import load_dataset
+
+    return load_dataset(recipe)
+
+
+def test_a_raw_table_verifies_end_to_end_with_the_graphs_encoding_checked(raw_run):
+    run, _ = raw_run
+    enc = run.arch.encoding
+    assert enc is not None and enc.per_column and enc.has_dates
+    kinds = {c.name: (c.kind, c.boolean) for c in enc.columns}
+    assert kinds == {
+        "when": ("date", False), "size": ("number", False), "colour": ("category", False),
+        "member": ("category", True), "code": ("category", False),
+    }  # fmt: skip
+    report = run.verify
+    assert report is not None and report.passed, report.failures()
+    assert run.published is not None
+    names = [s["name"] for s in report.input_sets]
+    for kind in ("validation", "missing", "unseen", "categories", "dates", "mixed-1000", "wide-1000", "edge"):
+        assert kind in names
+    assert report.encoding is not None and report.encoding.equal
+    assert report.encoding.rows == sum(s["rows"] for s in report.input_sets) and report.encoding.sets == len(names)
+    assert report.encoding.line == (
+        f"encoding: graph == numpy reference on {report.encoding.rows} rows ({len(names)} input sets, bit for bit)"
+    )
+    assert {"torch-cpu", "ort-cpu", "onnx-reference"} <= set(report.ran)
+    # where onnxruntime ran the nodes, from its profile: the string operators on the CPU provider
+    assert "LabelEncoder" in report.ran["ort-cpu"] and "RegexFullMatch" in report.ran["ort-cpu"]
+    assert "ran on CPUExecutionProvider" in report.ran["ort-cpu"]
+    assert run.providers.placement is not None and "string operators (" in run.providers.placement
+    # the reference evaluator's pure-Python string operators: the big sets are left out, and named
+    assert "left out: mixed-65536" in report.ran["onnx-reference"]
+    assert not any(c.runtime == "onnx-reference" and c.rows > V.TEXT_REFERENCE_ROWS for c in report.comparisons)
+    doc = json.loads((run.paths.folder.parent / "v1" / "verify.json").read_text())
+    assert doc["passed"] and doc["encoding"]["equal"] and doc["encoding"]["line"] == report.encoding.line
+    # serve-check ran on raw rows too
+    assert [s["name"] for s in run.serve_check.input_sets][:3] == ["validation", "missing", "unseen"]
+
+
+def test_raw_input_sets_hold_gaps_unseen_categories_and_bad_dates(raw_run):
+    run, recipe = raw_run
+    arch, data = run.arch, _raw_data(recipe)
+    enc = arch.encoding
+    sets = {s.name: s for s in V.input_sets(arch, data, seed=1, batches=(4, 1000))}
+    assert all(isinstance(s.x, dict) and list(s.x) == list(enc.features) for s in sets.values())
+    for s in sets.values():  # every set comes with the numpy reference's encoding of its rows
+        assert s.encoded.shape == (s.rows, enc.width)
+        np.testing.assert_array_equal(s.encoded, enc.encode(s.x))
+    val = sets["validation"].x
+    np.testing.assert_array_equal(val["size"], data.raw_rows(data.val_rows)["size"])
+    missing = sets["missing"].x
+    # each column missing in turn (NaN for numbers and numeric codes, "" for text and dates), then all
+    base = 1 + min(V.BASE_ROWS, len(data.val_rows))
+    assert sets["missing"].rows == base * (len(enc.features) + 1)
+    for j, name in enumerate(enc.features):
+        block = slice(j * base, (j + 1) * base)
+        col = missing[name][block]
+        assert np.isnan(col).all() if col.dtype == np.float32 else (col == "").all(), name
+    last = slice(len(enc.features) * base, None)
+    assert np.isnan(missing["size"][last]).all() and (missing["colour"][last] == "").all()
+    unseen = sets["unseen"].x
+    assert "__unseen__" in set(unseen["colour"]) and "maybe" in set(unseen["member"])
+    codes = np.asarray(unseen["code"], np.float64)
+    varied = codes[codes != codes[0]]  # the first rows vary another column: code at its typical value there
+    assert varied.size >= 5 and not set(varied.tolist()) & {1.0, 2.0, 3.0}
+    colour = enc.column("colour")
+    assert set(colour.categories) <= set(sets["categories"].x["colour"])
+    assert {"TRUE", "False", "0", "1"} <= set(sets["categories"].x["member"])  # every spelling of a boolean
+    assert {"2021-13-01", "not a date", "0000-01-01", "2020-02-29"} <= set(sets["dates"].x["when"])
+    # an unseen category encodes as all zeros, a missing number as its fill value plus the indicator
+    row = list(unseen["colour"]).index("__unseen__")
+    cols = [j for j, n in enumerate(enc.names) if n.startswith("colour=")]
+    assert not sets["unseen"].encoded[row, cols].any()
+    mixed = sets["mixed-1000"].x
+    assert np.isnan(mixed["size"]).any() and (mixed["colour"] == "").any() and (mixed["when"] == "").any()
+    wide = sets["wide-1000"].x["size"].astype(np.float64)
+    assert wide.min() < np.nanmin(data.raw_rows(data.train_rows)["size"]) - 5  # 10x beyond the range
+    assert (sets["wide-1000"].x["colour"] == sets["wide-1000"].x["colour"][0]).all()  # the others typical
+
+
+def _exported(run) -> onnx.ModelProto:
+    return onnx.load(str(run.paths.folder.parent / "v1" / "model.onnx"))
+
+
+def test_a_tampered_label_encoder_fails_the_encoding_check(raw_run):
+    run, recipe = raw_run
+    arch, data = run.arch, _raw_data(recipe)
+    sets = V.input_sets(arch, data, batches=(4,))
+    good = _exported(run)
+    assert V.graph_encoding_check(good, arch.encoding, sets).equal
+    bad = onnx.ModelProto()
+    bad.CopyFrom(good)
+    (node,) = [n for n in bad.graph.node if n.op_type == "LabelEncoder" and "red" in _keys(n)]
+    keys = next(a for a in node.attribute if a.name == "keys_strings")
+    i, j = _keys(node).index("red"), _keys(node).index("dark grey")
+    keys.strings[i], keys.strings[j] = keys.strings[j], keys.strings[i]  # "red" now lands on "dark grey"
+    check = V.graph_encoding_check(bad, arch.encoding, sets)
+    assert not check.equal and check.rows_differing > 0
+    assert "encoded column 'colour=" in check.line and "raw 'colour' = " in check.line
+    assert check.line.startswith("encoding: the graph's encoding differs from the numpy reference on set 'validation'")
+    # the whole verify fails on it, with that line among its failures
+    report = V.verify(_load_weights(run), arch, bad.SerializeToString(), "n/a", batches=(4,), data=data)
+    assert not report.passed and any(f.startswith("encoding: ") for f in report.failures())
+    with pytest.raises(EquivalenceFailed, match="verify failed for raw-table"):
+        V.raise_on_failure(report, "verify.json")
+
+
+def test_a_tampered_fill_value_fails_the_encoding_check_on_the_missing_rows(raw_run):
+    run, recipe = raw_run
+    arch, data = run.arch, _raw_data(recipe)
+    sets = V.input_sets(arch, data, kinds=("validation", "missing"))
+    bad = _exported(run)
+    size_fill = [n for n in bad.graph.node if n.op_type == "Where" and n.input[2] == "size"]
+    (where,) = size_fill
+    init = next(t for t in bad.graph.initializer if t.name == where.input[1])
+    arr = numpy_helper.to_array(init).copy()
+    arr.flat[0] = np.nextafter(arr.flat[0], np.float32(np.inf))  # one ulp
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    check = V.graph_encoding_check(bad, arch.encoding, sets)
+    assert not check.equal and "encoded column 'size'" in check.line and "raw 'size' = nan" in check.line
+
+
+def test_a_graph_without_the_encoded_tensor_fails_the_check(raw_run):
+    run, recipe = raw_run
+    arch, data = run.arch, _raw_data(recipe)
+    bad = _exported(run)
+    for n in bad.graph.node:
+        for k, out in enumerate(n.output):
+            if out == "xorship_encoded":
+                n.output[k] = "renamed"
+    check = V.graph_encoding_check(bad, arch.encoding, V.input_sets(arch, data, kinds=("missing",)))
+    assert not check.equal and "has no tensor 'xorship_encoded'" in check.line
+
+
+def _keys(node) -> list[str]:
+    return [s.decode() for s in next(a for a in node.attribute if a.name == "keys_strings").strings]
+
+
+def _load_weights(run):
+    from pipeline.training.model import load_model
+
+    return load_model(run.arch, (run.paths.folder.parent / "v1" / "weights.safetensors").read_bytes(), "weights")
+
+
+def test_a_runtime_that_cannot_run_a_text_operator_is_skipped_with_the_reason_never_passed(
+    raw_run, monkeypatch, tmp_path
+):
+    run, recipe = raw_run
+    arch, data = run.arch, _raw_data(recipe)
+    from onnx.reference import ReferenceEvaluator
+
+    def refuse(self, *args, **kwargs):
+        raise NotImplementedError("StringSplit is not implemented")
+
+    monkeypatch.setattr(ReferenceEvaluator, "run", refuse)
+    onnx_bytes = (run.paths.folder.parent / "v1" / "model.onnx").read_bytes()
+    report = V.verify(_load_weights(run), arch, onnx_bytes, "n/a", batches=(4,), data=data)
+    assert "onnx-reference" not in report.ran and "onnx-reference" not in report.tolerances
+    why = report.skipped["onnx-reference"]
+    assert "cannot run this graph's text operators (" in why and "LabelEncoder" in why and "StringSplit is not" in why
+    assert not any(c.runtime == "onnx-reference" for c in report.comparisons + report.checks)
+    assert report.passed  # the others ran and agree; the skipped one is not counted as passed...
+    required = V.verify(_load_weights(run), arch, onnx_bytes, "n/a", ("onnx-reference",), batches=(4,), data=data)
+    assert not required.passed  # ...and where it is required, verify fails naming why
+    assert required.failures()[0].startswith("required runtime onnx-reference did not run: onnx ")
+    # a graph without text: the same failure is an error, not a skip
+    arch_num, model, path, data_num = make_case("binary", "tanh", tmp_path)
+    with pytest.raises(NotImplementedError):
+        V.verify(model, arch_num, path, "n/a", batches=(4,), data=data_num)
+
+
+def test_node_placement_reads_the_providers_from_onnxruntimes_profile(raw_run):
+    from pipeline.checks.runtimes import node_placement
+
+    run, recipe = raw_run
+    data = _raw_data(recipe)
+    placement = node_placement(run.paths.folder.parent / "v1" / "model.onnx", "cpu", data.raw_rows(data.val_rows[:3]))
+    ops = {op for _, op, _, _ in placement.nodes}
+    assert {"LabelEncoder", "RegexFullMatch", "StringSplit"} <= ops
+    assert ops & {"Gemm", "FusedGemm", "MatMul"}  # the network, as onnxruntime fused it
+    assert placement.providers() == {"CPUExecutionProvider": len(placement.nodes)}
+    text = placement.string_ops()["CPUExecutionProvider"]
+    assert "LabelEncoder" in text and "StringSplit" in text and "Gemm" not in text
+    assert placement.summary.startswith("string operators (") and "(onnxruntime session profile)" in placement.summary
+
+
+def _encoded_case(folder: Path, csv: str, recipe_tail: str, activation: str = "relu"):
+    """(arch, model, onnx bytes, data): a random-weight model on a raw table, exported as `export`
+    does (the network at the encoding's opset, the encoding attached in front)."""
+    from pipeline import load_recipe
+    from pipeline.graph.encoding_graph import attach, opset_for
+    from pipeline.graph.export import _to_proto
+    from pipeline.spec.archs import arch_for
+    from pipeline.spec.data import load_dataset
+
+    (folder / "t.csv").write_text(csv)
+    (folder / "r.toml").write_text(
+        f'name = "enc"\n[model]\nhidden = [8]\nactivation = "{activation}"\n[data]\npath = "t.csv"\n{recipe_tail}'
+    )
+    recipe = load_recipe(folder / "r.toml")
+    data = load_dataset(recipe)
+    arch = arch_for(recipe, data.features, data.classes, data.task, data.encoding)
+    torch.manual_seed(3)
+    model = build_model(arch)
+    set_scaling(model, arch, data.stats.mean, data.stats.std, data.target_mean, data.target_std)
+    proto = attach(_to_proto(model.eval(), arch.n_encoded, arch.output_name, opset_for(arch.encoding)), arch.encoding)
+    return arch, model.eval(), proto.SerializeToString(), data
+
+
+def test_an_all_numeric_table_with_gaps_is_checked_on_float32_matrices_with_nan(tmp_path):
+    rng = np.random.default_rng(2)
+    rows = ["a,b,code,y"]
+    for i in range(120):
+        a = "" if i % 7 == 0 else f"{rng.normal(3, 1):.4f}"
+        b = "" if i % 5 == 0 else f"{rng.normal(-50, 9):.3f}"
+        code = "" if i % 11 == 0 else str(int(rng.integers(0, 3)))
+        rows.append(f"{a},{b},{code},{rng.normal(100, 10):.3f}")
+    arch, model, onnx_bytes, data = _encoded_case(
+        tmp_path, "\n".join(rows) + "\n", 'target = "y"\ncategorical = ["code"]\n[gate]\nmax_rmse = 1e9\n'
+    )
+    enc = arch.encoding
+    assert enc is not None and not enc.per_column and enc.width == 2 + 2 + 3  # a, a?, b, b?, code=0..2
+    sets = {s.name: s for s in V.input_sets(arch, data, batches=(4, 1000))}
+    assert "unseen" in sets and "dates" not in sets
+    for s in sets.values():
+        assert isinstance(s.x, np.ndarray) and s.x.dtype == np.float32 and s.x.shape == (s.rows, 3)
+    assert np.isnan(sets["missing"].x).any(axis=0).all()  # each column missing somewhere
+    assert np.isnan(sets["mixed-1000"].x).any(axis=0).all()
+    unseen_codes = sets["unseen"].x[:, 2]
+    assert not np.isin(unseen_codes, [0.0, 1.0, 2.0]).all()
+    report = V.verify(model, arch, onnx_bytes, "n/a", batches=(4, 1000), data=data)
+    assert report.passed, report.failures()
+    assert report.encoding is not None and report.encoding.equal and "bit for bit" in report.encoding.line
+    assert "onnx-reference" in report.ran and "left out" not in report.ran["onnx-reference"]  # no text: every set
+    assert "; nodes: " in report.ran["ort-cpu"] and "string operators" not in report.ran["ort-cpu"]
+    serve, providers = V.serve_check(model, arch, onnx_bytes, "n/a", "cpu", data=data)
+    assert serve.passed and providers.placement is not None and providers.placement.startswith("nodes: ")

@@ -14,6 +14,11 @@ its libraries exist; asked for it without them, it prints red errors from C++ an
 the CPU. So we (1) probe the CUDA driver for a device before asking (no device -> do not ask, say
 why in one line), (2) capture onnxruntime's own stderr while the session is created, and (3) trust
 only `session.get_providers()` afterwards. `--provider cuda` fails unless CUDA really came up.
+
+A graph that takes text (one input per column, `spec.encoding`) holds string operators, which
+onnxruntime runs on its CPU provider only, inside the same session as the CUDA nodes. `node_placement`
+reads where each node really ran from onnxruntime's session profile, so that a report names the split
+(`Placement.summary`), never a plain "CUDA".
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import contextlib
 import ctypes
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +47,9 @@ class ProviderReport:
     requested: str  # auto | cuda | cpu
     used: tuple[str, ...]  # session.get_providers(), the truth
     cuda_note: str | None  # why CUDA is not in use, when it is not
+    # where the nodes ran, read from a profiled run (`Placement.summary`); None: not measured (verify
+    # and serve-check measure it for models with an encoding, whose string operators run on the CPU)
+    placement: str | None = None
 
     @property
     def primary(self) -> str:
@@ -51,8 +59,19 @@ class ProviderReport:
     def on_cuda(self) -> bool:
         return self.primary == CUDA_EP
 
+    @property
+    def label(self) -> str:
+        """The provider as a summary names it: the primary one, and the CPU beside CUDA where the string
+        operators ran there (never a plain "CUDA" for a split session)."""
+        if self.on_cuda and self.placement and CPU_EP in self.placement:
+            return f"{CUDA_EP}+CPU (strings)"
+        return self.primary
+
     def as_dict(self) -> dict:
-        return {"requested": self.requested, "used": list(self.used), "cuda_note": self.cuda_note}
+        out: dict[str, Any] = {"requested": self.requested, "used": list(self.used), "cuda_note": self.cuda_note}
+        if self.placement is not None:
+            out["placement"] = self.placement
+        return out
 
 
 def cuda_device_problem() -> str | None:
@@ -103,18 +122,27 @@ def _first_error_line(log: str) -> str | None:
 
 
 def open_session(
-    onnx: bytes | Path, provider: str = "auto", threads: int | None = None, where: str = "model", spin: bool = True
+    onnx: bytes | Path,
+    provider: str = "auto",
+    threads: int | None = None,
+    where: str = "model",
+    spin: bool = True,
+    profile_prefix: str | None = None,
 ) -> tuple[Any, ProviderReport]:
     """(session, ProviderReport) for the model's bytes (or a path, for tests and tools). Raises
     DeviceUnavailable when `provider == "cuda"` cannot be met. `spin=False`: onnxruntime's threads sleep
     between runs instead of spinning (for a caller whose other threads need the cores: a streamed
-    `predict` parses the next block while the model runs)."""
+    `predict` parses the next block while the model runs). `profile_prefix`: the session profiles its
+    runs into a JSON file named from it (`session.end_profiling()`; see `node_placement`)."""
     import onnxruntime as ort
 
     if provider not in PROVIDERS:
         raise UsageError(f"unknown provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only; the CUDA fallback is caught below, not printed
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     if threads:
         options.intra_op_num_threads = threads
     if not spin:
@@ -157,6 +185,13 @@ def open_session(
 # ---------------------------------------------------------------------------------------------
 # Runners
 
+
+@dataclass(frozen=True)
+class _Input:
+    name: str
+    type: str
+
+
 RUNNER_NAMES = ("torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "onnx-reference")
 
 
@@ -164,14 +199,38 @@ RUNNER_NAMES = ("torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "onnx-referenc
 class Runner:
     name: str  # what really ran: torch-cpu, torch-cuda, ort-cpu, ort-cuda, onnx-reference, ...
     detail: str  # versions, dtype, providers actually used, device
-    run: Callable[[np.ndarray], np.ndarray] = field(repr=False)  # (rows, n_in) f32 -> (rows, n_out)
-    prepare: Callable[[np.ndarray], Callable[[], object]] = field(repr=False)  # bind x once: for timing
+    # raw rows (spec.encoding.Raw: (rows, n_in) f32, or one array per column) -> (rows, n_out)
+    run: Callable[[Any], np.ndarray] = field(repr=False)
+    prepare: Callable[[Any], Callable[[], object]] = field(repr=False)  # bind x once: for timing
     deterministic: bool = True  # CPU runtimes repeat to the byte
     providers: ProviderReport | None = None  # onnxruntime only
 
 
-def torch_runner(model: Any, device: str = "cpu", dtype: str = "float32", name: str | None = None) -> Runner:
-    """The torch model on `device` in `dtype`, on a private copy (the caller's model is not moved)."""
+def raw_feeds(x: Any, inputs: Sequence[Any]) -> dict[str, Any]:
+    """onnxruntime's (or the reference evaluator's) feed for raw rows `x` (`spec.encoding.Raw`): a float32
+    matrix for a graph with one input, or a mapping column -> values for a graph with one input per
+    column (each as [rows, 1]: float32, or object strings for a string input). `inputs`: the graph's
+    inputs, each with `.name` and `.type` ("tensor(string)", ...)."""
+    import numpy as np
+
+    if not isinstance(x, Mapping):
+        return {inputs[0].name: np.ascontiguousarray(x, dtype=np.float32)}
+    out = {}
+    for i in inputs:
+        v = np.asarray(x[i.name])
+        if i.type == "tensor(string)":
+            out[i.name] = v.astype(object).reshape(-1, 1)
+        else:
+            out[i.name] = np.ascontiguousarray(v, dtype=np.float32).reshape(-1, 1)
+    return out
+
+
+def torch_runner(
+    model: Any, device: str = "cpu", dtype: str = "float32", name: str | None = None, encoding: Any = None
+) -> Runner:
+    """The torch model on `device` in `dtype`, on a private copy (the caller's model is not moved).
+    `encoding` (`spec.encoding.Encoding`): the runner takes raw rows and encodes them with the numpy
+    reference first (the torch model sees the encoded features, as in training)."""
     import copy
 
     import numpy as np
@@ -183,7 +242,9 @@ def torch_runner(model: Any, device: str = "cpu", dtype: str = "float32", name: 
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
         torch.backends.cudnn.allow_tf32 = False
 
-    def prepare(x: np.ndarray) -> Callable[[], object]:
+    def prepare(x: Any) -> Callable[[], object]:
+        if encoding is not None:
+            x = encoding.encode(x)
         t = torch.from_numpy(np.ascontiguousarray(x)).to(device=device, dtype=torch_dtype)
 
         def call() -> object:
@@ -195,7 +256,7 @@ def torch_runner(model: Any, device: str = "cpu", dtype: str = "float32", name: 
 
         return call
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: Any) -> np.ndarray:
         return prepare(x)().cpu().numpy()  # type: ignore[attr-defined]
 
     detail = f"torch {torch.__version__}, {dtype}, {device}"
@@ -213,21 +274,23 @@ def ort_runner(
 
     session, report = open_session(onnx, provider, threads, where, spin)
     on_cuda = report.primary == CUDA_EP
-    input_name = session.get_inputs()[0].name
+    inputs = session.get_inputs()
+    input_name = inputs[0].name
     output_names = [o.name for o in session.get_outputs()]
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: Any) -> np.ndarray:
         try:
-            out: np.ndarray = session.run(output_names[:1], {input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+            out: np.ndarray = session.run(output_names[:1], raw_feeds(x, inputs))[0]
         except Exception as exc:  # onnxruntime's own Fail/RuntimeException types: the model cannot run
             first = (str(exc).splitlines() or [exc.__class__.__name__])[0][:300]
             raise CorruptArtifact(f"onnxruntime failed running {where}: {first}") from None
         return out
 
-    def prepare(x: np.ndarray) -> Callable[[], object]:
+    def prepare(x: Any) -> Callable[[], object]:
+        if isinstance(x, Mapping) or not on_cuda:
+            feed = raw_feeds(x, inputs)
+            return lambda: session.run(output_names[:1], feed)
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if not on_cuda:
-            return lambda: session.run(output_names[:1], {input_name: x})
         import onnxruntime as ort
 
         x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
@@ -241,22 +304,124 @@ def ort_runner(
     return Runner(name, detail, run, prepare, deterministic=not on_cuda, providers=report)
 
 
+class CannotRun(Exception):
+    """A runtime that cannot run this graph's operators (the reference evaluator on a text operator):
+    verify reports it as skipped, with this message as the reason, never as passed. Caught by the
+    comparison engine; it never reaches the command line."""
+
+
 def reference_runner(model: Any) -> Runner:
-    """onnx's pure-numpy ReferenceEvaluator on an (already checked) ModelProto."""
+    """onnx's pure-numpy ReferenceEvaluator on an (already checked) ModelProto. On a graph with string
+    operators (`graph.encoding_graph.string_nodes`) or string inputs, a failure to build or run raises
+    CannotRun naming the operators, so that the caller skips this runtime with the reason."""
     import numpy as np
     import onnx
     from onnx.reference import ReferenceEvaluator
 
-    evaluator = ReferenceEvaluator(model)
-    input_name = evaluator.input_names[0]
+    from ..graph.contract import graph_inputs
+    from ..graph.encoding_graph import string_nodes
 
-    def run(x: np.ndarray) -> np.ndarray:
+    inputs = [_Input(i.name, "tensor(string)" if i.type.tensor_type.elem_type == 8 else "tensor(float)")
+              for i in graph_inputs(model)]  # fmt: skip
+    text_ops = string_nodes(model)
+    texty = bool(text_ops) or any(i.type == "tensor(string)" for i in inputs)
+    version = f"onnx {onnx.__version__} ReferenceEvaluator"
+
+    def cannot(exc: Exception) -> CannotRun:
+        first = (str(exc).splitlines() or [exc.__class__.__name__])[0][:200]
+        ops = ", ".join(text_ops) or "string inputs"
+        return CannotRun(f"{version} cannot run this graph's text operators ({ops}): {first}")
+
+    try:
+        evaluator = ReferenceEvaluator(model)
+    except Exception as exc:  # onnx raises NotImplementedError, RuntimeError, ... for an operator it lacks
+        if texty:
+            raise cannot(exc) from None
+        raise
+
+    def run(x: Any) -> np.ndarray:
         # its sigmoid computes both branches; the unused one may overflow
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-            outputs: Any = evaluator.run(None, {input_name: np.ascontiguousarray(x, dtype=np.float32)})
+            try:
+                outputs: Any = evaluator.run(None, raw_feeds(x, inputs))
+            except Exception as exc:
+                if texty:
+                    raise cannot(exc) from None
+                raise
             return outputs[0]
 
-    def prepare(x: np.ndarray) -> Callable[[], object]:
+    def prepare(x: Any) -> Callable[[], object]:
         return lambda: run(x)
 
-    return Runner("onnx-reference", f"onnx {onnx.__version__} ReferenceEvaluator (numpy)", run, prepare)
+    return Runner("onnx-reference", f"{version} (numpy)", run, prepare)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where onnxruntime ran each node
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where onnxruntime ran each node of one profiled run: (node name, op type, provider, whether
+    the node takes or makes strings), in the order they ran."""
+
+    nodes: tuple[tuple[str, str, str, bool], ...]
+
+    def providers(self) -> dict[str, int]:
+        """provider -> how many nodes ran on it."""
+        out: dict[str, int] = {}
+        for _, _, provider, _ in self.nodes:
+            out[provider] = out.get(provider, 0) + 1
+        return out
+
+    def string_ops(self) -> dict[str, tuple[str, ...]]:
+        """provider -> the sorted op types of the nodes on strings that ran on it."""
+        out: dict[str, set[str]] = {}
+        for _, op, provider, text in self.nodes:
+            if text:
+                out.setdefault(provider, set()).add(op)
+        return {p: tuple(sorted(ops)) for p, ops in out.items()}
+
+    @property
+    def summary(self) -> str:
+        """One line: where the string operators ran, and how many of the other nodes ran where."""
+        text = self.string_ops()
+        others: dict[str, int] = {}
+        for _, _, provider, is_text in self.nodes:
+            if not is_text:
+                others[provider] = others.get(provider, 0) + 1
+        parts = [f"string operators ({', '.join(ops)}) ran on {p}" for p, ops in sorted(text.items())]
+        rest = ", ".join(f"{n} on {p}" for p, n in sorted(others.items(), key=lambda kv: -kv[1]))
+        if rest:
+            parts.append(f"{'the other nodes' if text else 'nodes'}: {rest}")
+        return "; ".join(parts) + " (onnxruntime session profile)" if parts else "no node ran (empty profile)"
+
+
+def node_placement(onnx: bytes | Path, provider: str, x: Any, where: str = "model") -> Placement:
+    """Run raw rows `x` once in a profiled onnxruntime session with `provider` and read, from the
+    session profile, the provider each node ran on. A second session: the caller's own session is not
+    slowed by profiling."""
+    import json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        session, _ = open_session(onnx, provider, where=where, profile_prefix=str(Path(tmp) / "ort"))
+        try:
+            session.run(None, raw_feeds(x, session.get_inputs()))
+        except Exception as exc:  # onnxruntime's own types: the model cannot run
+            first = (str(exc).splitlines() or [exc.__class__.__name__])[0][:300]
+            raise CorruptArtifact(f"onnxruntime failed running {where}: {first}") from None
+        events = json.loads(Path(session.end_profiling()).read_text())
+    nodes = []
+    seen: set[str] = set()
+    for e in events:
+        args = e.get("args") or {}
+        if e.get("cat") != "Node" or "provider" not in args or not str(e.get("name", "")).endswith("_kernel_time"):
+            continue
+        name = str(e["name"]).removesuffix("_kernel_time")
+        if name in seen:
+            continue
+        seen.add(name)
+        shapes = [*args.get("input_type_shape", []), *args.get("output_type_shape", [])]
+        text = any("string" in s for s in shapes if isinstance(s, dict))
+        nodes.append((name, str(args.get("op_name", "?")), str(args["provider"]), text))
+    return Placement(tuple(nodes))

@@ -68,12 +68,46 @@ def opset_of(model: onnx.ModelProto) -> int | None:
     return {o.domain: o.version for o in model.opset_import}.get("")
 
 
-def signature_problems(model: onnx.ModelProto, n_inputs: int = 2, n_outputs: int = 1) -> str | None:
-    """None when the graph has one float input (batch, n_inputs) and a first float output
-    (batch, n_outputs) sharing one symbolic batch dimension; else what is wrong, in one line."""
+def expected_inputs(arch: Arch) -> tuple[tuple[str, int, int], ...]:
+    """The graph inputs a model of `arch` takes, as (name, onnx element type, width): one `x`
+    (batch, features) FLOAT, or, where the encoding takes text or dates, one (batch, 1) input per
+    column named as the column, FLOAT for numbers and STRING for text and dates."""
+    from onnx import TensorProto
+
+    from ..spec.archs import INPUT_NAME
+    from ..spec.encoding import FLOAT
+
+    enc = arch.encoding
+    if enc is None or not enc.per_column:
+        return ((INPUT_NAME, TensorProto.FLOAT, arch.n_inputs),)
+    return tuple((c.name, TensorProto.FLOAT if c.dtype == FLOAT else TensorProto.STRING, 1) for c in enc.columns)
+
+
+def signature_problems(
+    model: onnx.ModelProto, n_inputs: int = 2, n_outputs: int = 1, arch: Arch | None = None
+) -> str | None:
+    """None when the graph has one float input (batch, n_inputs) (or, given `arch`, the inputs
+    `expected_inputs(arch)` names) and a first float output (batch, n_outputs) sharing one symbolic
+    batch dimension; else what is wrong, in one line."""
     from onnx import TensorProto
 
     sig = signature(model)
+    if arch is not None and arch.per_column:
+        want = expected_inputs(arch)
+        got = [(i.name, i.elem_type, i.dims) for i in sig.inputs]
+        if [w[0] for w in want] != [g[0] for g in got]:
+            return f"inputs {[g[0] for g in got][:8]}, expected {[w[0] for w in want][:8]}"
+        for (name, elem, width), spec in zip(want, sig.inputs):
+            if spec.elem_type != elem or len(spec.dims) != 2 or spec.dims[1] != width:
+                return f"input {name!r} is {spec.type_name}{list(spec.dims)}, expected [{BATCH_DIM}, {width}]"
+        if not sig.outputs:
+            return "the graph has no output"
+        out = sig.outputs[0]
+        if out.elem_type != TensorProto.FLOAT or len(out.dims) != 2 or out.dims[1] != n_outputs:
+            return f"output {out.name!r} is {out.type_name}{list(out.dims)}, expected FLOAT[{BATCH_DIM}, {n_outputs}]"
+        if any(s.dims[0] != out.dims[0] or not isinstance(s.dims[0], str) for s in sig.inputs):
+            return "batch dimension is not symbolic and shared by every input and the output"
+        return None
     if len(sig.inputs) != 1 or not sig.outputs:
         return f"expected one input and at least one output, found {len(sig.inputs)} and {len(sig.outputs)}"
     inp, out = sig.inputs[0], sig.outputs[0]
@@ -94,9 +128,9 @@ def parse_checked(data: bytes, where: str) -> onnx.ModelProto:
     return parse_self_contained(data, where)
 
 
-def check_served(model: onnx.ModelProto, where: str, n_inputs: int, n_outputs: int) -> None:
+def check_served(model: onnx.ModelProto, where: str, n_inputs: int, n_outputs: int, arch: Arch | None = None) -> None:
     """A file we serve must have the model's signature."""
-    problem = signature_problems(model, n_inputs, n_outputs)
+    problem = signature_problems(model, n_inputs, n_outputs, arch)
     if problem:
         raise CorruptArtifact(f"{where} is not a model of this tool: {problem}")
 
@@ -111,7 +145,7 @@ def metadata_props(arch: Arch) -> dict[str, str]:
         META_PREFIX + "features": json.dumps(list(arch.features)),
         META_PREFIX + "classes": json.dumps(list(arch.classes)),
         META_PREFIX + "output": arch.output_name,
-    }
+    } | ({META_PREFIX + "encoding": json.dumps(arch.encoding.record())} if arch.encoding is not None else {})
 
 
 def read_metadata(model: onnx.ModelProto) -> dict[str, str]:

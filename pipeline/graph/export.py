@@ -27,11 +27,13 @@ from .contract import (
     META_PREFIX,
     OPSET,
     OUTPUT_NAME,
+    expected_inputs,
     metadata_props,
     opset_of,
     parse_checked,
     signature_problems,
 )
+from .encoding_graph import attach, opset_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -48,6 +50,7 @@ class ExportResult:
     n_inputs: int
     n_outputs: int
     seconds: float
+    inputs: tuple[tuple[str, str, int], ...] = ()  # (name, dtype, width) per input, where one per column
 
     def record(self) -> ExportRecord:
         return ExportRecord(
@@ -56,6 +59,7 @@ class ExportResult:
             input=TensorRecord(self.input_name, (self.batch_dim, self.n_inputs), "float32"),
             output=TensorRecord(self.output_name, (self.batch_dim, self.n_outputs), "float32"),
             seconds=round(self.seconds, 3),
+            inputs=tuple(TensorRecord(n, (self.batch_dim, w), t) for n, t, w in self.inputs),
         )
 
 
@@ -76,7 +80,7 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(lv)
 
 
-def _to_proto(model: Any, n_inputs: int, output_name: str = OUTPUT_NAME) -> onnx.ModelProto:
+def _to_proto(model: Any, n_inputs: int, output_name: str = OUTPUT_NAME, opset: int = OPSET) -> onnx.ModelProto:
     """The exporter's model, in memory: torch.onnx.export(dynamo=True) with no file, so that the
     caller serializes it once (instead of the exporter writing a file that is read back, changed and
     written again). The same bytes as the exporter's own file (external_data=False)."""
@@ -90,7 +94,7 @@ def _to_proto(model: Any, n_inputs: int, output_name: str = OUTPUT_NAME) -> onnx
                 (example,),
                 None,  # no file: the ONNXProgram is returned
                 dynamo=True,  # the modern exporter, stated explicitly
-                opset_version=OPSET,
+                opset_version=opset,
                 input_names=[INPUT_NAME],
                 output_names=[output_name],
                 dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},),
@@ -111,6 +115,13 @@ def _to_proto(model: Any, n_inputs: int, output_name: str = OUTPUT_NAME) -> onnx
             raise ExportFailed(f"torch.onnx.export failed: {detail[:300]}") from None
 
 
+def model_proto(model: Any, arch: Arch) -> onnx.ModelProto:
+    """The file's graph without our metadata: the network exported, behind its encoding (when the arch
+    has one), so that it takes raw rows (tools and `bench`)."""
+    proto = _to_proto(model.cpu().eval(), arch.n_encoded, arch.output_name, opset_for(arch.encoding))
+    return attach(proto, arch.encoding) if arch.encoding is not None else proto
+
+
 def _to_onnx(model: Any, n_inputs: int, path: Path, output_name: str = OUTPUT_NAME) -> None:
     """The exporter's model written to `path` as it stands (no metadata of ours): for tools and tests."""
     path.write_bytes(_to_proto(model, n_inputs, output_name).SerializeToString())
@@ -126,9 +137,9 @@ def check_exported(data: bytes, where: str, arch: Arch) -> None:
     except PipelineError as exc:
         raise ExportFailed(f"the exported file failed its checks: {exc}") from None
     opset = opset_of(model)
-    if opset != OPSET:
-        raise ExportFailed(f"{where} has opset {opset}, expected {OPSET}")
-    problems = signature_problems(model, arch.n_inputs, arch.n_outputs)
+    if opset != opset_for(arch.encoding):
+        raise ExportFailed(f"{where} has opset {opset}, expected {opset_for(arch.encoding)}")
+    problems = signature_problems(model, arch.n_inputs, arch.n_outputs, arch)
     if problems:
         raise ExportFailed(f"{where}: {problems}")
 
@@ -142,8 +153,7 @@ def export_model(model: Any, arch: Arch, paths: A.ArtifactPaths, facts: dict[str
     import hashlib
 
     start = time.perf_counter()
-    model = model.cpu().eval()  # the exporter warns on training mode; export what is served
-    proto = _to_proto(model, arch.n_inputs, arch.output_name)
+    proto = model_proto(model, arch)  # eval mode (the exporter warns on training mode); raw columns in
     del proto.metadata_props[:]  # exporter internals; ours replace them
     props = {f"{META_PREFIX}{key}": str(value) for key, value in facts.items()} | metadata_props(arch)
     for key, value in props.items():
@@ -155,7 +165,7 @@ def export_model(model: Any, arch: Arch, paths: A.ArtifactPaths, facts: dict[str
     staged = A.stage_bytes(paths.folder, A.ONNX, data)
     result = ExportResult(
         onnx_path=paths.onnx,
-        opset=OPSET,
+        opset=opset_for(arch.encoding),
         sha256=hashlib.sha256(data).hexdigest(),
         input_name=INPUT_NAME,
         output_name=arch.output_name,
@@ -163,8 +173,17 @@ def export_model(model: Any, arch: Arch, paths: A.ArtifactPaths, facts: dict[str
         n_inputs=arch.n_inputs,
         n_outputs=arch.n_outputs,
         seconds=time.perf_counter() - start,
+        inputs=_input_records(arch),
     )
     return result, staged
+
+
+def _input_records(arch: Arch) -> tuple[tuple[str, str, int], ...]:
+    if not arch.per_column:
+        return ()
+    from onnx import TensorProto
+
+    return tuple((name, "float32" if t == TensorProto.FLOAT else "string", w) for name, t, w in expected_inputs(arch))
 
 
 def _doc(arch: Arch) -> str:
@@ -176,7 +195,12 @@ def _doc(arch: Arch) -> str:
         "regression": f"output {arch.output_name!r} is the prediction in the target's units",
     }[arch.task]
     what = "XOR MLP" if arch.features == ("x1", "x2") and arch.is_tutorial_stack else f"{arch.task} MLP"
-    return f"{what} '{arch.name}' exported by xorship; input 'x' takes raw features {list(arch.features)}; {head}"
+    takes = (
+        f"inputs {list(arch.features)} take one raw column each ([batch, 1]: float32 numbers, NaN for missing; strings)"
+        if arch.per_column
+        else f"input 'x' takes raw features {list(arch.features)}" + (" (NaN: missing)" if arch.encoding else "")
+    )
+    return f"{what} '{arch.name}' exported by xorship; {takes}; {head}"
 
 
 def facts_from_manifest(manifest: Manifest) -> dict[str, Any]:

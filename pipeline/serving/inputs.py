@@ -1,8 +1,10 @@
 """Input rows for a model, read from a file, stdin or the command line, checked and streamed.
 
-Every reader ends in float32 arrays of shape (rows, width) (and, with `carry`, the input columns to copy
-into the output), or a `UsageError` whose message is one line naming the source, the line (CSV, JSON
-Lines) or row (Parquet, JSON, .npy, command line) and the column that is wrong.
+Every reader ends in the rows as the model's graph takes them (`spec.encoding.Raw`: a float32 array of
+shape (rows, width), or, for a model that takes one input per column, a mapping column -> (rows,) array)
+and, with `carry`, the input columns to copy into the output; or a `UsageError` whose message is one
+line naming the source, the line (CSV, JSON Lines) or row (Parquet, JSON, .npy, command line) and the
+column that is wrong.
 
     source = open_input(InputSpec(2, ("x1", "x2")), path=Path("rows.csv"), carry=("id",))
     n = source.validate()              # a pass over the file: every row checked, nothing kept
@@ -18,7 +20,20 @@ read once into a temporary file, then read like a file.
 Which columns are the features: a header (CSV), a schema (Parquet) or the first row's keys (JSON Lines,
 JSON objects) is matched to the features by name, in any order, other columns ignored; without names
 (a CSV whose first line holds only numbers, JSON lists, .npy, the command line) a row is the features
-in model order. Nothing here imports torch or pandas.
+in model order.
+
+What a row may hold depends on the model (`InputSpec.encoding`):
+- a built-in, or a version made before encodings: numbers only; a missing value is refused, naming the
+  column and saying "missing";
+- a model with an all-number encoding (one `x` input): a missing value (an empty field, a missing-value
+  token, a JSON null or absent key, a Parquet null or NaN) is NaN in `x`, imputed inside the graph;
+- a model with text, true/false or date columns (one input per column): the rows need names (a CSV
+  header, Parquet, JSON objects); number columns are float32 (NaN where missing), the others the text
+  as written (Parquet dates `YYYY-MM-DD`, timestamps `YYYY-MM-DDTHH:MM:SS`, booleans `true`/`false`), ""
+  where missing (a null, nothing but spaces, a missing-value token). The graph reads the rest.
+A value in a number column that is not a number is refused once per column, with how many there are
+and where the first is. Nothing here imports torch or pandas (strings reach numpy through each batch's
+dictionary or `to_pylist`, not pyarrow's `to_numpy`, which imports pandas).
 """
 
 from __future__ import annotations
@@ -33,11 +48,14 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import UsageError
 from ..spec import tables as T
+from ..spec.encoding import CATEGORY, FLOAT, ColumnCode, Encoding, Raw, raw_len, raw_rows
 from ..spec.limits import FLOAT32_MAX
-from ..spec.numbers import DATA, HEADER, MIXED, first_line_kind
+from ..spec.numbers import DATA, HEADER, MIXED, NUMBER, first_line_kind
 from ..spec.numbers import is_number as _is_number
 
 DEFAULT_CHUNK_ROWS = 65536
@@ -49,12 +67,15 @@ _STDIN_BLOCK = 1 << 20
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a model takes: `width` numbers per row, optionally named (`features`, in model order), and the
-    tokens that mean "missing" in its data (`spec.tables.DEFAULT_MISSING` unless its recipe says)."""
+    """What a model takes: `width` values per row, optionally named (`features`, in model order), the
+    tokens that mean "missing" in its data (`spec.tables.DEFAULT_MISSING` unless its recipe says) and,
+    for a model whose graph encodes raw columns, its `encoding` (then a missing value is taken, and
+    text, true/false and date columns are read as text: see the module's docstring)."""
 
     width: int
     features: tuple[str, ...] | None = None
     missing: tuple[str, ...] = T.DEFAULT_MISSING
+    encoding: Encoding | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
@@ -64,14 +85,27 @@ class InputSpec:
             if len(names) != self.width or len(set(names)) != len(names) or not all(isinstance(f, str) for f in names):
                 raise ValueError(f"InputSpec.features must be {self.width} distinct names, not {self.features!r}")
             object.__setattr__(self, "features", names)
+        if self.encoding is not None and self.features != self.encoding.features:
+            raise ValueError(f"InputSpec.features {self.features!r} are not the encoding's columns")
+
+    @property
+    def takes_missing(self) -> bool:
+        """A missing value is NaN (or "") for the graph to impute, not an error."""
+        return self.encoding is not None
+
+    @property
+    def per_column(self) -> bool:
+        """The rows are a mapping column -> values (the graph takes one input per column)."""
+        return self.encoding is not None and self.encoding.per_column
 
 
 @dataclass(frozen=True, eq=False)
 class RowBatch:
-    """Rows in order: `x` (rows, width) float32, checked; `carried` the input columns to copy into the
+    """Rows in order: `x` the rows as the graph takes them (`Raw`: (rows, width) float32, or a mapping
+    column -> (rows,) float32 or str array), checked; `carried` the input columns to copy into the
     output (a pyarrow Table, or None); `first_row` the 0-based index of its first row in the input."""
 
-    x: np.ndarray
+    x: Raw
     carried: Any
     first_row: int
     position: int = 0  # how far the reader got, in `RowSource.total`'s unit (bytes or rows)
@@ -79,7 +113,7 @@ class RowBatch:
 
     @property
     def rows(self) -> int:
-        return int(self.x.shape[0])
+        return raw_len(self.x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,36 +133,51 @@ def _example(width: int) -> str:
     return ",".join(str(i % 2) for i in range(width))
 
 
-def _as_float32(arr: np.ndarray) -> tuple[np.ndarray, tuple[int, str] | None]:
+def _as_float32(arr: np.ndarray, nan: bool = False) -> tuple[np.ndarray, tuple[int, str] | None]:
     """(arr as float32, None), or (_, (row index, reason)) for the first row that is not finite or does not fit in
-    float32 (whatever rounds to float32's largest value, such as its shortest repr 3.4028235e+38, fits)."""
+    float32 (whatever rounds to float32's largest value, such as its shortest repr 3.4028235e+38, fits). `nan`:
+    NaN is taken (a missing value, imputed by the model's graph); Inf and overflow are still refused."""
     with np.errstate(over="ignore", invalid="ignore"):
         out = arr.astype(np.float32)
-    ok = np.isfinite(out).all(axis=1)
+    good = np.isfinite(out)
+    if nan:
+        good |= np.isnan(arr)
+    ok = good.all(axis=1)
     if ok.all():
         return out, None
     row = int(np.argmin(ok))
-    if not np.isfinite(arr[row]).all():
-        return out, (row, f"is not finite ({arr[row].tolist()}); NaN, Inf and overflowing numbers are refused")
+    refused = "Inf and overflowing numbers are refused" if nan else "NaN, Inf and overflowing numbers are refused"
+    if not (np.isfinite(arr[row]) | (nan & np.isnan(arr[row]))).all():
+        return out, (row, f"is not finite ({arr[row].tolist()}); {refused}")
     return out, (row, f"has a value beyond float32's range (+-{FLOAT32_MAX:.4g}): {arr[row].tolist()}")
 
 
-def _rechunk(blocks: Iterable[np.ndarray], rows: int, width: int) -> Iterator[np.ndarray]:
-    """Regroup (n, width) arrays into (rows, width) ones (the last may be shorter), in order."""
-    pending: list[np.ndarray] = []
+def _concat(parts: list[Raw]) -> Raw:
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    if isinstance(first, np.ndarray):
+        return np.concatenate(parts)  # type: ignore[arg-type]
+    return {k: np.concatenate([p[k] for p in parts]) for k in first}
+
+
+def _rechunk(blocks: Iterable[Raw], rows: int) -> Iterator[Raw]:
+    """Regroup raw rows (arrays of n rows, or mappings of columns) into `rows` rows each (the last may be
+    shorter), in order."""
+    pending: list[Raw] = []
     count = 0
     for block in blocks:
-        start = 0
-        while start < block.shape[0]:
-            take = min(rows - count, block.shape[0] - start)
-            pending.append(block[start : start + take])
+        start, n = 0, raw_len(block)
+        while start < n:
+            take = min(rows - count, n - start)
+            pending.append(raw_rows(block, slice(start, start + take)))
             count += take
             start += take
             if count == rows:
-                yield pending[0] if len(pending) == 1 else np.concatenate(pending)
+                yield _concat(pending)
                 pending, count = [], 0
     if count:
-        yield pending[0] if len(pending) == 1 else np.concatenate(pending)
+        yield _concat(pending)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,11 +218,12 @@ class RowSource(ABC):
         if total == 0:
             raise _err(f"{self.name}: no input rows")
 
-    def chunks(self, rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[np.ndarray]:
-        """(n <= rows, width) float32 arrays, in order (the features only)."""
+    def chunks(self, rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Raw]:
+        """The rows (the features only) `rows` at a time, in order: (n <= rows, width) float32 arrays, or
+        mappings column -> (n,) array for a model that takes one input per column."""
         if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
             raise ValueError(f"chunks(rows=...) must be a positive int, not {rows!r}")
-        return _rechunk((b.x for b in self.batches()), rows, self.spec.width)
+        return _rechunk((b.x for b in self.batches()), rows)
 
     def close(self) -> None:  # noqa: B027 - most sources leave nothing behind
         """Remove what reading left (stdin's temporary copy)."""
@@ -241,6 +291,8 @@ def open_input(
     if path is not None:
         path = Path(path)
         if T.file_format(path, fmt) == T.NPY:
+            if spec.per_column:
+                raise _by_name_error(spec, f"{T.display(path)}: a .npy array")
             source: RowSource = _NpySource(spec, path, T.display(path))
             if carry:
                 raise _carry_error(source.name, carry)
@@ -249,11 +301,32 @@ def open_input(
     if stdin is not None:
         return _stdin_source(spec, stdin, carry, fmt)
     if pairs:
+        if spec.per_column:
+            raise _by_name_error(spec, "rows as arguments")
         if carry:
             raise _carry_error("the command line", carry)
         rows = list(pairs)
         return _MemorySource(spec, "command line", lambda: _parse_pairs(spec, rows))
+    if spec.per_column:
+        raise _by_name_error(spec, "no input rows")
     raise _err(f"no input rows: give rows as arguments (e.g. {_example(spec.width)}), a file, or JSON on stdin")
+
+
+def _by_name_error(spec: InputSpec, what: str) -> UsageError:
+    """A model that takes one input per column reads rows by column name: a source without names cannot
+    give them."""
+    assert spec.encoding is not None
+    text = next(c for c in spec.encoding.columns if c.dtype != FLOAT)
+    return _err(
+        f"{what}: this model takes its columns by name (column {text.name!r} is {_kind_text(text)}); give a CSV"
+        " with a header line, Parquet, JSON Lines or a JSON list of row objects (--input, or - for stdin)"
+    )
+
+
+def _kind_text(code: ColumnCode) -> str:
+    if code.boolean:
+        return "true/false"
+    return "text" if code.kind == CATEGORY else f"a {code.kind}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,6 +357,8 @@ class _TableSource(RowSource):
         if f.fmt == T.CSV:
             self._csv_header_rule()
         names = f.names
+        if self.spec.per_column and not self._named:
+            raise _by_name_error(self.spec, f"{self.name}: rows without column names (lists)")
         if not self._named or features is None:
             if len(names) != width:
                 return self._wrong_width(len(names))
@@ -306,21 +381,35 @@ class _TableSource(RowSource):
 
     def _csv_header_rule(self) -> None:
         """Line 1 (the first non-blank line) is a header if none of its fields is a number, data if all
-        are (or a header when it names every feature, where some feature names look like numbers)."""
+        are (or a header when it names every feature, where some feature names look like numbers). For a
+        model that takes missing values, a field that is a missing-value token counts for neither (a gap
+        on a first data line); a model that takes one input per column needs the header (one line
+        otherwise, saying so)."""
         f, features = self.file, self.spec.features
         fields = [x.strip() for x in f.first_fields]
-        kind = first_line_kind(fields)
+        if self.spec.takes_missing:  # a missing value on a first data line is neither a number nor a name
+            fields_kind = [x for x in fields if x not in f.missing]
+            kind = first_line_kind(fields_kind) if fields_kind else DATA
+        else:
+            kind = first_line_kind(fields)
+        names_all = features is not None and set(features) <= set(fields)
         header = kind == HEADER
-        if kind == DATA and features is not None and any(map(_is_number, features)) and set(features) <= set(fields):
+        if kind == DATA and features is not None and any(map(_is_number, features)) and names_all:
             header = True
-        elif kind == MIXED:
-            if features is None or not set(features) <= set(fields):
-                line = f._csv_start[1]
-                raise _err(
-                    f"{self.name}: line {line} ({_clip(','.join(f.first_fields))}) mixes numbers and text: a header"
-                    " line must have no numbers, a data line only numbers"
-                )
+        elif kind == MIXED and names_all:
             header = True  # it names every feature
+        line = f._csv_start[1]
+        if not header and self.spec.per_column:
+            listed = _clip(", ".join(features or ()), 120)
+            raise _err(
+                f"{self.name}: line {line} ({_clip(','.join(f.first_fields))}) is not a header line: this model takes"
+                f" its columns by name ({listed[1:-1]}); give the CSV a header line naming them"
+            )
+        if kind == MIXED and not header:
+            raise _err(
+                f"{self.name}: line {line} ({_clip(','.join(f.first_fields))}) mixes numbers and text: a header"
+                " line must have no numbers, a data line only numbers"
+            )
         T.set_header(f, header)
 
     def _wrong_width(self, got: int) -> list[str]:
@@ -364,21 +453,96 @@ class _TableSource(RowSource):
                 raise _err(f"{what}: {self.name} names column {c!r} more than once; which to copy is ambiguous")
         return wanted
 
-    def _batches(self, carry: bool) -> Iterator[RowBatch]:
-        features = self.features
-        text = [c for c in self.carry if c not in features] if carry else []
-        f = self.file
-        shown = [
+    def _shown(self) -> list[str]:
+        """How messages name each feature's column: column 'income', or column 2 ('x2') without names."""
+        f, features = self.file, self.features
+        return [
             f.label(c) if f.named or self.spec.features is None else f"{c} ({x!r})"
             for c, x in zip(features, self.spec.features or features)
         ]
+
+    def _batches(self, carry: bool) -> Iterator[RowBatch]:
+        if self.spec.encoding is not None:
+            yield from self._encoded_batches(carry, self.spec.encoding)
+            return
+        features = self.features
+        text = [c for c in self.carry if c not in features] if carry else []
         batches = self.file.batches(numeric=features, text=text)
         try:
-            yield from self._checked(batches, features, shown, carry)
+            yield from self._checked(batches, features, self._shown(), carry)
         finally:
             close = getattr(batches, "close", None)
             if close is not None:
                 close()  # the reader's thread joined now, not when collected
+
+    def _encoded_batches(self, carry: bool, enc: Encoding) -> Iterator[RowBatch]:
+        """Batches for a model whose graph encodes raw columns: numbers float32 with NaN where missing
+        (one matrix, or one array per column), text as written ("" where missing)."""
+        features = self.features  # the input's column for each of the encoding's columns, in order
+        codes = dict(zip(features, enc.columns))
+        shown = dict(zip(features, self._shown()))
+        numbers = [c for c in features if codes[c].dtype == FLOAT]
+        texts = [c for c in features if codes[c].dtype != FLOAT]
+        extra = [c for c in self.carry if c not in features] if carry else []
+        batches = self.file.batches(numeric=numbers, text=[*texts, *extra])
+        try:
+            for b in batches:
+                t = b.table
+                values = {c: self._numbers(t.column(c), shown[c], b) for c in numbers}
+                x: Raw
+                if enc.per_column:
+                    missing = self.spec.missing
+                    values.update({c: _text_values(t.column(c), codes[c], missing, self.name) for c in texts})
+                    x = {code.name: values[c] for c, code in codes.items()}
+                else:
+                    x = np.stack([values[c] for c in features], axis=1)  # (rows, width), NaN where missing
+                carried = t.select(list(self.carry)) if carry and self.carry else None
+                yield RowBatch(x, carried, b.first_row, b.position, b.place)
+        except T.DataError as exc:
+            counted = self._counted(numbers, shown)
+            if counted is None:
+                raise
+            raise counted from exc
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    def _numbers(self, col: Any, shown: str, b: T.Batch) -> np.ndarray:
+        """A number column of a batch as float32, NaN where missing; a value that is infinite or beyond
+        float32's range is refused, with how many the batch holds and where the first is."""
+        v64 = _float64(col)
+        with np.errstate(over="ignore", invalid="ignore"):
+            v = v64.astype(np.float32)
+        bad = np.isinf(v)
+        if bad.any():
+            k, row = int(bad.sum()), int(np.argmax(bad))
+            raise _err(
+                f"{self.name}: {shown} has {_count(k, 'value')} infinite or beyond float32's range"
+                f" (+-{FLOAT32_MAX:.4g}) from {b.place(0)} to {b.place(b.rows - 1)} (the first, {float(v64[row])!r},"
+                f" at {b.place(row)}); fix them, or give them as missing values (imputed by the model)"
+            )
+        return v
+
+    def _counted(self, numbers: list[str], shown: dict[str, str]) -> UsageError | None:
+        """After the reader refused a value in a number column: every such value of the file counted,
+        once per column (None when the problem is another one, or when counting meets another problem)."""
+        try:
+            found = _not_numbers(self.file, numbers)
+        except UsageError:
+            return None
+        if not found:
+            return None
+        parts = [
+            f"{shown[c]} has {_count(k, 'value')} that {'is not a number' if k == 1 else 'are not numbers'}"
+            f" (the first, {value}, at {place})"
+            for c, (k, place, value) in found.items()
+        ]
+        which = "it" if len(found) == 1 else "them"
+        return _err(
+            f"{self.name}: {'; '.join(parts)}; the model reads {which} as numbers: fix those values, or give them"
+            " as missing (an empty field, a missing-value token or null: a missing number is imputed)"
+        )
 
     def _checked(
         self, batches: Iterator[T.Batch], features: list[str], shown: list[str], carry: bool
@@ -405,6 +569,153 @@ class _TableSource(RowSource):
             return "; this model takes no missing values"
         tokens = T.tokens_text(self.spec.missing)
         return f" (an empty field or a missing-value token: {tokens}); this model takes no missing values"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n != 1 else ''}"
+
+
+def _float64(col: Any) -> np.ndarray:
+    """A float64 column (nulls where missing) as numpy float64, NaN where missing (from its buffers:
+    pyarrow's `to_numpy` imports pandas)."""
+    if col.null_count:
+        col = pc.fill_null(col, np.nan)
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    parts = [
+        np.frombuffer(c.buffers()[1], dtype=np.float64, count=c.offset + len(c))[c.offset :] for c in chunks if len(c)
+    ]
+    if not parts:
+        return np.empty(0, np.float64)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _mask(arr: Any) -> np.ndarray:
+    """A boolean pyarrow array (nulls as False) as numpy bool."""
+    arr = pc.fill_null(arr, False)
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    parts = []
+    for c in chunks:
+        if len(c):
+            i8 = pc.cast(c, pa.int8())
+            parts.append(np.frombuffer(i8.buffers()[1], dtype=np.int8, count=i8.offset + len(i8))[i8.offset :] == 1)
+    if not parts:
+        return np.zeros(0, bool)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _text_values(col: Any, code: ColumnCode, missing: Sequence[str], where: str) -> np.ndarray:
+    """A text, true/false or date column of a batch as the graph takes it: an object array of str, ""
+    where missing (null, nothing but spaces, a missing-value token: training's rule). Text is kept as
+    written; Parquet's and JSON's typed values become the text the graph reads (true/false, ISO dates,
+    timestamps to the second, in the column's time zone as in training). Converted by pyarrow's kernels
+    once per batch: a category column through its dictionary (a few distinct values), a date column
+    through `to_pylist`."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    n = len(col)
+    t = col.type
+    if pa.types.is_dictionary(t):
+        col, t = col.dictionary_decode(), t.value_type
+    if pa.types.is_null(t) or n == 0:
+        return np.full(n, "", dtype=object)
+    if pa.types.is_string(t):
+        text = col
+    elif pa.types.is_large_string(t):
+        text = pc.cast(col, pa.string())
+    elif pa.types.is_boolean(t):
+        text = pc.if_else(col, "true", "false")
+    elif pa.types.is_date(t):
+        text = pc.cast(pc.cast(col, pa.date32()), pa.string())  # YYYY-MM-DD
+    elif pa.types.is_timestamp(t):
+        # training's strftime("%Y-%m-%dT%H:%M:%S") in the column's zone, to the second; the cast to text is
+        # twenty times faster than strftime and the same text (YYYY-MM-DD HH:MM:SS[.f], a space for the T)
+        clock = pc.local_timestamp(col) if t.tz else col
+        text = pc.utf8_slice_codeunits(pc.cast(clock, pa.string()), 0, 19)
+        text = pc.replace_substring(text, " ", "T", max_replacements=1)
+    else:
+        try:
+            text = pc.cast(col, pa.string())  # numbers in a text column: their text ("2", "1.5")
+        except pa.ArrowException:
+            raise _err(f"{where}: column {code.name!r} holds {t} values; this model reads it as text") from None
+    text = pc.fill_null(text, "")
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0)
+    tokens = [m for m in missing if m.strip()]
+    if tokens:
+        blank = pc.or_(blank, pc.is_in(text, value_set=T.text_array(tokens)))
+    if pc.any(blank).as_py():
+        text = pc.if_else(blank, "", text)
+    if code.kind == CATEGORY:  # few distinct values: each decoded once
+        coded = pc.dictionary_encode(text)
+        names = np.empty(len(coded.dictionary), dtype=object)
+        names[:] = coded.dictionary.to_pylist()
+        idx = coded.indices
+        return names[np.frombuffer(idx.buffers()[1], dtype=np.int32, count=idx.offset + n)[idx.offset :]]
+    out = np.empty(n, dtype=object)
+    out[:] = text.to_pylist()
+    return out
+
+
+_NUMBER_TEXT = f"^(?:{NUMBER.pattern})$"
+
+
+def _not_numbers(f: T.TableFile, numbers: Sequence[str]) -> dict[str, tuple[int, str, str]]:
+    """Per number column, the values in the whole file that are neither a number nor missing: (how many,
+    where the first is, the first as shown). CSV, JSON Lines and JSON documents (Parquet's columns are
+    typed: the reader names a column of another type itself)."""
+    found: dict[str, tuple[int, str, str]] = {}
+
+    def add(name: str, k: int, place: str, value: str) -> None:
+        count, first, shown = found.get(name, (0, place, value))
+        found[name] = (count + k, first, shown)
+
+    if f.fmt == T.CSV:
+        tokens = T.text_array(list(f.missing))
+        for b in f.batches(numeric=(), text=numbers, prefetch=False):
+            for name in numbers:
+                col = pc.fill_null(b.table.column(name), "")
+                ok = pc.or_(
+                    pc.is_in(col, value_set=tokens),
+                    pc.match_substring_regex(pc.utf8_trim_whitespace(col), _NUMBER_TEXT, ignore_case=True),
+                )
+                bad = ~_mask(ok)
+                if bad.any():
+                    row = int(np.argmax(bad))
+                    add(name, int(bad.sum()), b.place(row), _clip(str(col[row].as_py()), 40))
+    elif f.fmt in (T.JSONL, T.JSON):
+        import json
+
+        for place, row_obj in _json_rows(f):
+            for name in numbers:
+                v = row_obj.get(name)
+                if v is not None and type(v) not in (int, float):
+                    add(name, 1, place, _clip(json.dumps(v), 40))
+    return found
+
+
+def _json_rows(f: T.TableFile) -> Iterator[tuple[str, dict[str, Any]]]:
+    """("line N" or "row N", row object) of a JSON Lines file or a JSON document of row objects; stops
+    (UsageError) at a line that is not a row object."""
+    import json
+
+    if f.fmt == T.JSON:
+        rows, keyed = f._json_rows
+        if keyed:
+            for i, row in enumerate(rows):
+                yield f"row {i + 1}", row
+        return
+    with f.path.open("rb") as fh:
+        for line, raw in enumerate(fh, start=1):
+            if line == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except (ValueError, RecursionError):
+                raise _err(f"{f.where}: line {line} is not JSON") from None
+            if not isinstance(row, dict):
+                raise _err(f"{f.where}: line {line} is not a row object")
+            yield f"line {line}", row
 
 
 def _rows_from(start: int) -> Callable[[int], str]:
@@ -533,17 +844,21 @@ def _spool(stdin: TextIO | BinaryIO, out: BinaryIO, given: str | None = None) ->
 
 
 def _parse_pairs(spec: InputSpec, pairs: Sequence[str]) -> np.ndarray:
+    """Rows given as arguments: `width` numbers joined by commas; for a model that takes missing values,
+    an empty value or a missing-value token is one (NaN)."""
     width = spec.width
     values = np.empty((len(pairs), width), dtype=np.float64)
+    missing = set(T.check_missing(spec.missing)) if spec.takes_missing else set()
     for i, pair in enumerate(pairs):
-        parts = str(pair).split(",")
-        if len(parts) != width or not all(_is_number(p) for p in parts):
+        parts = [p.strip() if p.strip() in missing else p for p in str(pair).split(",")]
+        if len(parts) != width or not all(p in missing or _is_number(p) for p in parts):
+            gaps = " (an empty value or a missing-value token is a missing one)" if missing else ""
             raise _err(
                 f"command line: input {i + 1} ({_clip(str(pair))}) is not {width} numbers joined by commas"
-                f" (e.g. {_example(width)})"
+                f" (e.g. {_example(width)}){gaps}"
             )
-        values[i] = [float(p) for p in parts]
-    out, bad = _as_float32(values)
+        values[i] = [np.nan if p in missing else float(p) for p in parts]
+    out, bad = _as_float32(values, nan=spec.takes_missing)
     if bad is not None:
         raise _err(f"command line: input {bad[0] + 1} ({_clip(str(pairs[bad[0]]))}) {bad[1]}")
     return out
@@ -642,7 +957,7 @@ class _NpySource(RowSource):
                         f.seek(head.offset + start * width * item)
                         raw = np.frombuffer(self._read(f, n * width * item), dtype=head.dtype).reshape(n, width)
                     arr = raw.astype(np.float64)
-                    out, bad = _as_float32(arr)
+                    out, bad = _as_float32(arr, nan=self.spec.takes_missing)  # NaN: missing, where the model takes it
                     if bad is not None:
                         raise _err(f"{self.name}: row {start + bad[0] + 1} {bad[1]}")
                     yield start, out

@@ -15,7 +15,11 @@ Formats (`--format`, else the extension of `--output`, else `table` on a termina
   model's name, version and ONNX sha256 in the schema's metadata (`xorship.*`); snappy, as pandas writes.
 - `jsonl`: one object per row with the same keys; `json`: the document `--json` prints (the model, its
   head, then `predictions`: per row the carried columns, `x` and the outputs), streamed.
-- `table`: fixed-width lines for a terminal (features past the sixth elided): not a data file.
+- `table`: fixed-width lines for a terminal (features past the sixth elided; a missing input value shown
+  as NA): not a data file.
+
+The JSON document and the table echo each row's inputs as the model took them: numbers as float32 (null
+in JSON where missing), text columns as their text ("" where missing).
 
 Rows are formatted a batch at a time with pyarrow's vectorized string kernels and written as one
 buffer, so the cost per row is a few nanoseconds of C, not a Python format call. Torch-free.
@@ -36,7 +40,9 @@ import pyarrow.compute as pc
 
 from ..errors import UsageError
 from ..spec.archs import THRESHOLD, Arch, Label, label_indices
+from ..spec.encoding import Raw
 from ..spec.formats import CSV, CSV_GZ, JSON, JSONL, OUTPUT_FORMATS, PARQUET, TABLE
+from ..spec.tables import text_array
 
 FORMATS = OUTPUT_FORMATS
 _EXTENSIONS = {".csv": CSV, ".parquet": PARQUET, ".pq": PARQUET, ".jsonl": JSONL, ".ndjson": JSONL, ".json": JSON}
@@ -175,6 +181,24 @@ def _rows_of_numbers(x: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
+def _rows_of_values(x: Raw, features: Sequence[str]) -> pa.Array:
+    """Per row of raw rows, its values as a JSON list in feature order (the JSON document's "x"): numbers
+    as float32's shortest decimal (null where missing, NaN), text as JSON strings. A float32 matrix goes
+    through `_rows_of_numbers`; a mapping column -> values is joined column by column."""
+    if isinstance(x, np.ndarray):
+        return _rows_of_numbers(x)
+    parts: list[Any] = ["["]
+    for j, name in enumerate(features):
+        v = np.asarray(x[name]).reshape(-1)
+        if v.dtype == object:
+            text = _json_strings(text_array([str(s) for s in v.tolist()]))
+        else:
+            text = _fill(_numbers(v.astype(np.float32)), "null")
+        parts += [("" if j == 0 else ","), text]
+    parts.append("]")
+    return pc.binary_join_element_wise(*parts, "")
+
+
 def _csv_strings(arr: Any) -> pa.Array:
     """Text quoted where RFC 4180 needs it (a comma, a quote, a line break), quotes doubled."""
     need = pc.match_substring_regex(arr, '[",\r\n]')
@@ -247,7 +271,7 @@ class Writer:
         self.carry = list(carry)
         self.rows = 0
 
-    def write(self, x: np.ndarray, carried: pa.Table | None, outputs: np.ndarray) -> None:
+    def write(self, x: Raw, carried: pa.Table | None, outputs: np.ndarray) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -293,7 +317,7 @@ class CsvWriter(_TextRows):
         header = _csv_strings(pa.array(self.names, pa.string())).to_pylist()
         self.out.write((",".join(header) + "\n").encode())
 
-    def write(self, x: np.ndarray, carried: pa.Table | None, outputs: np.ndarray) -> None:
+    def write(self, x: Raw, carried: pa.Table | None, outputs: np.ndarray) -> None:
         cols = self._pieces(carried, outputs)
         rows = pc.binary_join_element_wise(*cols, ",")
         rows = pc.binary_join_element_wise(rows, "\n", "")
@@ -304,7 +328,7 @@ class CsvWriter(_TextRows):
 class JsonlWriter(_TextRows):
     json_out = True
 
-    def write(self, x: np.ndarray, carried: pa.Table | None, outputs: np.ndarray) -> None:
+    def write(self, x: Raw, carried: pa.Table | None, outputs: np.ndarray) -> None:
         cols = self._pieces(carried, outputs)
         parts: list[Any] = []
         for i, (name, col) in enumerate(zip(self.names, cols)):
@@ -336,14 +360,14 @@ class JsonWriter(Writer):
         self.labels = pa.array([json.dumps(c) for c in arch.classes], pa.string())
         self.keys = [json.dumps(str(c)) for c in arch.classes]
 
-    def write(self, x: np.ndarray, carried: pa.Table | None, outputs: np.ndarray) -> None:
+    def write(self, x: Raw, carried: pa.Table | None, outputs: np.ndarray) -> None:
         arch = self.arch
         index, values = self._outputs(outputs)
         parts: list[Any] = []
         for i, c in enumerate(self.carry if carried is not None else ()):
             text = _fill(_column_text(carried.column(c), True), "null")  # type: ignore[union-attr]
             parts += [("{" if i == 0 else ", ") + json.dumps(c) + ": ", text]
-        x_text = _rows_of_numbers(x)  # the model's float32 inputs, each float32's shortest decimal
+        x_text = _rows_of_values(x, arch.features)  # the model's inputs: float32's shortest decimal, null, text
         parts += [('{"x": ' if not parts else ', "x": '), x_text]
         if arch.task == "binary":
             assert index is not None
@@ -378,7 +402,7 @@ class ParquetWriter(Writer):
         self._writer: Any = None
         self.classes = pa.array(list(self.arch.classes)) if self.arch.is_classifier else None
 
-    def write(self, x: np.ndarray, carried: pa.Table | None, outputs: np.ndarray) -> None:
+    def write(self, x: Raw, carried: pa.Table | None, outputs: np.ndarray) -> None:
         import pyarrow.parquet as pq
 
         index, values = self._outputs(outputs)
@@ -458,6 +482,7 @@ class TableWriter(Writer):
         if len(names) > TABLE_FEATURES:
             self.hidden = len(names) - (TABLE_FEATURES - 1)
             names = names[: TABLE_FEATURES - 1]
+        self.names = names  # the features shown
         self.widths = [max(12, min(len(n), _MAX_TABLE_NAME)) for n in names]
         self.carry_widths = [max(8, min(len(c), _MAX_TABLE_NAME)) for c in self.carry]
         self.n = len(names)
@@ -479,17 +504,20 @@ class TableWriter(Writer):
         self.pad = " " + "." * 3 + " " * (len(more) - 3) if more else ""
         self.out.write(f"{head_line}   ({head.label}, {head.providers[0] if head.providers else '?'})\n".encode())
 
-    def write(self, x: np.ndarray, carried: pa.Table | None, outputs: np.ndarray) -> None:
+    def write(self, x: Raw, carried: pa.Table | None, outputs: np.ndarray) -> None:
         arch = self.arch
         rows = len(outputs)
         carried_text = [
             [_cut(_printable(v), w) for v in carried.column(c).to_pylist()] for c, w in zip(self.carry, self.carry_widths)
         ] if carried is not None else []  # fmt: skip
-        xs = x[:, : self.n].tolist()
+        if isinstance(x, np.ndarray):
+            xs = x[:, : self.n].tolist()
+        else:
+            xs = [list(r) for r in zip(*(np.asarray(x[n]).reshape(-1).tolist() for n in self.names))]
         feats = []
         for r, row in enumerate(xs):
             left = " ".join(f"{col[r]:>{w}}" for col, w in zip(carried_text, self.carry_widths))
-            vals = " ".join(f"{v:>{w}.6g}" for v, w in zip(row, self.widths))
+            vals = " ".join(_cell(v, w) for v, w in zip(row, self.widths))
             feats.append((left + " " if left else "") + vals + self.pad)
         if arch.task == "binary":
             index = label_indices(arch.task, outputs).tolist()
@@ -507,6 +535,16 @@ class TableWriter(Writer):
             lines = [f"{f} {v:>14.8g}\n" for f, v in zip(feats, outputs[:, 0].tolist())]
         self.out.write("".join(lines).encode())
         self.rows += rows
+
+
+def _cell(value: float | str, width: int) -> str:
+    """One input value in the table: a number to 6 significant digits, text as written (escaped, cut to
+    the column), a missing one (NaN, "") as NA."""
+    if isinstance(value, str):
+        return f"{_cut(_printable(value), width) if value else 'NA':>{width}}"
+    if value != value:  # NaN
+        return f"{'NA':>{width}}"
+    return f"{value:>{width}.6g}"
 
 
 def _cut(text: str, width: int) -> str:

@@ -11,7 +11,13 @@ record (or a file with no manifest beside it) is refused unless `allow_unverifie
 Which network it is (input width and feature names, head, classes) comes from the manifest's `model`
 section (`artifacts.arch_of`), so any recipe's model is served, not only the built-ins. A loose file
 with no manifest (`allow_unverified`) is described by its own `xorship.*` metadata_props when it has
-them, else by its signature alone (width from the input, a binary head with classes 0 and 1).
+them (features, task, classes and, for a model that encodes raw columns, `xorship.encoding`), else by its
+signature alone (width from the input, a binary head with classes 0 and 1). Where a file has both, its
+metadata must agree with its manifest.
+
+Rows reach the model as its graph takes them (`inputs.py`): numbers only for a built-in (a missing value
+refused); NaN for a missing number where the model's graph imputes it; one array per column (float32
+numbers, text as written) for a model with text, true/false or date columns.
 
 Inputs are streamed (`inputs.py`, on the one table reader `spec.tables`) and predictions written a
 batch at a time (`outputs.py`: CSV, Parquet, JSON Lines, the JSON document, or a terminal's table). A
@@ -43,6 +49,7 @@ from ..errors import CorruptArtifact, MissingArtifact, UsageError
 from ..graph.contract import check_served, parse_checked, read_metadata, signature
 from ..spec.archs import THRESHOLD, Arch, Label
 from ..spec.archs import label_indices as _label_rule
+from ..spec.encoding import Encoding, Raw, as_columns, raw_len
 from ..spec.tables import DEFAULT_MISSING
 from ..store import artifacts as A
 from ..store.manifest import Manifest
@@ -221,16 +228,28 @@ def _arch_from_metadata(proto: onnx.ModelProto, where: str) -> Arch | None:
     name = meta.get("name", "")
     from ..spec.recipe import NAME_RE
 
+    encoding = _encoding_of(meta, where)
     try:
         return Arch(
             name=name if NAME_RE.fullmatch(name) else "model",
-            widths=(len(features), n_out),
+            widths=(encoding.width if encoding is not None else len(features), n_out),
             task=task,
             features=tuple(features),
             classes=tuple(classes),
+            encoding=encoding,
         )
     except ValueError as exc:
         raise CorruptArtifact(f"{where}: its xorship metadata does not describe a model ({exc})") from None
+
+
+def _encoding_of(meta: dict[str, str], where: str) -> Encoding | None:
+    """The raw-column rules a file records (xorship.encoding), or None (a built-in, an older file)."""
+    if "encoding" not in meta:
+        return None
+    record = _meta_json(meta, "encoding", where)
+    if not isinstance(record, dict):
+        raise CorruptArtifact(f"{where}: its metadata xorship.encoding is not an object")
+    return Encoding.from_record(record, f"{where}: its metadata xorship.encoding")
 
 
 def _check_metadata(proto: onnx.ModelProto, arch: Arch, where: str) -> None:
@@ -245,6 +264,15 @@ def _check_metadata(proto: onnx.ModelProto, arch: Arch, where: str) -> None:
             raise CorruptArtifact(
                 f"{where}: its metadata says {key} {str(got)[:80]}, its manifest {str(want)[:80]}; refusing to serve it"
             )
+    if "encoding" in meta or arch.encoding is not None:
+        if _encoding_of(meta, where) != arch.encoding:
+            if "encoding" not in meta:
+                said = "no encoding of raw columns, its manifest one"
+            elif arch.encoding is None:
+                said = "an encoding of raw columns, its manifest none"
+            else:
+                said = "another encoding of raw columns than its manifest"
+            raise CorruptArtifact(f"{where}: its metadata records {said}; refusing to serve it")
 
 
 def _signature_width(proto: onnx.ModelProto, where: str) -> int:
@@ -279,7 +307,7 @@ class Predictor:
         features: tuple[str, ...] | None
         if served.arch is not None:
             arch = served.arch
-            check_served(proto, where, arch.n_inputs, arch.n_outputs)
+            check_served(proto, where, arch.n_inputs, arch.n_outputs, arch)
             _check_metadata(proto, arch, where)
             features = arch.features
         else:
@@ -288,7 +316,7 @@ class Predictor:
             arch = _generic_arch(width)
             features = FEATURES if width == len(FEATURES) else None  # other widths: any header names
         try:
-            spec = InputSpec(arch.n_inputs, features, served.missing)
+            spec = InputSpec(arch.n_inputs, features, served.missing, arch.encoding)
         except ValueError:
             raise CorruptArtifact(f"{where}: its feature names are not {arch.n_inputs} distinct names") from None
         self.served = served
@@ -309,14 +337,15 @@ class Predictor:
     def classes(self) -> tuple[Label, ...]:
         return self.arch.classes
 
-    def outputs(self, x: np.ndarray) -> np.ndarray:
-        """(rows, n_inputs) float32 -> (rows, n_outputs) float64, the model's output as is (binary: the
-        probability of classes[-1]; multiclass: one probability per class, in class order; regression:
-        the value). Its shape and values are checked."""
+    def outputs(self, x: Raw) -> np.ndarray:
+        """Raw rows (`spec.encoding.Raw`: (rows, n_inputs) float32, NaN for missing; or, for a model that
+        takes one input per column, a mapping column -> values) -> (rows, n_outputs) float64, the
+        model's output as is (binary: the probability of classes[-1]; multiclass: one probability per
+        class, in class order; regression: the value). Its shape and values are checked."""
         import numpy as np
 
         out = self.runner.run(x)
-        rows, k = x.shape[0], self.arch.n_outputs
+        rows, k = raw_len(x), self.arch.n_outputs
         if tuple(out.shape) != (rows, k):
             raise CorruptArtifact(
                 f"{self.served.where} returned shape {list(out.shape)} for {rows} rows, expected [{rows}, {k}]"
@@ -327,7 +356,7 @@ class Predictor:
             raise NonFiniteOutput(int(np.argmin(finite)), self.arch.output_name)
         return values
 
-    def probabilities(self, x: np.ndarray) -> np.ndarray:
+    def probabilities(self, x: Raw) -> np.ndarray:
         """`outputs(x)`, flattened to (rows,) for a one-output model (binary, regression); (rows, K) for
         a multi-class one."""
         out = self.outputs(x)
@@ -343,7 +372,28 @@ def label_indices(arch: Arch, out: np.ndarray) -> np.ndarray:
     return _label_rule(arch.task, out)
 
 
-def _row_dict(arch: Arch, x: list[float], out: list[float], index: int) -> dict[str, Any]:
+Echoed = float | str | None  # an input value as the JSON document echoes it (None: a missing number)
+
+
+def echo_rows(arch: Arch, x: Raw) -> tuple[tuple[Echoed, ...], ...]:
+    """The input rows as the JSON document's "x" echoes them, per row in feature order: numbers as their
+    float32 value (None where missing), text as the model took it ("" where missing)."""
+    import numpy as np
+
+    def value(v: Any) -> Echoed:
+        if isinstance(v, str):
+            return v
+        f = float(v)
+        return None if np.isnan(f) else f
+
+    if isinstance(x, np.ndarray):
+        return tuple(tuple(value(v) for v in row) for row in x.tolist())
+    assert arch.encoding is not None
+    cols = as_columns(x, arch.encoding)
+    return tuple(zip(*(tuple(value(v) for v in cols[c].tolist()) for c in arch.features)))
+
+
+def _row_dict(arch: Arch, x: list[Echoed], out: list[float], index: int) -> dict[str, Any]:
     """One prediction as the JSON document has it (the streaming writer formats the same thing)."""
     if arch.task == "binary":
         return {"x": x, "probability": out[0], "label": arch.classes[index]}
@@ -368,7 +418,7 @@ class Predictions:
     model: Path
     providers: ProviderReport
     arch: Arch
-    rows: tuple[tuple[float, ...], ...]
+    rows: tuple[tuple[Echoed, ...], ...]  # per row, the input values (`echo_rows`)
     outputs: tuple[tuple[float, ...], ...]  # per row, the model's n_outputs values
     indices: tuple[int, ...]  # per row, the label's index in arch.classes (() for regression)
     sha256_checked: bool
@@ -402,15 +452,15 @@ class Predictions:
         }
 
 
-def predict(served: ServedModel, x: np.ndarray, provider: str = "auto") -> Predictions:
-    """x: (rows, n_inputs) float32 -> the model's outputs and labels."""
+def predict(served: ServedModel, x: Raw, provider: str = "auto") -> Predictions:
+    """x: raw rows (`Predictor.outputs`) -> the model's outputs and labels."""
     p = Predictor(served, provider)
     out = p.outputs(x)
     return Predictions(
         model=served.where,
         providers=p.providers,
         arch=p.arch,
-        rows=tuple(tuple(float(v) for v in row) for row in x.tolist()),
+        rows=echo_rows(p.arch, x),
         outputs=tuple(tuple(row) for row in out.tolist()),
         indices=tuple(p.label_indices(out).tolist()) if p.arch.is_classifier else (),
         sha256_checked=served.sha256_checked,

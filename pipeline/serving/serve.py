@@ -5,8 +5,13 @@ published version (or `--version N`), resolved and checked exactly as `predict` 
 (`predict.resolve_model`, `allow_unverified=False`: every file's sha256 on the bytes that are loaded)
 and run through the same `Predictor.outputs`, so a served answer is `predict`'s answer bit for bit
 (float32, as the session computed it). What a model takes and answers comes from its own manifest
-(`artifacts.arch_of`): input `x` (rows, n_inputs) FP32; output `Arch.output_name` (rows, n_outputs)
-FP32: `probability` (rows, 1), `probabilities` (rows, classes), `value` (rows, 1). Models are served
+(`artifacts.arch_of`): input `x` (rows, n_inputs) FP32 or, for a model whose graph takes one input per
+raw column (a text, boolean or date feature: `Arch.per_column`), one input per column named as the
+column, (rows, 1), FP32 for numbers and BYTES (UTF-8 text) for text, booleans and dates; output
+`Arch.output_name` (rows, n_outputs) FP32: `probability` (rows, 1), `probabilities` (rows, classes),
+`value` (rows, 1). A model with an encoding (`Arch.encoding`) imputes missing numbers inside its graph,
+so NaN is a value it takes (REST JSON: `null` or the `NaN` token); a model without one (the built-ins)
+refuses NaN as before. Models are served
 under their Triton names (`Arch.serving_name`), so tritonclient code written against `ship`'s Triton
 repository runs unchanged against `serve` (except Triton's extensions, which are answered "not
 supported").
@@ -15,7 +20,8 @@ The protocol is spoken here, on two well-kept servers and nothing between them a
 a plain ASGI application under uvicorn (httptools, uvloop), gRPC is `grpcio`'s asyncio server with the
 service definitions tritonclient ships (`tritonclient.grpc.service_pb2`). Both parse the request
 themselves, strictly, and answer bad input the way `predict` does (one clear message: a JSON `true` or
-`"5.1"` is not an FP32 value, a shape `["1", "4"]` is not a shape). A request larger than
+`"5.1"` is not an FP32 value, a shape `["1", "4"]` is not a shape, BYTES must be UTF-8 text, every
+input gives one value per row). A request larger than
 `--max-request-mb` is refused before its body is read (REST: 413 from its Content-Length, or as soon
 as the streamed body passes the bound; gRPC: RESOURCE_EXHAUSTED from the message's length prefix).
 A client's error is one log line; the access log is off unless `--access-log`.
@@ -40,6 +46,7 @@ serving. `--version N` pins: nothing is polled.
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 from collections.abc import Callable, Sequence
@@ -48,13 +55,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CorruptArtifact, MissingArtifact, PipelineError, UsageError
+from ..graph.encoding_graph import nodes_on_strings
 from ..spec.archs import INPUT_NAME, Arch
+from ..spec.encoding import STRING, Raw, raw_len
 from ..store import artifacts as A
 from ..store import versions
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
+    from ..checks.runtimes import ProviderReport
     from .predict import Predictor, ServedModel
 
 POLL_SECONDS = 1.0  # how often PUBLISHED is read
@@ -65,7 +75,8 @@ DEFAULT_MAX_REQUEST_MB = (
 )
 MAX_REQUEST_MB_LIMIT = 2047  # gRPC's message length is an int32
 PLATFORM = "onnxruntime_onnx"  # what Triton reports for the same file
-DATATYPE = "FP32"  # what every model of this tool takes and answers
+DATATYPE = "FP32"  # what every model of this tool answers, and takes for numbers
+BYTES = "BYTES"  # what a model that takes one input per column takes for text, booleans and dates (UTF-8)
 SERVER_NAME = "xorship"
 HEADER_LENGTH = "inference-header-content-length"  # the binary tensor data extension's header
 # A REST body over --max-request-mb is read through and dropped (never kept) up to this many times the
@@ -142,13 +153,39 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class Tensor:
+    """One input a served model takes: its v2 name, datatype (FP32 or BYTES) and width (values per
+    row). `missing`: FP32 NaN is a value the model takes (its graph imputes it); else it is refused."""
+
+    name: str
+    datatype: str
+    width: int
+    missing: bool = False
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": [-1, self.width]}
+
+
+def model_inputs(arch: Arch) -> tuple[Tensor, ...]:
+    """What a model of `arch` takes over v2: one `x` (rows, n_inputs) FP32, or, when its graph takes one
+    input per column, one (rows, 1) input per column named as the column, FP32 for numbers (and numeric
+    category codes), BYTES for text, booleans and dates."""
+    enc = arch.encoding
+    if enc is not None and arch.per_column:
+        return tuple(Tensor(c.name, BYTES if c.dtype == STRING else DATATYPE, 1, True) for c in enc.columns)
+    return (Tensor(INPUT_NAME, DATATYPE, arch.n_inputs, enc is not None),)
+
+
+@dataclass(frozen=True)
 class Loaded:
     """One model version, fully loaded: what a request runs on. `arch` is the version's own
-    network description (from its manifest): its width, output name and shape."""
+    network description (from its manifest): its inputs, output name and shape. `strings`: the
+    graph's nodes that take or make a string tensor, as (count, operator types)."""
 
     arch: Arch
     served: ServedModel
     predictor: Predictor
+    strings: tuple[int, tuple[str, ...]] = (0, ())
 
     @property
     def version(self) -> int:
@@ -158,10 +195,14 @@ class Loaded:
     def name(self) -> str:
         return self.arch.serving_name
 
+    @functools.cached_property
+    def tensors(self) -> tuple[Tensor, ...]:
+        return model_inputs(self.arch)
+
     @property
     def inputs(self) -> tuple[dict[str, Any], ...]:
-        """v2 metadata: input `x`, (rows, n_inputs) FP32."""
-        return ({"name": INPUT_NAME, "datatype": DATATYPE, "shape": [-1, self.arch.n_inputs]},)
+        """v2 metadata: input `x` (rows, n_inputs) FP32, or one (rows, 1) input per column."""
+        return tuple(t.metadata() for t in self.tensors)
 
     @property
     def outputs(self) -> tuple[dict[str, Any], ...]:
@@ -177,10 +218,11 @@ class Loaded:
             "outputs": [dict(t) for t in self.outputs],
         }
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """(rows, n_inputs) float32 -> (rows, n_outputs) float32 through `Predictor.outputs` (predict's
-        own path: shape and finiteness checked). Exact: those are the session's float32 values. A row
-        whose output is not finite is the client's BadRequest (400)."""
+    def run(self, x: Raw) -> np.ndarray:
+        """Raw rows (the (rows, n_inputs) float32 matrix, or column -> (rows,) values) -> (rows,
+        n_outputs) float32 through `Predictor.outputs` (predict's own path: shape and finiteness
+        checked). Exact: those are the session's float32 values. A row whose output is not finite is
+        the client's BadRequest (400)."""
         import numpy as np
 
         from .predict import NonFiniteOutput
@@ -191,16 +233,37 @@ class Loaded:
             raise BadRequest(str(exc)) from None
 
     def describe(self) -> str:
-        p = self.predictor.providers
-        note = (
-            f" ({p.cuda_note})" if p.cuda_note and p.requested == "cuda" else ""
-        )  # auto without a GPU: the normal case
         sha = self.served.where.parent / A.MANIFEST
+        ts = self.tensors
+        if self.arch.per_column:
+            kinds = ", ".join(f"{sum(t.datatype == d for t in ts)} {d}" for d in (DATATYPE, BYTES))
+            takes = f"takes {len(ts)} columns, one input each ({kinds})"
+        else:
+            takes = f"takes {self.arch.n_inputs} features" + (" (NaN: missing)" if ts[0].missing else "")
         return (
             f"{self.name}: {self.arch.name} v{self.version} ({self.served.where}, checked against {sha.name}) "
-            f"takes {self.arch.n_inputs} features, answers {self.arch.output_name} [{self.arch.n_outputs}]; "
-            f"runs on {p.primary}{note}"
+            f"{takes}, answers {self.arch.output_name} [{self.arch.n_outputs}]; "
+            f"{provider_line(self.predictor.providers, self.strings)}"
         )
+
+
+def provider_line(p: ProviderReport, strings: tuple[int, tuple[str, ...]]) -> str:
+    """Where the session runs, truthfully: the provider `session.get_providers()` puts first (with the
+    reason when `--provider cuda` was asked and CUDA is not in use) and, on CUDA, the nodes that take
+    or make strings, which onnxruntime's CUDA provider has no kernels for (its kernels take fixed-size
+    types only): they run on the CPU provider inside the same session."""
+    from ..checks.runtimes import CPU_EP
+
+    text = f"runs on {p.primary}"
+    count, ops = strings
+    if p.on_cuda and count:
+        text += (
+            f", except its {count} nodes that take or make strings ({', '.join(ops)}), which run on {CPU_EP} "
+            "in the same session (onnxruntime has no CUDA kernels for strings)"
+        )
+    if p.cuda_note and p.requested == "cuda":  # auto without a GPU: the normal case, not worth a note
+        text += f" ({p.cuda_note})"
+    return text
 
 
 class Slot:
@@ -213,21 +276,23 @@ class Slot:
 def load(root: Path, name: str, version: int | None, provider: str, hint: str | None = None) -> Loaded:
     """Resolve as `predict` does (sha256-checked, verified only; the network from the version's own
     manifest), open its session, and check that the graph's tensor names are the description's
-    (`Predictor` checks the shapes and the file's own metadata)."""
-    from ..graph.contract import parse_checked, signature
+    (`Predictor` checks the types, shapes and the file's own metadata)."""
+    from ..graph.contract import expected_inputs, parse_checked, signature
     from .predict import Predictor, resolve_model
 
     served = resolve_model(root, name, None, version, allow_unverified=False, hint=hint)
     predictor = Predictor(served, provider)
     arch = predictor.arch
-    sig = signature(parse_checked(served.data, str(served.where)))
-    names = (sig.inputs[0].name, sig.outputs[0].name)
-    if names != (INPUT_NAME, arch.output_name):
+    proto = parse_checked(served.data, str(served.where))
+    sig = signature(proto)
+    got = ([i.name for i in sig.inputs], sig.outputs[0].name)
+    want = ([n for n, _, _ in expected_inputs(arch)], arch.output_name)
+    if got != want:
         raise CorruptArtifact(
-            f"{served.where}: its graph's input and output are {list(names)}, its manifest says "
-            f"{[INPUT_NAME, arch.output_name]}"
+            f"{served.where}: its graph's inputs and output are {str(got[0])[:200]} and {got[1]!r}, its manifest "
+            f"says {str(want[0])[:200]} and {want[1]!r}"
         )
-    return Loaded(arch, served, predictor)
+    return Loaded(arch, served, predictor, nodes_on_strings(proto) if arch.per_column else (0, ()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,34 +300,63 @@ def load(root: Path, name: str, version: int | None, provider: str, hint: str | 
 
 
 def describe_input(loaded: Loaded) -> str:
-    t = loaded.inputs[0]
-    return f"one input {t['name']!r}, {t['datatype']}, shape {t['shape']}"
+    ts = loaded.tensors
+    if not loaded.arch.per_column:
+        t = ts[0]
+        return f"one input {t.name!r}, {t.datatype}, shape [-1, {t.width}]"
+    cols = ", ".join(f"{t.name!r} {t.datatype}" for t in ts)
+    return f"{len(ts)} inputs, one per column, each of shape [-1, 1]: {one_line(cols, 300)}"
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def check_input(
-    loaded: Loaded, count: int, name: Any, datatype: Any, shape: Any, max_batch_size: int
-) -> tuple[int, int]:
-    """(rows, columns) of the request's one input, or BadRequest saying what is wrong with its header
-    (the data is checked by `batch_from_values` / `batch_from_bytes`)."""
-    spec = loaded.inputs[0]
-    want = spec["name"]
-    width = loaded.arch.n_inputs
-    if count != 1:
-        raise BadRequest(f"{loaded.name} takes {describe_input(loaded)}; the request has {count} inputs")
-    if not isinstance(name, str) or name != want:
-        raise BadRequest(f"unknown input {str(name)[:60]!r}: {loaded.name} takes {describe_input(loaded)}")
-    if not isinstance(datatype, str) or datatype.upper() != spec["datatype"]:
-        raise BadRequest(f"input {want!r} must be {spec['datatype']}, got {str(datatype)[:20]}")
+def check_inputs(
+    loaded: Loaded, given: Sequence[tuple[Any, Any, Any]], max_batch_size: int
+) -> list[tuple[Tensor, int]]:
+    """The request's inputs, as (name, datatype, shape) in request order, matched to the model's:
+    each known and given once, every one of the model's given, each with its datatype and shape
+    [rows, width], one row count for all. [(the model's tensor, rows)] in request order, or
+    BadRequest saying what is wrong (the data is checked by `tensor_from_json` /
+    `tensor_from_bytes`)."""
+    specs = {t.name: t for t in loaded.tensors}
+    if not given or len(given) > len(specs):
+        raise BadRequest(f"{loaded.name} takes {describe_input(loaded)}; the request has {len(given)} inputs")
+    out: list[tuple[Tensor, int]] = []
+    for name, datatype, shape in given:
+        spec = specs.get(name) if isinstance(name, str) else None
+        if spec is None:
+            raise BadRequest(f"unknown input {str(name)[:60]!r}: {loaded.name} takes {describe_input(loaded)}")
+        if any(t.name == name for t, _ in out):
+            raise BadRequest(f"input {name!r} is given twice")
+        rows = _check_header(loaded, spec, datatype, shape, max_batch_size)
+        if out and rows != out[0][1]:
+            raise BadRequest(
+                f"input {name!r} has {rows} rows and input {out[0][0].name!r} has {out[0][1]}: every input gives "
+                "one value per row"
+            )
+        out.append((spec, rows))
+    missing = [t.name for t in loaded.tensors if t.name not in {s.name for s, _ in out}]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise BadRequest(f"the request has no input {missing[0]!r}{more}: {loaded.name} takes {describe_input(loaded)}")
+    return out
+
+
+def _check_header(loaded: Loaded, spec: Tensor, datatype: Any, shape: Any, max_batch_size: int) -> int:
+    """The rows of one input whose name is `spec`'s, or BadRequest for its datatype or shape."""
+    want, width = spec.name, spec.width
+    if not isinstance(datatype, str) or datatype.upper() != spec.datatype:
+        raise BadRequest(f"input {want!r} must be {spec.datatype}, got {str(datatype)[:20]}")
     dims = list(shape) if isinstance(shape, (list, tuple)) else None
     if dims is None or len(dims) != 2 or not all(_is_int(d) for d in dims):
         shown = shape[:8] if isinstance(shape, (list, tuple)) else shape
         raise BadRequest(f"input {want!r} must have shape [rows, {width}] (two integers), got {str(shown)[:80]}")
     rows, cols = dims
     if cols != width:
+        if loaded.arch.per_column:
+            raise BadRequest(f"input {want!r} must have shape [rows, 1] (one value per row), got shape {dims}")
         features = ", ".join(loaded.arch.features)
         raise BadRequest(
             f"input {want!r} must have {width} columns ({features[:200]}; shape [rows, {width}]), got shape {dims}"
@@ -271,38 +365,73 @@ def check_input(
         raise BadRequest(f"input {want!r} is an empty batch (shape {dims}): send at least one row")
     if rows > max_batch_size:
         raise BadRequest(f"a batch of {rows} rows is over --max-batch-size {max_batch_size}")
-    return rows, cols
+    return rows
 
 
-def _flatten_numbers(data: Any, want: str, shape: list[int]) -> list[Any]:
-    """The JSON `data` of an FP32 input as one flat list of numbers (nested lists are read row-major),
-    or BadRequest: a string ('5.1'), true/false or null is not an FP32 value, as `predict` says."""
+def _flatten(data: Any, want: str, shape: list[int], datatype: str) -> list[Any]:
+    """The JSON `data` of an input as one flat list (nested lists are read row-major)."""
     flat: list[Any] = []
     stack = [data] if isinstance(data, list) else None
     if stack is None:
-        raise BadRequest(f"input {want!r}: its data must be a JSON list of numbers, got {type(data).__name__}")
+        what = "numbers" if datatype == DATATYPE else "strings"
+        raise BadRequest(f"input {want!r}: its data must be a JSON list of {what}, got {type(data).__name__}")
     while stack:
         item = stack.pop()
         if type(item) is list:
             stack.extend(reversed(item))
-            continue
-        if type(item) is float or type(item) is int:
+        else:
             flat.append(item)
+    return flat
+
+
+def _what(item: Any) -> str:
+    return "true/false" if isinstance(item, bool) else "null" if item is None else repr(item)[:40]
+
+
+def _numbers(flat: list[Any], want: str, shape: list[int], missing: bool) -> list[Any]:
+    """FP32 values from JSON: numbers only (a string ('5.1'), true/false are not FP32 values, as
+    `predict` says); null is NaN (missing) where the model takes missing values, else refused."""
+    for i, item in enumerate(flat):
+        if type(item) is float or type(item) is int:
             continue
-        what = "true/false" if isinstance(item, bool) else "null" if item is None else repr(item)[:40]
+        if item is None and missing:
+            flat[i] = float("nan")
+            continue
+        hint = " (a missing value is null)" if missing and isinstance(item, str) else ""
         raise BadRequest(
-            f"input {want!r}: its data does not match shape {shape} of FP32 values: {what} at position "
-            f"{len(flat)} is not a number"
+            f"input {want!r}: its data does not match shape {shape} of FP32 values: {_what(item)} at position "
+            f"{i} is not a number{hint}"
         )
     return flat
 
 
-def batch_from_values(values: Any, rows: int, cols: int, want: str) -> np.ndarray:
-    """(rows, cols) float32 from JSON numbers (or a gRPC fp32_contents list), finite, or BadRequest."""
+def tensor_from_json(spec: Tensor, data: Any, rows: int) -> np.ndarray:
+    """(rows, width) from an input's JSON `data`, checked: FP32 numbers, finite (null or NaN allowed
+    where `spec.missing`); BYTES strings (null: missing); or BadRequest."""
+    if spec.datatype == BYTES:
+        return _strings(_flatten(data, spec.name, [rows, spec.width], BYTES), rows, spec.name)
+    return batch_from_values(data, rows, spec.width, spec.name, spec.missing)
+
+
+def tensor_from_bytes(spec: Tensor, raw: bytes | memoryview, rows: int) -> np.ndarray:
+    """(rows, width) from an input's binary data (REST's binary extension, gRPC's raw_input_contents):
+    little-endian FP32, or Triton's BYTES encoding; or BadRequest."""
+    if spec.datatype == BYTES:
+        return _strings(_split_bytes(memoryview(raw), rows, spec.name), rows, spec.name)
+    return batch_from_bytes(raw, rows, spec.width, spec.name, spec.missing)
+
+
+def batch_from_values(values: Any, rows: int, cols: int, want: str, missing: bool = False) -> np.ndarray:
+    """(rows, cols) float32 from JSON numbers (or a gRPC fp32_contents array), finite (NaN allowed
+    when `missing`), or BadRequest."""
     import numpy as np
 
     shape = [rows, cols]
-    flat = _flatten_numbers(values, want, shape) if not hasattr(values, "__array__") else values
+    flat = (
+        _numbers(_flatten(values, want, shape, DATATYPE), want, shape, missing)
+        if not hasattr(values, "__array__")
+        else values
+    )
     if len(flat) != rows * cols:
         raise BadRequest(f"input {want!r}: its data does not match shape {shape} ({len(flat)} values)")
     try:
@@ -312,11 +441,12 @@ def batch_from_values(values: Any, rows: int, cols: int, want: str) -> np.ndarra
         raise BadRequest(f"input {want!r} has a value that is not finite (NaN, Inf, or beyond float32)") from None
     except (ValueError, TypeError) as exc:
         raise BadRequest(f"input {want!r}: its data does not match shape {shape} of FP32 values ({exc})") from None
-    return _finite(x, want)
+    return _finite(x, want, missing)
 
 
-def batch_from_bytes(raw: bytes | memoryview, rows: int, cols: int, want: str) -> np.ndarray:
-    """(rows, cols) float32 from little-endian FP32 bytes (binary data), finite, or BadRequest."""
+def batch_from_bytes(raw: bytes | memoryview, rows: int, cols: int, want: str, missing: bool = False) -> np.ndarray:
+    """(rows, cols) float32 from little-endian FP32 bytes (binary data), finite (NaN allowed when
+    `missing`), or BadRequest."""
     import numpy as np
 
     if len(raw) != rows * cols * 4:
@@ -324,17 +454,96 @@ def batch_from_bytes(raw: bytes | memoryview, rows: int, cols: int, want: str) -
             f"input {want!r}: its binary data is {len(raw)} bytes; shape [{rows}, {cols}] of FP32 needs {rows * cols * 4}"
         )
     x = np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(rows, cols)
-    return _finite(x, want)
+    return _finite(x, want, missing)
 
 
-def _finite(x: np.ndarray, want: str) -> np.ndarray:
+def _finite(x: np.ndarray, want: str, missing: bool = False) -> np.ndarray:
+    """`x`, or BadRequest naming the first row with a value that is not finite (Inf, beyond float32;
+    NaN too unless `missing`: a model with an encoding imputes it)."""
     import numpy as np
 
-    finite = np.isfinite(x)
-    if not finite.all():
-        row = int(np.argwhere(~finite)[0][0])
+    bad = np.isinf(x) if missing else ~np.isfinite(x)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        if missing:
+            raise BadRequest(
+                f"input {want!r} has a value that is infinite (Inf, or beyond float32) in row {row}; a missing value "
+                "is NaN (REST JSON: null)"
+            )
         raise BadRequest(f"input {want!r} has a value that is not finite (NaN, Inf, or beyond float32) in row {row}")
     return x
+
+
+def _split_bytes(raw: memoryview, rows: int, want: str) -> list[bytes]:
+    """The elements of Triton's BYTES encoding (per element a 4-byte little-endian length, then that
+    many bytes), exactly `rows` of them, or BadRequest."""
+    out: list[bytes] = []
+    pos, end = 0, len(raw)
+    while pos < end:
+        if len(out) == rows:
+            raise BadRequest(
+                f"input {want!r}: its binary data has {end - pos} bytes after the {rows} strings of shape [{rows}, 1]"
+            )
+        if pos + 4 > end:
+            raise BadRequest(
+                f"input {want!r}: its binary data is not Triton's BYTES encoding (a 4-byte length, then the bytes, "
+                f"per string): {end - pos} bytes are left at byte {pos}"
+            )
+        size = int.from_bytes(raw[pos : pos + 4], "little")
+        pos += 4
+        if size > end - pos:
+            raise BadRequest(
+                f"input {want!r}: string {len(out)} of its binary data says {size} bytes, {end - pos} are left "
+                "(Triton's BYTES encoding: a 4-byte little-endian length, then the bytes, per string)"
+            )
+        out.append(bytes(raw[pos : pos + size]))
+        pos += size
+    if len(out) != rows:
+        raise BadRequest(f"input {want!r}: its binary data holds {len(out)} strings; shape [{rows}, 1] needs {rows}")
+    return out
+
+
+def _strings(flat: Any, rows: int, want: str) -> np.ndarray:
+    """(rows, 1) object array of str from JSON strings (null: "", missing) or bytes (UTF-8), or
+    BadRequest: a number or true/false is not text, bytes must be UTF-8, a string valid Unicode."""
+    import numpy as np
+
+    if len(flat) != rows:
+        raise BadRequest(f"input {want!r}: its data does not match shape [{rows}, 1] ({len(flat)} values)")
+    out = np.empty((rows, 1), dtype=object)
+    for i, item in enumerate(flat):
+        if isinstance(item, bytes):
+            try:
+                item = item.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadRequest(
+                    f"input {want!r}: string {i} is not UTF-8 text ({exc.reason} at byte {exc.start}); BYTES inputs "
+                    "take UTF-8"
+                ) from None
+        elif item is None:
+            item = ""  # missing text: the graph's "" (unknown category, missing date)
+        elif not isinstance(item, str):
+            raise BadRequest(
+                f"input {want!r}: its data does not match shape [{rows}, 1] of BYTES values: {_what(item)} at "
+                f'position {i} is not a string (send text: "true", "3", "2024-01-31")'
+            )
+        else:
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest(
+                    f"input {want!r}: the string at position {i} is not valid Unicode (a lone surrogate)"
+                ) from None
+        out[i, 0] = item
+    return out
+
+
+def raw_rows(loaded: Loaded, tensors: dict[str, np.ndarray]) -> Raw:
+    """What `Predictor.outputs` takes, from the request's tensors by name: the `x` matrix, or column ->
+    (rows,) values."""
+    if loaded.arch.per_column:
+        return {t.name: tensors[t.name].reshape(-1) for t in loaded.tensors}
+    return tensors[loaded.tensors[0].name]
 
 
 def check_version(loaded: Loaded, version: str | None) -> None:
@@ -365,7 +574,7 @@ def check_requested_outputs(requested: Sequence[tuple[Any, int]], loaded: Loaded
 
 @dataclass(frozen=True)
 class RestRequest:
-    x: np.ndarray
+    x: Raw  # what `Loaded.run` takes
     request_id: str | None
     binary_output: bool
 
@@ -399,7 +608,8 @@ def _binary_size(params: Any, what: str) -> int | None:
 
 def parse_rest(body: bytes, header_length: str | None, loaded: Loaded, max_batch_size: int) -> RestRequest:
     """A v2 REST inference request (JSON, or a JSON header followed by binary tensor data when the
-    Inference-Header-Content-Length header is given), checked strictly."""
+    Inference-Header-Content-Length header is given, the inputs' data in their order), checked
+    strictly."""
     if header_length is not None:
         text = header_length.strip()
         if not (text.isascii() and text.isdigit()):
@@ -414,34 +624,42 @@ def parse_rest(body: bytes, header_length: str | None, loaded: Loaded, max_batch
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest('the request body is not a v2 inference request: it has no "inputs" list')
-    first = inputs[0]
-    if not isinstance(first, dict):
+    if not all(isinstance(i, dict) for i in inputs):
         raise BadRequest("the request body is not a v2 inference request: each input must be a JSON object")
-    rows, cols = check_input(
-        loaded, len(inputs), first.get("name"), first.get("datatype"), first.get("shape"), max_batch_size
-    )
-    want = loaded.inputs[0]["name"]
-    size = _binary_size(first.get("parameters"), f"input {want!r}")
-    if size is None:
-        if len(binary):
+    checked = check_inputs(loaded, [(i.get("name"), i.get("datatype"), i.get("shape")) for i in inputs], max_batch_size)
+    sizes = [_binary_size(i.get("parameters"), f"input {spec.name!r}") for i, (spec, _) in zip(inputs, checked)]
+    given = [(spec.name, size) for (spec, _), size in zip(checked, sizes) if size is not None]
+    if not given and len(binary):
+        who = f"input {checked[0][0].name!r}" if len(inputs) == 1 else "no input"
+        raise BadRequest(
+            f"the request has {len(binary)} bytes after its JSON header but {who} gives no binary_data_size"
+        )
+    if given and header_length is None:
+        raise BadRequest(
+            f"input {given[0][0]!r} gives binary_data_size but the request has no Inference-Header-Content-Length header"
+        )
+    total = sum(size for _, size in given)
+    if total != len(binary):
+        if len(given) == 1:
             raise BadRequest(
-                f"the request has {len(binary)} bytes after its JSON header but input {want!r} gives no binary_data_size"
+                f"input {given[0][0]!r} gives binary_data_size {total}, but {len(binary)} bytes follow the JSON header"
             )
-        if "data" not in first:
-            raise BadRequest(f'input {want!r} has no data (give "data", or binary data with binary_data_size)')
-        x = batch_from_values(first["data"], rows, cols, want)
-    else:
-        if header_length is None:
-            raise BadRequest(
-                f"input {want!r} gives binary_data_size but the request has no Inference-Header-Content-Length header"
-            )
-        if "data" in first:
-            raise BadRequest(f"input {want!r} gives both data and binary_data_size; send one")
-        if size != len(binary):
-            raise BadRequest(
-                f"input {want!r} gives binary_data_size {size}, but {len(binary)} bytes follow the JSON header"
-            )
-        x = batch_from_bytes(binary, rows, cols, want)
+        raise BadRequest(
+            f"the inputs' binary_data_size add up to {total} bytes, but {len(binary)} bytes follow the JSON header"
+        )
+    tensors: dict[str, np.ndarray] = {}
+    at = 0  # the inputs' binary data follow the JSON header in the inputs' order
+    for tensor, (spec, rows), size in zip(inputs, checked, sizes):
+        if size is None:
+            if "data" not in tensor:
+                raise BadRequest(f'input {spec.name!r} has no data (give "data", or binary data with binary_data_size)')
+            tensors[spec.name] = tensor_from_json(spec, tensor["data"], rows)
+        else:
+            if "data" in tensor:
+                raise BadRequest(f"input {spec.name!r} gives both data and binary_data_size; send one")
+            tensors[spec.name] = tensor_from_bytes(spec, binary[at : at + size], rows)
+            at += size
+    x = raw_rows(loaded, tensors)
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest(f"the request id must be a string, got {str(request_id)[:40]}")
@@ -765,29 +983,36 @@ def _grpc_server(config: ServeConfig, slots: dict[str, Slot], on_line: Callable[
             inputs=tensors(loaded.inputs), outputs=tensors(loaded.outputs),
         )  # fmt: skip
 
-    def batch(request: Any, loaded: Loaded) -> np.ndarray:
-        if not request.inputs:
-            raise BadRequest(f"{loaded.name} takes {describe_input(loaded)}; the request has no inputs")
-        first = request.inputs[0]
-        rows, cols = check_input(
-            loaded, len(request.inputs), first.name, first.datatype, list(first.shape), config.max_batch_size
-        )
-        want = loaded.inputs[0]["name"]
-        raw = request.raw_input_contents
-        contents = first.contents
-        filled = [f.name for f, _ in contents.ListFields()]
-        if raw:
-            if len(raw) != len(request.inputs):
-                raise BadRequest(f"the request has {len(raw)} raw contents for {len(request.inputs)} inputs")
-            if filled:
-                raise BadRequest(f"input {want!r} gives both contents and raw_input_contents; send one")
-            return batch_from_bytes(raw[0], rows, cols, want)
-        if filled != ["fp32_contents"]:
-            shown = ", ".join(filled) or "none"
-            raise BadRequest(f"input {want!r}: its contents must be fp32_contents (FP32), got {shown}")
+    def batch(request: Any, loaded: Loaded) -> Raw:
+        """The request's rows, from every input's typed contents (fp32_contents, bytes_contents) or
+        from raw_input_contents (one per input, in the inputs' order: every input, or none)."""
         import numpy as np
 
-        return batch_from_values(np.asarray(contents.fp32_contents, dtype=np.float32), rows, cols, want)
+        if not request.inputs:
+            raise BadRequest(f"{loaded.name} takes {describe_input(loaded)}; the request has no inputs")
+        given = [(t.name, t.datatype, list(t.shape)) for t in request.inputs]
+        checked = check_inputs(loaded, given, config.max_batch_size)
+        raw = request.raw_input_contents
+        tensors: dict[str, np.ndarray] = {}
+        if raw and len(raw) != len(request.inputs):
+            raise BadRequest(f"the request has {len(raw)} raw contents for {len(request.inputs)} inputs")
+        for i, (tensor, (spec, rows)) in enumerate(zip(request.inputs, checked)):
+            filled = [f.name for f, _ in tensor.contents.ListFields()]
+            if raw:
+                if filled:
+                    raise BadRequest(f"input {spec.name!r} gives both contents and raw_input_contents; send one")
+                tensors[spec.name] = tensor_from_bytes(spec, raw[i], rows)
+                continue
+            field = "fp32_contents" if spec.datatype == DATATYPE else "bytes_contents"
+            if filled != [field]:
+                shown = ", ".join(filled) or "none"
+                raise BadRequest(f"input {spec.name!r}: its contents must be {field} ({spec.datatype}), got {shown}")
+            if spec.datatype == BYTES:
+                tensors[spec.name] = _strings(list(tensor.contents.bytes_contents), rows, spec.name)
+            else:
+                values = np.asarray(tensor.contents.fp32_contents, dtype=np.float32)
+                tensors[spec.name] = batch_from_values(values, rows, spec.width, spec.name, spec.missing)
+        return raw_rows(loaded, tensors)
 
     class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         async def ServerLive(self, request: Any, context: Any) -> Any:
@@ -828,7 +1053,7 @@ def _grpc_server(config: ServeConfig, slots: dict[str, Slot], on_line: Callable[
                 context.set_details(str(exc))
                 return pb.ModelInferResponse()
             if config.access_log:
-                on_line(f"access: {one_line(context.peer(), 80)} gRPC ModelInfer {loaded.name} rows {x.shape[0]}")
+                on_line(f"access: {one_line(context.peer(), 80)} gRPC ModelInfer {loaded.name} rows {raw_len(x)}")
             out = pb.ModelInferResponse.InferOutputTensor(
                 name=loaded.arch.output_name, datatype=DATATYPE, shape=list(y.shape)
             )

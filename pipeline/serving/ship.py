@@ -14,12 +14,18 @@
 `ship_version` takes the version's bytes (the caller has read and hash-checked them) and:
 
 - validates the options and the files; rebuilds the network's description (`archs.Arch`) from the
-  version's manifest (`artifacts.arch_of`); builds the config from it (input `x` [n_inputs], output
-  `Arch.output_name` [n_outputs], FP32, the batch dimension as Triton's `max_batch_size`), checks
-  that the ONNX graph has exactly that signature, and checks the config before anything is
-  written: always with this module's own reader of the text it generates (so a base install
-  refuses a bad config too), and also with Triton's model-config protobuf schema
-  (`tritonclient.grpc.model_config_pb2`) when tritonclient is installed;
+  version's manifest (`artifacts.arch_of`); builds the config from it (input `x` [n_inputs] FP32, or,
+  for a model whose graph takes one input per raw column (`Arch.per_column`), one input per column
+  named exactly as the column, dims [1], `TYPE_FP32` for numbers and `TYPE_STRING` for text,
+  booleans and dates; output `Arch.output_name` [n_outputs] FP32; the batch dimension as Triton's
+  `max_batch_size`), checks that the ONNX graph has exactly that signature, and checks the config
+  before anything is written: always with this module's own reader of the text it generates (so a
+  base install refuses a bad config too), and also with Triton's model-config protobuf schema
+  (`tritonclient.grpc.model_config_pb2`) when tritonclient is installed. Tensor names are protobuf
+  text strings (`"` and backslash escaped), so a column named `lot size` or `kind/type` keeps its
+  name; a name with a control character is refused. A model with string inputs gets comment lines
+  in its config (and `ShipResult.notes`) saying which of its nodes onnxruntime runs on its CPU
+  provider on a GPU instance: those that take or make strings (it has no CUDA kernels for strings);
 - class names go into labels.txt as written in the data (a string as it is; a number or boolean
   as JSON writes it: 3, 1.5, true). A class name that cannot be one line of that file (a line
   break of any kind, a NUL, text that is not valid Unicode) or two classes with the same name is
@@ -47,6 +53,7 @@ import hashlib
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,13 +63,14 @@ from typing import Any
 from ..errors import ArtifactWriteError, CorruptArtifact, IntegrityError, MissingArtifact, UsageError
 from ..graph.contract import check_served, parse_checked, read_metadata, signature
 from ..spec.archs import INPUT_NAME, Arch
+from ..spec.encoding import STRING
 from ..spec.recipe import BUILTIN_NAMES
 from ..store import artifacts as A
 from ..store.card import class_label
 from ..store.manifest import Manifest
 
 INSTANCE_KINDS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
-ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 7: "TYPE_INT64", 6: "TYPE_INT32"}
+ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 7: "TYPE_INT64", 6: "TYPE_INT32", 8: "TYPE_STRING"}
 
 CONFIG = "config.pbtxt"
 LABELS = A.LABELS  # Triton's label file for a classification output: in the model folder, beside the config
@@ -76,7 +84,7 @@ REQUIRED_FILES = (A.ONNX, A.MANIFEST, A.VERIFY)
 # What a Triton version folder holds; other entries of `files` (weights, loss curve) are not shipped.
 # The seal (schema 4 on) lets `predict --model <repo>/<name>/<N>/model.onnx` check the copied manifest.
 SHIPPED_FILES = (*REQUIRED_FILES, A.CARD, A.SEAL)
-# A model or tensor name that needs no quoting and is one path component.
+# A model name that needs no quoting and is one path component (a Triton model folder).
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
@@ -90,6 +98,7 @@ class ShipResult:
     repository: Path  # `out`, the Triton model repository
     labels_path: Path | None = None  # multiclass: <out>/<name>/labels.txt
     written: tuple[str, ...] = ()  # what this call wrote, relative to `out` (empty: the repository was up to date)
+    notes: tuple[str, ...] = ()  # what the config says beyond its fields (its comment lines: where nodes run)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,8 +127,11 @@ def triton_tensors(onnx_model: Any) -> Tensors:
         )
 
     def convert(spec: Any, kind: str) -> TritonTensor:
-        if not isinstance(spec.name, str) or not _NAME.fullmatch(spec.name):
-            raise CorruptArtifact(f"ONNX {kind} name {str(spec.name)[:60]!r} cannot be written in a Triton config")
+        problem = tensor_name_problem(spec.name)
+        if problem:
+            raise CorruptArtifact(
+                f"ONNX {kind} name {str(spec.name)[:60]!r} cannot be written in a Triton config: {problem}"
+            )
         if spec.elem_type not in ONNX_TO_TRITON:
             raise CorruptArtifact(
                 f"ONNX {kind} {spec.name!r} has element type {spec.type_name}, which ship does not map to a Triton type"
@@ -143,25 +155,69 @@ def triton_tensors(onnx_model: Any) -> Tensors:
     return inputs, outputs
 
 
+def tensor_name_problem(name: Any) -> str | None:
+    """None when `name` can be a tensor name in a Triton config (a protobuf string: any text, with `"`
+    and backslash escaped by `pbtxt_string`); else why not. A control character (a line break, a tab,
+    a NUL) or a lone surrogate is refused: Triton's C API passes names as C strings, its config and
+    logs are UTF-8 lines."""
+    if not isinstance(name, str) or not name:
+        return "an empty name"
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cs")), None)
+    if bad is not None:
+        return f"it holds {bad!r}; rename that column in the data and train again"
+    return None
+
+
+def pbtxt_string(text: str) -> str:
+    """`text` as a protobuf text-format string literal: in double quotes, backslash and `"` escaped,
+    everything else as is (UTF-8; control characters are refused before, by `tensor_name_problem`)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def arch_tensors(arch: Arch) -> Tensors:
-    """What the model description says Triton serves: input `x` (batch, n_inputs) and the head's
-    output (batch, n_outputs), FP32; a multiclass output names its label file."""
+    """What the model description says Triton serves: input `x` (batch, n_inputs) FP32, or, for a model
+    whose graph takes one input per raw column, one (batch, 1) input per column named as the column,
+    TYPE_FP32 for numbers and TYPE_STRING for text, booleans and dates; and the head's output (batch,
+    n_outputs) FP32; a multiclass output names its label file."""
     labels = LABELS if arch.task == "multiclass" else None
+    enc = arch.encoding
+    if enc is not None and arch.per_column:
+        inputs = tuple(
+            TritonTensor(c.name, "TYPE_STRING" if c.dtype == STRING else "TYPE_FP32", (1,)) for c in enc.columns
+        )
+    else:
+        inputs = (TritonTensor(INPUT_NAME, "TYPE_FP32", (arch.n_inputs,)),)
+    return inputs, (TritonTensor(arch.output_name, "TYPE_FP32", (arch.n_outputs,), labels),)
+
+
+def string_notes(arch: Arch, onnx_model: Any) -> tuple[str, ...]:
+    """What a config says about a model with string inputs beyond its fields: where its string nodes
+    run when Triton gives it a GPU (onnxruntime's CUDA provider has no kernels for strings: the nodes
+    that take or make them run on its CPU provider inside the same session). Empty for other models."""
+    if not arch.per_column:
+        return ()
+    from ..graph.encoding_graph import nodes_on_strings
+
+    count, ops = nodes_on_strings(onnx_model)
+    if not count:
+        return ()
     return (
-        (TritonTensor(INPUT_NAME, "TYPE_FP32", (arch.n_inputs,)),),
-        (TritonTensor(arch.output_name, "TYPE_FP32", (arch.n_outputs,), labels),),
+        "inputs: one per raw column, [batch, 1]: TYPE_FP32 numbers (NaN: missing), TYPE_STRING text, booleans and "
+        'dates (UTF-8; "" or a value never seen in training: missing or unknown)',
+        f"on a GPU instance onnxruntime runs the {count} nodes that take or make strings ({', '.join(ops)}) on its "
+        "CPU provider, in the same session (it has no CUDA kernels for strings); the network runs on CUDA",
     )
 
 
 def model_tensors(arch: Arch, onnx_model: Any) -> Tensors:
-    """The config's tensors: the Arch's, after checking that the ONNX graph has exactly that one
-    input and that first output (names, types, dims), as Triton would when it loads the model.
+    """The config's tensors: the Arch's, after checking that the ONNX graph has exactly those inputs
+    (in order) and that first output (names, types, dims), as Triton would when it loads the model.
     CorruptArtifact naming both when they differ."""
     want_in, want_out = arch_tensors(arch)
     got_in, got_out = triton_tensors(onnx_model)
 
     def show(ts: tuple[TritonTensor, ...]) -> str:
-        return ", ".join(f"{t.name} {t.data_type}{list(t.dims)}" for t in ts)
+        return ", ".join(f"{t.name} {t.data_type}{list(t.dims)}" for t in ts)[:300]
 
     plain = [(t.name, t.data_type, t.dims) for t in (*got_in, got_out[0])]
     if plain != [(t.name, t.data_type, t.dims) for t in (*want_in, *want_out)]:
@@ -175,7 +231,7 @@ def model_tensors(arch: Arch, onnx_model: Any) -> Tensors:
 def _format_tensor(t: TritonTensor) -> str:
     label = f'\n    label_filename: "{t.label_filename}"' if t.label_filename else ""
     dims = ", ".join(map(str, t.dims))
-    return f'  {{\n    name: "{t.name}"\n    data_type: {t.data_type}\n    dims: [ {dims} ]{label}\n  }}'
+    return f"  {{\n    name: {pbtxt_string(t.name)}\n    data_type: {t.data_type}\n    dims: [ {dims} ]{label}\n  }}"
 
 
 def config_pbtxt(
@@ -187,14 +243,18 @@ def config_pbtxt(
     *,
     version: int,
     model: str | None = None,
+    notes: tuple[str, ...] = (),
 ) -> str:
     """Triton's config for the model: its tensors (`model_tensors`: the Arch's, checked against the
     ONNX graph); Triton serves exactly `version` (so shipping an older version again rolls back to it).
     `model`: the name of the model (our artifacts folder) the folder serves, recorded as the parameter
-    MODEL_PARAMETER, so that another model is never shipped into it (`ship_version`)."""
+    MODEL_PARAMETER, so that another model is never shipped into it (`ship_version`). `notes`: comment
+    lines at the top (`string_notes`: what the fields cannot say)."""
     inputs, outputs = (",\n".join(map(_format_tensor, specs)) for specs in tensors)
     owner = f'parameters {{\n  key: "{MODEL_PARAMETER}"\n  value {{ string_value: "{model}" }}\n}}\n' if model else ""
+    comments = "".join(f"# {' '.join(n.split())}\n" for n in notes)
     return (
+        f"{comments}"
         f'name: "{name}"\n'
         f'platform: "{PLATFORM}"\n'
         f"max_batch_size: {max_batch_size}\n"
@@ -244,7 +304,7 @@ def _expected(
     }
 
 
-_TOKEN = re.compile(r'\s+|#[^\n]*|(?P<tok>"[^"\\\n]*"|-?\d+|[A-Za-z_][A-Za-z0-9_]*|[{}\[\]:,])')
+_TOKEN = re.compile(r'\s+|#[^\n]*|(?P<tok>"(?:[^"\\\n]|\\["\\])*"|-?\d+|[A-Za-z_][A-Za-z0-9_]*|[{}\[\]:,])')
 
 
 def read_pbtxt(text: str) -> dict[str, list[Any]]:
@@ -276,7 +336,7 @@ def read_pbtxt(text: str) -> dict[str, list[Any]]:
     def scalar() -> Any:
         tok = take()
         if tok.startswith('"'):
-            return tok[1:-1]
+            return re.sub(r'\\(["\\])', r"\1", tok[1:-1])  # the two escapes `pbtxt_string` writes
         if re.fullmatch(r"-?\d+", tok):
             return int(tok)
         if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", tok):
@@ -473,7 +533,7 @@ def _check_files(name: str, number: int, files: Mapping[str, bytes]) -> tuple[Ma
             raise IntegrityError(f"{where}: {file} has sha256 {actual}, its manifest says {entry.sha256}")
     arch = A.arch_of(manifest, f"{where}: {A.MANIFEST}")
     model = parse_checked(files[A.ONNX], f"{where}: {A.ONNX}")
-    check_served(model, f"{where}: {A.ONNX}", arch.n_inputs, arch.n_outputs)
+    check_served(model, f"{where}: {A.ONNX}", arch.n_inputs, arch.n_outputs, arch)
     _check_metadata(model, arch, f"{where}: {A.ONNX}")
     return manifest, arch, model
 
@@ -677,8 +737,9 @@ def ship_version(
             f"version {number} of {model.name}: serving name {name[:60]!r} cannot be a Triton model folder"
         )
     tensors = model_tensors(model, onnx_model)
+    notes = string_notes(model, onnx_model)
     config = config_pbtxt(
-        name, tensors, max_batch_size, instance_kind, instances, version=number, model=model.name
+        name, tensors, max_batch_size, instance_kind, instances, version=number, model=model.name, notes=notes
     ).encode()
     check_config(config.decode(), name, tensors, max_batch_size, instance_kind, instances, number, model.name)
     labels = labels_txt(model)
@@ -753,4 +814,5 @@ def ship_version(
         out,
         labels_path if labels is not None else None,
         tuple(written),
+        notes,
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CorruptArtifact, UsageError
+from .encoding import Encoding
 from .recipe import ACTIVATIONS, BUILTIN_NAMES, TASKS, XOR_FEATURES, Label, Recipe, builtin_recipe
 
 # The four XOR points and their labels, as in the tutorial.
@@ -84,6 +85,9 @@ class Arch:
     scale_input: bool = False  # standardization (training-split mean/std) is the graph's first op
     scale_output: bool = False  # regression: the output is un-standardized inside the graph
     serving: str = ""  # the serving name (Triton, serve); "" -> name with '-' -> '_'
+    # Raw columns -> the network's inputs, inside the graph (spec.encoding); None: the graph takes the
+    # network's inputs as they are (the built-ins, and versions made before encodings existed).
+    encoding: Encoding | None = None
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -92,7 +96,13 @@ class Arch:
             raise ValueError(f"Arch.task must be one of {TASKS}, not {self.task!r}")
         if len(self.widths) < 2 or any(w < 1 for w in self.widths):
             raise ValueError(f"Arch.widths must be at least two positive widths, not {self.widths!r}")
-        if len(self.features) != self.widths[0]:
+        if self.encoding is not None:
+            if self.encoding.features != tuple(self.features) or self.encoding.width != self.widths[0]:
+                raise ValueError(
+                    f"Arch: the encoding takes {list(self.encoding.features)[:8]} into {self.encoding.width} inputs;"
+                    f" the network has features {list(self.features)[:8]} and {self.widths[0]} inputs"
+                )
+        elif len(self.features) != self.widths[0]:
             raise ValueError(f"Arch: {len(self.features)} feature names for {self.widths[0]} inputs")
         expected = {"binary": 1, "multiclass": len(self.classes), "regression": 1}[self.task]
         if self.widths[-1] != expected:
@@ -108,7 +118,19 @@ class Arch:
 
     @property
     def n_inputs(self) -> int:
+        """Raw features per row: the width of the graph's `x` (one input per column when
+        `per_column`)."""
+        return len(self.features)
+
+    @property
+    def n_encoded(self) -> int:
+        """The network's own inputs (after the encoding): its first layer's width."""
         return self.widths[0]
+
+    @property
+    def per_column(self) -> bool:
+        """Whether the graph takes one input per column (a text or date feature), not one `x`."""
+        return self.encoding is not None and self.encoding.per_column
 
     @property
     def n_outputs(self) -> int:
@@ -150,7 +172,7 @@ class Arch:
             "scale_output": self.scale_output,
             "serving_name": self.serving_name,
             "init_after": list(self.tutorial_predecessors),
-        }
+        } | ({"encoding": self.encoding.record()} if self.encoding is not None else {})
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], where: str) -> Arch:
@@ -169,17 +191,20 @@ class Arch:
                 scale_input=bool(record["scale_input"]),
                 scale_output=bool(record["scale_output"]),
                 serving=str(record["serving_name"]),
+                encoding=Encoding.from_record(record["encoding"], where) if record.get("encoding") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptArtifact(f"{where}: its model description is not valid ({exc})") from None
 
 
-def arch_for(recipe: Recipe, features: Sequence[str], classes: Sequence[Label], task: str) -> Arch:
-    """The network `recipe` trains on data with these features, classes and task."""
+def arch_for(
+    recipe: Recipe, features: Sequence[str], classes: Sequence[Label], task: str, encoding: Encoding | None = None
+) -> Arch:
+    """The network `recipe` trains on data with these features (encoded by `encoding`), classes and task."""
     n_out = len(classes) if task == "multiclass" else 1
     return Arch(
         name=recipe.name,
-        widths=(len(features), *recipe.model.hidden, n_out),
+        widths=(encoding.width if encoding is not None else len(features), *recipe.model.hidden, n_out),
         tutorial_predecessors=recipe.train.init_after,
         activation=recipe.model.activation,
         task=task,
@@ -188,6 +213,7 @@ def arch_for(recipe: Recipe, features: Sequence[str], classes: Sequence[Label], 
         scale_input=recipe.data.standardize,
         scale_output=recipe.data.standardize and task == "regression",
         serving=recipe.serving,
+        encoding=encoding,
     )
 
 

@@ -18,6 +18,7 @@ import csv
 import difflib
 import hashlib
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,18 @@ import pyarrow.compute as pc
 
 from . import tables as T
 from .archs import TASKS, XOR_FEATURES, XOR_X, XOR_Y, Label
+from .encoding import (
+    CATEGORY,
+    DATE,
+    DATE_PATTERN,
+    NUMBER,
+    TIMESTAMP,
+    Encoding,
+    EncodingProblem,
+    Raw,
+    RawColumn,
+    fit_encoding,
+)
 from .limits import FLOAT32_MAX, WIDE_FACTOR
 from .numbers import MIXED, first_line_kind
 from .numbers import is_number as _is_number
@@ -67,13 +80,15 @@ class Columns:
     target: str
     task: str
     classes: tuple[Label, ...]
-    x: np.ndarray  # (rows, n_features) float32
+    x: np.ndarray | None  # (rows, n_features) float32: data with no encoding (the XOR points)
     y: np.ndarray  # (rows,) int64 class index, or float32 values (regression)
     where: str  # how messages name the file
+    raw: tuple[RawColumn, ...] = ()  # a file's features as read (numbers with NaN, text, dates): encoded later
+    dropped_rows: int = 0  # rows left out because their target is missing
 
     @property
     def rows(self) -> int:
-        return int(self.x.shape[0])
+        return int(len(self.y))
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,10 +109,28 @@ class Dataset:
     target_mean: float | None
     target_std: float | None
     seconds: float
+    encoding: Encoding | None = None  # raw columns -> x (fitted on the training rows); None: x is raw
+    raw: tuple[RawColumn, ...] = ()
+    dropped_rows: int = 0  # rows left out because their target is missing
 
     @property
     def rows(self) -> int:
         return int(self.x.shape[0])
+
+    @property
+    def encoded_names(self) -> tuple[str, ...]:
+        return self.encoding.names if self.encoding is not None else self.features
+
+    def raw_rows(self, rows: np.ndarray | None = None) -> Raw:
+        """The rows (all, or `rows`) as the ONNX file takes them: the float32 matrix of raw features
+        (NaN = missing), or one array per column (float32, or str with "" for missing); the very x for
+        data with no encoding."""
+        if self.encoding is None:
+            return self.x if rows is None else self.x[rows]
+        cols = {c.name: c.graph_values() if rows is None else c.graph_values()[rows] for c in self.raw}
+        if self.encoding.per_column:
+            return cols
+        return np.ascontiguousarray(np.stack([cols[n] for n in self.features], axis=1), dtype=np.float32)
 
     @property
     def x_train(self) -> np.ndarray:
@@ -142,7 +175,8 @@ class Dataset:
             "stats": self.stats.record(),
             "target_mean": self.target_mean,
             "target_std": self.target_std,
-        }
+            "dropped_rows": self.dropped_rows,
+        } | ({"encoding": self.encoding.record()} if self.encoding is not None else {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,7 +192,9 @@ def load_dataset(recipe: Recipe, on_progress: Progress | None = None, on_notice:
         cols = xor_columns()
     else:
         assert spec.target is not None  # the recipe requires it with a path
-        cols = read_columns(path, spec.target, spec.features, spec.task, on_progress, spec.missing)
+        cols = read_columns(path, spec.target, spec.features, spec.task, on_progress, spec.missing, spec.categorical)
+        if cols.dropped_rows and on_notice is not None:
+            on_notice(f"{cols.dropped_rows} rows left out: their target {spec.target!r} is missing")
     return make_dataset(cols, spec, on_notice, start=start)
 
 
@@ -223,16 +259,29 @@ def make_dataset(
             counts = np.bincount(cols.y, minlength=len(cols.classes))
             for k in np.flatnonzero(counts == 1):
                 on_notice(f"class {cols.classes[k]!r} has a single row: it is in the training split only")
-    x_train = cols.x if len(train) == cols.rows else cols.x[train]
+    encoding = None
+    if cols.x is not None:
+        x = cols.x
+    else:
+        try:
+            encoding = fit_encoding(cols.raw, train, spec.impute)
+        except EncodingProblem as exc:
+            raise DataError(f"{cols.where}: {exc}") from None
+        x = encoding.encode({c.name: c.graph_values() for c in cols.raw})
+    x_train = x if len(train) == cols.rows else x[train]
     stats = _stats(x_train)
+    names = encoding.names if encoding is not None else cols.features
+    plain = _plain_numbers(encoding, len(names))
     if spec.standardize:
         for j, (lo, hi) in enumerate(zip(stats.min, stats.max)):
-            if lo == hi:
+            if lo == hi and plain[j]:
                 raise DataError(
-                    f"{cols.where}: feature {cols.features[j]!r} is constant ({lo:g}) on the training rows, and"
+                    f"{cols.where}: feature {names[j]!r} is constant ({lo:g}) on the training rows, and"
                     " standardizing it would divide by zero: drop it from [data] features or set standardize = false"
                 )
-    _check_float32_reach(cols, stats)
+    if encoding is not None:
+        stats = _scaling(stats, encoding)
+    _check_float32_reach(names, cols.where, stats)
     target_mean = target_std = None
     if not classifier:
         y_train = cols.y if len(train) == cols.rows else cols.y[train]
@@ -251,7 +300,7 @@ def make_dataset(
         target=cols.target,
         task=cols.task,
         classes=cols.classes,
-        x=cols.x,
+        x=x,
         y=cols.y,
         train_rows=train,
         val_rows=val,
@@ -259,7 +308,27 @@ def make_dataset(
         target_mean=target_mean,
         target_std=target_std,
         seconds=time.perf_counter() - start,
+        encoding=encoding,
+        raw=cols.raw,
+        dropped_rows=cols.dropped_rows,
     )
+
+
+def _plain_numbers(encoding: Encoding | None, width: int) -> list[bool]:
+    """Per encoded column: whether it is a number feature's own value (a constant one is refused when
+    standardizing); date parts, one-hot and indicator columns are not."""
+    if encoding is None:
+        return [True] * width
+    return [c.kind == NUMBER and i == 0 for c in encoding.columns for i in range(c.width)]
+
+
+def _scaling(stats: FeatureStats, encoding: Encoding) -> FeatureStats:
+    """What the graph's standardization uses: 0/1 columns (one-hot, indicators) pass through (mean 0,
+    std 1); a constant date part (every row in one year) has std 1."""
+    plain = _plain_numbers(encoding, len(stats.std))
+    mean = tuple(m if s else 0.0 for m, s in zip(stats.mean, encoding.scaled))
+    std = tuple(d if p or (s and d > 0) else 1.0 for d, s, p in zip(stats.std, encoding.scaled, plain))
+    return FeatureStats(mean, std, stats.min, stats.max)
 
 
 def float32_reach(lo: float, hi: float, mean: float) -> float:
@@ -269,27 +338,27 @@ def float32_reach(lo: float, hi: float, mean: float) -> float:
     return max(abs(lo - WIDE_FACTOR * span), abs(hi + WIDE_FACTOR * span)) + abs(mean)
 
 
-def _reach_error(cols: Columns, what: str, names: list[tuple[str, float, float]]) -> DataError:
+def _reach_error(where: str, what: str, names: list[tuple[str, float, float]]) -> DataError:
     shown = "; ".join(f"{n!r} from {lo:.4g} to {hi:.4g}" for n, lo, hi in names[:5])
     more = f" (and {len(names) - 5} more)" if len(names) > 5 else ""
     fix = "rescale the column (other units, or a log)" + (
         "" if what == "target" else " or leave it out of [data] features"
     )
     return DataError(
-        f"{cols.where}: {what} {shown}{more} spans too much for float32: standardizing it (x - mean) and "
+        f"{where}: {what} {shown}{more} spans too much for float32: standardizing it (x - mean) and "
         f"verify's inputs {WIDE_FACTOR:g} spans beyond its range would overflow float32 (±{FLOAT32_MAX:.4g}); {fix}"
     )
 
 
-def _check_float32_reach(cols: Columns, stats: FeatureStats) -> None:
+def _check_float32_reach(names: Sequence[str], where: str, stats: FeatureStats) -> None:
     """Refuse features whose training statistics overflow float32 in the model or in verify."""
     bad = [
         (name, lo, hi)
-        for name, lo, hi, mean in zip(cols.features, stats.min, stats.max, stats.mean)
+        for name, lo, hi, mean in zip(names, stats.min, stats.max, stats.mean)
         if not float32_reach(lo, hi, mean) <= FLOAT32_MAX
     ]
     if bad:
-        raise _reach_error(cols, "feature" if len(bad) == 1 else "features", bad)
+        raise _reach_error(where, "feature" if len(bad) == 1 else "features", bad)
 
 
 def _check_float32_reach_target(cols: Columns, y_train: np.ndarray) -> None:
@@ -298,7 +367,7 @@ def _check_float32_reach_target(cols: Columns, y_train: np.ndarray) -> None:
         return
     lo, hi = float(np.min(y_train)), float(np.max(y_train))
     if not float32_reach(lo, hi, float(np.mean(y_train, dtype=np.float64))) <= FLOAT32_MAX:
-        raise _reach_error(cols, "target", [(cols.target, lo, hi)])
+        raise _reach_error(cols.where, "target", [(cols.target, lo, hi)])
 
 
 def split_rows(
@@ -360,6 +429,7 @@ def read_columns(
     task: str | None = None,
     on_progress: Progress | None = None,
     missing: Sequence[str] | None = None,
+    categorical: Sequence[str] | None = None,
 ) -> Columns:
     """Read and check a data file (CSV with a header, Parquet, JSON Lines, a JSON document of row
     objects): `features` (None: every column but the target, in file order) as float32, the target as
@@ -386,14 +456,32 @@ def read_columns(
     try:
         f = open_data(path, missing)
         features = _resolve(f.names, target, features, where)
-        table = f.read_all(numeric=features, infer=[target])
+        if categorical:
+            unknown = [c for c in categorical if c not in features]
+            if unknown:
+                raise DataError(
+                    f"data file {where}: [data] categorical names {unknown[0]!r}, which is not a feature"
+                    f"{_suggest(unknown[0], features)}"
+                )
+        table = _read_features(f, features, target)
         if table.num_rows == 0:
             raise DataError(f"data file {where} has a header row but no data rows")
+        loc = _Locator(f)
+        keep = _target_present(table.column(target), loc)
+        dropped = int(len(keep) - keep.sum())
+        if dropped:
+            if dropped == len(keep):
+                raise DataError(f"data file {where}: the target {target!r} is missing in every row")
+            loc.kept = np.flatnonzero(keep)
+            table = table.filter(
+                pa.Array.from_buffers(
+                    pa.bool_(), len(keep), [None, pa.py_buffer(np.packbits(keep, bitorder="little").tobytes())]
+                )
+            )
         if on_progress is not None:
             on_progress(f"read {table.num_rows} rows of {len(features)} features and the target")
-        loc = _Locator(f)
-        x = _feature_matrix(table, features, loc)
         task, classes, y = _target(table.column(target), target, task, loc)
+        raw = tuple(_raw_column(table.column(n), n, n in (categorical or ()), loc) for n in features)
         del table
     except BaseException:
         hasher.join()
@@ -407,7 +495,124 @@ def read_columns(
             f"data file {where}: {len(y)} rows are too few for {len(classes)} classes; a classifier needs at least 2 rows"
             f" per class ({2 * len(classes)})"
         )
-    return Columns(str(path.resolve()), digest, tuple(features), target, task, classes, x, y, where)
+    return Columns(str(path.resolve()), digest, tuple(features), target, task, classes, None, y, where, raw, dropped)
+
+
+def _read_features(f: T.TableFile, features: Sequence[str], target: str) -> pa.Table:
+    """Every row of the features and the target, each column's type inferred over the whole file. A
+    CSV is read twice: once to infer, then its number columns again by the reader's number rule (what
+    `predict` reads them by: `0x10`, which pyarrow's inference takes for 16, is not a number)."""
+    table = f.read_all(numeric=(), infer=[*features, target])
+    if f.fmt != T.CSV or table.num_rows == 0:
+        return table
+    numbers = [n for n in features if _kind(table.schema.field(n).type) in ("int", "float")]
+    if not numbers:
+        return table
+    again = f.read_all(numeric=numbers, infer=())
+    for n in numbers:
+        table = table.set_column(table.schema.get_field_index(n), n, again.column(n))
+    return table
+
+
+def _text_missing(col: pa.ChunkedArray, tokens: Sequence[str]) -> np.ndarray:
+    """Where a text column is missing: null, nothing but spaces, or a missing-value token."""
+    empty = _numpy(pc.cast(pc.is_null(col), pa.int8())) == 1
+    filled = pc.fill_null(col, T.text_array([""])[0]) if col.null_count else col  # a scalar made from buffers:
+    empty |= _numpy(pc.utf8_length(pc.utf8_trim_whitespace(filled))) == 0  # pa.scalar("") imports pandas
+    tokens = [m for m in tokens if m.strip()]
+    if tokens:
+        empty |= _numpy(pc.cast(pc.is_in(filled, value_set=T.text_array(tokens)), pa.int8())) == 1
+    return empty
+
+
+def _target_present(col: pa.ChunkedArray, loc: _Locator) -> np.ndarray:
+    """Rows whose target is there (a row with a missing target is left out of training, counted)."""
+    if _kind(col.type) == "str":
+        return ~_text_missing(col, loc.file.missing)
+    if col.null_count == 0:
+        return np.ones(len(col), dtype=bool)
+    return _numpy(pc.cast(pc.is_valid(col), pa.int8())) == 1
+
+
+def _float_values(col: pa.ChunkedArray, name: str, loc: _Locator) -> np.ndarray:
+    """A number column as float64 with NaN where missing (null); a value that is not finite (`inf`, a
+    `NaN` that is not a missing-value token) or beyond float32's range is refused, naming its row."""
+    values = np.array(_numpy(pc.cast(col, pa.float64())), dtype=np.float64)  # a null's slot holds any value
+    present = _numpy(pc.cast(pc.is_valid(col), pa.int8())) == 1 if col.null_count else None
+    if present is not None:
+        values[~present] = np.nan
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~np.isfinite(values.astype(np.float32))
+    if present is not None:
+        bad &= present
+    if bad.any():
+        raise loc.non_finite(name, col, np.where(bad, np.inf, 0.0).astype(np.float32))
+    return values
+
+
+def _iso_dates(col: pa.ChunkedArray) -> tuple[str, np.ndarray]:
+    """A date or timestamp column as ISO strings (None where missing): (DATE or TIMESTAMP, values). A
+    timestamp whose every value is at midnight is a date (JSON readers infer timestamps for dates)."""
+    if pa.types.is_timestamp(col.type):
+        text = pc.strftime(
+            col, format="%Y-%m-%dT%H:%M:%S"
+        )  # fractions of a second: dropped (the hour is the finest part)
+        values = np.array([v if v is None else v[:19] for v in text.to_pylist()], dtype=object)
+        kind = TIMESTAMP if any(v is not None and not v.endswith("T00:00:00") for v in values) else DATE
+        if kind == DATE:
+            values = np.array([v[:10] if v is not None else None for v in values], dtype=object)
+        return kind, values
+    return DATE, np.array(pc.strftime(pc.cast(col, pa.date32()), format="%Y-%m-%d").to_pylist(), dtype=object)
+
+
+_DATE_TEXT = re.compile(DATE_PATTERN)
+
+
+def _utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _raw_column(col: pa.ChunkedArray, name: str, categorical: bool, loc: _Locator) -> RawColumn:
+    """One feature as the encoder takes it, its kind from its type: numbers (and numeric codes named in
+    [data] categorical), true/false and text as categories, ISO dates and timestamps as dates."""
+    kind = _kind(col.type)
+    if kind in ("int", "float") or pa.types.is_decimal(col.type):
+        return RawColumn(name, CATEGORY if categorical else NUMBER, _float_values(col, name, loc))
+    if kind == "bool":
+        values = np.array([None if v is None else ("true" if v else "false") for v in col.to_pylist()], dtype=object)
+        return RawColumn(name, CATEGORY, values, boolean=True)
+    if pa.types.is_date(col.type) or pa.types.is_timestamp(col.type):
+        date_kind, values = _iso_dates(col)
+        return RawColumn(name, CATEGORY if categorical else date_kind, values)
+    if kind == "null":
+        raise DataError(f"{loc.where}: column {name!r} is empty in every row; leave it out of [data] features")
+    if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+        row = next((i for i, v in enumerate(col.to_pylist()) if v is not None and not _utf8(v)), 0)
+        raise DataError(f"{loc.where}: {loc.at(row)}, column {name!r} is not UTF-8 text")
+    if kind != "str":
+        raise loc.not_numbers(name, col, "feature")
+    missing = _text_missing(col, loc.file.missing)
+    values = np.array(col.to_pylist(), dtype=object)
+    values[missing] = None
+    present = [v for v in values if v is not None]
+    if not present:
+        raise DataError(f"{loc.where}: column {name!r} is missing in every row; leave it out of [data] features")
+    if not categorical:
+        if all(_DATE_TEXT.fullmatch(v) for v in present):
+            return RawColumn(name, TIMESTAMP if any(len(v) > 10 for v in present) else DATE, values)
+        numbers = sum(1 for v in present if _is_number(v))
+        if numbers * 2 >= len(present):  # a number column with stray text: name it, with a count
+            bad = [i for i, v in enumerate(values) if v is not None and not _is_number(v)]
+            more = f"; {len(bad)} values of this number column are not numbers" if len(bad) > 1 else ""
+            raise DataError(
+                f"{loc.where}: {loc.at(bad[0])}, column {name!r}: {values[bad[0]][:40]!r} is not a number{more}: fix"
+                " them, or list the column in [data] categorical to treat every value as a category"
+            )
+    return RawColumn(name, CATEGORY, values)
 
 
 def open_data(path: Path, missing: Sequence[str] | None = None) -> T.TableFile:
@@ -504,29 +709,6 @@ def _choose(names: list[str], target: str, features: Sequence[str] | None, where
 # Columns
 
 
-def _feature_matrix(table: pa.Table, features: Sequence[str], loc: _Locator) -> np.ndarray:
-    """(rows, n_features) float32, C order; built feature-major (contiguous writes), then transposed."""
-    rows = table.num_rows
-    xt = np.empty((len(features), rows), dtype=np.float32)
-    for j, name in enumerate(features):
-        col = table.column(name)
-        kind = _kind(col.type)
-        if kind == "str":
-            raise loc.text_in_numbers(name, col, "feature")
-        if kind not in ("int", "float", "bool"):
-            raise loc.not_numbers(name, col, "feature")
-        if col.null_count:
-            raise loc.missing(name, col)
-        start = 0
-        with np.errstate(over="ignore", invalid="ignore"):
-            for chunk in col.chunks:
-                xt[j, start : start + len(chunk)] = _chunk_numpy(chunk)
-                start += len(chunk)
-        if not np.isfinite(xt[j]).all():
-            raise loc.non_finite(name, col, xt[j])
-    return np.ascontiguousarray(xt.T)
-
-
 def _target(
     col: pa.ChunkedArray, name: str, task: str | None, loc: _Locator
 ) -> tuple[str, tuple[Label, ...], np.ndarray]:
@@ -618,15 +800,20 @@ class _Locator:
     def __init__(self, f: T.TableFile) -> None:
         self.file = f
         self.path, self.where, self.names = f.path, f.where, f.names
+        self.kept: np.ndarray | None = None  # the file's data rows left after rows with no target were dropped
 
     def at(self, row: int) -> str:
         """How messages place a 0-based data row, as `spec.tables` does: "line L" where the file has
         lines (CSV, JSON Lines), else "row N"."""
         line, _ = self._find(row)
-        return f"line {line}" if line is not None else f"row {row + 1}"
+        return (
+            f"line {line}" if line is not None else f"row {(int(self.kept[row]) if self.kept is not None else row) + 1}"
+        )
 
     def _find(self, row: int) -> tuple[int | None, list[str] | None]:
         """The file line where 0-based data row `row` starts (CSV, JSON Lines), and its raw fields (CSV)."""
+        if self.kept is not None:
+            row = int(self.kept[row])
         if self.file.fmt == T.JSONL:
             return self._jsonl_line(row), None
         if self.file.fmt != T.CSV:
@@ -663,7 +850,9 @@ class _Locator:
 
     def _raw(self, row: int, name: str) -> tuple[str, str]:
         line, fields = self._find(row)
-        place = f"line {line}" if line is not None else f"row {row + 1}"
+        place = (
+            f"line {line}" if line is not None else f"row {(int(self.kept[row]) if self.kept is not None else row) + 1}"
+        )
         i = self.names.index(name)
         raw = fields[i] if fields is not None and i < len(fields) else ""
         return place, raw

@@ -38,6 +38,7 @@ Label = bool | int | float | str  # a class value, with the type it has in the d
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 SERVING_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 OPTIMIZERS = ("sgd", "adam")
+IMPUTE = ("median", "mean")  # spec.encoding.IMPUTE
 BUILTIN_DATA = ("xor",)
 MAX_STEPS = 10_000_000
 MAX_WIDTH = 4096
@@ -66,6 +67,8 @@ class DataSpec:
     split_seed: int = 0
     standardize: bool = True
     missing: tuple[str, ...] | None = None  # the fields that mean "missing"; None: spec.tables.DEFAULT_MISSING
+    categorical: tuple[str, ...] | None = None  # features that are categories whatever their type (numeric codes)
+    impute: str = "median"  # a missing number (or date part): the training split's median or mean
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,8 @@ class Recipe:
     def as_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain data (what the manifest records); the data path is absolute."""
         data = {k: v for k, v in _plain(self.data).items() if v is not None}
+        if data.get("impute") == DataSpec.impute:
+            del data["impute"]  # the default, left out: records of earlier versions read the same
         if self.data_path is not None:
             data["path"] = str(self.data_path.resolve())
         out: dict[str, Any] = {"name": self.name, "serving_name": self.serving}
@@ -306,11 +311,7 @@ def _data(t: Mapping[str, Any], where: str) -> DataSpec:
         raise RecipeError(f"{where}: [data] target is missing: name the column to predict")
     features = t.get("features")
     if features is not None:
-        if not isinstance(features, list) or not features or not all(isinstance(f, str) and f for f in features):
-            raise RecipeError(f"{where}: [data] features must be a non-empty list of column names")
-        if len(set(features)) != len(features):
-            dup = next(f for f in features if features.count(f) > 1)
-            raise RecipeError(f"{where}: [data] features names {dup!r} twice")
+        _column_list(features, where, "features", "a non-empty list of column names", empty=False)
         if target is not None and target in features:
             raise RecipeError(f"{where}: [data] the target {target!r} is also listed as a feature")
         for f in features:
@@ -354,7 +355,31 @@ def _data(t: Mapping[str, Any], where: str) -> DataSpec:
                 f"{where}: [data] missing token {odd!r} holds a line break or a quote; a field never equals it"
             )
         missing = tuple(missing)
-    return DataSpec(path, builtin, target, features, task, fraction, split_seed, standardize, missing)
+    categorical = t.get("categorical")
+    if categorical is not None:
+        _column_list(categorical, where, "categorical", f"a list of column names, not {_show(categorical)}")
+        if target is not None and target in categorical:
+            raise RecipeError(f"{where}: [data] categorical names the target {target!r}; it lists features")
+        if features is not None:
+            stray = next((c for c in categorical if c not in features), None)
+            if stray is not None:
+                raise RecipeError(f"{where}: [data] categorical names {stray!r}, which is not in [data] features")
+        if builtin is not None:
+            raise RecipeError(f"{where}: [data] categorical does not apply to builtin data")
+        categorical = tuple(categorical)
+    impute = _choice(t.get("impute", d.impute), IMPUTE, where, "[data] impute")
+    return DataSpec(
+        path, builtin, target, features, task, fraction, split_seed, standardize, missing, categorical, impute
+    )
+
+
+def _column_list(v: Any, where: str, key: str, expected: str, empty: bool = True) -> None:
+    """[data] `key` must be a list of distinct, non-empty column names (`expected` says what it must be)."""
+    if not isinstance(v, list) or (not empty and not v) or not all(isinstance(c, str) and c for c in v):
+        raise RecipeError(f"{where}: [data] {key} must be {expected}")
+    if len(set(v)) != len(v):
+        dup = next(c for c in v if v.count(c) > 1)
+        raise RecipeError(f"{where}: [data] {key} names {dup!r} twice")
 
 
 def _train(t: Mapping[str, Any], where: str, name: str) -> TrainSpec:

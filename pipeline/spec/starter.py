@@ -50,8 +50,14 @@ class Starter:
     task: str
     features: tuple[str, ...]
     classes: tuple[Label, ...]
-    text_columns: tuple[str, ...] = ()  # columns left out because they are not numbers
-    other_columns: tuple[tuple[str, str], ...] = ()  # (name, type) of columns of other types, left out
+    left_out: tuple[tuple[str, str], ...] = ()  # (column, why) for every column `init` left out
+    kinds: tuple[tuple[str, str], ...] = ()  # (feature, how it is used: number, category, date...)
+    row_notes: tuple[str, ...] = ()  # rows training will leave out (a missing target), counted
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """One line per column left out, naming it and why, and the rows left out (what `init` prints)."""
+        return tuple(f"left out {n!r}: {why}" for n, why in self.left_out) + self.row_notes
 
 
 def starter_path(data: Path, out: Path | None = None) -> tuple[str, Path]:
@@ -70,81 +76,115 @@ def make_starter(data: Path, target: str, name: str, out: Path) -> Starter:
     (`flow.init_recipe`) writes it. The recipe is parsed and resolved on the data first, so what is
     written always loads."""
     data = Path(data)
-    features, text_columns, other_columns = _numeric_columns(data, target)
+    features, left_out, limit = _choose_columns(data, target)
     cols = read_columns(data, target, features)
     spec = DataSpec(target=target, validation_fraction=0.2, split_seed=0, standardize=True)
-    cols, dropped = _drop_constant(cols, spec)
-    text = recipe_text(name, cols, dropped, _data_path(data, out), text_columns, other_columns)
+    cols, constant = _drop_constant(cols, spec)
+    left_out = left_out + tuple((n, "constant on the training rows: nothing to learn from") for n in constant)
+    text = recipe_text(name, cols, _data_path(data, out), left_out, limit)
     recipe = parse_recipe(text, out)  # what load_recipe will see, paths resolved against `out`
     make_dataset(cols, recipe.data)  # the checks that need the split
-    return Starter(out, text, name, cols.task, cols.features, cols.classes, text_columns, other_columns)
+    kinds = tuple((c.name, _kind_text(c)) for c in cols.raw)
+    notes = (f"{cols.dropped_rows} rows have no {target!r}: training leaves them out",) if cols.dropped_rows else ()
+    return Starter(out, text, name, cols.task, cols.features, cols.classes, left_out, kinds, notes)
 
 
-def _mostly_numbers(column: Any, sample: int = 1000) -> bool:
+def _kind_text(c: Any) -> str:
+    if c.kind == "category":
+        return "category (true/false)" if c.boolean else "category"
+    return str(c.kind)
+
+
+MISSING_SHARE = 0.5  # a column missing in more than this share of its rows is left out
+MAX_CATEGORIES = 50  # a text column is a category with at most min(MAX_CATEGORIES, CATEGORY_SHARE * rows) values
+CATEGORY_SHARE = 0.1
+
+
+def max_categories(rows: int) -> int:
+    """The most distinct values a text column may have to be a category: min(50, 10% of the rows)."""
+    return max(2, min(MAX_CATEGORIES, int(CATEGORY_SHARE * rows)))
+
+
+def _mostly_numbers(values: list[str]) -> bool:
     """A text column whose values are mostly numbers is a numeric column with a typo: it stays, so that
-    reading it names the bad row and value instead of `init` dropping the feature."""
-    values = [v for v in column.slice(0, sample).to_pylist() if isinstance(v, str) and v.strip()]
-    if not values:
-        return False
-    good = 0
-    for v in values:
-        try:
-            float(v)
-            good += 1
-        except ValueError:
-            pass
-    return good >= 0.5 * len(values)
+    reading it names the bad values instead of `init` dropping the feature."""
+    from .numbers import is_number
+
+    return bool(values) and sum(1 for v in values if is_number(v)) * 2 >= len(values)
 
 
-def _type_name(kind: str, arrow_type: Any) -> str:
-    """How a left-out column's type is named in the note: pyarrow's name, with what it means."""
-    if kind == "null":
-        return "null: every value is empty"
-    if kind == "bool":
-        return "bool: true/false"
-    return str(arrow_type)
-
-
-def _numeric_columns(data: Path, target: str) -> tuple[list[str] | None, tuple[str, ...], tuple[tuple[str, str], ...]]:
-    """(features, text columns, other columns with their type). Only numbers are features for now: a
-    text column (an id, a name, a note) and a column of any other type pyarrow infers (true/false,
-    date, time, timestamp, decimal, all empty...) are left out of the starter's features and named
-    in a comment, rather than failing `init`. None for features: every column is a number (or the
-    data has a problem that `read_columns` will name)."""
-    from .data import _kind, open_data
+def _choose_columns(data: Path, target: str) -> tuple[list[str] | None, tuple[tuple[str, str], ...], int]:
+    """(features, (column, why) for each column left out), by the rules `init` writes into the recipe:
+    numbers, true/false, dates and timestamps, and text with at most `max_categories(rows)` distinct
+    values are features; a column missing in more than half its rows, text with more distinct values
+    (an id, a name, free text), an all-empty column and the types that are not features (times,
+    durations, binary, nested) are left out. None for features: the data has a problem that
+    `read_columns` will name, in its words. Last: the category limit used."""
+    from .data import _kind, _Locator, _target_present, _text_missing, open_data
 
     where = str(data)
     if not data.is_file():
-        return None, (), ()  # read_columns says what is wrong
+        return None, (), 0
     try:
         f = open_data(data)
     except DataError:
-        return None, (), ()  # read_columns says what is wrong, in the same words
+        return None, (), 0
     if target not in f.names:
-        return None, (), ()
+        return None, (), 0
     others = [n for n in f.names if n != target]
-    table = f.read_all(numeric=(), infer=others)
-    if table.num_rows == 0:
-        return None, (), ()  # a header and no rows: read_columns says so
-    text: list[str] = []
-    other: list[tuple[str, str]] = []
+    table = f.read_all(numeric=(), infer=[*others, target])
+    if table.num_rows:
+        table = table.filter(_target_present(table.column(target), _Locator(f)))  # the rows training keeps
+    rows = table.num_rows
+    if rows == 0:
+        return None, (), 0
+    limit = max_categories(rows)
+    keep: list[str] = []
+    out: list[tuple[str, str]] = []
     for n in others:
-        arrow_type = table.schema.field(n).type
+        col = table.column(n)
+        arrow_type = col.type
         kind = _kind(arrow_type)
+        if kind == "null":
+            out.append((n, "empty in every row"))
+            continue
+        import pyarrow as pa
+
+        is_date = pa.types.is_date(arrow_type) or pa.types.is_timestamp(arrow_type)
+        if kind not in ("int", "float", "bool", "str") and not is_date and not pa.types.is_decimal(arrow_type):
+            out.append((n, f"its type {arrow_type} is not a feature (numbers, true/false, text categories, dates)"))
+            continue
+        missing = col.null_count
+        present: list[str] = []
         if kind == "str":
-            # a CSV's mostly numeric text column is a typo to name; typed formats say what a column is
-            if f.fmt != "csv" or not _mostly_numbers(table.column(n)):
-                text.append(n)
-        elif kind not in ("int", "float"):
-            other.append((n, _type_name(kind, arrow_type)))
-    if not text and not other:
-        return None, (), ()
-    left_out = {*text, *(n for n, _ in other)}
-    keep = [n for n in others if n not in left_out]
+            gaps = _text_missing(col, f.missing)
+            missing = int(gaps.sum())
+            present = [v for v, g in zip(col.to_pylist(), gaps) if not g]
+        if missing > MISSING_SHARE * rows:
+            out.append((n, f"missing in {missing} of {rows} rows (more than half)"))
+            continue
+        if kind == "str" and not _is_dates(present) and not (f.fmt == "csv" and _mostly_numbers(present)):
+            distinct = len(set(present))
+            if distinct > limit:
+                out.append(
+                    (n, f"text with {distinct} distinct values in {rows} rows (an id, a name or free text);"
+                        f" a category has at most {limit} (min(50, 10% of the rows))")
+                )  # fmt: skip
+                continue
+        keep.append(n)
+    if not out:
+        return None, (), limit
     if not keep:
-        shown = _names((*text, *(f"{n} ({t})" for n, t in other)))
-        raise DataError(f"data file {where}: no column besides {target!r} holds numbers ({shown})")
-    return keep, tuple(text), tuple(other)
+        shown = "; ".join(f"{n}: {why}" for n, why in out[:5])
+        raise DataError(f"data file {where}: no column besides {target!r} can be a feature ({shown})")
+    return keep, tuple(out), limit
+
+
+def _is_dates(values: list[str]) -> bool:
+    from .encoding import DATE_PATTERN
+
+    pattern = re.compile(DATE_PATTERN)
+    return bool(values) and all(pattern.fullmatch(v) for v in values)
 
 
 def starter_name(path: Path | str) -> str:
@@ -159,10 +199,9 @@ def starter_name(path: Path | str) -> str:
 def recipe_text(
     name: str,
     cols: Columns,
-    dropped: tuple[str, ...],
     data_path: str,
-    text_columns: tuple[str, ...] = (),
-    other_columns: tuple[tuple[str, str], ...] = (),
+    left_out: tuple[tuple[str, str], ...] = (),
+    limit: int | None = None,
 ) -> str:
     """The starter recipe's TOML: every key with a comment saying what it does."""
     classifier = cols.task != "regression"
@@ -177,19 +216,13 @@ def recipe_text(
         _key("activation", _str(ACTIVATION), "after each hidden layer: sigmoid, tanh, relu or gelu"),
         "",
         "[data]",
-        _key("path", _str(data_path), "the CSV file (a header row, comma-separated); relative to this file"),
+        _key(
+            "path", _str(data_path), "the data file (CSV with a header row, Parquet, JSON Lines); relative to this file"
+        ),
         _key("target", _str(cols.target), "the column to predict"),
     ]
     lines += _features(cols.features)
-    if dropped:
-        lines.append(
-            f"# left out (constant on the training rows, so standardizing would divide by zero): {_names(dropped)}"
-        )
-    if text_columns:
-        lines.append(f"# left out (not numbers; encode them as numeric columns to use them): {_names(text_columns)}")
-    if other_columns:
-        shown = _names(tuple(f"{n} ({t})" for n, t in other_columns))
-        lines.append(f"# left out (types that are not features yet; encode them as numbers to use them): {shown}")
+    lines += _rules(cols, left_out, limit if limit else max_categories(cols.rows))
     lines.append(_key("task", _str(cols.task), "binary, multiclass or regression (inferred from the target column)"))
     if classifier:
         lines.append(f"# classes: {_names(cols.classes)}")
@@ -230,6 +263,26 @@ def recipe_text(
     return "\n".join(lines) + "\n"
 
 
+def _rules(cols: Columns, left_out: tuple[tuple[str, str], ...], limit: int) -> list[str]:
+    """The comments and keys that say how each column is used and why a column was left out."""
+    lines = [
+        f"# how `init` chose: numbers are features; true/false and text with at most {limit}"
+        " distinct values (min(50, 10% of the rows)) are categories;",
+        "# dates (YYYY-MM-DD, YYYY/MM/DD, timestamps) give year, month, day, day of week (and hour); a column missing in more than half",
+        "# its rows is left out. Inside the model, a missing number is filled and flagged, an unseen category is all zeros.",
+    ]
+    kinds: dict[str, list[str]] = {}
+    for c in cols.raw:
+        kinds.setdefault(_kind_text(c), []).append(c.name)
+    for kind, names in kinds.items():
+        lines.append(f"# {kind}: {_names(tuple(names))}")
+    for n, why in left_out:
+        lines.append(f"# left out {_label(n)}: {why}")
+    lines.append(_key("categorical", "[]", "number columns that are really categories (codes), to one-hot instead"))
+    lines.append(_key("impute", _str("median"), "a missing number or date part: the training rows' median or mean"))
+    return lines
+
+
 def min_accuracy(majority: float) -> float:
     """The majority-class rate + 0.05, at most 1, rounded down to 3 decimals."""
     return min(1.0, math.floor((majority + ACCURACY_MARGIN) * 1000 + 1e-6) / 1000)
@@ -246,18 +299,22 @@ def max_rmse(std: float) -> float:
 
 
 def _drop_constant(cols: Columns, spec: DataSpec) -> tuple[Columns, tuple[str, ...]]:
+    """Leave out features with a single value on the training rows (missing values aside)."""
     train, _ = split_rows(cols.y, cols.task, spec.validation_fraction, spec.split_seed, len(cols.classes))
-    x = cols.x[train]
-    keep = x.min(axis=0) != x.max(axis=0)
-    if keep.all():
+    keep = []
+    for c in cols.raw:
+        v = c.values[train]
+        present = v[~c.missing()[train]]
+        keep.append(len(set(present.tolist())) > 1)
+    if all(keep):
         return cols, ()
-    if not keep.any():
+    if not any(keep):
         raise DataError(
             f"data file {cols.where}: every feature is constant on the training rows; there is nothing to learn from"
         )
-    dropped = tuple(f for f, k in zip(cols.features, keep) if not k)
-    features = tuple(f for f, k in zip(cols.features, keep) if k)
-    return dataclasses.replace(cols, features=features, x=np.ascontiguousarray(cols.x[:, keep])), dropped
+    dropped = tuple(c.name for c, k in zip(cols.raw, keep) if not k)
+    raw = tuple(c for c, k in zip(cols.raw, keep) if k)
+    return dataclasses.replace(cols, features=tuple(c.name for c in raw), raw=raw), dropped
 
 
 def _data_path(data: Path, out: Path) -> str:

@@ -1112,6 +1112,9 @@ def json_rows_table(
                 f"{where}: column {n!r} holds lists or objects; only numbers, text and true/false are read as they are"
             )
         try:
+            if kinds == {int, float}:  # 18 and 14.5 in one column: numbers (as float64), not text
+                cols[n] = pa.array([None if v is None else float(v) for v in values_t], pa.float64())
+                continue
             if len(kinds) > 1:
                 raise pa.ArrowInvalid("mixed")
             cols[n] = pa.array(values_t)

@@ -1,13 +1,19 @@
 """The model card (MODEL_CARD.md) of a version: written from its manifest (the network, the recipe,
 the data, training, the gate) and its verify report when the version is created, and shipped with it.
-The built-ins' card speaks of XOR. Torch-free."""
+The built-ins' card speaks of XOR. A model with an encoding (`Arch.encoding`: missing values, text
+categories, dates handled inside the graph) gets a table of its raw inputs (per column: kind, graph
+dtype, categories, fill value, indicator) and says how missing and unknown values are handled.
+Torch-free."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from typing import Any
 
 from ..spec.archs import INPUT_NAME, Arch, Label
+from ..spec.encoding import CATEGORY, DATE, NUMBER, STRING, TIMESTAMP, ColumnCode, Encoding
 from . import artifacts as A
 from .manifest import Manifest
 
@@ -37,11 +43,27 @@ def _g(value: Any, spec: str = ".6g") -> str:
     return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
+def _example_value(c: ColumnCode) -> float | str:
+    """One raw value of column `c` for the usage example, as its graph input takes it: a number's fill
+    value (the training median or mean), a category's first category, a date made of its fill parts."""
+    if c.kind == NUMBER:
+        return float(f"{c.impute[0]:.4g}")
+    if c.kind == CATEGORY:
+        first = c.categories[0]
+        return "true" if c.boolean else first if isinstance(first, str) else float(first)
+    y, m, d = (int(v) for v in c.impute[:3])
+    day = f"{y:04d}-{m:02d}-{d:02d}"
+    return f"{day}T{int(c.impute[4]):02d}:00:00Z" if c.kind == TIMESTAMP else day
+
+
 def _example_row(arch: Arch, data: dict[str, Any], xor: bool) -> list[float]:
-    """One input row for the usage example: the XOR point (0, 1), the training split's feature means
-    when the data record has them, else zeros."""
+    """One input row for the usage example: the XOR point (0, 1); for a model with an encoding, each
+    column's fill value (or first category); the training split's feature means when the data record
+    has them, else zeros."""
     if xor:
         return [0.0, 1.0]
+    if arch.encoding is not None:
+        return [float(v) for v in map(_example_value, arch.encoding.columns) if isinstance(v, float)]
     stats = data.get("stats")
     for key in ("mean", "feature_mean", "x_mean"):
         mean = stats.get(key) if isinstance(stats, dict) else None
@@ -64,9 +86,10 @@ def _purpose(arch: Arch, manifest: Manifest, xor: bool) -> list[str]:
         what = f"the probability of each class of `{target}` ({len(arch.classes)} classes)"
     else:
         what = f"`{target}`, a number in the target's units"
+    values = "raw column values (gaps, text and dates as they come)" if arch.per_column else "feature values"
     return [
         f"A {arch.task} multilayer perceptron trained by xorship from recipe `{arch.name}`. From the",
-        f"{arch.n_inputs} feature values of one row it predicts {what}. It knows only what its training data held.",
+        f"{arch.n_inputs} {values} of one row it predicts {what}. It knows only what its training data held.",
     ]
 
 
@@ -88,6 +111,8 @@ def _data_lines(arch: Arch, manifest: Manifest, xor: bool) -> list[str]:
         if fraction is not None:
             split += f" (validation fraction {_g(fraction)}, split seed {_g(seed)})"
     lines.append(f"- rows: {_g(rows)}; split: {split}")
+    if data.get("dropped_rows"):
+        lines.append(f"- rows left out of training because their target is missing: {_g(data['dropped_rows'])}")
     lines.append(f"- features, in input order: {', '.join(f'`{f}`' for f in arch.features)}")
     target = data.get("target") or recipe_data.get("target")
     if arch.is_classifier:
@@ -121,16 +146,107 @@ def _io_lines(arch: Arch, manifest: Manifest) -> list[str]:
         out = "the prediction, in the target's units" + (
             " (un-standardized inside the graph)" if arch.scale_output else ""
         )
-    lines = [
-        f"- input `{INPUT_NAME}`: float32 {shape_in}, raw feature values in the order above, {scaled}",
-        f"- output `{arch.output_name}`: float32 {shape_out}, {out}",
-    ]
+    enc = arch.encoding
+    if enc is not None and arch.per_column:
+        lines = [
+            f"- inputs: one per column, named exactly as the columns in the data, each [batch, 1]: float32 for numbers"
+            f" (NaN: missing), string (UTF-8) for text, booleans and dates; encoded inside the graph into the"
+            f" network's {arch.n_encoded} inputs, which are {scaled}:",
+        ]
+    elif enc is not None:
+        lines = [
+            f"- input `{INPUT_NAME}`: float32 {shape_in}, raw feature values in the order above (NaN: missing),"
+            f" encoded inside the graph into the network's {arch.n_encoded} inputs, which are {scaled}:",
+        ]
+    else:
+        lines = [f"- input `{INPUT_NAME}`: float32 {shape_in}, raw feature values in the order above, {scaled}"]
+    if enc is not None:
+        lines += ["", *_encoding_table(enc), "", *_encoding_rules(enc, arch.per_column), ""]
+    lines.append(f"- output `{arch.output_name}`: float32 {shape_out}, {out}")
     if exp is not None:
         lines.append(f"- ONNX opset {exp.opset}, exporter {exp.exporter}, one self-contained file")
     lines.append(f"- served by `ship` (Triton) and `serve` as `{arch.serving_name}`")
     if arch.task == "multiclass":
         lines.append(
             f"- the Triton repository holds `{LABELS}` (the class names) for Triton's classification extension"
+        )
+    return lines
+
+
+def _md(text: str) -> str:
+    """Text for a Markdown table cell (one line, `|` escaped)."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _code(text: str) -> str:
+    """A column name or value as inline code (a name with a backtick gets a longer fence)."""
+    text = _md(text)
+    fence = "``" if "`" in text else "`"
+    return f"{fence}{text}{fence}" if fence == "`" else f"{fence} {text} {fence}"
+
+
+def _category_list(c: ColumnCode, limit: int = 5) -> str:
+    shown = ", ".join(_code(class_label(v) if not isinstance(v, float) else f"{v:g}") for v in c.categories[:limit])
+    more = f" and {len(c.categories) - limit} more" if len(c.categories) > limit else ""
+    return f"{len(c.categories)}: {shown}{more}"
+
+
+def _encoding_table(enc: Encoding) -> list[str]:
+    """Per raw column: kind, what the graph input holds, its encoding, and its missing/unknown rule."""
+    rows = [
+        "| column | kind | graph input | encoded as | missing or unknown |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for c in enc.columns:
+        dtype = "string" if c.dtype == STRING else "float32"
+        if c.kind == NUMBER:
+            kind, encoded = "number", "its value" + (" + a missing indicator" if c.indicator else "")
+            missing = f"NaN: filled with {c.impute[0]:.6g} (training {enc.impute})" + (
+                ", indicator 1" if c.indicator else ""
+            )
+        elif c.kind == CATEGORY:
+            kind = "boolean" if c.boolean else "category (text)" if c.dtype == STRING else "category (numeric codes)"
+            encoded = f"one-hot over {_category_list(c)}"
+            if c.boolean:
+                missing = 'any other value or "": all zeros'
+            elif c.dtype == STRING:
+                missing = 'a value never seen in training, or "": all zeros'
+            else:
+                missing = "a code never seen in training, or NaN: all zeros"
+        else:
+            kind = "timestamp (UTC)" if c.kind == TIMESTAMP else "date"
+            encoded = ", ".join(c.parts) + (" + a missing indicator" if c.indicator else "")
+            fills = ", ".join(f"{p} {v:g}" for p, v in zip(c.parts, c.impute))
+            missing = f'not ISO or "": parts filled with the training {enc.impute}s ({fills})' + (
+                ", indicator 1" if c.indicator else ""
+            )
+        rows.append(f"| {_code(c.name)} | {kind} | {dtype} | {encoded} | {missing} |")
+    return rows
+
+
+def _encoding_rules(enc: Encoding, per_column: bool) -> list[str]:
+    """How missing and unknown values are handled, in words (the table's rules)."""
+    lines = [
+        f"- A missing number (NaN) is filled inside the graph with the training split's {enc.impute}; where the column"
+        " had gaps in training, an indicator input (1 = missing) lets the network learn from the gap itself.",
+    ]
+    if any(c.kind == CATEGORY for c in enc.columns):
+        lines.append(
+            "- A category never seen in training, or a missing one, is encoded as all zeros (no category, as"
+            ' scikit-learn\'s `OneHotEncoder(handle_unknown="ignore")`): it lands on no weight that training never'
+            " moved. Booleans take `true`/`True`/`TRUE`/`1` and `false`/`False`/`FALSE`/`0`."
+        )
+    if any(c.kind in (DATE, TIMESTAMP) for c in enc.columns):
+        lines.append(
+            "- Dates are `YYYY-MM-DD` or `YYYY/MM/DD` strings (timestamps `YYYY-MM-DD[T ]HH:MM[:SS[.f]]`, UTC, `Z` or `+00:00`"
+            " allowed), parsed inside the graph; anything else is missing."
+        )
+    if per_column:
+        lines.append(
+            "- Inputs are named exactly as the columns (no renaming: onnxruntime and Triton take names with spaces"
+            " and slashes). With `--provider cuda` (`serve`, `predict`) or on a GPU Triton instance, the nodes that"
+            " take or make strings run on onnxruntime's CPU provider inside the same session (it has no CUDA"
+            " kernels for strings); the network runs on CUDA."
         )
     return lines
 
@@ -144,11 +260,17 @@ def _model_lines(arch: Arch, manifest: Manifest) -> list[str]:
         scaling.append("inputs standardized in the graph")
     if arch.scale_output:
         scaling.append("output un-standardized in the graph")
-    return [
+    lines = [
         f"- layers {list(arch.widths)}: Linear + {arch.activation} per hidden layer, a {head} head;"
         f" {n_params} parameters",
         f"- standardization: {', '.join(scaling) if scaling else 'none'}",
     ]
+    if arch.encoding is not None:
+        lines.append(
+            f"- encoding inside the graph: {arch.n_inputs} raw columns into the network's {arch.n_encoded} inputs"
+            " (imputation, missing indicators, one-hot categories, date parts; the table above)"
+        )
+    return lines
 
 
 def _training_lines(manifest: Manifest) -> list[str]:
@@ -226,7 +348,9 @@ def _usage_lines(arch: Arch, manifest: Manifest, xor: bool) -> list[str]:
     if xor:
         cli = [f"xorship predict --arch {arch.name} 0,1 1,1"]
     else:
-        header = ",".join(arch.features)
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="").writerow(arch.features)
+        header = buf.getvalue()
         cli = [
             f"# rows.csv: a header line `{header}`, then one row per line",
             f"xorship predict --recipe {arch.name}.toml --input rows.csv",
@@ -243,11 +367,34 @@ def _usage_lines(arch: Arch, manifest: Manifest, xor: bool) -> list[str]:
         "import tritonclient.http as httpclient",
         "",
         'client = httpclient.InferenceServerClient("localhost:8000")  # Triton on the shipped repository, or xorship serve',
-        f"x = np.array([{row!r}], dtype=np.float32)  # {', '.join(arch.features)}",
-        f'inp = httpclient.InferInput("{INPUT_NAME}", list(x.shape), "FP32")',
-        "inp.set_data_from_numpy(x)",
+    ]
+    enc = arch.encoding
+    if enc is not None and arch.per_column:
+        client.append('columns = {  # one input per column, [rows, 1]: NaN is a missing number, "" missing text')
+        for c in enc.columns:
+            value = _example_value(c)
+            dtype = "object" if c.dtype == STRING else "np.float32"
+            client.append(f"    {json.dumps(c.name)}: np.array([[{value!r}]], dtype={dtype}),")
+        client += [
+            "}",
+            "inputs = []",
+            "for name, values in columns.items():",
+            '    inp = httpclient.InferInput(name, list(values.shape), "BYTES" if values.dtype == object else "FP32")',
+            "    inp.set_data_from_numpy(values)",
+            "    inputs.append(inp)",
+        ]
+        inputs = "inputs"
+    else:
+        missing = "; NaN: missing" if enc is not None else ""
+        client += [
+            f"x = np.array([{row!r}], dtype=np.float32)  # {', '.join(arch.features)}{missing}",
+            f'inp = httpclient.InferInput("{INPUT_NAME}", list(x.shape), "FP32")',
+            "inp.set_data_from_numpy(x)",
+        ]
+        inputs = "[inp]"
+    client += [
         f'out = httpclient.InferRequestedOutput("{arch.output_name}")',
-        f'result = client.infer("{serving}", [inp], outputs=[out])',
+        f'result = client.infer("{serving}", {inputs}, outputs=[out])',
         f'print(result.as_numpy("{arch.output_name}"))  # {what}',
     ]
     if arch.task == "multiclass":
@@ -255,7 +402,7 @@ def _usage_lines(arch: Arch, manifest: Manifest, xor: bool) -> list[str]:
             "",
             f"# Triton only (it reads {LABELS}): the top class by name, as b'<probability>:<index>:<class>'",
             f'top = httpclient.InferRequestedOutput("{arch.output_name}", class_count=1)',
-            f'print(client.infer("{serving}", [inp], outputs=[top]).as_numpy("{arch.output_name}"))',
+            f'print(client.infer("{serving}", {inputs}, outputs=[top]).as_numpy("{arch.output_name}"))',
         ]
     return ["```sh", *cli, "```", "", "```python", *client, "```"]
 
@@ -274,6 +421,11 @@ def _limits(arch: Arch, manifest: Manifest, xor: bool) -> list[str]:
         ]
         if arch.is_classifier:
             lines.append("- Probabilities are the network's outputs, not calibrated estimates.")
+        if arch.encoding is not None and any(c.kind == CATEGORY for c in arch.encoding.columns):
+            lines.append(
+                "- A category never seen in training gets no weight of its own (all zeros): the answer for such a row"
+                " rests on its other columns."
+            )
     lines.append("- CUDA figures appear only where a GPU was present when `verify` ran.")
     return lines
 

@@ -16,10 +16,11 @@ from typing import Any, TypeVar, Union
 
 from ..errors import CorruptArtifact
 
-SCHEMA = 4
+SCHEMA = 5
 # 1: the layout before versions (files directly in <root>/<name>/); 3: + model, recipe, data;
-# 4: + `sealed`: a version's manifest has its sha256 in manifest.sha256 beside it (`artifacts.read_manifest`)
-READABLE_SCHEMAS = (1, 2, 3, 4)
+# 4: + `sealed`: a version's manifest has its sha256 in manifest.sha256 beside it (`artifacts.read_manifest`);
+# 5: + the encoding (model.encoding, data.encoding: categories, fill values, indicators) and export.inputs
+READABLE_SCHEMAS = (1, 2, 3, 4, 5)
 T = TypeVar("T")
 
 
@@ -83,6 +84,7 @@ class ExportRecord:
     input: TensorRecord
     output: TensorRecord
     seconds: float
+    inputs: tuple[TensorRecord, ...] = ()  # every graph input where the graph takes one per column
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class ProvidersRecord:
     requested: str
     used: tuple[str, ...]
     cuda_note: str | None
+    placement: str | None = None  # where onnxruntime ran the nodes, when not all on one provider (strings on CPU)
 
 
 @dataclass(frozen=True)

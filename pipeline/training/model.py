@@ -65,7 +65,7 @@ def build_model(arch: Arch) -> torch.nn.Sequential:
 
     standardize, unstandardize = _modules()
     act = getattr(torch.nn, _ACTIVATIONS[arch.activation])
-    layers: list[torch.nn.Module] = [standardize(arch.n_inputs)] if arch.scale_input else []
+    layers: list[torch.nn.Module] = [standardize(arch.n_encoded)] if arch.scale_input else []
     pairs = list(zip(arch.widths[:-1], arch.widths[1:]))
     for n, (i, o) in enumerate(pairs):
         layers.append(torch.nn.Linear(i, o, bias=True))
