@@ -62,7 +62,7 @@ def test_bench_recipe_quick_reports_load_training_and_three_runtimes(tmp_path):
     assert b["torch_rows_per_s"] > 0 and b["ort_rows_per_s"] > 0
     assert b["ort_vs_torch"] == b["ort_rows_per_s"] / b["torch_rows_per_s"]
     assert b["sklearn_rows_per_s"] is None or b["ort_vs_sklearn"] > 0
-    assert "onnxruntime (CPU)" in r.stdout and "CSV load" in r.stdout
+    assert "onnxruntime (CPU)" in r.stdout and "data load" in r.stdout
     assert b["train_trainer"] == "explicit" and b["train_identical"] is True and b["train_vs_autograd"] > 0
     assert "the autograd loop, identical yes" in r.stdout
 

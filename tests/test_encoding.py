@@ -92,7 +92,7 @@ def test_dates_give_year_month_day_weekday_and_timestamps_the_hour():
 @pytest.mark.parametrize(
     "text",
     ["2024-13-01", "2024-00-10", "2024-01-32", "24-01-01", "2024-1-1", "2024-01-01T25:00", "2024/01-01",
-     "2024-01-01T10:00+02:00", " 2024-01-01", "２０２４-01-01", "2024-01-01x"],
+     "2024-01-01T10:00+24:00", "2024-01-01T10:00+02", " 2024-01-01", "２０２４-01-01", "2024-01-01x"],
 )  # fmt: skip
 def test_strings_that_are_not_iso_dates_are_missing(text):
     assert date_parts(text) is None

@@ -197,15 +197,27 @@ EDGE_DAYS = [
 ]  # fmt: skip
 
 
+def test_utc_offsets_are_taken_away_in_the_graph_as_in_pythons_datetime():
+    enc, model = _date_model(TIMESTAMP, ["2020-01-01T00:00", "2021-06-30T12:00"])
+    text = ["2022-09-30T06:00:00+02:00", "2022-09-30T23:30-05:00", "2021-01-01T00:15+05:30", "2024-02-29 22:00:00-03:00",
+            "2020/12/31T23:00-01:00", "0001-01-01T00:30+01:00", "9999-12-31T23:00-02:00", "2022-01-01T00:00Z"]  # fmt: skip
+    got = run_ort(model, {"when": np.array(text, dtype=object)}, enc)
+    for row, t in zip(got.tolist(), text[:5]):
+        at = dt.datetime.fromisoformat(t.replace("/", "-").replace(" ", "T")).astimezone(dt.UTC)
+        assert row[:5] == [at.year, at.month, at.day, at.weekday(), at.hour], t
+    assert got[5].tolist() == got[6].tolist() == [*enc.columns[0].impute]  # before year 1, after 9999: missing
+    assert got[7].tolist() == [2022, 1, 1, 5, 0]
+    assert_same_bits(got, enc.encode({"when": np.array(text, dtype=object)}), enc, {"when": text})
+
+
 def test_year_boundaries_and_leap_days_match_pythons_calendar():
     enc, model = _date_model(DATE, ["2020-01-01", "2021-01-01", None])  # a gap in training: an indicator column
     text = [d.isoformat() for d in EDGE_DAYS] + ["1900-02-29", "2021-02-29", "2100-02-29", "2021-04-31", "2021-02-31"]
     got = run_ort(model, {"when": np.array(text, dtype=object)}, enc)
     want = [[d.year, d.month, d.day, d.weekday(), 0] for d in EDGE_DAYS]
-    # a day past the month's end rolls into the next month (documented), keeping the day as written
-    rolled = [(1900, 2, 29, dt.date(1900, 3, 1)), (2021, 2, 29, dt.date(2021, 3, 1)), (2100, 2, 29, dt.date(2100, 3, 1)),
-              (2021, 4, 31, dt.date(2021, 5, 1)), (2021, 2, 31, dt.date(2021, 3, 3))]  # fmt: skip
-    want += [[y, m, d, real.weekday(), 0] for y, m, d, real in rolled]
+    # a day past the month's end rolls into the next month (documented): its parts are that day's
+    rolled = [dt.date(1900, 3, 1), dt.date(2021, 3, 1), dt.date(2100, 3, 1), dt.date(2021, 5, 1), dt.date(2021, 3, 3)]
+    want += [[d.year, d.month, d.day, d.weekday(), 0] for d in rolled]
     assert got.tolist() == want
     assert_same_bits(got, enc.encode({"when": np.array(text, dtype=object)}), enc, {"when": text})
 

@@ -424,20 +424,31 @@ def table(report: BenchReport) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# `bench --serve`: a bounded load test of `serve` on loopback
+# `bench --serve`: `serve` against the minimal endpoints, with real load tools
+
+SERVE_CLIENTS = (1, 16, 64)
+QUICK_CLIENTS = (1, 4)
+SERVE_ROUNDS = 3
+BATCH_CLIENTS = 64  # the batching rows: 1-row requests from this many clients
+HEAVY_FEATURES, HEAVY_HIDDEN = 32, (256, 256)  # the heavier recipe: inference a larger share of a request
+LOAD_TOOLS = {"http": "hey", "grpc": "h2load"}  # Debian: hey, nghttp2-client
 
 
 @dataclass(frozen=True)
 class ServeBench:
-    protocol: str  # http (JSON over keep-alive HTTP/1.1) or grpc (tritonclient)
-    batch: int
-    clients: int
+    protocol: str  # http (hey: JSON over keep-alive HTTP/1.1) or grpc (h2load: a pre-framed ModelInfer)
+    batch: int  # rows per request
+    clients: int  # concurrent connections, one request in flight on each
     requests: int
-    errors: int
+    errors: int  # answers other than 200 (REST) or that h2load counts failed or errored (gRPC)
     p50_ms: float
     p99_ms: float
     requests_per_s: float
     rows_per_s: float
+    server: str = "serve"  # serve | peer | "serve --workers N" | "serve --batch-window-us W"
+    model: str = "shallow"
+    section: str = "protocol"  # protocol (serve vs peer) | batching (window on vs off)
+    round: int = 1
 
 
 def _free_port() -> int:
@@ -448,142 +459,312 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _http_client(port: int, body: bytes) -> Any:
-    import http.client
+def missing_load_tools() -> list[str]:
+    """The load tools `bench --serve` needs that are not on PATH (Debian packages hey, nghttp2-client)."""
+    import shutil
 
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-
-    def call() -> bool:
-        conn.request("POST", "/v2/models/xor_shallow/infer", body, {"Content-Type": "application/json"})
-        r = conn.getresponse()
-        r.read()
-        return r.status == 200
-
-    return call
+    return [tool for tool in LOAD_TOOLS.values() if shutil.which(tool) is None]
 
 
-def _grpc_client(port: int, x: Any) -> Any:
-    import tritonclient.grpc as grpcclient
+@dataclass
+class _Server:
+    """A server under test in its own process: `serve` or the peer, on two free loopback ports."""
 
-    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
-    inp = grpcclient.InferInput("x", list(x.shape), "FP32")
-    inp.set_data_from_numpy(x)
+    label: str
+    argv: list[str]
+    cwd: Path
+    http: int = 0
+    grpc: int = 0
+    proc: Any = None
+    log: Any = None
 
-    def call() -> bool:
-        return client.infer("xor_shallow", [inp]).as_numpy("probability") is not None
+    def start(self, logdir: Path) -> _Server:
+        import urllib.request
 
-    return call
-
-
-def _load(make_call: Any, clients: int, per_client: int) -> tuple[list[float], int, float]:
-    """`clients` threads, each with its own connection, each sending `per_client` requests back to back."""
-    import threading
-
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-
-    def worker() -> None:
-        call = make_call()
-        mine, bad = [], 0
-        for _ in range(per_client):
-            t = time.perf_counter()
-            try:
-                ok = call()
-            except Exception:
-                ok = False
-            mine.append(time.perf_counter() - t)
-            bad += not ok
-        with lock:
-            latencies.extend(mine)
-            errors[0] += bad
-
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    t = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    return latencies, errors[0], time.perf_counter() - t
-
-
-def bench_serve(cli_path: Path, root: Path, quick: bool) -> tuple[list[ServeBench], list[str]]:
-    """Start `serve` on free loopback ports, drive it with a fixed number of requests from N concurrent
-    clients (HTTP JSON and gRPC, batch 1 and 64), stop it with SIGTERM. Bounded: it stops by itself."""
-    import json
-    import signal
-    import urllib.request
-
-    import numpy as np
-
-    http_port, grpc_port = _free_port(), _free_port()
-    cmd = [sys.executable, str(cli_path), "serve", "--arch", "shallow", "--artifacts-dir", str(root),
-           "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--provider", "cpu"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    notes: list[str] = []
-    results: list[ServeBench] = []
-    try:
-        deadline = time.time() + 120
+        self.log = open(logdir / f"{len(list(logdir.iterdir()))}.log", "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.argv + [str(self.http), str(self.grpc)], cwd=self.cwd, stdout=self.log,
+                                     stderr=subprocess.STDOUT)  # fmt: skip
+        deadline = time.time() + 180
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/v2/health/ready", timeout=2) as r:
                     if r.status == 200:
-                        break
+                        return self
             except OSError:
                 pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"serve did not start: {proc.stderr.read() if proc.stderr else ''}"[-300:])
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.label} did not start: {Path(self.log.name).read_text()[-400:]}")
             time.sleep(0.2)
-        total = 200 if quick else 2000
-        rng = np.random.default_rng(0)
-        for batch in (1, 64):
-            x = rng.uniform(0, 1, (batch, 2)).astype(np.float32)
-            body = json.dumps({"inputs": [{"name": "x", "shape": [batch, 2], "datatype": "FP32",
-                                           "data": x.reshape(-1).tolist()}]}).encode()  # fmt: skip
-            for protocol in ("http", "grpc"):
-                if protocol == "grpc":
-                    try:
-                        import tritonclient.grpc  # noqa: F401
-                    except ImportError:
-                        notes.append("gRPC not measured: tritonclient[grpc] is not installed")
-                        continue
-                for clients in (1, 4):
 
-                    def make(p=protocol, b=body, xx=x):  # noqa: E731
-                        return _http_client(http_port, b) if p == "http" else _grpc_client(grpc_port, xx)
+    def stop(self) -> int:
+        import signal
 
-                    make(protocol)()  # warm-up
-                    lat, errors, seconds = _load(make, clients, total // clients)
-                    lat.sort()
-                    n = len(lat)
-                    results.append(ServeBench(protocol, batch, clients, n, errors, lat[n // 2] * 1e3,
-                                              lat[min(n - 1, int(n * 0.99))] * 1e3, n / seconds, n * batch / seconds))  # fmt: skip
-        notes.append("server-side batching: serve has none yet (Triton's dynamic batcher is configured by ship)")
-    finally:
-        proc.send_signal(signal.SIGTERM)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=60)
+            rc = self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            proc.kill()
-    if proc.returncode != 0:
-        notes.append(f"serve exited with {proc.returncode} after SIGTERM")
-    return results, notes
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.log.close()
+        return int(rc)
+
+
+def _serve_server(cli_path: Path, root: Path, which: list[str], workers: int, window_us: int) -> _Server:
+    """`serve` with its options; the ports are appended as `--http-port P --grpc-port Q` by a shim."""
+    label = "serve" if workers == 1 and not window_us else f"serve --workers {workers}"
+    if window_us:
+        label = f"serve --batch-window-us {window_us}"
+    shim = ("import sys; a = sys.argv; sys.argv = [a[1], *a[2:-2], '--http-port', a[-2], '--grpc-port', a[-1]]; "
+            "import runpy; runpy.run_path(a[1], run_name='__main__')")  # fmt: skip
+    argv = [sys.executable, "-c", shim, str(cli_path), "serve", *which, "--artifacts-dir", str(root),
+            "--provider", "cpu", "--workers", str(workers), "--batch-window-us", str(window_us)]  # fmt: skip
+    return _Server(label, argv, cli_path.parent, _free_port(), _free_port())
+
+
+def _peer_server(cli_path: Path, onnx: Path, name: str) -> _Server:
+    argv = [sys.executable, "-m", "pipeline.bench.serve_peer", str(onnx), name]
+    return _Server("peer", argv, cli_path.parent, _free_port(), _free_port())
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
+
+
+def _hey(port: int, model: str, body: Path, clients: int, seconds: float) -> tuple[int, int, float, float, float]:
+    """(requests, errors, p50 ms, p99 ms, req/s) from `hey` (per-request CSV: its times have 0.1 ms
+    resolution)."""
+    url = f"http://127.0.0.1:{port}/v2/models/{model}/infer"
+    argv = ["hey", "-z", f"{seconds}s", "-c", str(clients), "-m", "POST", "-T", "application/json", "-D", str(body),
+            "-o", "csv", url]  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120, check=True).stdout
+    lat, errors = [], 0
+    for line in out.splitlines()[1:]:
+        cells = line.split(",")
+        if len(cells) < 8:
+            continue
+        lat.append(float(cells[0]) * 1e3)
+        errors += cells[6] != "200"
+    lat.sort()
+    return len(lat), errors, _percentile(lat, 0.5), _percentile(lat, 0.99), len(lat) / seconds
+
+
+def _h2load(port: int, frame: Path, clients: int, seconds: float, log: Path) -> tuple[int, int, float, float, float]:
+    """(requests, errors, p50 ms, p99 ms, req/s) from `h2load`: `clients` HTTP/2 connections, one stream
+    in flight on each, the same pre-framed gRPC ModelInfer request; latencies from its per-request log
+    (microseconds). h2load reads HTTP statuses, not gRPC's: the frame is checked against both servers
+    with a real gRPC call first (`_check_frame`)."""
+    import re
+
+    url = f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer"
+    argv = ["h2load", "-D", str(seconds), "-c", str(clients), "-m", "1", "-t", "1", "-d", str(frame),
+            "-H", "content-type: application/grpc", "-H", "te: trailers", "--log-file", str(log), url]  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120).stdout
+    lat: list[float] = []
+    bad = 0
+    for line in log.read_text().splitlines():
+        cells = line.split("\t")
+        if len(cells) >= 3:
+            lat.append(int(cells[2]) / 1e3)
+            bad += cells[1] != "200"
+    m = re.search(r"(\d+) failed, (\d+) errored", out)
+    errors = bad + (int(m.group(1)) + int(m.group(2)) if m else 0)
+    lat.sort()
+    return len(lat), errors, _percentile(lat, 0.5), _percentile(lat, 0.99), len(lat) / seconds
+
+
+def _grpc_frame(model: str, x: Any) -> bytes:
+    """One ModelInfer request (raw_input_contents), framed as gRPC sends it (flag, 4-byte length)."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    tensor = pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=list(x.shape))
+    msg = pb.ModelInferRequest(model_name=model, inputs=[tensor], raw_input_contents=[x.tobytes()])
+    payload = msg.SerializeToString()
+    return b"\x00" + len(payload).to_bytes(4, "big") + payload
+
+
+def _check_frame(port: int, frame: bytes, rows: int) -> None:
+    """The pre-framed request, sent as is over a real gRPC channel, gets an answer of `rows` rows."""
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=lambda b: b,
+                                   response_deserializer=pb.ModelInferResponse.FromString)  # fmt: skip
+        answer = call(frame[5:], timeout=30)
+    if len(answer.raw_output_contents[0]) != 4 * rows * int(answer.outputs[0].shape[1]):
+        raise RuntimeError(f"the gRPC request bench --serve sends got a wrong answer on port {port}")
+
+
+def _heavy_model(cli_path: Path, root: Path) -> Path:
+    """A 32 -> 256 -> 256 recipe, trained briefly and published by `all` (its accuracy does not matter
+    here, its cost per row does)."""
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2000, HEAVY_FEATURES))
+    y = (x[:, :4].sum(axis=1) > 0).astype(int)
+    names = [f"f{i}" for i in range(HEAVY_FEATURES)]
+    lines = [",".join([*names, "label"])] + [",".join(f"{v:.5f}" for v in r) + f",{c}" for r, c in zip(x, y)]
+    (root / "heavy.csv").write_text("\n".join(lines) + "\n")
+    recipe = root / "heavy.toml"
+    recipe.write_text(
+        f'name = "heavy"\n[model]\nhidden = {list(HEAVY_HIDDEN)}\nactivation = "relu"\n'
+        '[data]\npath = "heavy.csv"\ntarget = "label"\n'
+        '[train]\noptimizer = "adam"\nlr = 0.01\nsteps = 100\n[gate]\nmin_accuracy = 0.5\n'
+    )
+    subprocess.run([sys.executable, str(cli_path), "all", "--recipe", str(recipe), "--artifacts-dir", str(root)],
+                   check=True, capture_output=True, text=True, timeout=900)  # fmt: skip
+    return recipe
+
+
+def _body_file(path: Path, x: Any) -> Path:
+    import json
+
+    doc = {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.reshape(-1).tolist()}]}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _measure(server: _Server, protocol: str, model: str, files: dict[str, Path], batch: int, clients: int,
+             seconds: float, section: str, rnd: int, tmp: Path, name: str) -> ServeBench:  # fmt: skip
+    if protocol == "http":
+        n, errors, p50, p99, rps = _hey(server.http, model, files["http"], clients, seconds)
+    else:
+        n, errors, p50, p99, rps = _h2load(server.grpc, files["grpc"], clients, seconds, tmp / "h2load.log")
+    return ServeBench(protocol, batch, clients, n, errors, p50, p99, rps, rps * batch, server.label, name, section,
+                      rnd)  # fmt: skip
+
+
+def _medians(rows: list[ServeBench]) -> list[ServeBench]:
+    """One row per (section, model, protocol, server, clients, batch): the round with the median req/s."""
+    groups: dict[tuple, list[ServeBench]] = {}
+    for r in rows:
+        groups.setdefault((r.section, r.model, r.protocol, r.batch, r.clients, r.server), []).append(r)
+    out = []
+    for group in groups.values():
+        ordered = sorted(group, key=lambda r: r.requests_per_s)
+        out.append(ordered[(len(ordered) - 1) // 2] if len(ordered) % 2 else ordered[len(ordered) // 2])
+    return out
+
+
+def bench_serve(cli_path: Path, root: Path, quick: bool) -> tuple[list[ServeBench], list[ServeBench], list[str]]:
+    """(median rows, every round's rows, notes). Protocol section: `serve` (one worker, batching off),
+    the minimal endpoint (`serve_peer`) and `serve --workers N` on the shallow model, 1-row requests, at
+    1, 16 and 64 clients, REST with hey and gRPC with h2load, the servers alternating within each round,
+    3 rounds. Batching section: 1-row REST requests from 64 clients, `--batch-window-us` 0 against the
+    default window, on the shallow model and on a 32 -> 256 -> 256 recipe. Every server is started
+    fresh, stopped with SIGTERM, and must exit 0."""
+    import numpy as np
+
+    from ..serving.serve import DEFAULT_BATCH_WINDOW_US, default_workers
+
+    seconds = 0.5 if quick else 2.0
+    rounds = 1 if quick else SERVE_ROUNDS
+    clients_list = QUICK_CLIENTS if quick else SERVE_CLIENTS
+    workers = default_workers()
+    tmp = root / "bench-serve"
+    tmp.mkdir(exist_ok=True)
+    logs = tmp / "logs"
+    logs.mkdir(exist_ok=True)
+    notes: list[str] = []
+    rows: list[ServeBench] = []
+    rng = np.random.default_rng(0)
+
+    def files_for(name: str, width: int, batch: int) -> dict[str, Path]:
+        x = rng.uniform(0, 1, (batch, width)).astype(np.float32)
+        frame = tmp / f"{name}-{batch}.grpc"
+        frame.write_bytes(_grpc_frame(name, x))
+        return {"http": _body_file(tmp / f"{name}-{batch}.json", x), "grpc": frame}
+
+    def run_section(servers: list[_Server], plan: list[tuple[str, str, str, int, int]], section: str) -> None:
+        for s in servers:
+            s.start(logs)
+        try:
+            for protocol, name, model, batch, clients in plan:
+                files = files_for(model, 2 if name == "shallow" else HEAVY_FEATURES, batch)
+                if protocol == "grpc":
+                    for s in servers:
+                        _check_frame(s.grpc, files["grpc"].read_bytes(), batch)
+                for s in servers:  # warm: sessions, connections, allocator
+                    _measure(s, protocol, model, files, batch, clients, 0.3, section, 0, tmp, name)
+                for rnd in range(1, rounds + 1):
+                    for s in servers:  # alternating: each round runs every server once, in turn
+                        rows.append(_measure(s, protocol, model, files, batch, clients, seconds, section, rnd, tmp,
+                                             name))  # fmt: skip
+        finally:
+            for s in servers:
+                rc = s.stop()
+                if rc != 0:
+                    notes.append(f"{s.label} exited with {rc} after SIGTERM")
+
+    shallow = ["--arch", "shallow"]
+    onnx = next((root / "shallow").glob("v*/model.onnx"))
+    protocol_plan = [(p, "shallow", "xor_shallow", 1, c) for p in ("http", "grpc") for c in clients_list]
+    if quick:  # a 64-row request too, 4 clients
+        protocol_plan.append(("http", "shallow", "xor_shallow", 64, 4))
+    servers = [_serve_server(cli_path, root, shallow, 1, 0), _peer_server(cli_path, onnx, "xor_shallow")]
+    if workers > 1:
+        servers.append(_serve_server(cli_path, root, shallow, workers, 0))
+    run_section(servers, protocol_plan, "protocol")
+
+    heavy = _heavy_model(cli_path, root)
+    window = DEFAULT_BATCH_WINDOW_US
+    for name, which, model in (("shallow", shallow, "xor_shallow"), ("heavy", ["--recipe", str(heavy)], "heavy")):
+        servers = [_serve_server(cli_path, root, which, 1, 0), _serve_server(cli_path, root, which, 1, window)]
+        run_section(servers, [("http", name, model, 1, BATCH_CLIENTS)], "batching")
+    notes.append(f"{rounds} round(s) of {seconds:g} s per figure, servers alternating, median shown; REST: hey "
+                 "(latency in 0.1 ms steps), gRPC: h2load with one pre-framed ModelInfer (raw_input_contents); "
+                 f"load tool and servers share this machine's {os.cpu_count()} cores")  # fmt: skip
+    return _medians(rows), rows, notes
+
+
+def serve_ratios(results: list[ServeBench]) -> list[str]:
+    """serve / peer (and serve --workers N / peer) req/s per protocol and clients; batching on / off
+    rows/s per model: the ratios the README and docs quote, from this run only."""
+    by = {(r.section, r.model, r.protocol, r.clients, r.batch, r.server): r for r in results}
+    out = []
+    for r in results:
+        if r.section != "protocol" or r.server != "peer":
+            continue
+        for s in results:
+            if (s.section, s.protocol, s.clients, s.batch) == ("protocol", r.protocol, r.clients, r.batch) and \
+                    s.server != "peer":  # fmt: skip
+                out.append(f"{s.protocol} {s.clients:>2} clients, {s.batch} row(s): {s.server} / peer = "
+                           f"{s.requests_per_s / r.requests_per_s:.2f}x req/s")  # fmt: skip
+    for r in results:
+        if r.section == "batching" and r.server != "serve":
+            off = by.get(("batching", r.model, r.protocol, r.clients, r.batch, "serve"))
+            if off is not None:
+                out.append(f"batching {r.model}, {r.clients} clients, 1-row requests: {r.server} / off = "
+                           f"{r.rows_per_s / off.rows_per_s:.2f}x rows/s")  # fmt: skip
+    return out
 
 
 def serve_table(results: list[ServeBench]) -> str:
-    out = [
-        f"{'serve':<6} {'batch':>5} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>8} {'rows/s':>9}"
-    ]
+    out = [f"{'section':<9} {'model':<8} {'proto':<5} {'server':<28} {'batch':>5} {'clients':>7} {'requests':>8} "
+           f"{'errors':>6} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>8} {'rows/s':>9}"]  # fmt: skip
     for r in results:
-        out.append(f"{r.protocol:<6} {r.batch:>5} {r.clients:>7} {r.requests:>8} {r.errors:>6} {r.p50_ms:>7.2f} "
-                   f"{r.p99_ms:>7.2f} {r.requests_per_s:>8.0f} {r.rows_per_s:>9.0f}")  # fmt: skip
-    return "\n".join(out)
+        out.append(f"{r.section:<9} {r.model:<8} {r.protocol:<5} {r.server:<28} {r.batch:>5} {r.clients:>7} "
+                   f"{r.requests:>8} {r.errors:>6} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.requests_per_s:>8.0f} "
+                   f"{r.rows_per_s:>9.0f}")  # fmt: skip
+    return "\n".join(out + serve_ratios(results))
 
 
-def run_serve(cli_path: Path, quick: bool) -> tuple[list[ServeBench], list[str]]:
-    """The load test on a freshly trained, verified, published shallow model."""
+def run_serve(cli_path: Path, quick: bool) -> tuple[list[ServeBench], list[ServeBench], list[str]]:
+    """The load test on a freshly trained, verified, published shallow model (and the heavier recipe)."""
+    from ..errors import UsageError
     from ..flow import run_all
 
+    missing = missing_load_tools()
+    if missing:
+        raise UsageError(
+            f"bench --serve needs the load tools {', '.join(missing)} (Debian/Ubuntu: apt-get install hey "
+            "nghttp2-client)"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         run_all("shallow", Path(tmp), device="cpu", provider="cpu")
         return bench_serve(cli_path, Path(tmp), quick)
@@ -694,8 +875,8 @@ def recipe_table(b: RecipeBench) -> str:
     sk = f"{b.sklearn_rows_per_s:,.0f}" if b.sklearn_rows_per_s else "-"
     ratio = f"{b.ort_vs_sklearn:.2f}x" if b.ort_vs_sklearn else "-"
     lines = [
-        f"{b.recipe}: {b.rows:,} rows x {b.features} features ({b.csv_mb:.1f} MB CSV)",
-        f"  CSV load            {b.csv_load_s:8.2f} s   ({b.csv_rows_per_s:,.0f} rows/s)",
+        f"{b.recipe}: {b.rows:,} rows x {b.features} features ({b.csv_mb:.1f} MB data file)",
+        f"  data load           {b.csv_load_s:8.2f} s   ({b.csv_rows_per_s:,.0f} rows/s)",
         f"  training            {b.train_rows_per_s:12,.0f} rows/s  ({b.train_steps} steps, {b.train_trainer}: "
         f"{b.train_vs_autograd:.2f}x the autograd loop, identical {'yes' if b.train_identical else 'NO'})",
         f"  inference ({b.infer_rows:,} rows)",
@@ -767,8 +948,10 @@ def run_command(
         write_results(out, {"scoring": scored.as_dict()}, inputs)
         return BenchRun(scoring_table(scored))
     if serve:
-        results, notes = run_serve(cli_path, quick)
-        write_results(out, {"serve": [asdict(r) for r in results], "notes": notes}, inputs)
+        results, rounds, notes = run_serve(cli_path, quick)
+        doc = {"serve": [asdict(r) for r in results], "ratios": serve_ratios(results),
+               "rounds": [asdict(r) for r in rounds], "notes": notes}  # fmt: skip
+        write_results(out, doc, inputs)
         return BenchRun(serve_table(results), tuple(notes))
     report = run(BenchConfig(quick=quick), cli_path)
     write_results(out, report.as_dict(), inputs)

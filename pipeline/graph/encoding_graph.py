@@ -13,12 +13,23 @@ OPSET. onnxruntime runs the string operators on its CPU provider only. Torch-fre
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..spec.encoding import CATEGORY, FLOAT, NUMBER, SLASH_PATTERN, TIMESTAMP, ColumnCode, Encoding
+from ..spec.encoding import (
+    CATEGORY,
+    ENCODED,
+    FLOAT,
+    NUMBER,
+    SLASH_PATTERN,
+    SPACE_PATTERN,
+    TIMESTAMP,
+    ColumnCode,
+    Encoding,
+)
 from ..spec.encoding import DATE_PATTERN as _PATTERN
 from .contract import BATCH_DIM, OPSET
 
@@ -28,8 +39,9 @@ if TYPE_CHECKING:  # pragma: no cover
 ML_DOMAIN = "ai.onnx.ml"
 ML_OPSET = 3  # LabelEncoder-2 (string keys, int64 values, default_int64)
 DATE_OPSET = 20  # RegexFullMatch and StringSplit arrived in opset 20
-ENCODED = "xorship_encoded"  # the network's input, inside the merged graph
-PREFIX = "enc/"  # every name the encoding adds (the exporter's names never start with it)
+# ENCODED (spec.encoding): the network's input, inside the merged graph
+PREFIX = "enc/"  # every name the encoding adds starts with it (or with _enc/, ...: `free_prefix`)
+NET_PREFIX = "net/"  # the network's own tensor and node names, once attached
 
 
 def opset_for(enc: Encoding | None) -> int:
@@ -42,10 +54,11 @@ class _Builder:
     nodes: list[Any] = field(default_factory=list)
     inits: list[Any] = field(default_factory=list)
     n: int = 0
+    prefix: str = PREFIX  # no column name starts with it (`free_prefix`)
 
     def name(self, hint: str) -> str:
         self.n += 1
-        return f"{PREFIX}{hint}_{self.n}"
+        return f"{self.prefix}{hint}_{self.n}"
 
     def op(self, op: str, inputs: list[str], hint: str = "", n_out: int = 1, **attrs: Any) -> Any:
         from onnx import helper
@@ -98,67 +111,106 @@ def _category(b: _Builder, c: ColumnCode, x: str) -> list[str]:
     return [b.op("Cast", [hit], "onehot", to=1)]
 
 
-def _part(b: _Builder, parts: str, i: int) -> str:
-    """Piece i of StringSplit's output [rows, 1, k], "" where a row has fewer pieces: the output padded
-    with one "" column first (k may be i)."""
-    shape = b.op("Shape", [parts], "shape")
-    lead = b.op("Slice", [shape, b.const(np.array([0], np.int64)), b.const(np.array([2], np.int64))], "lead")
-    pad_shape = b.op("Concat", [lead, b.const(np.array([i + 1], np.int64))], "padshape", axis=0)
-    pad = b.op("Expand", [b.const(np.array([[[""]]], dtype=object), "empty"), pad_shape], "pad")
-    padded = b.op("Concat", [parts, pad], "padded", axis=2)
-    return b.op("Gather", [padded, b.const(np.array(i, np.int64))], "piece", axis=2)
-
-
-def _split(b: _Builder, s: str, delimiter: str, maxsplit: int) -> str:
-    parts, _ = b.op("StringSplit", [s], "split", n_out=2, delimiter=delimiter, maxsplit=maxsplit)
-    return str(parts)
+def _pieces(b: _Builder, s: str, suffix: str, delimiter: str, maxsplit: int) -> list[str]:
+    """The maxsplit + 1 pieces of `s + suffix` split on `delimiter`: the suffix holds `maxsplit`
+    delimiters, so every row splits into exactly that many pieces (no row-dependent width to pad).
+    Each piece is [rows, 1]."""
+    text = b.op("StringConcat", [s, b.const(np.array([[suffix]], dtype=object), "suffix")], "suffixed") if suffix else s
+    parts, _ = b.op("StringSplit", [text], "split", n_out=2, delimiter=delimiter, maxsplit=maxsplit)
+    return [b.op("Gather", [parts, b.const(np.array(i, np.int64))], "piece", axis=2) for i in range(maxsplit + 1)]
 
 
 def _date(b: _Builder, c: ColumnCode, x: str) -> list[str]:
-    """year, month, day, weekday (Monday 0)[, hour] from an ISO string; a value that is not one (the
-    pattern, checked first) is replaced by 1970-01-01, then its parts by the training medians."""
+    """year, month, day, weekday (Monday 0)[, hour] in UTC from a date string; a value that is not one
+    (the pattern, checked first) is replaced by 1970-01-01, then its parts by the training medians.
+
+    After the pattern, a value is YYYY(-|/)MM(-|/)DD, then optionally (T| )HH:MM[:SS[.f]][Z|+HH:MM|-HH:MM]:
+    slashes become dashes and a space before the time a T; splits then give the date, the clock and the
+    offset. The instant in minutes since 1970 (days from the civil date, H. Hinnant's algorithm), less
+    the offset, gives the UTC day (back to a civil date) and hour. Every split gets a suffix that fixes
+    its number of pieces; a piece that ends with that suffix is split once more to drop it."""
     i64 = 7  # INT64
 
-    def num(s: str) -> str:
-        return b.op("Cast", [s], "int", to=i64)
+    def num(t: str) -> str:
+        return b.op("Cast", [t], "int", to=i64)
 
-    ok = b.op("RegexFullMatch", [x], "ok", pattern=_PATTERN)
-    s = b.op("Where", [ok, x, b.const(np.array([["1970-01-01"]], dtype=object), "epoch")], "valid")
-    slash = b.op("RegexFullMatch", [s], "slash", pattern=SLASH_PATTERN)  # YYYY/MM/DD...: rebuilt with '-'
-    ps = _split(b, s, "/", 2)
-    dash = b.const(np.array([["-"]], dtype=object), "dash")
-    joined = b.op("StringConcat", [_part(b, ps, 0), dash], "j")
-    joined = b.op("StringConcat", [b.op("StringConcat", [joined, _part(b, ps, 1)], "j"), dash], "j")
-    joined = b.op("StringConcat", [joined, _part(b, ps, 2)], "j")
-    s = b.op("Where", [slash, joined, s], "dashed")
-    ymd = _split(b, s, "-", 2)  # "YYYY", "MM", "DD..." (the rest: a time may follow the day)
-    year, month = num(_part(b, ymd, 0)), num(_part(b, ymd, 1))
-    rest = _split(b, _part(b, ymd, 2), ":", 1)  # "DD", "DDTHH" or "DD HH", then the minutes
-    head = _part(b, rest, 0)
-    by_t = _split(b, head, "T", 1)  # "DD" + "HH", or "DD HH" alone
-    by_space = _split(b, _part(b, by_t, 0), " ", 1)
-    day = num(_part(b, by_space, 0))
-    hour_text = b.op("StringConcat", [_part(b, by_t, 1), _part(b, by_space, 1)], "hourtext")
-    no_hour = b.op("Equal", [hour_text, b.const(np.array([[""]], dtype=object), "none")], "nohour")
-    hour = num(b.op("Where", [no_hour, b.const(np.array([["0"]], dtype=object), "zero"), hour_text], "hourstr"))
+    def text(v: str) -> str:
+        return b.const(np.array([[v]], dtype=object), "text")
 
     def k(v: int) -> str:
         return b.const(np.array(v, np.int64), "k")
 
+    def concat(*parts: str) -> str:
+        out = parts[0]
+        for p in parts[1:]:
+            out = b.op("StringConcat", [out, p], "joined")
+        return out
+
+    def before(t: str, sep: str) -> str:  # the text before the first `sep` (all of it when none)
+        return _pieces(b, t, sep, sep, 1)[0]
+
+    def after(t: str, sep: str) -> str:  # the text after the first `sep` ("" when none)
+        return before(_pieces(b, t, sep, sep, 1)[1], sep)
+
+    def either(cond: str, yes: str, no: str) -> str:
+        return b.op("Where", [cond, yes, no], "either")
+
+    def is_empty(t: str) -> str:
+        return b.op("Equal", [t, text("")], "empty")
+
+    def op(name: str, *args: str) -> str:
+        return b.op(name, list(args))
+
+    ok = b.op("RegexFullMatch", [x], "ok", pattern=_PATTERN)
+    s = either(ok, x, text("1970-01-01"))
+    slash = b.op("RegexFullMatch", [s], "slash", pattern=SLASH_PATTERN)
+    y_, m_, rest_, _ = _pieces(b, s, "///", "/", 3)  # YYYY/MM/DD...: "YYYY", "MM", "DD...", "//"
+    s = either(slash, concat(y_, text("-"), m_, text("-"), rest_), s)
+    space = b.op("RegexFullMatch", [s], "space", pattern=SPACE_PATTERN)
+    date_, time_ = _pieces(b, s, " ", " ", 1)  # "YYYY-MM-DD", "HH:MM... " (or "")
+    s = either(space, concat(date_, text("T"), before(time_, " ")), s)
+    date = before(s, "T")  # "YYYY-MM-DD"
+    clock = before(after(s, "T"), "Z")  # "HH:MM[:SS[.f]][+HH:MM|-HH:MM]", or "" for a date
+    ahead, behind = after(clock, "+"), after(clock, "-")  # the offset's "HH:MM", on its side
+    main = before(before(clock, "+"), "-")
+    hh, mi, _ = _pieces(b, either(is_empty(main), text("00:00"), main), ":", ":", 2)
+    zone = concat(ahead, behind)
+    oh, om, _ = _pieces(b, either(is_empty(zone), text("00:00"), zone), ":", ":", 2)
+    sign = either(is_empty(behind), k(1), k(-1))
+    offset = op("Mul", sign, op("Add", op("Mul", num(oh), k(60)), num(om)))
+    year, month, day = (num(p) for p in _pieces(b, date, "", "-", 2))  # the pattern made sure of two dashes
+
     # days from civil (H. Hinnant's algorithm), int64, floor division throughout
     early = b.op("Cast", [b.op("LessOrEqual", [month, k(2)], "early")], "earlyint", to=i64)
-    y = b.op("Sub", [year, early], "y")
+    y = op("Sub", year, early)
     era = b.floor_div(y, 400)
-    yoe = b.op("Sub", [y, b.op("Mul", [era, k(400)])], "yoe")
-    mp = b.op("Mod", [b.op("Add", [month, k(9)]), k(12)], "mp", fmod=0)
-    doy = b.op("Add", [b.floor_div(b.op("Add", [b.op("Mul", [mp, k(153)]), k(2)]), 5), b.op("Sub", [day, k(1)])])
-    doe = b.op(
-        "Add",
-        [b.op("Sub", [b.op("Add", [b.op("Mul", [yoe, k(365)]), b.floor_div(yoe, 4)]), b.floor_div(yoe, 100)]), doy],
-        "doe",
+    yoe = op("Sub", y, op("Mul", era, k(400)))
+    mp = b.op("Mod", [op("Add", month, k(9)), k(12)], "mp", fmod=0)
+    doy = op("Add", b.floor_div(op("Add", op("Mul", mp, k(153)), k(2)), 5), op("Sub", day, k(1)))
+    doe = op("Add", op("Sub", op("Add", op("Mul", yoe, k(365)), b.floor_div(yoe, 4)), b.floor_div(yoe, 100)), doy)
+    days = op("Sub", op("Add", op("Mul", era, k(146097)), doe), k(719468))
+    # the UTC instant, in minutes; back to its day and hour
+    minutes = op("Sub", op("Add", op("Mul", days, k(1440)), op("Add", op("Mul", num(hh), k(60)), num(mi))), offset)
+    days = b.floor_div(minutes, 1440)
+    hour = b.floor_div(op("Sub", minutes, op("Mul", days, k(1440))), 60)
+    # civil from days (the same algorithm's inverse)
+    z = op("Add", days, k(719468))
+    era = b.floor_div(z, 146097)
+    doe = op("Sub", z, op("Mul", era, k(146097)))
+    yoe = b.floor_div(
+        op("Sub", op("Add", op("Sub", doe, b.floor_div(doe, 1460)), b.floor_div(doe, 36524)), b.floor_div(doe, 146096)),
+        365,
     )
-    days = b.op("Sub", [b.op("Add", [b.op("Mul", [era, k(146097)]), doe]), k(719468)], "days")
-    weekday = b.op("Mod", [b.op("Add", [days, k(3)]), k(7)], "weekday", fmod=0)  # 1970-01-01: a Thursday
+    doy = op("Sub", doe, op("Sub", op("Add", op("Mul", yoe, k(365)), b.floor_div(yoe, 4)), b.floor_div(yoe, 100)))
+    mp = b.floor_div(op("Add", op("Mul", doy, k(5)), k(2)), 153)
+    day = op("Add", op("Sub", doy, b.floor_div(op("Add", op("Mul", mp, k(153)), k(2)), 5)), k(1))
+    late = b.op("Cast", [b.op("GreaterOrEqual", [mp, k(10)], "late")], "lateint", to=i64)
+    month = op("Sub", op("Add", mp, k(3)), op("Mul", late, k(12)))
+    early = b.op("Cast", [b.op("LessOrEqual", [month, k(2)], "early")], "earlyint", to=i64)
+    year = op("Add", op("Add", yoe, op("Mul", era, k(400))), early)
+    weekday = b.op("Mod", [op("Add", days, k(3)), k(7)], "weekday", fmod=0)  # 1970-01-01: a Thursday
+    inside = op("And", b.op("GreaterOrEqual", [year, k(1)], "ge"), b.op("LessOrEqual", [year, k(9999)], "le"))
+    ok = op("And", ok, inside)  # an offset can take an instant out of the years 1 to 9999: missing
     ints = [year, month, day, weekday] + ([hour] if c.kind == TIMESTAMP else [])
     parts = b.op("Cast", [b.op("Concat", ints, "parts", axis=1)], "partsf", to=1)
     fill = b.const(np.array([c.impute], np.float32), "fill")
@@ -172,7 +224,7 @@ def encoding_graph(enc: Encoding, x_name: str = "x") -> tuple[list[Any], list[An
     """(nodes, initializers, graph inputs, encoded output name) for `enc`."""
     from onnx import TensorProto, helper
 
-    b = _Builder()
+    b = _Builder(prefix=free_prefix(PREFIX, enc.features))
     if enc.per_column:
         inputs = [
             helper.make_tensor_value_info(
@@ -199,20 +251,42 @@ def encoding_graph(enc: Encoding, x_name: str = "x") -> tuple[list[Any], list[An
     return b.nodes, b.inits, inputs, out
 
 
+def free_prefix(prefix: str, names: Sequence[str]) -> str:
+    """`prefix`, with "_" in front until no name in `names` starts with it: the names the graph adds
+    can never be a column's (a column may be called anything, `enc/nan_6` included)."""
+    while any(n.startswith(prefix) for n in names):
+        prefix = "_" + prefix
+    return prefix
+
+
 def attach(network: onnx.ModelProto, enc: Encoding) -> onnx.ModelProto:
     """The network (exported with one input, the encoded features) behind the encoding: one graph whose
-    inputs are the raw columns. The network's input is renamed to ENCODED wherever it is read."""
+    inputs are the raw columns. The network's input is renamed to ENCODED wherever it is read, and every
+    other tensor and node of the network but its outputs gets a prefix no column name starts with (a
+    column may be called `linear`, `relu` or `sub`, as the exporter calls its tensors)."""
     from onnx import helper
 
     g = network.graph
     (net_in,) = [i for i in g.input if i.name not in {t.name for t in g.initializer}]
     nodes, inits, inputs, encoded = encoding_graph(enc, x_name=net_in.name if not enc.per_column else "x")
-    old = net_in.name
+    kept_names = {o.name for o in g.output}
+    net = free_prefix(NET_PREFIX, enc.features)
+    renamed = {net_in.name: ENCODED}
+    for t in g.initializer:
+        renamed[t.name] = net + t.name
     for node in g.node:
-        for i, name in enumerate(node.input):
-            if name == old:
-                node.input[i] = ENCODED
-    nodes.append(helper.make_node("Identity", [encoded], [ENCODED], name=f"{PREFIX}to_network"))
+        for out in node.output:
+            if out and out not in kept_names:
+                renamed[out] = net + out
+        node.name = net + node.name
+    for node in g.node:
+        node.input[:] = [renamed.get(v, v) for v in node.input]
+        node.output[:] = [renamed.get(v, v) for v in node.output]
+    for t in g.initializer:
+        t.name = renamed[t.name]
+    for v in g.value_info:
+        v.name = renamed.get(v.name, v.name)
+    nodes.append(helper.make_node("Identity", [encoded], [ENCODED], name=f"{net}to_network"))
     kept = [n for n in g.node]
     del g.node[:]
     g.node.extend(nodes + kept)

@@ -485,9 +485,14 @@ class _TableSource(RowSource):
         texts = [c for c in features if codes[c].dtype != FLOAT]
         extra = [c for c in self.carry if c not in features] if carry else []
         batches = self.file.batches(numeric=numbers, text=[*texts, *extra])
+        keyed = self.file.fmt in (T.JSONL, T.JSON)  # rows name their own keys: a misspelt one is absent
+        given = dict.fromkeys(features, False)
         try:
             for b in batches:
                 t = b.table
+                if keyed:
+                    for c in features:
+                        given[c] = given[c] or t.column(c).null_count < t.num_rows
                 values = {c: self._numbers(t.column(c), shown[c], b) for c in numbers}
                 x: Raw
                 if enc.per_column:
@@ -498,6 +503,14 @@ class _TableSource(RowSource):
                     x = np.stack([values[c] for c in features], axis=1)  # (rows, width), NaN where missing
                 carried = t.select(list(self.carry)) if carry and self.carry else None
                 yield RowBatch(x, carried, b.first_row, b.position, b.place)
+            never = [c for c in features if not given[c] and not _names_key(self.file.path, c)] if keyed else []
+            if never:  # no row names it (a null in every row is a missing value in every row): a key spelt otherwise
+                others = [n for n in self.file.names if n not in features]
+                raise _err(
+                    f"{self.name}: no row names feature {never[0]!r}"
+                    f"{f' (nor {len(never) - 1} more)' if len(never) > 1 else ''}{_suggest(never[0], others)}; "
+                    "its rows name the columns they give, and a model does not guess a whole column"
+                )
         except T.DataError as exc:
             counted = self._counted(numbers, shown)
             if counted is None:
@@ -627,9 +640,10 @@ def _text_values(col: Any, code: ColumnCode, missing: Sequence[str], where: str)
     elif pa.types.is_date(t):
         text = pc.cast(pc.cast(col, pa.date32()), pa.string())  # YYYY-MM-DD
     elif pa.types.is_timestamp(t):
-        # training's strftime("%Y-%m-%dT%H:%M:%S") in the column's zone, to the second; the cast to text is
-        # twenty times faster than strftime and the same text (YYYY-MM-DD HH:MM:SS[.f], a space for the T)
-        clock = pc.local_timestamp(col) if t.tz else col
+        # training's strftime("%Y-%m-%dT%H:%M:%S") in UTC (a zone's values are UTC instants: dropping the
+        # zone keeps them), to the second; the cast to text is twenty times faster than strftime and the
+        # same text (YYYY-MM-DD HH:MM:SS[.f], a space for the T)
+        clock = pc.cast(col, pa.timestamp(t.unit)) if t.tz else col
         text = pc.utf8_slice_codeunits(pc.cast(clock, pa.string()), 0, 19)
         text = pc.replace_substring(text, " ", "T", max_replacements=1)
     else:
@@ -730,6 +744,29 @@ def _closest(name: str, names: Sequence[str], cutoff: float) -> str | None:
     return folded.get(name.casefold()) or next(
         iter(difflib.get_close_matches(name, list(names), n=1, cutoff=cutoff)), None
     )
+
+
+def _names_key(path: Path, key: str, block: int = 8 << 20) -> bool:
+    """Whether a JSON file holds `key` as a key anywhere (its JSON text, with or without \\u escapes,
+    followed by a colon): read in blocks, only for a feature whose every value came back null."""
+    import json
+    import re
+
+    pattern = re.compile(
+        b"(?:" + b"|".join(re.escape(json.dumps(key, ensure_ascii=a).encode()) for a in (False, True)) + rb")\s*:"
+    )
+    tail = b""
+    keep = 4 * len(key.encode()) + 64  # a key's text and the spaces before its colon, across blocks
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(block):
+                data = tail + chunk
+                if pattern.search(data):
+                    return True
+                tail = data[-keep:]
+    except OSError:
+        return True  # unreadable now: the reader has said what it read; do not guess
+    return False
 
 
 def _suggest(name: str, names: Sequence[str]) -> str:

@@ -36,6 +36,7 @@ from .encoding import (
     CATEGORY,
     DATE,
     DATE_PATTERN,
+    ENCODED,
     NUMBER,
     TIMESTAMP,
     Encoding,
@@ -85,6 +86,16 @@ class Columns:
     where: str  # how messages name the file
     raw: tuple[RawColumn, ...] = ()  # a file's features as read (numbers with NaN, text, dates): encoded later
     dropped_rows: int = 0  # rows left out because their target is missing
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What reading decided that a user should hear: rows left out, stray values read as missing."""
+        rows = (
+            (f"{self.dropped_rows} rows left out: their target {self.target!r} is missing",)
+            if self.dropped_rows
+            else ()
+        )
+        return rows + tuple(c.note for c in self.raw if c.note)
 
     @property
     def rows(self) -> int:
@@ -193,8 +204,9 @@ def load_dataset(recipe: Recipe, on_progress: Progress | None = None, on_notice:
     else:
         assert spec.target is not None  # the recipe requires it with a path
         cols = read_columns(path, spec.target, spec.features, spec.task, on_progress, spec.missing, spec.categorical)
-        if cols.dropped_rows and on_notice is not None:
-            on_notice(f"{cols.dropped_rows} rows left out: their target {spec.target!r} is missing")
+        if on_notice is not None:
+            for note in cols.notes:
+                on_notice(note)
     return make_dataset(cols, spec, on_notice, start=start)
 
 
@@ -268,6 +280,16 @@ def make_dataset(
         except EncodingProblem as exc:
             raise DataError(f"{cols.where}: {exc}") from None
         x = encoding.encode({c.name: c.graph_values() for c in cols.raw})
+    if encoding is not None and encoding.per_column:
+        from .archs import OUTPUT_NAMES
+
+        taken = {OUTPUT_NAMES[cols.task]: "the model's output", ENCODED: "the encoded tensor inside the model"}
+        clash = next((n for n in cols.features if n in taken), None)
+        if clash is not None:  # the graph takes one input per column, named as the column
+            raise DataError(
+                f"{cols.where}: feature {clash!r} has the name of {taken[clash]}, and the model takes each column as"
+                " an input of its name; rename the column (or leave it out of [data] features)"
+            )
     x_train = x if len(train) == cols.rows else x[train]
     stats = _stats(x_train)
     names = encoding.names if encoding is not None else cols.features
@@ -551,12 +573,13 @@ def _float_values(col: pa.ChunkedArray, name: str, loc: _Locator) -> np.ndarray:
 
 
 def _iso_dates(col: pa.ChunkedArray) -> tuple[str, np.ndarray]:
-    """A date or timestamp column as ISO strings (None where missing): (DATE or TIMESTAMP, values). A
-    timestamp whose every value is at midnight is a date (JSON readers infer timestamps for dates)."""
+    """A date or timestamp column as ISO strings (None where missing), timestamps in UTC: (DATE or
+    TIMESTAMP, values). A timestamp whose every value is at midnight is a date (JSON readers infer
+    timestamps for dates)."""
     if pa.types.is_timestamp(col.type):
-        text = pc.strftime(
-            col, format="%Y-%m-%dT%H:%M:%S"
-        )  # fractions of a second: dropped (the hour is the finest part)
+        if col.type.tz:  # its values are UTC instants: without the zone, strftime writes them in UTC
+            col = pc.cast(col, pa.timestamp(col.type.unit))
+        text = pc.strftime(col, format="%Y-%m-%dT%H:%M:%S")  # fractions of a second: dropped below
         values = np.array([v if v is None else v[:19] for v in text.to_pylist()], dtype=object)
         kind = TIMESTAMP if any(v is not None and not v.endswith("T00:00:00") for v in values) else DATE
         if kind == DATE:
@@ -566,6 +589,7 @@ def _iso_dates(col: pa.ChunkedArray) -> tuple[str, np.ndarray]:
 
 
 _DATE_TEXT = re.compile(DATE_PATTERN)
+DATE_SHARE = 0.9  # a text column is a date column when at least this share of its values are dates
 
 
 def _utf8(b: bytes) -> bool:
@@ -579,6 +603,8 @@ def _utf8(b: bytes) -> bool:
 def _raw_column(col: pa.ChunkedArray, name: str, categorical: bool, loc: _Locator) -> RawColumn:
     """One feature as the encoder takes it, its kind from its type: numbers (and numeric codes named in
     [data] categorical), true/false and text as categories, ISO dates and timestamps as dates."""
+    if pa.types.is_dictionary(col.type):  # pandas' category columns, in Parquet: their values' type decides
+        col = col.cast(col.type.value_type)
     kind = _kind(col.type)
     if kind in ("int", "float") or pa.types.is_decimal(col.type):
         return RawColumn(name, CATEGORY if categorical else NUMBER, _float_values(col, name, loc))
@@ -602,8 +628,15 @@ def _raw_column(col: pa.ChunkedArray, name: str, categorical: bool, loc: _Locato
     if not present:
         raise DataError(f"{loc.where}: column {name!r} is missing in every row; leave it out of [data] features")
     if not categorical:
-        if all(_DATE_TEXT.fullmatch(v) for v in present):
-            return RawColumn(name, TIMESTAMP if any(len(v) > 10 for v in present) else DATE, values)
+        dates = [v for v in present if _DATE_TEXT.fullmatch(v)]
+        if len(dates) >= DATE_SHARE * len(present):  # a date column with a few stray values: those are missing
+            kind = TIMESTAMP if any(len(v) > 10 for v in dates) else DATE
+            stray = len(present) - len(dates)
+            note = (
+                f"column {name!r}: {stray} of {len(present)} values are not dates ({next(v for v in present if not _DATE_TEXT.fullmatch(v))[:30]!r}, ...):"
+                " they are missing values, filled and flagged like the others"
+            ) if stray else ""  # fmt: skip
+            return RawColumn(name, kind, values, note=note)
         numbers = sum(1 for v in present if _is_number(v))
         if numbers * 2 >= len(present):  # a number column with stray text: name it, with a count
             bad = [i for i, v in enumerate(values) if v is not None and not _is_number(v)]

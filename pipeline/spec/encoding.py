@@ -16,11 +16,11 @@ Per raw column, by kind:
   training split, sorted; a value never seen in training, and a missing one, is all zeros (as
   scikit-learn's `OneHotEncoder(handle_unknown="ignore")`), so it lands on no weight training never moved.
   Booleans are categories `false` and `true` (any of pyarrow's spellings).
-- **date** / **timestamp** (graph input string, ISO `YYYY-MM-DD` (or `YYYY/MM/DD`), timestamps `YYYY-MM-DD[T ]HH:MM[:SS[.f]]`
-  in UTC, `Z` or `+00:00` allowed): year, month, day, day of week (Monday 0) and, for timestamps, the
+- **date** / **timestamp** (graph input string, ISO `YYYY-MM-DD` (or `YYYY/MM/DD`), timestamps
+  `YYYY-MM-DD[T ]HH:MM[:SS[.f]][Z|+HH:MM|-HH:MM]`, read in UTC: an offset is taken away): year, month, day, day of week (Monday 0) and, for timestamps, the
   hour; a missing or unparseable value is imputed part by part with the training split's medians, with
-  an indicator when the column had a missing value in training. The day is not checked against the
-  month's length (2021-02-30 is read as 2021-03-02).
+  an indicator when the column had a missing value in training. A day past its month's end rolls over
+  (2021-02-30 is read as 2021-03-02).
 
 Torch-free.
 """
@@ -42,6 +42,7 @@ NUMBER, CATEGORY, DATE, TIMESTAMP = "number", "category", "date", "timestamp"
 KINDS = (NUMBER, CATEGORY, DATE, TIMESTAMP)
 IMPUTE = ("median", "mean")
 FLOAT, STRING = "float32", "string"  # what a raw column's graph input holds
+ENCODED = "xorship_encoded"  # the encoded tensor inside the graph (the network's input): no column may take it
 MAX_CATEGORIES = 1000  # a categorical column with more distinct training values is refused
 DATE_PARTS = ("year", "month", "day", "weekday")
 TIMESTAMP_PARTS = (*DATE_PARTS, "hour")
@@ -55,9 +56,10 @@ BOOL_SPELLINGS = {  # what a boolean column's graph input may hold for each clas
 DATE_PATTERN = (
     r"(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"  # years 1 to 9999 (0000 is no year of the calendar)
     r"(-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])|/(0[1-9]|1[0-2])/(0[1-9]|[12][0-9]|3[01]))"
-    r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,9})?)?(Z|\+00:00)?)?"
+    r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,9})?)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?"
 )
 SLASH_PATTERN = r"[0-9]{4}/.*"  # YYYY/MM/DD: read as YYYY-MM-DD
+SPACE_PATTERN = r"[0-9-]{10} .*"  # YYYY-MM-DD HH:MM: read as YYYY-MM-DDTHH:MM
 _DATE_RE = re.compile(DATE_PATTERN)
 
 
@@ -280,19 +282,28 @@ def _encode_column(c: ColumnCode, v: np.ndarray) -> np.ndarray:
 
 
 def date_parts(s: str, kind: str = DATE) -> tuple[int, ...] | None:
-    """(year, month, day, weekday[, hour]) of an ISO date or UTC timestamp string, or None when it is
-    not one (missing). Python's calendar, not the graph's arithmetic: the day past a month's end rolls
-    into the next month, as the graph's day count does."""
+    """(year, month, day, weekday[, hour]) of a date or timestamp string, in UTC, or None when it is not
+    one (missing). Python's datetime, not the graph's arithmetic: a UTC offset (`+02:00`) is taken
+    away, and a day past its month's end rolls into the next month (2021-02-30 is 2021-03-02); an
+    instant outside the years 1 to 9999 is missing."""
     if not _DATE_RE.fullmatch(s):
         return None
     y, m, d = int(s[0:4]), int(s[5:7]), int(s[8:10])
+    hour = minute = offset = 0
+    clock = s[11:]
+    if clock:
+        hour, minute = int(clock[0:2]), int(clock[3:5])
+        sign = 1 if "+" in clock else -1 if "-" in clock else 0
+        if sign:
+            zone = clock.split("+" if sign == 1 else "-")[1]
+            offset = sign * (int(zone[0:2]) * 60 + int(zone[3:5]))
     try:
-        day = _dt.date(y, m, 1) + _dt.timedelta(days=d - 1)
-    except (ValueError, OverflowError):  # 9999-12-32: past datetime's calendar (the graph's count goes on)
+        at = _dt.datetime(y, m, 1) + _dt.timedelta(days=d - 1, hours=hour, minutes=minute - offset)
+    except (ValueError, OverflowError):  # before year 1 or after 9999 once in UTC
         return None
-    out: tuple[int, ...] = (y, m, d, day.weekday())
+    out: tuple[int, ...] = (at.year, at.month, at.day, at.weekday())
     if kind == TIMESTAMP:
-        out += (int(s[11:13]) if len(s) > 10 else 0,)
+        out += (at.hour,)
     return out
 
 
@@ -309,6 +320,7 @@ class RawColumn:
     kind: str
     values: np.ndarray
     boolean: bool = False
+    note: str = ""  # what reading it decided that a user should hear (stray values read as missing)
 
     @property
     def dtype(self) -> str:
@@ -358,6 +370,12 @@ def _fit_column(c: RawColumn, rows: np.ndarray, impute: str) -> ColumnCode:
     if c.kind == CATEGORY:
         present = v[~miss]
         if c.dtype == FLOAT:
+            inexact = present[present.astype(np.float32).astype(np.float64) != present]
+            if inexact.size:  # the graph compares float32 values: 16777217 would be 16777216
+                raise EncodingProblem(
+                    f"column {c.name!r} has category code {float(inexact[0])!r}, which float32 (the model's input) does not"
+                    " hold exactly; use smaller codes, or text"
+                )
             cats: tuple[Any, ...] = tuple(float(x) for x in np.unique(present.astype(np.float32)))
         else:
             cats = tuple(sorted(set(present.tolist()), key=lambda s: s.encode("utf-8")))

@@ -85,7 +85,10 @@ def make_starter(data: Path, target: str, name: str, out: Path) -> Starter:
     recipe = parse_recipe(text, out)  # what load_recipe will see, paths resolved against `out`
     make_dataset(cols, recipe.data)  # the checks that need the split
     kinds = tuple((c.name, _kind_text(c)) for c in cols.raw)
-    notes = (f"{cols.dropped_rows} rows have no {target!r}: training leaves them out",) if cols.dropped_rows else ()
+    notes: tuple[str, ...] = (
+        (f"{cols.dropped_rows} rows have no {target!r}: training leaves them out",) if cols.dropped_rows else ()
+    )
+    notes += tuple(c.note for c in cols.raw if c.note)
     return Starter(out, text, name, cols.task, cols.features, cols.classes, left_out, kinds, notes)
 
 
@@ -141,15 +144,17 @@ def _choose_columns(data: Path, target: str) -> tuple[list[str] | None, tuple[tu
     limit = max_categories(rows)
     keep: list[str] = []
     out: list[tuple[str, str]] = []
+    import pyarrow as pa
+
     for n in others:
         col = table.column(n)
+        if pa.types.is_dictionary(col.type):  # pandas' category columns: their values' type decides
+            col = col.cast(col.type.value_type)
         arrow_type = col.type
         kind = _kind(arrow_type)
         if kind == "null":
             out.append((n, "empty in every row"))
             continue
-        import pyarrow as pa
-
         is_date = pa.types.is_date(arrow_type) or pa.types.is_timestamp(arrow_type)
         if kind not in ("int", "float", "bool", "str") and not is_date and not pa.types.is_decimal(arrow_type):
             out.append((n, f"its type {arrow_type} is not a feature (numbers, true/false, text categories, dates)"))
@@ -181,10 +186,12 @@ def _choose_columns(data: Path, target: str) -> tuple[list[str] | None, tuple[tu
 
 
 def _is_dates(values: list[str]) -> bool:
+    """Training's rule (`data.DATE_SHARE`): at least 90% of the values are dates."""
+    from .data import DATE_SHARE
     from .encoding import DATE_PATTERN
 
     pattern = re.compile(DATE_PATTERN)
-    return bool(values) and all(pattern.fullmatch(v) for v in values)
+    return bool(values) and sum(1 for v in values if pattern.fullmatch(v)) >= DATE_SHARE * len(values)
 
 
 def starter_name(path: Path | str) -> str:

@@ -696,7 +696,8 @@ def _parquet_batches(f: TableFile, numeric: tuple[str, ...], text: tuple[str, ..
     schema = pf.schema_arrow
     for n in numeric:
         t = schema.field(n).type
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)):
+        ok = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t)
+        if not ok:  # a null column (every value missing, as pandas writes an all-None column) is numbers
             what = "true/false" if pa.types.is_boolean(t) else str(t)
             raise _err(f"{f.where}: column {n!r} holds {what} values; it must hold numbers")
     for n in text:

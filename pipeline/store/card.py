@@ -238,8 +238,8 @@ def _encoding_rules(enc: Encoding, per_column: bool) -> list[str]:
         )
     if any(c.kind in (DATE, TIMESTAMP) for c in enc.columns):
         lines.append(
-            "- Dates are `YYYY-MM-DD` or `YYYY/MM/DD` strings (timestamps `YYYY-MM-DD[T ]HH:MM[:SS[.f]]`, UTC, `Z` or `+00:00`"
-            " allowed), parsed inside the graph; anything else is missing."
+            "- Dates are `YYYY-MM-DD` or `YYYY/MM/DD` strings (timestamps `YYYY-MM-DD[T ]HH:MM[:SS[.f]]`, then `Z`,"
+            " `+HH:MM`, `-HH:MM` or nothing for UTC), parsed inside the graph and read in UTC; anything else is missing."
         )
     if per_column:
         lines.append(
