@@ -34,7 +34,13 @@ from pipeline.errors import (
     request_stop,
 )
 from pipeline.flow import Outcome, Overrides, worst_exit_code
-from pipeline.serving.serve import DEFAULT_MAX_REQUEST_MB, MAX_REQUEST_MB_LIMIT
+from pipeline.serving.serve import (
+    DEFAULT_MAX_REQUEST_MB,
+    MAX_BATCH_WINDOW_US,
+    MAX_REQUEST_MB_LIMIT,
+    MAX_WORKERS,
+    WORKERS_CAP,
+)
 from pipeline.serving.ship import INSTANCE_KINDS, MAX_BATCH_SIZE, MAX_INSTANCES
 from pipeline.spec.archs import ARCH_CHOICES
 from pipeline.spec.formats import INPUT_FORMATS, OUTPUT_FORMATS
@@ -820,7 +826,13 @@ def serve(
     grpc_port: Annotated[int, typer.Option("--grpc-port", min=1, max=65535, help="gRPC (v2 protocol) port.")] = 8001,
     provider: ProviderOpt = ProviderName.auto,
     max_batch_size: Annotated[
-        int, typer.Option("--max-batch-size", min=1, max=MAX_BATCH_SIZE, help="Most rows one request may send.")
+        int,
+        typer.Option(
+            "--max-batch-size",
+            min=1,
+            max=MAX_BATCH_SIZE,
+            help="Most rows one request may send, and one batched onnxruntime call may run.",
+        ),
     ] = 1024,
     max_request_mb: Annotated[
         int,
@@ -839,6 +851,32 @@ def serve(
         ),
     ] = False,
     access_log: Annotated[bool, typer.Option("--access-log", help="One line per request on stdout.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=MAX_WORKERS,
+            help=f"Worker processes, each serving REST and gRPC on the same ports with its own sessions. Default: "
+            f"the cores this process may use, at most {WORKERS_CAP} (one Python process runs on one core at a "
+            f"time; past {WORKERS_CAP} the request path is rarely the limit, and each worker holds every "
+            "model in memory).",
+            show_default=False,
+        ),
+    ] = None,
+    batch_window_us: Annotated[
+        int,
+        typer.Option(
+            "--batch-window-us",
+            min=0,
+            max=MAX_BATCH_WINDOW_US,
+            help="Server-side batching: requests for the same model version arriving within this many "
+            "microseconds run as one onnxruntime call of at most --max-batch-size rows (answers within verify's "
+            "batch-consistency tolerance; a full queue answers 503). 0: off, each request runs alone and answers "
+            "are predict's bit for bit. It pays under many concurrent small requests on a heavier model; "
+            "docs/serving.md has the measurements.",
+        ),
+    ] = 0,
 ) -> None:
     """Serve the published verified versions over the v2 inference protocol (REST and gRPC), as Triton
     would; a new publication is picked up without a restart. Models with nothing published yet are
@@ -855,6 +893,7 @@ def serve(
         which, artifacts_dir, on_line=line, host=host, http_port=http_port,
         grpc_port=grpc_port, provider=provider.value, max_batch_size=max_batch_size, version=version,
         max_request_mb=max_request_mb, strict=strict, access_log=access_log,
+        workers=workers or 0, batch_window_us=batch_window_us,  # 0: serve's default (the cores, capped)
     )  # fmt: skip
 
 
@@ -1014,7 +1053,12 @@ def bench(
     ] = False,
     out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("bench.json"),
     serve: Annotated[
-        bool, typer.Option("--serve", help="Only the bounded load test of `serve` on loopback (needs .[serve]).")
+        bool,
+        typer.Option(
+            "--serve",
+            help="Only `serve` under load on loopback, against minimal REST (Starlette) and gRPC (grpcio) "
+            "endpoints, with hey and h2load (needs .[serve], starlette, and the Debian packages hey, nghttp2-client).",
+        ),
     ] = False,
     recipe: Annotated[
         Path | None,
@@ -1045,7 +1089,7 @@ def bench(
     ] = False,
 ) -> None:
     """Measure in one run: tutorial loop vs our trainer, torch vs onnxruntime inference, stage times, start-up.
-    --serve: instead, a bounded load test of `serve` (p50/p99 latency and requests/s, batch 1 and 64).
+    --serve: instead, `serve` against minimal endpoints: req/s, p50, p99 at 1, 16, 64 clients, workers, batching.
     --scoring: instead, batch scoring a file against a pyarrow + onnxruntime script and scikit-learn.
     --tabular: instead, raw tables (missing values, text, dates) against the scikit-learn peer."""
     from pipeline.bench.bench import run_command

@@ -552,7 +552,7 @@ def _hey(port: int, model: str, body: Path, clients: int, seconds: float) -> tup
     return len(lat), errors, _percentile(lat, 0.5), _percentile(lat, 0.99), len(lat) / seconds
 
 
-def _h2load(port: int, frame: Path, clients: int, seconds: float, log: Path) -> tuple[int, int, float, float, float]:
+def _h2load(port: int, frame: Path, clients: int, seconds: float, log: Path) -> tuple[int, int, float, float, float]:  # noqa: E501
     """(requests, errors, p50 ms, p99 ms, req/s) from `h2load`: `clients` HTTP/2 connections, one stream
     in flight on each, the same pre-framed gRPC ModelInfer request; latencies from its per-request log
     (microseconds). h2load reads HTTP statuses, not gRPC's: the frame is checked against both servers
@@ -560,8 +560,10 @@ def _h2load(port: int, frame: Path, clients: int, seconds: float, log: Path) -> 
     import re
 
     url = f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer"
+    seconds = max(1, round(seconds))  # h2load's -D takes whole seconds
     argv = ["h2load", "-D", str(seconds), "-c", str(clients), "-m", "1", "-t", "1", "-d", str(frame),
             "-H", "content-type: application/grpc", "-H", "te: trailers", "--log-file", str(log), url]  # fmt: skip
+    log.unlink(missing_ok=True)  # h2load appends to its log
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120).stdout
     lat: list[float] = []
     bad = 0
@@ -660,7 +662,7 @@ def bench_serve(cli_path: Path, root: Path, quick: bool) -> tuple[list[ServeBenc
     fresh, stopped with SIGTERM, and must exit 0."""
     import numpy as np
 
-    from ..serving.serve import DEFAULT_BATCH_WINDOW_US, default_workers
+    from ..serving.serve import BATCH_WINDOW_US_ON, default_workers
 
     seconds = 0.5 if quick else 2.0
     rounds = 1 if quick else SERVE_ROUNDS
@@ -711,9 +713,11 @@ def bench_serve(cli_path: Path, root: Path, quick: bool) -> tuple[list[ServeBenc
         servers.append(_serve_server(cli_path, root, shallow, workers, 0))
     run_section(servers, protocol_plan, "protocol")
 
-    heavy = _heavy_model(cli_path, root)
-    window = DEFAULT_BATCH_WINDOW_US
-    for name, which, model in (("shallow", shallow, "xor_shallow"), ("heavy", ["--recipe", str(heavy)], "heavy")):
+    window = BATCH_WINDOW_US_ON
+    models = [("shallow", shallow, "xor_shallow")]
+    if not quick:  # training the heavier recipe takes about half a minute
+        models.append(("heavy", ["--recipe", str(_heavy_model(cli_path, root))], "heavy"))
+    for name, which, model in models:
         servers = [_serve_server(cli_path, root, which, 1, 0), _serve_server(cli_path, root, which, 1, window)]
         run_section(servers, [("http", name, model, 1, BATCH_CLIENTS)], "batching")
     notes.append(f"{rounds} round(s) of {seconds:g} s per figure, servers alternating, median shown; REST: hey "

@@ -24,6 +24,7 @@ the window 0 (off) nothing here runs and answers are `predict`'s bit for bit.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,9 +36,15 @@ from ..spec.encoding import Raw, raw_len
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from .serve import Loaded
+Loaded = Any  # serve.Loaded (this module sits below serve.py: it only calls .run(raw) -> (rows, k))
 
 QUEUE_BATCHES = 4  # rows waiting, all models together, at most this many times --max-batch-size
+
+
+class QueueFull(Exception):
+    """The batch queue holds its most rows: the client's 503 (gRPC UNAVAILABLE), to retry."""
+
+    status = 503
 
 
 def concat(parts: list[Raw]) -> Raw:
@@ -52,62 +59,63 @@ def concat(parts: list[Raw]) -> Raw:
 
 @dataclass
 class _Queue:
-    """The requests waiting for one model version, in arrival order: (rows, their raw rows, future)."""
+    """The requests waiting for one model version, in arrival order: (rows, their raw rows, future).
+    Shared by the event loop (appends) and its batch thread (takes), under the batcher's lock."""
 
     loaded: Loaded
     items: list[tuple[int, Raw, asyncio.Future]] = field(default_factory=list)
     rows: int = 0
-    timer: asyncio.TimerHandle | None = None
-    running: bool = False  # a batch of this version is in onnxruntime now
+    running: bool = False  # its batch thread is waiting out the window or running a batch
+    full: threading.Event = field(default_factory=threading.Event)  # max_rows waiting: stop waiting
 
 
 class Batcher:
     """`execute` for `RestApp` and the gRPC servicer when batching is on: `await batcher(loaded, x)`
-    returns that request's (rows, n_outputs) float32 rows of a batched run. Event loop thread only
-    (the thread pool runs onnxruntime and nothing else)."""
+    returns that request's (rows, n_outputs) float32 rows of a batched run.
 
-    def __init__(self, window_us: int, max_rows: int, threads: int = 1):
+    The first request for an idle model version starts a batch thread for it, which waits out the
+    window (timed in the thread: the event loop's timers count whole milliseconds under uvloop), or
+    less if --max-batch-size rows arrive first, then runs batches until no request is left: requests
+    that arrive while a batch runs make the next one, with no further wait."""
+
+    def __init__(self, window_us: int, max_rows: int, threads: int = 4):
         self.window = window_us / 1e6
         self.max_rows = max_rows
         self.max_waiting = QUEUE_BATCHES * max_rows
-        self.waiting = 0  # rows queued, all models, not yet in a running batch
+        self.lock = threading.Lock()
+        self.waiting = 0  # rows queued, all models, not yet taken into a batch
         self.queues: dict[int, _Queue] = {}  # id(Loaded) -> its queue (the queue holds the Loaded)
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="xorship-batch")
         self.batches = 0  # batches run (for tests and the log)
         self.batched_rows = 0
 
     async def __call__(self, loaded: Loaded, x: Raw, large: bool = False) -> np.ndarray:
-        from .serve import BadRequest
-
         rows = raw_len(x)
-        if self.waiting + rows > self.max_waiting:
-            raise BadRequest(
-                f"the batch queue is full ({self.waiting:,} rows waiting, at most {self.max_waiting:,}: "
-                f"{QUEUE_BATCHES} x --max-batch-size); retry shortly",
-                503,
-            )
         loop = asyncio.get_running_loop()
-        q = self.queues.get(id(loaded))
-        if q is None:
-            q = self.queues[id(loaded)] = _Queue(loaded)
         future: asyncio.Future = loop.create_future()
-        q.items.append((rows, x, future))
-        q.rows += rows
-        self.waiting += rows
-        if not q.running:
-            if q.rows >= self.max_rows:
-                self._start(q)
-            elif q.timer is None:
-                q.timer = loop.call_later(self.window, self._start, q)
+        with self.lock:
+            waiting = self.waiting
+            if waiting + rows <= self.max_waiting:
+                found = self.queues.get(id(loaded))
+                q = found if found is not None else self.queues.setdefault(id(loaded), _Queue(loaded))
+                q.items.append((rows, x, future))
+                q.rows += rows
+                self.waiting += rows
+                start = not q.running
+                q.running = True
+                if q.rows >= self.max_rows:
+                    q.full.set()
+        if waiting + rows > self.max_waiting:
+            raise QueueFull(
+                f"the batch queue is full ({waiting:,} rows waiting, at most {self.max_waiting:,}: "
+                f"{QUEUE_BATCHES} x --max-batch-size); retry shortly"
+            )
+        if start:
+            self.pool.submit(self._serve_queue, q, loop)
         return await future
 
-    def _start(self, q: _Queue) -> None:
-        """Take up to max_rows of the queue's requests (at least one) into one run in the pool."""
-        if q.timer is not None:
-            q.timer.cancel()
-            q.timer = None
-        if q.running or not q.items:
-            return
+    def _take(self, q: _Queue) -> list[tuple[int, Raw, asyncio.Future]]:
+        """(under the lock) Up to max_rows of the queue's requests, at least one; none: the thread ends."""
         taken: list[tuple[int, Raw, asyncio.Future]] = []
         rows = 0
         while q.items and (not taken or rows + q.items[0][0] <= self.max_rows):
@@ -116,54 +124,62 @@ class Batcher:
             rows += item[0]
         q.rows -= rows
         self.waiting -= rows
-        q.running = True
-        loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self.pool, _run_batch, q.loaded, [x for _, x, _ in taken])
-        work.add_done_callback(lambda done: self._finish(q, taken, done))
+        if q.rows < self.max_rows:
+            q.full.clear()
+        if not taken:
+            q.running = False
+            if self.queues.get(id(q.loaded)) is q:
+                del self.queues[id(q.loaded)]
+        return taken
 
-    def _finish(self, q: _Queue, taken: list[tuple[int, Raw, asyncio.Future]], done: asyncio.Future) -> None:
-        q.running = False
-        self.batches += 1
-        self.batched_rows += sum(r for r, _, _ in taken)
-        exc = done.exception()
-        results = None if exc is not None else done.result()
-        for i, (_, _, future) in enumerate(taken):
-            if future.done():  # the client went away (cancelled)
-                continue
-            if exc is not None:
-                future.set_exception(exc)
-            else:
-                item = results[i]  # type: ignore[index]
-                if isinstance(item, BaseException):
-                    future.set_exception(item)
-                else:
-                    future.set_result(item)
-        if q.items:  # they waited while this batch ran: the next batch starts now
-            self._start(q)
-        elif self.queues.get(id(q.loaded)) is q:
-            del self.queues[id(q.loaded)]
+    def _serve_queue(self, q: _Queue, loop: asyncio.AbstractEventLoop) -> None:
+        """(a batch thread) Wait out the window, then run batches while requests are queued."""
+        q.full.wait(self.window)
+        while True:
+            with self.lock:
+                taken = self._take(q)
+            if not taken:
+                return
+            try:
+                results: list[Any] = _run_batch(q.loaded, [x for _, x, _ in taken])
+            except BaseException as exc:  # the model failed (PipelineError), or a bug: every request's answer
+                results = [exc] * len(taken)
+            self.batches += 1
+            self.batched_rows += sum(r for r, _, _ in taken)
+            loop.call_soon_threadsafe(_answer, [f for _, _, f in taken], results)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _run_batch(loaded: Loaded, parts: list[Raw]) -> list[Any]:
-    """(in the pool) One onnxruntime call on the concatenated rows, split back per request. When the
-    batch fails for a row's sake (a non-finite output: the client's 400), each request is run alone, so
-    only the request that holds that row is refused; a failure of the model itself (PipelineError) is
-    every request's."""
-    from .serve import BadRequest
+def _answer(futures: list[asyncio.Future], results: list[Any]) -> None:
+    """(the event loop) Each request its rows, or its error; one whose client went away is skipped."""
+    for future, item in zip(futures, results):
+        if future.done():
+            continue
+        if isinstance(item, BaseException):
+            future.set_exception(item)
+        else:
+            future.set_result(item)
 
+
+def _run_batch(loaded: Loaded, parts: list[Raw]) -> list[Any]:
+    """(in a batch thread) One onnxruntime call on the concatenated rows, split back per request. When
+    the batch fails for a row's sake (a non-finite output: the client's 400, `serve.BadRequest`), each
+    request is run alone, so only the request that holds that row is refused; a failure of the model
+    itself (PipelineError) is every request's."""
     if len(parts) == 1:
         return [loaded.run(parts[0])]
     try:
         y = loaded.run(concat(parts))
-    except BadRequest:
+    except PipelineError:
+        raise
+    except Exception:
         out: list[Any] = []
         for p in parts:
             try:
                 out.append(loaded.run(p))
-            except (BadRequest, PipelineError) as exc:
+            except Exception as exc:
                 out.append(exc)
         return out
     answers, at = [], 0

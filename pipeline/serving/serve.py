@@ -3,8 +3,9 @@
 What is served: per model (named as in the artifacts folder: a built-in or a recipe name), the
 published version (or `--version N`), resolved and checked exactly as `predict` does
 (`predict.resolve_model`, `allow_unverified=False`: every file's sha256 on the bytes that are loaded)
-and run through the same `Predictor.outputs`, so a served answer is `predict`'s answer bit for bit
-(float32, as the session computed it). What a model takes and answers comes from its own manifest
+and run through the same session call and checks as `Predictor.outputs` (`Loaded.run`), so a served
+answer is `predict`'s answer bit for bit (float32, as the session computed it) with batching off, and
+within verify's batch-consistency tolerance with it on (`serving.batching`). What a model takes and answers comes from its own manifest
 (`artifacts.arch_of`): input `x` (rows, n_inputs) FP32 or, for a model whose graph takes one input per
 raw column (a text, boolean or date feature: `Arch.per_column`), one input per column named as the
 column, (rows, 1), FP32 for numbers and BYTES (UTF-8 text) for text, booleans and dates; output
@@ -42,6 +43,11 @@ then is the model's one reference (`Slot.current`) replaced. A request reads tha
 it runs wholly on the old version or wholly on the new one (its width, its output). A version that
 fails to load, or that would be served under another name, is reported and the old one keeps
 serving. `--version N` pins: nothing is polled.
+
+Workers (`--workers N`, `serving.workers`): this module's `serve` checks and binds, then supervises N
+worker processes that each run `_run` with a `WorkerContext` (readiness for the whole server, a
+version board so that all workers swap a new publication together). Speed (issue 25): one intra-op
+thread per session, orjson, and a lean request path; docs/serving.md has the profile.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ from ..spec.archs import INPUT_NAME, Arch
 from ..spec.encoding import STRING, Raw, raw_len
 from ..store import artifacts as A
 from ..store import versions
+from .batching import QueueFull
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -74,7 +81,7 @@ POLL_SECONDS = 1.0  # how often PUBLISHED is read
 MAX_WORKERS = 64
 WORKERS_CAP = 8  # the default --workers: the cores, at most this many (see default_workers)
 MAX_BATCH_WINDOW_US = 1_000_000
-DEFAULT_BATCH_WINDOW_US = 500  # bench --serve's batching rows; the CLI's default is 0 (off): see docs/serving.md
+BATCH_WINDOW_US_ON = 100  # the window bench --serve measures batching with; the CLI's default is 0 (off)
 SESSION_THREADS = 1  # onnxruntime intra-op threads per session (see `load`)
 GRACE_SECONDS = 30  # in-flight requests get this long to finish after SIGTERM / Ctrl-C
 MAX_BATCH_LIMIT = 2**31 - 1
@@ -154,7 +161,7 @@ class ServeConfig:
     strict: bool = False  # refuse to start unless every named model is servable
     access_log: bool = False
     hints: dict[str, str] = field(default_factory=dict)
-    workers: int = 1  # worker processes (serving.workers); 1: this process serves
+    workers: int = 1  # worker processes (serving.workers); 1: this process serves; 0: default_workers()
     batch_window_us: int = 0  # server-side batching window (serving.batching); 0: off
 
     @property
@@ -298,30 +305,42 @@ def provider_line(p: ProviderReport, strings: tuple[int, tuple[str, ...]]) -> st
 class Slot:
     """The one reference a model's requests read (`current`); replaced whole by the reloader. With
     workers, a new version is `prepared` in each worker and becomes current in all of them at once,
-    when the supervisor commits it on the shared board (`serving.workers.Board`): `current` reads the
-    board's committed version for the model and swaps then (one integer read per request)."""
+    when the supervisor commits it on the shared board (`serving.workers.Board`): while a version is
+    prepared, `current` reads the board's committed number for the model (one integer read) and swaps
+    to it then."""
 
     def __init__(self, loaded: Loaded | None, index: int = -1, board: Any = None):
         self._current = loaded
-        self.prepared: Loaded | None = None
+        self.prepared: dict[int, Loaded] = {}  # version -> loaded, in the order they were prepared
         self.index = index  # the model's position in ServeConfig.names (the board's column)
         self.board = board
 
     @property
     def current(self) -> Loaded | None:
-        new = self.prepared
-        if new is not None and self.board.committed(self.index) == new.version:
-            self._current, self.prepared = new, None
+        if self.prepared:
+            committed = self.board.committed(self.index)
+            new = self.prepared.get(committed)
+            if new is not None:
+                self._current = new
+                order = list(self.prepared)
+                self.prepared = {v: self.prepared[v] for v in order[order.index(committed) + 1 :]}
         return self._current
 
     @current.setter
     def current(self, loaded: Loaded) -> None:
         self._current = loaded
 
+    def prepare(self, loaded: Loaded) -> None:
+        self.prepared.pop(loaded.version, None)
+        self.prepared[loaded.version] = loaded
+        self.board.prepare(self.index, loaded.version)
+
     @property
     def newest(self) -> Loaded | None:
         """The version this worker has loaded last (prepared, or current)."""
-        return self.prepared or self._current
+        if self.prepared:
+            return self.prepared[list(self.prepared)[-1]]
+        return self._current
 
 
 def lookup(slots: dict[str, Slot], name: str) -> Loaded:
@@ -906,8 +925,8 @@ class RestApp:
                 return 200, _dumps(loaded.metadata()), ok
         if rest in ([], ["health", "live"], ["health", "ready"]):
             _method(method, "GET", path)
-            if rest == ["health", "ready"] and not self.health.ready():
-                raise BadRequest(f"not ready: {self.health.why()}", 503)
+            if rest == ["health", "ready"] and not self.health.ready():  # not a client's error: no log line
+                return 503, _error(f"not ready: {self.health.why()}"), ok
             doc: dict[str, Any] = (
                 {"name": SERVER_NAME, "version": _version(), "extensions": []} if not rest else {rest[1]: True}
             )
@@ -931,7 +950,13 @@ class RestApp:
                 request = await asyncio.get_running_loop().run_in_executor(None, parse_rest, *args)
             else:
                 request = parse_rest(*args)
-            y = await self.execute(loaded, request.x, large)
+            if self.execute is run_direct and not large:
+                y = loaded.run(request.x)  # batching off: the request's own call, no coroutine between
+            else:
+                try:
+                    y = await self.execute(loaded, request.x, large)
+                except QueueFull as exc:
+                    raise BadRequest(str(exc), 503) from None
             out, headers = rest_response(loaded, y, request)
             return 200, out, headers
         finally:
@@ -1093,6 +1118,7 @@ def _grpc_server(
     }
 
     run: Execute = execute or run_direct
+    direct = run is run_direct  # batching off: the request's own call, on the loop (as REST's small ones)
     ready = (health or Health()).ready
 
     def lookup_model(name: str) -> Loaded:
@@ -1184,9 +1210,11 @@ def _grpc_server(
             except BadRequest as exc:
                 return refuse(context, exc, "ModelInfer", pb.ModelInferResponse())
             try:
-                y = await run(loaded, x, False)
-            except BadRequest as exc:  # a non-finite output (400), a full batch queue (503)
+                y = loaded.run(x) if direct else await run(loaded, x, False)
+            except BadRequest as exc:  # a non-finite output (400)
                 return refuse(context, exc, "ModelInfer", pb.ModelInferResponse())
+            except QueueFull as exc:  # the batch queue is full: UNAVAILABLE, retry
+                return refuse(context, BadRequest(str(exc), 503), "ModelInfer", pb.ModelInferResponse())
             except PipelineError as exc:
                 on_line(f"error: gRPC ModelInfer: {one_line(str(exc))}")
                 context.set_code(grpc.StatusCode.INTERNAL)
@@ -1298,8 +1326,7 @@ class Reloader(threading.Thread):
         if self.board is None:
             slot.current = new  # one reference, replaced whole (with its own width and output)
         else:
-            slot.prepared = new  # current once every worker has it (Slot.current reads the board)
-            self.board.prepare(slot.index, new.version)
+            slot.prepare(new)  # current once every worker has it (Slot.current reads the board)
 
     def check(self) -> None:
         for slot in list(self.slots.values()):
@@ -1459,17 +1486,34 @@ def serve(config: ServeConfig, on_line: Callable[[str], None] = print) -> None:
     anything is served (bad options, port in use, no verified version, a changed file...). With
     `config.workers` > 1 this process checks and binds, then supervises that many worker processes
     (`serving.workers`)."""
+    if config.workers == 0:
+        from dataclasses import replace
+
+        config = replace(config, workers=default_workers())
     check_config(config)
     _import_server_libraries()
     loaded, pending = load_models(config, on_line)
     http_sock = bind_socket(config.host, config.http_port, "HTTP")
     try:
         if config.workers > 1:
+            from dataclasses import asdict
+
             from .workers import supervise
 
             for m in loaded:
                 on_line(m.describe())
-            supervise(config, {m.arch.name: m.version for m in loaded}, pending, http_sock, on_line)
+            numbers = {m.arch.name: m.version for m in loaded}
+            line = serving_line(config, [m.name for m in loaded])
+            loaded.clear()  # each worker opens its own sessions: these are not kept
+            del m
+            grpc_hold = _hold_grpc_port(config)
+            try:
+                doc = asdict(config)
+                doc["root"] = str(config.root)
+                supervise(doc, numbers, http_sock, on_line, line, GRACE_SECONDS)
+            finally:
+                if grpc_hold is not None:
+                    grpc_hold.close()
             return
         bind_socket(config.host, config.grpc_port, "gRPC").close()  # gRPC binds it itself, below
         slots = {m.name: Slot(m) for m in loaded}
@@ -1478,6 +1522,18 @@ def serve(config: ServeConfig, on_line: Callable[[str], None] = print) -> None:
         _run(config, slots, pending, http_sock, on_line)
     finally:
         http_sock.close()
+
+
+def default_workers() -> int:
+    """`--workers`'s default: the cores this process may use, at most WORKERS_CAP (past a few workers
+    the load is rarely the request path's, and each worker holds every model's sessions in memory)."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, WORKERS_CAP))
 
 
 def serving_line(config: ServeConfig, names: Sequence[str]) -> str:
@@ -1554,6 +1610,7 @@ def _run(
             uvicorn.Config(
                 app, log_config=None, lifespan="off", timeout_graceful_shutdown=GRACE_SECONDS, access_log=False,
                 server_header=False, date_header=False, http=http_protocol, h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+                proxy_headers=False,  # no X-Forwarded-For rewriting: the peer is who connected (and one layer less)
             )
         )  # fmt: skip
         http_sock.listen(2048)
@@ -1591,6 +1648,77 @@ def _run(
         reloader.join(timeout=5)
     if worker is None:
         on_line("stopped")
+
+
+def _hold_grpc_port(config: ServeConfig) -> socket.socket | None:
+    """With workers: check the gRPC port (in use: exit 2), then keep it bound with SO_REUSEPORT, not
+    listening, for the workers' gRPC servers to bind beside (and nothing else to take meanwhile)."""
+    bind_socket(config.host, config.grpc_port, "gRPC").close()
+    if not hasattr(socket, "SO_REUSEPORT"):
+        return None
+    family, addr = _address(config.host, config.grpc_port)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise UsageError(f"gRPC port {config.grpc_port} on {config.host} is in use") from None
+    return sock
+
+
+def worker_main(text: str) -> None:
+    """A worker process of `serve --workers N` (started by `serving.workers.supervise`): load the
+    versions the supervisor checked, serve on the inherited HTTP socket and the shared gRPC port, post
+    readiness and prepared versions on the board, until SIGTERM."""
+    import json
+    import mmap
+    import sys
+
+    from .workers import Board, BoardHealth, WorkerBoard
+
+    payload = json.loads(text)
+    doc = payload["config"]
+    doc["root"] = Path(doc["root"])
+    doc["names"] = tuple(doc["names"])
+    config = ServeConfig(**doc)
+    index, n = payload["index"], config.workers
+    tag = f" [worker {index + 1}/{n}]"
+
+    def on_line(msg: str) -> None:
+        problem = msg.startswith(("warning:", "client error:", "error:"))
+        if msg.startswith(("reloaded:", "now serving:", "warning:")):
+            msg += tag
+        stream = sys.stderr if problem else sys.stdout
+        stream.write(msg + "\n")
+        stream.flush()
+
+    names = config.models
+    board = Board(mmap.mmap(payload["board_fd"], 0), n, len(names))
+    mine = WorkerBoard(board, index)
+    slots: dict[str, Slot] = {}
+    pending: list[str] = []
+    try:
+        for i, name in enumerate(names):
+            version = payload["versions"].get(name, 0)
+            if not version:
+                pending.append(name)
+                continue
+            loaded = load(config.root, name, version, config.provider, config.hints.get(name))
+            slots[loaded.name] = Slot(loaded, i, mine)
+            mine.prepare(i, loaded.version)  # what this worker serves: the committed version
+    except PipelineError as exc:
+        on_line(f"error: worker {index + 1} of {n}: {exc}")
+        sys.exit(exc.exit_code)
+    http_sock = socket.socket(fileno=payload["http_fd"])
+    budget = max(config.max_request_bytes, BUDGET_FACTOR * config.max_request_bytes // n)
+    health: Any = BoardHealth(board)
+    ctx = WorkerContext(index, health, budget, lambda: board.set_ready(index, True), mine)
+    try:
+        _run(config, slots, pending, http_sock, on_line, ctx)
+    finally:
+        board.set_ready(index, False)
 
 
 def _bounded_protocol(on_line: Callable[[str], None]) -> Any:
