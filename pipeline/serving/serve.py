@@ -314,16 +314,18 @@ class Slot:
         self.prepared: dict[int, Loaded] = {}  # version -> loaded, in the order they were prepared
         self.index = index  # the model's position in ServeConfig.names (the board's column)
         self.board = board
+        self._lock = threading.Lock()  # `prepared` is changed by the reloader's thread and the event loop's
 
     @property
     def current(self) -> Loaded | None:
-        if self.prepared:
+        if self.prepared:  # the common case, no version waiting: one read, no lock
             committed = self.board.committed(self.index)
-            new = self.prepared.get(committed)
-            if new is not None:
-                self._current = new
-                order = list(self.prepared)
-                self.prepared = {v: self.prepared[v] for v in order[order.index(committed) + 1 :]}
+            with self._lock:
+                new = self.prepared.get(committed)
+                if new is not None:
+                    self._current = new
+                    order = list(self.prepared)
+                    self.prepared = {v: self.prepared[v] for v in order[order.index(committed) + 1 :]}
         return self._current
 
     @current.setter
@@ -331,8 +333,9 @@ class Slot:
         self._current = loaded
 
     def prepare(self, loaded: Loaded) -> None:
-        self.prepared.pop(loaded.version, None)
-        self.prepared[loaded.version] = loaded
+        with self._lock:
+            self.prepared.pop(loaded.version, None)
+            self.prepared[loaded.version] = loaded
         self.board.prepare(self.index, loaded.version)
 
     @property

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import signal
 import socket
 import struct
@@ -53,13 +54,15 @@ STARTING, SERVING, STOPPING = 0, 1, 2
 # The worker's first lines: the package this one was imported from comes first on sys.path; a worker
 # dies with its supervisor (Linux: PR_SET_PDEATHSIG).
 BOOT = """
-import sys
+import os, sys
 sys.path.insert(0, sys.argv[1])
 try:
     import ctypes, signal
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 except Exception:
     pass
+if os.getppid() != int(sys.argv[3]):  # the supervisor died before the line above armed the signal
+    sys.exit(1)
 from pipeline.serving.serve import worker_main
 worker_main(sys.argv[2])
 """
@@ -211,6 +214,9 @@ def supervise(
                 announced = True
     finally:
         board.state = STOPPING
+        # The supervisor's copy of the listening socket goes first: once the workers close theirs, new
+        # clients are refused, not queued to a socket no one accepts on (and reset at the end).
+        http_sock.close()
         if failure is None:
             on_line("stopping: finishing in-flight requests")
         for p in procs:
@@ -270,6 +276,6 @@ def _spawn(
     }
     package_root = str(Path(__file__).resolve().parents[2])
     return subprocess.Popen(
-        [sys.executable, "-c", BOOT, package_root, json.dumps(payload)],
+        [sys.executable, "-c", BOOT, package_root, json.dumps(payload), str(os.getpid())],
         pass_fds=(http_sock.fileno(), page.fileno()),
     )
