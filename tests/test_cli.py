@@ -135,6 +135,17 @@ def test_help_does_not_import_torch_or_onnx():
     assert r.stdout.strip().endswith("[]"), r.stdout + r.stderr
 
 
+def test_help_does_not_import_numpy_either():
+    """The encoding (spec.encoding, graph.encoding_graph) is imported by serve, verify and archs: its
+    numpy comes when arrays are made, not at start-up."""
+    import subprocess
+    import sys
+
+    code = "import sys; sys.argv=['cli.py','--help']\nimport cli\ntry:\n    cli.app()\nexcept SystemExit: pass\nprint(sorted(m for m in ('numpy', 'pyarrow') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cli.__file__.rsplit("/", 1)[0])
+    assert r.stdout.strip().endswith("[]"), r.stdout + r.stderr
+
+
 def test_exit_codes_are_distinct():
     codes = [e.exit_code for e in errors.ALL_ERRORS if e is not errors.UsageError]
     assert len(codes) == len(set(codes)) and 0 not in codes and 1 not in codes and 2 not in codes

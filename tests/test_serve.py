@@ -739,21 +739,17 @@ def _rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
+def _one_worker(shipped: Path, tmp_path: Path, max_request_mb: int) -> Server:
+    """The shallow model served by one worker: the requests land in the process whose memory is read."""
+    args = ("--arch", "shallow", "--max-request-mb", str(max_request_mb), "--workers", "1")
+    return Server(shipped, dict(os.environ), *args, log=tmp_path / "serve.log")
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc to read the server's RSS")
 def test_requests_over_max_request_mb_are_refused_before_they_are_read(shipped, tmp_path):
     import http.client
 
-    s = Server(
-        shipped,
-        dict(os.environ),
-        "--arch",
-        "shallow",
-        "--max-request-mb",
-        "1",
-        "--workers",
-        "1",
-        log=tmp_path / "serve.log",
-    )  # one worker: the requests land in the process whose memory is read
+    s = _one_worker(shipped, tmp_path, 1)
     try:
         inp = tritongrpc.InferInput("x", [4, 2], "FP32")
         inp.set_data_from_numpy(XOR)
@@ -796,17 +792,7 @@ def test_requests_over_max_request_mb_are_refused_before_they_are_read(shipped, 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc to read the server's RSS")
 def test_malformed_requests_within_the_bound_do_not_pile_up_memory(shipped, tmp_path):
-    s = Server(
-        shipped,
-        dict(os.environ),
-        "--arch",
-        "shallow",
-        "--max-request-mb",
-        "8",
-        "--workers",
-        "1",
-        log=tmp_path / "serve.log",
-    )  # one worker: the requests land in the process whose memory is read
+    s = _one_worker(shipped, tmp_path, 8)
     try:
         wrong = np.zeros((600_000, 3), np.float32)  # 7.2 MB of the wrong width
         bad = tritongrpc.InferInput("x", list(wrong.shape), "FP32")
@@ -858,17 +844,7 @@ def test_serve_all_serves_what_is_published_and_names_what_it_skips(shipped, tmp
 def test_many_large_requests_at_once_are_bounded_by_a_budget(shipped, tmp_path):
     """Bodies held at once, all connections together, stay within 4 x --max-request-mb: past that a
     request gets 503 (retry) instead of the server holding them all."""
-    s = Server(
-        shipped,
-        dict(os.environ),
-        "--arch",
-        "shallow",
-        "--max-request-mb",
-        "1",
-        "--workers",
-        "1",
-        log=tmp_path / "serve.log",
-    )  # one worker: the requests land in the process whose memory is read
+    s = _one_worker(shipped, tmp_path, 1)
     socks = []
     try:
         start = _rss_mb(s.proc.pid)

@@ -883,6 +883,7 @@ def test_serve_refuses_bytes_that_are_not_utf8_or_not_tritons_encoding(sales_loa
 
 def test_serve_says_where_the_string_nodes_run(sales_loaded, artifacts):
     from pipeline.checks.runtimes import CPU_EP, CUDA_EP, ProviderReport
+    from pipeline.graph.encoding_graph import nodes_on_strings
     from pipeline.serving import serve as V
 
     count, ops = sales_loaded.strings
@@ -891,7 +892,7 @@ def test_serve_says_where_the_string_nodes_run(sales_loaded, artifacts):
     readers = {n.op_type for n in model.graph.node if fed & set(n.input)}  # nodes reading a string input
     assert readers <= set(ops) and {"LabelEncoder", "RegexFullMatch", "StringSplit"} <= set(ops)
     assert "Gemm" not in ops and count >= len([n for n in model.graph.node if fed & set(n.input)])
-    assert V.nodes_on_strings(onnx.load_from_string(onnx_bytes(IRIS))) == (0, ())
+    assert nodes_on_strings(onnx.load_from_string(onnx_bytes(IRIS))) == (0, ())
     line = sales_loaded.describe()
     assert "takes 5 columns, one input each (2 FP32, 3 BYTES)" in line
     assert line.endswith(f"runs on {CPU_EP}") and "CUDA" not in line  # the CPU path: everything on the CPU

@@ -64,7 +64,6 @@ from typing import TYPE_CHECKING, Any
 import orjson  # a core dependency, light: the hot path's JSON
 
 from ..errors import CorruptArtifact, MissingArtifact, PipelineError, UsageError
-from ..graph.encoding_graph import nodes_on_strings
 from ..spec.archs import INPUT_NAME, Arch
 from ..spec.encoding import STRING, Raw, raw_len
 from ..store import artifacts as A
@@ -381,6 +380,8 @@ def load(root: Path, name: str, version: int | None, provider: str, hint: str | 
             f"{served.where}: its graph's inputs and output are {str(got[0])[:200]} and {got[1]!r}, its manifest "
             f"says {str(want[0])[:200]} and {want[1]!r}"
         )
+    from ..graph.encoding_graph import nodes_on_strings  # numpy and onnx: once a model loads, not at start-up
+
     return Loaded(arch, served, predictor, nodes_on_strings(proto) if arch.per_column else (0, ()))
 
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CorruptArtifact, UsageError
-from .encoding import Encoding
 from .recipe import ACTIVATIONS, BUILTIN_NAMES, TASKS, XOR_FEATURES, Label, Recipe, builtin_recipe
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .encoding import Encoding  # numpy: imported when a record has an encoding (not for --help)
 
 # The four XOR points and their labels, as in the tutorial.
 XOR_X: tuple[tuple[float, float], ...] = ((0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0))
@@ -191,10 +193,18 @@ class Arch:
                 scale_input=bool(record["scale_input"]),
                 scale_output=bool(record["scale_output"]),
                 serving=str(record["serving_name"]),
-                encoding=Encoding.from_record(record["encoding"], where) if record.get("encoding") else None,
+                encoding=_encoding(record.get("encoding"), where),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptArtifact(f"{where}: its model description is not valid ({exc})") from None
+
+
+def _encoding(record: Any, where: str) -> Encoding | None:
+    if not record:
+        return None
+    from .encoding import Encoding
+
+    return Encoding.from_record(record, where)
 
 
 def arch_for(

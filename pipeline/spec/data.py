@@ -592,6 +592,17 @@ _DATE_TEXT = re.compile(DATE_PATTERN)
 DATE_SHARE = 0.9  # a text column is a date column when at least this share of its values are dates
 
 
+def mostly_dates(present: Sequence[str]) -> bool:
+    """A text column's rule (training and `init` alike): at least DATE_SHARE of its values are dates."""
+    return bool(present) and sum(1 for v in present if _DATE_TEXT.fullmatch(v)) >= DATE_SHARE * len(present)
+
+
+def mostly_numbers(present: Sequence[str]) -> bool:
+    """A text column whose values are at least half numbers is a number column with stray text (named,
+    with a count), not a category (training and `init` alike)."""
+    return bool(present) and sum(1 for v in present if _is_number(v)) * 2 >= len(present)
+
+
 def _utf8(b: bytes) -> bool:
     try:
         b.decode("utf-8")
@@ -628,8 +639,8 @@ def _raw_column(col: pa.ChunkedArray, name: str, categorical: bool, loc: _Locato
     if not present:
         raise DataError(f"{loc.where}: column {name!r} is missing in every row; leave it out of [data] features")
     if not categorical:
-        dates = [v for v in present if _DATE_TEXT.fullmatch(v)]
-        if len(dates) >= DATE_SHARE * len(present):  # a date column with a few stray values: those are missing
+        if mostly_dates(present):  # a date column with a few stray values: those are missing
+            dates = [v for v in present if _DATE_TEXT.fullmatch(v)]
             kind = TIMESTAMP if any(len(v) > 10 for v in dates) else DATE
             stray = len(present) - len(dates)
             note = (
@@ -637,8 +648,7 @@ def _raw_column(col: pa.ChunkedArray, name: str, categorical: bool, loc: _Locato
                 " they are missing values, filled and flagged like the others"
             ) if stray else ""  # fmt: skip
             return RawColumn(name, kind, values, note=note)
-        numbers = sum(1 for v in present if _is_number(v))
-        if numbers * 2 >= len(present):  # a number column with stray text: name it, with a count
+        if mostly_numbers(present):  # a number column with stray text: name it, with a count
             bad = [i for i, v in enumerate(values) if v is not None and not _is_number(v)]
             more = f"; {len(bad)} values of this number column are not numbers" if len(bad) > 1 else ""
             raise DataError(

@@ -32,11 +32,12 @@ import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..errors import CorruptArtifact
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np  # imported where arrays are made: not at import (`--help` needs none of it)
 
 NUMBER, CATEGORY, DATE, TIMESTAMP = "number", "category", "date", "timestamp"
 KINDS = (NUMBER, CATEGORY, DATE, TIMESTAMP)
@@ -197,6 +198,8 @@ class Encoding:
     def encode(self, raw: Raw) -> np.ndarray:
         """(rows, width) float32 from raw columns (see `Raw`): the rules above, in numpy and Python,
         written independently of the graph's operators."""
+        import numpy as np
+
         cols = as_columns(raw, self)
         blocks = [_encode_column(c, cols[c.name]) for c in self.columns]
         out = np.concatenate(blocks, axis=1) if blocks else np.empty((0, 0), np.float32)
@@ -206,10 +209,12 @@ class Encoding:
 # Raw rows: what the graph takes. A float32 matrix (rows, features) for an encoding that is not
 # per_column, else a mapping name -> (rows, 1) array: float32 (NaN = missing) or object (str; "" =
 # missing). `as_columns` turns either into name -> 1-D array.
-Raw = np.ndarray | Mapping[str, np.ndarray]
+Raw: TypeAlias = "np.ndarray | Mapping[str, np.ndarray]"  # an annotation only: every module here postpones them
 
 
 def as_columns(raw: Raw, enc: Encoding) -> dict[str, np.ndarray]:
+    import numpy as np
+
     if isinstance(raw, np.ndarray):
         if raw.ndim != 2 or raw.shape[1] != len(enc.columns):
             raise ValueError(f"raw rows of shape {raw.shape}; the encoding takes {len(enc.columns)} columns")
@@ -220,6 +225,8 @@ def as_columns(raw: Raw, enc: Encoding) -> dict[str, np.ndarray]:
 def feeds(raw: Raw, enc: Encoding | None, input_name: str = "x") -> dict[str, np.ndarray]:
     """onnxruntime's input feed for raw rows: {x: float32 matrix}, or one [rows, 1] array per column
     (float32, or object strings)."""
+    import numpy as np
+
     if enc is None or not enc.per_column:
         return {input_name: np.ascontiguousarray(raw, dtype=np.float32)}
     assert not isinstance(raw, np.ndarray)
@@ -232,12 +239,16 @@ def feeds(raw: Raw, enc: Encoding | None, input_name: str = "x") -> dict[str, np
 
 def raw_rows(raw: Raw, rows: Any) -> Raw:
     """Rows `rows` (an index array or slice) of raw rows."""
+    import numpy as np
+
     if isinstance(raw, np.ndarray):
         return raw[rows]
     return {k: np.asarray(v)[rows] for k, v in raw.items()}
 
 
 def raw_len(raw: Raw) -> int:
+    import numpy as np
+
     if isinstance(raw, np.ndarray):
         return int(raw.shape[0])
     return int(len(next(iter(raw.values())))) if raw else 0
@@ -248,6 +259,8 @@ def _category_text(c: Any) -> str:
 
 
 def _encode_column(c: ColumnCode, v: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     n = len(v)
     if c.kind == NUMBER:
         x = np.asarray(v, dtype=np.float32)
@@ -329,6 +342,8 @@ class RawColumn:
     @functools.cached_property
     def graph(self) -> np.ndarray:
         """The values as the graph takes them: float32 (NaN = missing), or str ("" = missing)."""
+        import numpy as np
+
         if self.values.dtype == object:
             return np.array(["" if v is None else v for v in self.values], dtype=object)
         return self.values.astype(np.float32)
@@ -337,6 +352,8 @@ class RawColumn:
         return self.graph
 
     def missing(self) -> np.ndarray:
+        import numpy as np
+
         if self.values.dtype == object:
             return np.array([v is None for v in self.values], dtype=bool)
         return np.isnan(self.values)
@@ -355,11 +372,15 @@ def fit_encoding(columns: Sequence[RawColumn], train_rows: np.ndarray, impute: s
 
 
 def _fill(values: np.ndarray, how: str) -> float:
+    import numpy as np
+
     v = values.astype(np.float64)
     return float(np.float32(np.median(v) if how == "median" else np.mean(v)))
 
 
 def _fit_column(c: RawColumn, rows: np.ndarray, impute: str) -> ColumnCode:
+    import numpy as np
+
     v = c.values[rows]
     miss = c.missing()[rows]
     if c.kind == NUMBER:

@@ -108,14 +108,6 @@ def max_categories(rows: int) -> int:
     return max(2, min(MAX_CATEGORIES, int(CATEGORY_SHARE * rows)))
 
 
-def _mostly_numbers(values: list[str]) -> bool:
-    """A text column whose values are mostly numbers is a numeric column with a typo: it stays, so that
-    reading it names the bad values instead of `init` dropping the feature."""
-    from .numbers import is_number
-
-    return bool(values) and sum(1 for v in values if is_number(v)) * 2 >= len(values)
-
-
 def _choose_columns(data: Path, target: str) -> tuple[list[str] | None, tuple[tuple[str, str], ...], int]:
     """(features, (column, why) for each column left out), by the rules `init` writes into the recipe:
     numbers, true/false, dates and timestamps, and text with at most `max_categories(rows)` distinct
@@ -123,7 +115,7 @@ def _choose_columns(data: Path, target: str) -> tuple[list[str] | None, tuple[tu
     (an id, a name, free text), an all-empty column and the types that are not features (times,
     durations, binary, nested) are left out. None for features: the data has a problem that
     `read_columns` will name, in its words. Last: the category limit used."""
-    from .data import _kind, _Locator, _target_present, _text_missing, open_data
+    from .data import _kind, _Locator, _target_present, _text_missing, mostly_dates, mostly_numbers, open_data
 
     where = str(data)
     if not data.is_file():
@@ -168,7 +160,7 @@ def _choose_columns(data: Path, target: str) -> tuple[list[str] | None, tuple[tu
         if missing > MISSING_SHARE * rows:
             out.append((n, f"missing in {missing} of {rows} rows (more than half)"))
             continue
-        if kind == "str" and not _is_dates(present) and not (f.fmt == "csv" and _mostly_numbers(present)):
+        if kind == "str" and not mostly_dates(present) and not (f.fmt == "csv" and mostly_numbers(present)):
             distinct = len(set(present))
             if distinct > limit:
                 out.append(
@@ -183,15 +175,6 @@ def _choose_columns(data: Path, target: str) -> tuple[list[str] | None, tuple[tu
         shown = "; ".join(f"{n}: {why}" for n, why in out[:5])
         raise DataError(f"data file {where}: no column besides {target!r} can be a feature ({shown})")
     return keep, tuple(out), limit
-
-
-def _is_dates(values: list[str]) -> bool:
-    """Training's rule (`data.DATE_SHARE`): at least 90% of the values are dates."""
-    from .data import DATE_SHARE
-    from .encoding import DATE_PATTERN
-
-    pattern = re.compile(DATE_PATTERN)
-    return bool(values) and sum(1 for v in values if pattern.fullmatch(v)) >= DATE_SHARE * len(values)
 
 
 def starter_name(path: Path | str) -> str:
