@@ -1047,6 +1047,109 @@ def sweep(
 
 @app.command()
 @_guard
+def tune(
+    recipe: Annotated[
+        Path,
+        typer.Option("--recipe", help="The recipe to search: its data, gate and [tune] space (or the default space)."),
+    ],
+    trials: Annotated[
+        int,
+        typer.Option(
+            "--trials",
+            help="The study's total of finished trials, across processes and resumes (two processes with 50 end with "
+            "50; a rerun after a kill tops up to 50). Interrupted trials do not count.",
+        ),
+    ] = 50,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Stop asking for trials after this many seconds.")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="A database URL Optuna takes (sqlite:///tune.db, postgresql://user:pw@host/db) shared by processes "
+            "on one or many machines. Default: a journal file in ARTIFACTS/_tune/<study>/, safe for several processes.",
+        ),
+    ] = None,
+    study: Annotated[str | None, typer.Option("--study", help="The study's name (default: the recipe's name).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds this process's sampler, mixed with its host and pid.")] = 0,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when torch sees a GPU), cpu or cuda.")] = "auto",
+    artifacts_dir: DirOpt = DEFAULT_DIR,
+    export_best: Annotated[
+        bool,
+        typer.Option(
+            "--export-best",
+            help="Run `all` on the best trial's recipe (trained on the training rows, gated on the validation rows, "
+            "verified, published). With several processes, one exports and the others say so.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search network shapes and training settings on Optuna: trials train on the training rows only and are
+    judged on an inner validation split, so the gate's rows stay unseen; writes best.toml and tune.json."""
+    from pipeline.errors import Terminated
+    from pipeline.training.tune import progress_table
+    from pipeline.training.tune import table as tune_table
+
+    on_trial = None
+    if sys.stderr.isatty() and not as_json:
+
+        def on_trial(t: Any, counted: int, of: int, best: Any) -> None:
+            typer.echo(f"  {progress_table(t, counted, of, best)}", err=True)
+
+    with _json_errors(as_json):
+        chosen = load_recipe(recipe)
+        name = study or chosen.name
+        try:
+            run = pipeline.flow.run_tune(
+                chosen, trials, timeout=timeout, storage=storage, study=study, seed=seed, device=device,
+                artifacts_dir=artifacts_dir, export_best=export_best, on_trial=on_trial, on_notice=_note,
+                on_progress=_status(),
+            )  # fmt: skip
+        except (KeyboardInterrupt, Terminated) as exc:
+            how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+            typer.echo(
+                f"{how}: the running trial is recorded as failed (interrupted); run the same command again to resume "
+                f"study {name!r}",
+                err=True,
+            )
+            raise typer.Exit(EXIT_INTERRUPTED if how == "interrupted" else EXIT_TERMINATED) from None
+    result, error = run.result, run.export_error
+    if as_json:
+        doc = {
+            "study": result.study,
+            "storage": result.storage.shown,
+            "counted": result.counted,
+            "trials_target": result.target,
+            "states": result.states(),
+            "ran_here": list(result.ran_here),
+            "best": result.best.as_dict() if result.best is not None else None,
+            "best_recipe": str(run.best_recipe) if run.best_recipe else None,
+            "written": [str(p) for p in run.written],
+        }
+        if export_best:
+            doc["published_version"] = run.published.number if run.published is not None else None
+            doc["export_note"] = run.export_note
+        if error is not None:
+            doc["error"] = str(error)
+            doc["exit_code"] = getattr(error, "exit_code", 1)
+        _echo(dumps(doc, indent=1))
+    else:
+        _echo(tune_table(result))
+        _echo(f"written: {', '.join(str(p) for p in run.written)}")
+        if run.best_recipe is not None:
+            _echo(f"best recipe: {run.best_recipe} (`python cli.py all --recipe {run.best_recipe}` trains it)")
+        if run.published is not None:
+            best = result.best
+            _echo(f"published: {chosen.name} version {run.published.number} (trial {best.number if best else '?'})")
+    if run.export_note is not None:
+        _note(run.export_note)
+    if error is not None:
+        raise error
+
+
+@app.command()
+@_guard
 def bench(
     quick: Annotated[
         bool, typer.Option("--quick", help="A few seconds' smoke run: fewer steps, rows and repeats.")
@@ -1087,20 +1190,36 @@ def bench(
             "columns used, training time, inference rows/s, what the user wrote.",
         ),
     ] = False,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            "--tune",
+            help="Only `tune` (default space) against Optuna driving scikit-learn's MLP over the same space, on "
+            "penguins, cars and seattle-weather (--quick: penguins): held-out metric of init's recipe, the tuned "
+            "model and the peer's, trials per minute both ways.",
+        ),
+    ] = False,
+    trials: Annotated[
+        int | None,
+        typer.Option("--trials", min=1, max=10_000, help="--tune: trials per side (default 30; 4 with --quick)."),
+    ] = None,
 ) -> None:
     """Measure in one run: tutorial loop vs our trainer, torch vs onnxruntime inference, stage times, start-up.
     --serve: instead, `serve` against minimal endpoints: req/s, p50, p99 at 1, 16, 64 clients, workers, batching.
     --scoring: instead, batch scoring a file against a pyarrow + onnxruntime script and scikit-learn.
-    --tabular: instead, raw tables (missing values, text, dates) against the scikit-learn peer."""
+    --tabular: instead, raw tables (missing values, text, dates) against the scikit-learn peer.
+    --tune: instead, `tune` against Optuna + scikit-learn: held-out metrics and trials per minute."""
     from pipeline.bench.bench import run_command
 
-    if sum((serve, recipe is not None, scoring, tabular)) > 1:
-        raise UsageError("give one of --serve, --recipe, --scoring or --tabular")
+    if sum((serve, recipe is not None, scoring, tabular, tune)) > 1:
+        raise UsageError("give one of --serve, --recipe, --scoring, --tabular or --tune")
     if rows is not None and not scoring:
         raise UsageError("--rows goes with --scoring")
+    if trials is not None and not tune:
+        raise UsageError("--trials goes with --tune")
     ran = run_command(
         Path(__file__).resolve(), out, quick=quick, serve=serve, recipe=recipe, scoring=scoring, rows=rows,
-        tabular=tabular,
+        tabular=tabular, tune=tune, trials=trials,
     )  # fmt: skip
     _echo(ran.table)
     for n in ran.notes:

@@ -841,3 +841,166 @@ def serve_models(
         root=Path(root), names=tuple(r.name for r in recipes), hints={r.name: r.selector for r in recipes}, **options
     )
     serve(config, on_line=on_line)
+
+
+# ---------------------------------------------------------------------------------------------
+# tune: a search on Optuna (training.tune), its files, and the best trial through the whole chain
+
+TUNE = "_tune"  # <root>/_tune/<study>/: the embedded journal and tune's files; no recipe has this name
+STUDY_NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+
+
+@dataclass(frozen=True)
+class TuneRun:
+    """A search with its files written and, with export_best, the best trial published."""
+
+    result: Any  # training.tune.StudyResult
+    recipe: Recipe  # the recipe searched
+    folder: Path
+    written: tuple[Path, ...]
+    best_recipe: Path | None  # best.toml
+    published: Published | None = None
+    export_note: str | None = None  # with export_best: why this process did not export (another one did)
+    export_error: PipelineError | None = None
+    notices: tuple[str, ...] = ()
+
+
+def run_tune(
+    which: Recipe,
+    trials: int,
+    *,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    artifacts_dir: Path | str = Path("artifacts"),
+    export_best: bool = False,
+    on_trial: Any = None,
+    on_notice: NoticeFn | None = None,
+    on_progress: NoticeFn | None = None,
+) -> TuneRun:
+    """`tune`: search the recipe's [tune] space (`training.tune.run_study`) on its training rows only,
+    then write tune.json, best.toml (the recipe with the best trial's values) and Optuna's plots into
+    <artifacts_dir>/_tune/<study>/; with export_best, run `all` on best.toml (trained on the training
+    rows, gated on the validation rows, verified, published). Trials take no artifacts lock; the export
+    does, so with several processes one exports and the others say so (`export_note`)."""
+    import re
+
+    from .spec.data import inner_dataset, recipe_columns
+    from .training import tune as TU
+    from .training.train import DEVICES, resolve_device
+
+    recipe = which
+    if recipe.builtin or recipe.data_path is None:
+        raise UsageError(
+            f"tune searches a recipe's own data; {recipe.name} trains on the 4 XOR points, where there is nothing to"
+            " search (write a recipe with `init`)"
+        )
+    TU.check_trials(trials, timeout)
+    if device not in DEVICES:
+        raise UsageError(f"--device {device!r}: choose one of {', '.join(DEVICES)}")
+    resolve_device(device)  # --device cuda without a GPU: one line now, not a failed trial
+    name = study if study is not None else recipe.name
+    if not re.fullmatch(STUDY_NAME_RE, name):
+        raise UsageError(f"--study {name!r} must match {STUDY_NAME_RE} (letters, digits, '_', '.', '-'; 64 at most)")
+    root = Path(artifacts_dir)
+    folder = root / TUNE / name
+    A.check_output_folder(folder, "--study folder")
+    A.check_outside_models(folder, root, "--study folder")
+    choice = TU.storage_choice(storage, folder)
+    TU._optuna()  # a missing optuna is said before the data is read
+    cols = recipe_columns(recipe, on_progress, on_notice)
+    data = inner_dataset(cols, recipe.data)
+    network_for(recipe, data)  # the gate must fit the task, as `all` will require
+    if recipe.data.validation_fraction == 0 and on_notice is not None:
+        on_notice(
+            "validation_fraction is 0: the gate is judged on the training rows, which the search also trains on;"
+            " set [data] validation_fraction for a gate the search never sees"
+        )
+    result = TU.run_study(
+        recipe, data, storage=choice, study_name=name, trials=trials, timeout=timeout, seed=seed, device=device,
+        on_trial=on_trial, on_notice=on_notice,
+    )  # fmt: skip
+    written, notices = _write_tune_files(result, recipe, folder)
+    for n in notices:
+        if on_notice is not None:
+            on_notice(n)
+    best_path = folder / "best.toml" if result.best is not None else None
+    run = TuneRun(result, recipe, folder, tuple(written), best_path, notices=tuple(notices))
+    if not export_best:
+        return run
+    return _export_best(run, root, device, on_notice, on_progress)
+
+
+def _write_tune_files(result: Any, recipe: Recipe, folder: Path) -> tuple[list[Path], list[str]]:
+    from .store.jsonout import dumps_bytes
+    from .training import tune as TU
+
+    A.ensure_folder(folder)
+    written: list[Path] = []
+    best = result.best
+    doc = {
+        "study": result.study,
+        "storage": result.storage.shown,
+        "objective": TU.OBJECTIVE,
+        "metric": result.metric_name,
+        "inner_rows": {"train": result.inner_rows[0], "validation": result.inner_rows[1]},
+        "space": result.space.record(),
+        "space_written": result.space.written,
+        "trials_target": result.target,
+        "counted": result.counted,
+        "states": result.states(),
+        "sampler_seed": result.sampler_seed,
+        "ran_here": list(result.ran_here),
+        "search_seconds": round(result.seconds, 3),
+        "best": best.as_dict() if best is not None else None,
+        "trials": [t.as_dict() for t in result.trials],
+    }
+    A.write_output_bytes(folder / "tune.json", dumps_bytes(doc, indent=1), "--study folder")
+    written.append(folder / "tune.json")
+    notices: list[str] = []
+    if best is not None:
+        text = TU.best_recipe_text(recipe, best, result.study, result.storage)
+        A.write_output_bytes(folder / "best.toml", text.encode("utf-8"), "--study folder")
+        written.append(folder / "best.toml")
+    plots, why = TU.write_plots(result, folder)
+    written += plots
+    notices += why
+    return written, notices
+
+
+def _export_best(run: TuneRun, root: Path, device: str, on_notice: NoticeFn | None, on_progress: Any) -> TuneRun:
+    """`all` on best.toml, once per best trial across processes: a process that finds the best trial
+    exported (or being exported) by another, or the artifacts lock held, says so and exports nothing."""
+    import dataclasses
+
+    from .errors import FolderLocked, GateFailed
+    from .spec.recipe import load_recipe
+    from .training import tune as TU
+
+    result = run.result
+    if result.stopped_by == "others":  # the last trials run elsewhere: their results decide the best
+        result = TU.wait_for_running(result)
+        written, notices = _write_tune_files(result, run.recipe, run.folder)
+        run = dataclasses.replace(run, result=result, written=tuple(written), notices=run.notices + tuple(notices))
+    best = result.best
+    if best is None or run.best_recipe is None:
+        return dataclasses.replace(run, export_error=GateFailed("no trial completed; nothing to export"))
+    claimed = TU.claim_export(result, best.number)
+    if claimed is not None:
+        return dataclasses.replace(run, export_note=claimed)
+    try:
+        summary = run_all(
+            load_recipe(run.best_recipe), root, device=device, on_notice=on_notice, on_progress=on_progress
+        )
+    except FolderLocked as exc:
+        return dataclasses.replace(
+            run, export_note=f"not exported here: {exc} (with several tune processes, the one holding it exports)"
+        )
+    except PipelineError as exc:
+        TU.record_export(result, best.number, "failed", str(exc))
+        return dataclasses.replace(run, export_error=exc)
+    published = summary.models[0].published
+    TU.record_export(result, best.number, "published", published.number if published else None)
+    return dataclasses.replace(run, published=published)

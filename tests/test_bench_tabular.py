@@ -180,7 +180,7 @@ def test_the_peer_half_drops_ids_and_writes_dates_by_hand(tmp_path, source):
 
 def test_tabular_goes_alone():
     r = run_cli("bench", "--tabular", "--scoring")
-    assert r.returncode == 2 and "give one of --serve, --recipe, --scoring or --tabular" in r.stderr
+    assert r.returncode == 2 and "give one of --serve, --recipe, --scoring, --tabular or --tune" in r.stderr
 
 
 @pytest.mark.slow

@@ -919,14 +919,24 @@ def run_command(
     scoring: bool = False,
     rows: int | None = None,
     tabular: bool = False,
+    tune: bool = False,
+    trials: int | None = None,
 ) -> BenchRun:
-    """`bench`: one of its five measurements (the default one, `--serve`'s load test, `--recipe`'s data,
-    `--scoring`'s batch scoring of `rows` rows, or `--tabular`'s raw tables against the peer), its JSON
+    """`bench`: one of its six measurements (the default one, `--serve`'s load test, `--recipe`'s data,
+    `--scoring`'s batch scoring of `rows` rows, `--tabular`'s raw tables against the peer, or `--tune`'s
+    search against Optuna + scikit-learn with `trials` trials), its JSON
     written to `out` (checked before the run: never a folder, a device we must not write, or the recipe
     or data it reads)."""
     from ..spec.recipe import load_recipe
     from ..store import artifacts as A
 
+    if tune:
+        from .tune_bench import bench_tune, tune_table
+
+        A.check_output(out, "--out", [])  # before a long run
+        tuned = bench_tune(cli_path, quick, trials)
+        write_results(out, {"tune": tuned.as_dict()})
+        return BenchRun(tune_table(tuned))
     if tabular:
         from .tabular import bench_tabular, tabular_table
 

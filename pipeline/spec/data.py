@@ -197,17 +197,21 @@ class Dataset:
 def load_dataset(recipe: Recipe, on_progress: Progress | None = None, on_notice: Progress | None = None) -> Dataset:
     """Read, check and split a recipe's data."""
     start = time.perf_counter()
+    return make_dataset(recipe_columns(recipe, on_progress, on_notice), recipe.data, on_notice, start=start)
+
+
+def recipe_columns(recipe: Recipe, on_progress: Progress | None = None, on_notice: Progress | None = None) -> Columns:
+    """A recipe's data read and checked, before the split (the built-in XOR points for builtin data)."""
     spec = recipe.data
     path = recipe.data_path
     if path is None:
-        cols = xor_columns()
-    else:
-        assert spec.target is not None  # the recipe requires it with a path
-        cols = read_columns(path, spec.target, spec.features, spec.task, on_progress, spec.missing, spec.categorical)
-        if on_notice is not None:
-            for note in cols.notes:
-                on_notice(note)
-    return make_dataset(cols, spec, on_notice, start=start)
+        return xor_columns()
+    assert spec.target is not None  # the recipe requires it with a path
+    cols = read_columns(path, spec.target, spec.features, spec.task, on_progress, spec.missing, spec.categorical)
+    if on_notice is not None:
+        for note in cols.notes:
+            on_notice(note)
+    return cols
 
 
 def in_memory_dataset(
@@ -334,6 +338,30 @@ def make_dataset(
         raw=cols.raw,
         dropped_rows=cols.dropped_rows,
     )
+
+
+INNER_FRACTION = 0.2  # `tune`'s inner validation share of the training rows
+
+
+def inner_dataset(cols: Columns, spec: DataSpec, fraction: float = INNER_FRACTION) -> Dataset:
+    """What `tune` searches on: the training rows of `spec`'s split only (the gate's validation rows are
+    left out altogether), split again into inner training and inner validation rows (`fraction`,
+    stratified, the recipe's split seed). Everything a recipe fits (fill values, categories, scaling) is
+    fitted on the inner training rows, so nothing of the inner validation rows leaks into a trial."""
+    import dataclasses
+
+    if cols.source == BUILTIN_XOR:
+        raise DataError("the built-in XOR points are 4 rows: there is nothing to search on; tune a recipe with a file")
+    train, _ = split_rows(cols.y, cols.task, spec.validation_fraction, spec.split_seed, len(cols.classes))
+    inner_cols = dataclasses.replace(
+        cols,
+        x=None if cols.x is None else cols.x[train],
+        y=cols.y[train],
+        raw=tuple(dataclasses.replace(c, values=c.values[train]) for c in cols.raw),
+    )
+    if len(train) < 2:
+        raise DataError(f"{cols.where}: {len(train)} training rows; tune needs at least 2 to split them again")
+    return make_dataset(inner_cols, dataclasses.replace(spec, validation_fraction=fraction))
 
 
 def _plain_numbers(encoding: Encoding | None, width: int) -> list[bool]:

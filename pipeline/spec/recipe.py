@@ -28,6 +28,8 @@ from typing import Any
 
 from ..errors import UsageError
 from .limits import FLOAT32_MAX
+from .tune_space import TuneSpace, parse_tune
+from .tune_space import toml_value as _toml_value
 
 # The vocabulary of a recipe (archs.py, which resolves a recipe to a network, re-exports it).
 TASKS = ("binary", "multiclass", "regression")
@@ -112,6 +114,7 @@ class Recipe:
     source: Path | None = None  # the file it was read from (for a built-in: inside the package)
     builtin: bool = False
     gate_source: str = "[gate]"  # where the gate came from: the file, or a command-line option
+    tune: TuneSpace | None = None  # the [tune] section (`tune`'s search space); None: not written
 
     @property
     def serving(self) -> str:
@@ -185,9 +188,11 @@ class Recipe:
     def to_toml(self) -> str:
         """The resolved recipe as TOML (readable back by `load_recipe`)."""
         d = self.as_dict()
-        lines = [f"name = {_toml(d['name'])}", f"serving_name = {_toml(d['serving_name'])}"]
+        lines = [f"name = {toml_value(d['name'])}", f"serving_name = {toml_value(d['serving_name'])}"]
         for section in ("model", "data", "train", "gate"):
-            lines += ["", f"[{section}]"] + [f"{k} = {_toml(v)}" for k, v in d[section].items()]
+            lines += ["", f"[{section}]"] + [f"{k} = {toml_value(v)}" for k, v in d[section].items()]
+        if self.tune is not None and self.tune.written:
+            lines += ["", self.tune.to_toml().rstrip("\n")]
         return "\n".join(lines) + "\n"
 
     def check_gate(self, task: str) -> None:
@@ -209,7 +214,7 @@ class Recipe:
 
 
 _SECTIONS: dict[str, type] = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec, "gate": Gate}
-_TOP_KEYS = ("name", "serving_name", *_SECTIONS)
+_TOP_KEYS = ("name", "serving_name", *_SECTIONS, "tune")
 
 
 def load_recipe(path: Path | str) -> Recipe:
@@ -272,6 +277,7 @@ def parse_recipe(raw: bytes | str, source: Path | None, builtin: bool = False) -
         gate=_gate(sections["gate"], where),
         source=source,
         builtin=builtin,
+        tune=parse_tune(doc["tune"], where) if "tune" in doc else None,
     )
     if recipe.data.task is not None:
         recipe.check_gate(recipe.data.task)
@@ -537,16 +543,9 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def _toml(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return toml_string(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml(x) for x in v) + "]"
-    raise TypeError(f"no TOML form for {v!r}")
+def toml_value(v: Any) -> str:
+    """A plain value (bool, number, string, list) as TOML; strings as `toml_string` writes them."""
+    return _toml_value(v, toml_string)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -624,9 +623,9 @@ def recipe_for(arch: str | None, recipe: Path | str | None) -> Recipe:
 def recipe_from_record(record: Mapping[str, Any], where: str) -> Recipe:
     """The recipe a manifest recorded (`Recipe.as_dict()`), read back with the file checks."""
     try:
-        lines = [f"name = {_toml(record['name'])}", f"serving_name = {_toml(record['serving_name'])}"]
+        lines = [f"name = {toml_value(record['name'])}", f"serving_name = {toml_value(record['serving_name'])}"]
         for section in ("model", "data", "train", "gate"):
-            lines += [f"[{section}]"] + [f"{k} = {_toml(v)}" for k, v in dict(record[section]).items()]
+            lines += [f"[{section}]"] + [f"{k} = {toml_value(v)}" for k, v in dict(record[section]).items()]
     except (KeyError, TypeError, ValueError) as exc:
         from ..errors import CorruptArtifact
 

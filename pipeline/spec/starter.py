@@ -250,7 +250,36 @@ def recipe_text(
                 "validation RMSE allowed, in target units (the target's std: what predicting the mean scores)",
             )
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _tune_lines()) + "\n"
+
+
+_TUNE_COMMENTS = {
+    "layers": "hidden layers",
+    "width": "units per hidden layer (log scale)",
+    "per_layer_width": "true: one width per layer (conditional: width_2 exists with 2 layers or more)",
+    "activation": "after each hidden layer",
+    "lr": "learning rate (log scale)",
+    "batch_size": "rows per step; 0 is every training row",
+    "optimizer": "adam or sgd",
+    "steps": "optimizer steps (log scale)",
+    "prune": "stop hopeless trials early (Optuna's median pruner)",
+}
+
+
+def _tune_lines() -> list[str]:
+    """The default search space, commented out: what `tune` searches while the section stays absent."""
+    from .tune_space import DEFAULT, toml_value
+
+    lines = [
+        "",
+        "# What `tune --recipe` searches (this default space while the section stays commented out): a range is",
+        "# two numbers [low, high], a choice is a list, one value fixes a key. Trials train on the training rows",
+        "# only and are judged on an inner 20% of them; the validation rows, which the gate reads, stay unseen.",
+        "# [tune]",
+    ]
+    for key, value in DEFAULT.record().items():
+        lines.append("# " + _key(key, toml_value(value), _TUNE_COMMENTS[key]))
+    return lines
 
 
 def _rules(cols: Columns, left_out: tuple[tuple[str, str], ...], limit: int) -> list[str]:

@@ -396,11 +396,19 @@ class Monitor:
 # ---------------------------------------------------------------------------------------------
 
 
-def train(config: TrainConfig, on_log: LogFn | None = None, data: Dataset | None = None) -> TrainResult:
+WatchFn = Callable[[int, float, Any], None]  # (step, loss, the model being trained) at log steps
+
+
+def train(
+    config: TrainConfig, on_log: LogFn | None = None, data: Dataset | None = None, watch: WatchFn | None = None
+) -> TrainResult:
     """Train `config.arch` from its seeded initialisation; the model comes back on the CPU.
 
     data: a `data.Dataset` (its training rows are used; its statistics go into the scaling layers);
-    not given: the built-in XOR points (`data.xor_dataset()`), what the built-in recipes train on."""
+    not given: the built-in XOR points (`data.xor_dataset()`), what the built-in recipes train on.
+    watch: called at every log step with the model as trained so far, on its device (`tune` reports a
+    trial's validation loss from it); what it raises stops the run. It must not touch the model's
+    parameters or any random generator, so a watched run trains exactly as an unwatched one."""
     from ..spec.data import xor_dataset
     from .model import set_scaling
 
@@ -418,8 +426,16 @@ def train(config: TrainConfig, on_log: LogFn | None = None, data: Dataset | None
     from .kernels import small_step_threads
 
     rows = x.shape[0] if not config.batch_size else min(config.batch_size, x.shape[0])
+    log = on_log
+    if watch is not None:
+
+        def log(step: int, loss: float) -> None:
+            if on_log is not None:
+                on_log(step, loss)
+            watch(step, loss, model)
+
     with small_step_threads(dev.type, rows * max(arch.widths)):
-        trainer, losses = _train_loop(trainer, model, x, y, config, on_log, notices)
+        trainer, losses = _train_loop(trainer, model, x, y, config, log, notices)
     history = losses.tolist()  # one sync at the end
     seconds = time.perf_counter() - start
     model = model.cpu().eval()
