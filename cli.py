@@ -1108,12 +1108,15 @@ def tune(
             )  # fmt: skip
         except (KeyboardInterrupt, Terminated) as exc:
             how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
-            typer.echo(
-                f"{how}: the running trial is recorded as failed (interrupted); run the same command again to resume "
-                f"study {name!r}",
-                err=True,
+            code = EXIT_INTERRUPTED if how == "interrupted" else EXIT_TERMINATED
+            line = (
+                f"{how}: a trial running here is recorded as failed (interrupted); run the same command again to "
+                f"resume study {name!r}"
             )
-            raise typer.Exit(EXIT_INTERRUPTED if how == "interrupted" else EXIT_TERMINATED) from None
+            if as_json:
+                _echo(dumps({"passed": False, "error": line, "exit_code": code}, indent=2))
+            typer.echo(line, err=True)
+            raise typer.Exit(code) from None
     result, error = run.result, run.export_error
     if as_json:
         doc = {

@@ -908,6 +908,15 @@ def run_tune(
     folder = root / TUNE / name
     A.check_output_folder(folder, "--study folder")
     A.check_outside_models(folder, root, "--study folder")
+    if folder.is_dir():  # a file we cannot write there is said before the search, not after it
+        for out in (TU.RESULTS, TU.BEST, *TU.PLOTS):
+            A.check_output(folder / out, "--study folder")
+    if not 0 <= seed < 2**63:
+        raise UsageError(f"--seed {seed}: must be between 0 and 2**63-1")
+    if (recipe.tune or TU.DEFAULT).fixed:
+        raise UsageError(
+            f"{recipe.where}: every key of [tune] is fixed, so every trial would be the same; give a range or a choice"
+        )
     choice = TU.storage_choice(storage, folder)
     TU._optuna()  # a missing optuna is said before the data is read
     cols = recipe_columns(recipe, on_progress, on_notice)
@@ -926,7 +935,7 @@ def run_tune(
     for n in notices:
         if on_notice is not None:
             on_notice(n)
-    best_path = folder / "best.toml" if result.best is not None else None
+    best_path = folder / TU.BEST if result.best is not None else None
     run = TuneRun(result, recipe, folder, tuple(written), best_path, notices=tuple(notices))
     if not export_best:
         return run
@@ -957,13 +966,16 @@ def _write_tune_files(result: Any, recipe: Recipe, folder: Path) -> tuple[list[P
         "best": best.as_dict() if best is not None else None,
         "trials": [t.as_dict() for t in result.trials],
     }
-    A.write_output_bytes(folder / "tune.json", dumps_bytes(doc, indent=1), "--study folder")
-    written.append(folder / "tune.json")
+    A.write_output_bytes(folder / TU.RESULTS, dumps_bytes(doc, indent=1), "--study folder")
+    written.append(folder / TU.RESULTS)
     notices: list[str] = []
     if best is not None:
         text = TU.best_recipe_text(recipe, best, result.study, result.storage)
-        A.write_output_bytes(folder / "best.toml", text.encode("utf-8"), "--study folder")
-        written.append(folder / "best.toml")
+        A.write_output_bytes(folder / TU.BEST, text.encode("utf-8"), "--study folder")
+        written.append(folder / TU.BEST)
+    elif (folder / TU.BEST).is_file():  # an earlier study's best must not sit beside this tune.json
+        (folder / TU.BEST).unlink()
+        notices.append(f"no trial completed: removed the old {TU.BEST}, which was another search's")
     plots, why = TU.write_plots(result, folder)
     written += plots
     notices += why
@@ -971,11 +983,13 @@ def _write_tune_files(result: Any, recipe: Recipe, folder: Path) -> tuple[list[P
 
 
 def _export_best(run: TuneRun, root: Path, device: str, on_notice: NoticeFn | None, on_progress: Any) -> TuneRun:
-    """`all` on best.toml, once per best trial across processes: a process that finds the best trial
-    exported (or being exported) by another, or the artifacts lock held, says so and exports nothing."""
+    """`all` on best.toml, once per best trial and model across processes and machines: an atomic claim
+    in the study's storage decides, and a process that finds the trial published (or being published)
+    by another says so and exports nothing. An export that fails (the gate, the artifacts lock held by
+    another run) gives the claim back, so that a rerun exports."""
     import dataclasses
 
-    from .errors import FolderLocked, GateFailed
+    from .errors import GateFailed
     from .spec.recipe import load_recipe
     from .training import tune as TU
 
@@ -987,20 +1001,19 @@ def _export_best(run: TuneRun, root: Path, device: str, on_notice: NoticeFn | No
     best = result.best
     if best is None or run.best_recipe is None:
         return dataclasses.replace(run, export_error=GateFailed("no trial completed; nothing to export"))
-    claimed = TU.claim_export(result, best.number)
+    model = run.recipe.name
+    claimed = TU.claim_export(result, model, best.number)
     if claimed is not None:
         return dataclasses.replace(run, export_note=claimed)
     try:
         summary = run_all(
             load_recipe(run.best_recipe), root, device=device, on_notice=on_notice, on_progress=on_progress
         )
-    except FolderLocked as exc:
-        return dataclasses.replace(
-            run, export_note=f"not exported here: {exc} (with several tune processes, the one holding it exports)"
-        )
-    except PipelineError as exc:
-        TU.record_export(result, best.number, "failed", str(exc))
-        return dataclasses.replace(run, export_error=exc)
+    except BaseException as exc:  # the claim is given back, so that a rerun (here or elsewhere) exports
+        TU.record_export(result, model, best.number, "failed", str(exc) or exc.__class__.__name__)
+        if isinstance(exc, PipelineError):
+            return dataclasses.replace(run, export_error=exc)
+        raise
     published = summary.models[0].published
-    TU.record_export(result, best.number, "published", published.number if published else None)
+    TU.record_export(result, model, best.number, "published", published.number if published else None)
     return dataclasses.replace(run, published=published)

@@ -210,8 +210,8 @@ def test_a_trial_whose_process_died_is_abandoned_and_not_counted(toy):
     storage = TU.open_storage(TU.storage_choice(None, toy.parent / "artifacts" / "_tune" / recipe.name))
     s = optuna.load_study(study_name=recipe.name, storage=storage)
     orphan = s.ask()
-    orphan.set_user_attr("host", __import__("socket").gethostname())
-    orphan.set_user_attr("pid", _dead_pid())
+    for k, v in {**TU.identity(), "pid": _dead_pid(), "pid_start": "1"}.items():
+        orphan.set_user_attr(k, v)
     result = study(toy, 3)
     record = next(t for t in result.trials if t.number == orphan.number)
     assert record.state == "failed" and record.reason.startswith("abandoned") and not record.counted
@@ -228,8 +228,8 @@ def test_a_trial_running_elsewhere_counts_until_it_ends(toy):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         running = s.ask()
-        running.set_user_attr("host", __import__("socket").gethostname())
-        running.set_user_attr("pid", other.pid)
+        for k, v in {**TU.identity(), "pid": other.pid, "pid_start": TU._start_time(other.pid)}.items():
+            running.set_user_attr(k, v)
         result = study(toy, 3)
         assert result.stopped_by == "others" and result.ran_here == ()
     finally:
@@ -437,22 +437,28 @@ def _check_shared(docs: list[dict], trials: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("storage", ["embedded", "sqlite"])
-def test_two_processes_share_one_study(tmp_path, storage):
-    write_recipe(tmp_path, SPACE.replace("steps = [20, 60]", "steps = [200, 400]"))
-    extra = ["--export-best"] if storage == "embedded" else ["--storage", f"sqlite:///{tmp_path / 'tune.db'}"]
-    docs = _two_processes([tmp_path, tmp_path], 12, *extra)
+def test_two_processes_share_one_study_and_one_publishes(tmp_path, storage):
+    """Embedded: two processes in one folder. SQLite: two "machines" (separate folders and artifacts)
+    on one database. Either way the study ends with 12 counted trials, none run twice, and exactly one
+    process publishes the best trial (the claim is in the study's storage); the other says so."""
+    space = SPACE.replace("steps = [20, 60]", "steps = [200, 400]")
+    if storage == "embedded":
+        folders, extra = [tmp_path, tmp_path], []
+        write_recipe(tmp_path, space)
+    else:
+        folders = [tmp_path / "machine-a", tmp_path / "machine-b"]
+        for f in folders:
+            f.mkdir()
+            write_recipe(f, space)
+        extra = ["--storage", f"sqlite:///{tmp_path / 'tune.db'}", "--study", "shared"]
+    docs = _two_processes(folders, 12, "--export-best", *extra)
     _check_shared(docs, 12)
-    if storage == "embedded":  # one process publishes the study's best trial; the other says so
-        published = [d for d in docs if d["published_version"] is not None]
-        assert len(published) == 1, docs
-        other = next(d for d in docs if d["published_version"] is None)
-        assert (
-            other["export_note"]
-            and "nothing exported here" in other["export_note"]
-            or "not exported here" in other["export_note"]
-        )
-        assert published[0]["best"]["number"] == other["best"]["number"]
-    final = json.loads((tmp_path / "artifacts" / "_tune" / "toy" / "tune.json").read_text())
+    published = [d for d in docs if d["published_version"] is not None]
+    assert len(published) == 1, docs
+    other = next(d for d in docs if d["published_version"] is None)
+    assert "nothing exported here" in other["export_note"]
+    assert published[0]["best"]["number"] == other["best"]["number"]
+    final = json.loads((folders[docs.index(published[0])] / published[0]["written"][0]).read_text())
     counted = [t for t in final["trials"] if t["counted"]]
     assert len(counted) == 12 and len({t["number"] for t in counted}) == 12
 
@@ -502,22 +508,25 @@ def test_two_processes_in_separate_folders_share_a_postgresql_study(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_exits_130_or_143_and_the_same_command_resumes(tmp_path, sig):
-    write_recipe(tmp_path, SPACE.replace("steps = [20, 60]", "steps = [3000, 5000]"))
-    p = _cli(tmp_path, "--recipe", "toy.toml", "--trials", "6")
+    # every trial takes seconds (the recipe's own 40 steps lie outside the space: no quick first trial)
+    write_recipe(tmp_path, SPACE.replace("steps = [20, 60]", "steps = [20000, 30000]"))
+    p = _cli(tmp_path, "--recipe", "toy.toml", "--trials", "2")
     journal = tmp_path / "artifacts" / "_tune" / "toy" / "journal.log"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (journal.exists() and b'"worker_id"' in journal.read_bytes()):
-        time.sleep(0.2)
-    time.sleep(1.0)
+    while time.monotonic() < deadline and not (journal.exists() and b'"pid_start"' in journal.read_bytes()):
+        time.sleep(0.1)
+    time.sleep(0.5)
     p.send_signal(sig)
     out, err = p.communicate(timeout=60)
     assert p.returncode == (130 if sig == signal.SIGINT else 143), err
     assert "recorded as failed (interrupted)" in err and "Traceback" not in err
+    stopped = json.loads(out)  # --json: one document even when stopped
+    assert stopped["exit_code"] == p.returncode and not stopped["passed"]
     r = _cli(tmp_path, "--recipe", "toy.toml", "--trials", "2")
     out, err = r.communicate(timeout=300)
     assert r.returncode == 0, err
     doc = json.loads(out)
-    assert doc["counted"] == 2 and doc["states"].get("failed (interrupted)", 0) >= 1
+    assert doc["counted"] == 2 and doc["states"].get("failed (interrupted)", 0) == 1
 
 
 @pytest.mark.slow
@@ -548,3 +557,244 @@ def test_wine_50_trials_export_best_publishes_the_searched_recipe(tmp_path):
     again = json.loads(out)
     assert again["published_version"] is None and "already published" in again["export_note"]
     assert again["ran_here"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Red team: what broke once, each class tested
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:secret@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgresql://u:se/cret@h:5432/db", "postgresql://u:***@h:5432/db"),
+        (
+            "postgresql://u@h:5432/db?password=secret&sslmode=require",
+            "postgresql://u@h:5432/db?password=***&sslmode=require",
+        ),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ],
+)
+def test_passwords_are_never_shown(url, shown):
+    assert TU.masked(url) == shown
+    assert "secret" not in TU.storage_choice(url, Path("/tmp")).shown
+
+
+def test_a_password_in_the_query_stays_out_of_messages_and_files(toy):
+    url = "postgresql://u@127.0.0.1:9/x?password=secret"
+    r = runner.invoke(
+        cli.app, ["tune", "--recipe", str(toy), "--artifacts-dir", str(toy.parent / "a"), "--storage", url]
+    )
+    assert r.exit_code == 2 and "secret" not in r.output and "password=***" in r.stderr
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:"])
+def test_in_memory_sqlite_is_refused(url, tmp_path):
+    with pytest.raises(UsageError, match="in-memory SQLite database is neither shared nor resumable"):
+        TU.storage_choice(url, tmp_path)
+
+
+def test_a_trial_of_another_node_is_abandoned_only_when_its_heartbeat_stops(toy, monkeypatch):
+    import optuna
+
+    study(toy, 1)
+    recipe = load_recipe(toy)
+    storage = TU.open_storage(TU.storage_choice(None, toy.parent / "artifacts" / "_tune" / recipe.name))
+    s = optuna.load_study(study_name=recipe.name, storage=storage)
+    other = s.ask()
+    for k, v in {
+        "host": "elsewhere",
+        "node": "elsewhere|boot|ns",
+        "pid": _dead_pid(),
+        "pid_start": "1",
+        "beat": 0,
+    }.items():
+        other.set_user_attr(k, v)  # a dead pid on another node says nothing about that process
+    clock = [1000.0]
+    monkeypatch.setattr(TU.time, "monotonic", lambda: clock[0])
+    watcher = TU.Watcher(TU.identity())
+    watcher.sweep(s)
+    clock[0] += TU.ABANDONED_AFTER_S - 1
+    other.set_user_attr("beat", 1)  # alive: its heartbeat moved
+    watcher.sweep(s)
+    clock[0] += TU.ABANDONED_AFTER_S - 1
+    watcher.sweep(s)
+    assert s.trials[other.number].state == optuna.trial.TrialState.RUNNING
+    clock[0] += 2
+    watcher.sweep(s)
+    t = optuna.load_study(study_name=recipe.name, storage=storage).trials[other.number]
+    assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs["reason"].startswith("abandoned")
+
+
+def test_a_reused_pid_is_not_the_trial_s_process(toy):
+    import optuna
+
+    study(toy, 1)
+    recipe = load_recipe(toy)
+    storage = TU.open_storage(TU.storage_choice(None, toy.parent / "artifacts" / "_tune" / recipe.name))
+    s = optuna.load_study(study_name=recipe.name, storage=storage)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        t = s.ask()  # its pid runs, but a process started at another time
+        for k, v in {**TU.identity(), "pid": other.pid, "pid_start": "1"}.items():
+            t.set_user_attr(k, v)
+        result = study(toy, 2)
+        assert next(r for r in result.trials if r.number == t.number).reason.startswith("abandoned")
+        assert result.counted == 2
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_trial_ended_by_another_process_meanwhile_does_not_crash_its_owner(toy, monkeypatch):
+    import optuna
+
+    real = TU.run_trial
+    calls = {"n": 0}
+
+    def judged_dead(trial, *a, **kw):  # the first trial is marked failed by "another process" as it runs
+        out = real(trial, *a, **kw)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            trial.study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        return out
+
+    monkeypatch.setattr(TU, "run_trial", judged_dead)
+    notes: list[str] = []
+    result = study(toy, 2, on_notice=notes.append)
+    assert any("marked abandoned by another process" in n for n in notes)
+    assert result.counted == 2 and len(result.ran_here) == 3
+
+
+def test_the_recipe_s_own_trial_is_queued_again_when_it_was_interrupted(toy, monkeypatch):
+    def stop(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TU, "run_trial", stop)
+    with pytest.raises(KeyboardInterrupt):
+        study(toy, 3)
+    monkeypatch.undo()
+    result = study(toy, 3)
+    starts = [t for t in result.trials if t.start]
+    assert [t.state for t in starts] == ["failed", "complete"]
+    assert starts[1].params["hidden"] == [8] and starts[1].params["lr"] == 0.01 and starts[1].params["steps"] == 40
+    assert result.counted == 3
+
+
+def test_a_storage_that_fails_mid_search_is_one_line(toy, monkeypatch):
+    import optuna
+
+    calls = {"n": 0}
+    real = TU._records
+
+    def failing(s):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit") from OSError(
+                "server closed the connection unexpectedly"
+            )
+        return real(s)
+
+    monkeypatch.setattr(TU, "_records", failing)
+    with pytest.raises(UsageError, match="storage .* failed: server closed the connection unexpectedly"):
+        study(toy, 5)
+
+
+def test_an_artifacts_folder_that_cannot_be_made_is_one_line(toy):
+    r = runner.invoke(cli.app, ["tune", "--recipe", str(toy), "--artifacts-dir", "/proc/no-such-folder"])
+    assert r.exit_code == 11 and "internal error" not in r.output and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_damaged_journal_is_one_line(toy):
+    study(toy, 1)
+    journal = toy.parent / "artifacts" / "_tune" / "toy" / "journal.log"
+    journal.write_bytes(b"this is not a journal line\n" + journal.read_bytes())
+    r = runner.invoke(cli.app, ["tune", "--recipe", str(toy), "--artifacts-dir", str(toy.parent / "artifacts")])
+    assert r.exit_code == 2 and "is damaged" in r.stderr and "internal error" not in r.output
+
+
+def test_no_inner_validation_rows_is_refused_before_any_trial(tmp_path):
+    path = write_recipe(tmp_path)
+    (tmp_path / "t.csv").write_text("a,b,color,y\n1,2,red,0\n2,3,blue,1\n3,1,red,0\n4,5,blue,1\n")
+    path.write_text(path.read_text().replace("validation_fraction = 0.2", "validation_fraction = 0.5"))
+    with pytest.raises(UsageError, match="leave no inner validation rows"):
+        study(path, 2)
+
+
+def test_a_constant_feature_on_the_inner_rows_says_which_rows(tmp_path):
+    path = write_recipe(tmp_path)
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    rows = [line + ",0" for line in lines[1:]]
+    recipe = load_recipe(path)
+    cols = recipe_columns(recipe)
+    train, _ = split_rows(cols.y, cols.task, 0.2, 0, len(cols.classes))
+    inner_train, inner_val = split_rows(cols.y[train], cols.task, 0.2, 0, len(cols.classes))
+    special = int(train[inner_val[0]])  # a row the search judges on, never trains on
+    rows[special] = rows[special][:-2] + ",5"
+    (tmp_path / "t.csv").write_text("\n".join([lines[0] + ",rare", *rows]) + "\n")
+    with pytest.raises(UsageError, match="constant .* on tune's inner training rows"):
+        study(path, 1)
+
+
+def test_a_stale_best_recipe_is_removed(tmp_path):
+    path = write_recipe(tmp_path)
+    args = ["tune", "--recipe", str(path), "--artifacts-dir", str(tmp_path / "a"), "--trials", "1", "--study", "s"]
+    assert runner.invoke(cli.app, args).exit_code == 0
+    assert (tmp_path / "a" / "_tune" / "s" / "best.toml").exists()
+    bad = write_recipe(tmp_path, SPACE.replace("lr = [0.003, 0.1]", "lr = [1e6, 1e7]").replace(
+        'optimizer = ["adam", "sgd"]', 'optimizer = "sgd"'), name="bad")  # fmt: skip
+    bad.write_text(bad.read_text().replace("lr = 0.01", "lr = 1e6").replace('optimizer = "adam"', 'optimizer = "sgd"'))
+    r = runner.invoke(cli.app, ["tune", "--recipe", str(bad), "--artifacts-dir", str(tmp_path / "a"), "--trials", "2",
+                                "--study", "s", "--storage", f"sqlite:///{tmp_path / 's.db'}"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "a" / "_tune" / "s" / "best.toml").exists() and "removed the old best.toml" in r.stderr
+
+
+def test_an_output_that_is_a_folder_is_refused_before_the_search(toy):
+    folder = toy.parent / "artifacts" / "_tune" / "toy"
+    (folder / "tune.json").mkdir(parents=True)
+    r = runner.invoke(cli.app, ["tune", "--recipe", str(toy), "--artifacts-dir", str(toy.parent / "artifacts")])
+    assert r.exit_code == 2 and "tune.json" in r.stderr
+    assert not (folder / "journal.log").exists()
+
+
+def test_a_space_with_every_key_fixed_and_a_negative_seed_are_refused(tmp_path):
+    fixed = "[tune]\nlayers = 1\nwidth = 8\nactivation = 'relu'\nlr = 0.01\nbatch_size = 0\noptimizer = 'adam'\nsteps = 40\n"
+    path = write_recipe(tmp_path, fixed)
+    r = runner.invoke(cli.app, ["tune", "--recipe", str(path), "--artifacts-dir", str(tmp_path / "a")])
+    assert r.exit_code == 2 and "every key of [tune] is fixed" in r.stderr
+    path = write_recipe(tmp_path)
+    r = runner.invoke(cli.app, ["tune", "--recipe", str(path), "--artifacts-dir", str(tmp_path / "a"), "--seed", "-1"])
+    assert r.exit_code == 2 and "--seed -1" in r.stderr
+
+
+def test_complete_trials_record_their_last_step_and_diverged_ones_no_cli_advice(tmp_path):
+    path = write_recipe(tmp_path, SPACE.replace("lr = [0.003, 0.1]", "lr = [1e6, 1e7]").replace(
+        'optimizer = ["adam", "sgd"]', 'optimizer = "sgd"'))  # fmt: skip
+    result = study(path, 3)
+    for t in result.trials:
+        if t.state == "complete":
+            assert t.step == t.params["steps"]
+        if t.state == "failed":
+            assert "--lr" not in (t.reason or "")
+
+
+def test_export_is_refused_while_another_run_holds_the_artifacts(toy):
+    from pipeline.store import artifacts as A
+
+    root = toy.parent / "artifacts"
+    args = [
+        "tune",
+        "--recipe",
+        str(toy),
+        "--artifacts-dir",
+        str(root),
+        "--trials",
+        "2",
+        "--device",
+        "cpu",
+        "--export-best",
+    ]
+    with A.run_lock(root):
+        r = runner.invoke(cli.app, args)
+    assert r.exit_code == 12 and "in use by another run" in r.stderr

@@ -262,9 +262,14 @@ def xor_columns() -> Columns:
 
 
 def make_dataset(
-    cols: Columns, spec: DataSpec, on_notice: Progress | None = None, start: float | None = None
+    cols: Columns,
+    spec: DataSpec,
+    on_notice: Progress | None = None,
+    start: float | None = None,
+    training_rows: str = "the training rows",
 ) -> Dataset:
-    """Split `cols` as `spec` says and summarize the training rows (checks what needs the split)."""
+    """Split `cols` as `spec` says and summarize the training rows (checks what needs the split;
+    `training_rows` is how its messages name them)."""
     start = time.perf_counter() if start is None else start
     classifier = cols.task != "regression"
     if cols.source == BUILTIN_XOR:
@@ -302,7 +307,7 @@ def make_dataset(
         for j, (lo, hi) in enumerate(zip(stats.min, stats.max)):
             if lo == hi and plain[j]:
                 raise DataError(
-                    f"{cols.where}: feature {names[j]!r} is constant ({lo:g}) on the training rows, and"
+                    f"{cols.where}: feature {names[j]!r} is constant ({lo:g}) on {training_rows}, and"
                     " standardizing it would divide by zero: drop it from [data] features or set standardize = false"
                 )
     if encoding is not None:
@@ -316,7 +321,7 @@ def make_dataset(
         target_std = float(np.std(y_train, dtype=np.float64))
         if target_std == 0:
             raise DataError(
-                f"{cols.where}: target {cols.target!r} is constant ({target_mean:g}) on the training rows;"
+                f"{cols.where}: target {cols.target!r} is constant ({target_mean:g}) on {training_rows};"
                 " there is nothing to learn"
             )
     return Dataset(
@@ -361,7 +366,16 @@ def inner_dataset(cols: Columns, spec: DataSpec, fraction: float = INNER_FRACTIO
     )
     if len(train) < 2:
         raise DataError(f"{cols.where}: {len(train)} training rows; tune needs at least 2 to split them again")
-    return make_dataset(inner_cols, dataclasses.replace(spec, validation_fraction=fraction))
+    inner = make_dataset(
+        inner_cols, dataclasses.replace(spec, validation_fraction=fraction),
+        training_rows=f"tune's inner training rows ({100 - round(100 * fraction)}% of the training rows)",
+    )  # fmt: skip
+    if len(inner.val_rows) == 0 or len(inner.train_rows) == 0:
+        raise DataError(
+            f"{cols.where}: the {len(train)} training rows leave no inner validation rows for tune to judge trials"
+            " on (every class needs 2 rows or more); use more data or a smaller [data] validation_fraction"
+        )
+    return inner
 
 
 def _plain_numbers(encoding: Encoding | None, width: int) -> list[bool]:

@@ -38,6 +38,7 @@ _MAX_WIDTH = 4096
 _MAX_LAYERS = 16
 _MAX_STEPS = 10_000_000
 MAX_CHOICES = 64
+FLOAT32_TINY = 1.1754943508222875e-38  # a smaller learning rate is 0 (or subnormal) in float32
 
 RANGE_KEYS = ("layers", "width", "lr", "steps")
 CHOICE_KEYS = ("activation", "batch_size", "optimizer")
@@ -83,6 +84,13 @@ class TuneSpace:
     per_layer_width: bool = False
     prune: bool = True
     written: bool = True  # False: the recipe has no [tune] section (the default space)
+
+    @property
+    def fixed(self) -> bool:
+        """Every key fixed: every trial would be the same network and settings."""
+        ranges = (self.layers, self.width, self.lr, self.steps)
+        choices = (self.activation, self.batch_size, self.optimizer)
+        return all(r.fixed for r in ranges) and all(len(c) == 1 for c in choices)
 
     def record(self) -> dict[str, Any]:
         """The space as plain data: what a study records and compares on resume."""
@@ -153,7 +161,7 @@ def parse_tune(table: Any, where: str) -> TuneSpace:
     values: dict[str, Any] = {"written": True}
     values["layers"] = _range(table, "layers", d.layers, 1, _MAX_LAYERS, where)
     values["width"] = _range(table, "width", d.width, 1, _MAX_WIDTH, where)
-    values["lr"] = _range(table, "lr", d.lr, 0.0, FLOAT32_MAX, where)
+    values["lr"] = _range(table, "lr", d.lr, FLOAT32_TINY, FLOAT32_MAX, where)
     values["steps"] = _range(table, "steps", d.steps, 1, _MAX_STEPS, where)
     values["activation"] = _choice(table, "activation", d.activation, where, allowed=_ACTIVATIONS)
     values["optimizer"] = _choice(table, "optimizer", d.optimizer, where, allowed=_OPTIMIZERS)
@@ -184,8 +192,8 @@ def _range(table: Mapping[str, Any], key: str, default: Range, lo: float, hi: fl
     low, high = float(items[0]), float(items[-1])
     if low > high:
         raise TuneSpaceError(f"{where}: [tune] {key} {_show(v)} is an empty range (low {items[0]} > high {items[1]})")
-    if not (lo < low if key == "lr" else lo <= low) or high > hi:
-        bound = f"above {lo:g}" if key == "lr" else f"at least {lo:g}"
+    if low < lo or high > hi:
+        bound = f"at least {lo:g} (float32's smallest normal number)" if key == "lr" else f"at least {lo:g}"
         raise TuneSpaceError(f"{where}: [tune] {key} {_show(v)} must be {bound} and at most {hi:g}")
     return replace(default, low=low if real else int(low), high=high if real else int(high))
 

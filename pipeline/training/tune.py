@@ -23,10 +23,12 @@ Nothing here imports optuna or torch at module level.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -45,9 +47,11 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_TRIALS = 100_000
 JOURNAL = "journal.log"
 PLOTS = ("history.png", "importances.png")
+RESULTS = "tune.json"
+BEST = "best.toml"
 STUDY_ATTR = "xorship"
-ABANDONED_AFTER_S = 600.0  # a running trial of another host with no sign of life this long is abandoned
-BEAT_EVERY_S = 15.0  # how often a running trial says it is alive (at its reports)
+ABANDONED_AFTER_S = 300.0  # a running trial of another node whose heartbeat has not moved this long is abandoned
+BEAT_EVERY_S = 30.0  # how often a running trial's heartbeat counter goes up
 PRUNER_STARTUP_TRIALS = 5  # the median pruner compares a trial with at least this many others
 PRUNER_WARMUP_STEPS = 100  # and never prunes before this step
 REPORTS = 20  # a trial reports its inner validation loss about this many times
@@ -91,6 +95,7 @@ class TrialRecord:
     step: int | None = None  # the last reported step (pruned trials: where it stopped)
     host: str | None = None
     pid: int | None = None
+    start: bool = False  # the recipe's own values (enqueued)
 
     @property
     def counted(self) -> bool:
@@ -111,6 +116,7 @@ class TrialRecord:
             "step": self.step,
             "host": self.host,
             "pid": self.pid,
+            "start": self.start,
         }
 
 
@@ -127,6 +133,7 @@ class StudyResult:
     inner_rows: tuple[int, int]  # (inner training rows, inner validation rows)
     created: bool  # this process created the study
     stopped_by: str  # "trials" | "timeout" | "others" (the rest ran or are running elsewhere)
+    gate_unseen: bool = True  # the gate reads validation rows the search never sees (validation_fraction > 0)
     seconds: float = 0.0  # this process's search: from the study opened to its last trial told
     notices: tuple[str, ...] = ()
     study_ref: Any = field(default=None, repr=False, compare=False)  # the optuna.Study (plots)
@@ -166,34 +173,67 @@ def storage_choice(url: str | None, folder: Path) -> StorageChoice:
             f"--storage {url!r} is not a database URL (for example sqlite:///tune.db or "
             "postgresql://user:password@host/db); leave it out for the embedded journal file"
         )
-    return StorageChoice(url, _masked(url))
-
-
-def _masked(url: str) -> str:
-    """The URL with its password replaced by ***."""
+    shown = masked(url)
     scheme, _, rest = url.partition("://")
-    if "@" in rest.split("/", 1)[0]:
-        auth, _, host = rest.partition("@")
-        if ":" in auth:
-            auth = auth.split(":", 1)[0] + ":***"
-        return f"{scheme}://{auth}@{host}"
-    return url
+    if scheme.split("+")[0].lower() == "sqlite" and rest.split("?")[0] in ("", "/", "/:memory:"):
+        raise UsageError(
+            f"--storage {shown}: an in-memory SQLite database is neither shared nor resumable; name a file "
+            "(sqlite:///tune.db), or leave --storage out for the embedded journal file"
+        )
+    return StorageChoice(url, shown)
+
+
+def masked(url: str) -> str:
+    """The URL with its password (in the user part or the query) shown as ***."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        u = make_url(url)
+        query = {k: ("***" if "pass" in k.lower() else v) for k, v in u.query.items()}
+        return u.set(query=query).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+    except Exception:  # not a URL sqlalchemy reads (or no sqlalchemy): everything between :// and the last @
+        scheme, sep, rest = url.partition("://")
+        if "@" in rest:
+            auth, _, host = rest.rpartition("@")
+            return f"{scheme}{sep}{auth.split(':', 1)[0]}:***@{host}"
+        return url.split("?", 1)[0] + ("?***" if "?" in url else "")
+
+
+def _scrub(text: str, url: str) -> str:
+    """A driver's message with the URL's password taken out (drivers seldom echo it; never shown)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        u = make_url(url)
+        secrets = [u.password] + [v for k, v in u.query.items() if "pass" in k.lower()]
+    except Exception:
+        secrets = []
+    for secret in secrets:
+        if isinstance(secret, str) and secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def open_storage(choice: StorageChoice, on_notice: NoticeFn | None = None) -> Any:
-    """The Optuna storage; one line before Optuna creates its tables in a database; an unreachable or
-    unusable storage is a one-line UsageError."""
+    """The Optuna storage; one line before Optuna creates its tables in a database; an unreachable,
+    unusable or damaged storage is a one-line UsageError."""
+    from ..store import artifacts as A
+
     optuna = _optuna()
     if choice.journal is not None:
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-        choice.journal.parent.mkdir(parents=True, exist_ok=True)
+        A.ensure_folder(choice.journal.parent)  # a folder that cannot be made: one line, exit 11
         path = str(choice.journal)
         try:
             return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
         except OSError as exc:
             raise UsageError(f"cannot open the study's journal {path}: {exc.strerror or exc}") from None
+        except Exception as exc:  # a line that is not a journal entry: a damaged file
+            raise UsageError(
+                f"the study's journal {path} is damaged ({_first_line(exc)}); move it away to start the study again"
+            ) from None
     try:
         import sqlalchemy
     except ModuleNotFoundError:
@@ -209,7 +249,7 @@ def open_storage(choice: StorageChoice, on_notice: NoticeFn | None = None) -> An
             f"--storage {choice.shown} needs the database driver {exc.name!r}: pip install -e '.[tune]'"
         ) from None
     except Exception as exc:  # sqlalchemy's errors: a bad URL, no server, refused, no such database
-        raise UsageError(f"cannot reach --storage {choice.shown}: {_first_line(exc)}") from None
+        raise UsageError(f"cannot reach --storage {choice.shown}: {_scrub(_first_line(exc), choice.url)}") from None
     if fresh and on_notice is not None:
         on_notice(f"creating Optuna's tables in {choice.shown} (its first study)")
     for attempt in range(4):
@@ -217,7 +257,9 @@ def open_storage(choice: StorageChoice, on_notice: NoticeFn | None = None) -> An
             return optuna.storages.RDBStorage(choice.url)
         except Exception as exc:  # two processes creating the tables at once: the loser finds them made
             if attempt == 3:
-                raise UsageError(f"cannot use --storage {choice.shown}: {_first_line(exc)}") from None
+                raise UsageError(
+                    f"cannot use --storage {choice.shown}: {_scrub(_first_line(exc), choice.url)}"
+                ) from None
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
 
@@ -429,7 +471,6 @@ def run_trial(
         log_every=every, optimizer=params["optimizer"], batch_size=params["batch_size"],
     )  # fmt: skip
     x_val, y_val = val
-    last_beat = [time.time()]
 
     def watch(step: int, _loss: float, model: Any) -> None:
         if step == 0:
@@ -438,10 +479,6 @@ def run_trial(
         if not math.isfinite(value):
             raise TrainingFailed(f"diverged: the {OBJECTIVE} is {value} at step {step}")
         trial.report(value, step)
-        now = time.time()
-        if now - last_beat[0] > BEAT_EVERY_S:
-            last_beat[0] = now
-            trial.set_user_attr("beat", now)
         if space.prune and trial.should_prune():
             raise _Pruned(step)
 
@@ -459,6 +496,7 @@ def run_trial(
         "train_loss": result.final_loss,
         "seconds": round(time.perf_counter() - start, 3),
         "trainer": result.trainer,
+        "step": steps,
     }
 
 
@@ -517,12 +555,9 @@ def run_study(
         raise
     except Exception as exc:  # the database refused (permissions, a broken schema)
         raise UsageError(f"cannot open study {study_name!r} in {storage.shown}: {_first_line(exc)}") from None
-    if created:
-        start = start_values(recipe, space)
-        if start is not None:
-            study.enqueue_trial(start, user_attrs={"start": "the recipe's own values"})
-        else:
-            note("the recipe's own values lie outside the [tune] space; the search starts from sampled trials")
+    start = start_values(recipe, space)
+    if start is None and created:
+        note("the recipe's own values lie outside the [tune] space; the search starts from sampled trials")
     if space.per_layer_width and not space.layers.fixed:
         note(
             "per-layer widths are conditional (width_2 exists only in trials with 2 layers or more): parameter "
@@ -533,106 +568,250 @@ def run_study(
     began = time.monotonic()
     ran: list[int] = []
     stopped_by = "trials"
-    host, pid = socket.gethostname(), os.getpid()
-    while True:
-        _fail_abandoned(study, host)
-        now = _records(study)
-        counted = sum(t.counted for t in now)
-        running = sum(t.state == "running" for t in now)
-        if counted >= trials:
-            stopped_by = "trials"
-            break
-        if counted + running >= trials:
-            stopped_by = "others"
-            break
-        if timeout is not None and time.monotonic() - began >= timeout:
-            stopped_by = "timeout"
-            break
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            trial = study.ask()
-        trial.set_user_attr("host", host)
-        trial.set_user_attr("pid", pid)
-        trial.set_user_attr("beat", time.time())
-        ahead = [t for t in _records(study) if t.number < trial.number and (t.counted or t.state == "running")]
-        if len(ahead) >= trials:  # another process asked for the last one at the same moment
-            trial.set_user_attr("reason", "surplus: the study had its trials when this one was asked for")
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            stopped_by = "others"
-            break
-        ran.append(trial.number)
-        _one(study, trial, recipe, space, data, device, val)
-        if on_trial is not None:
-            records = _records(study)
-            mine = next(t for t in records if t.number == trial.number)
-            done = [t for t in records if t.state == "complete" and t.value is not None]
-            best = min(done, key=lambda t: (t.value, t.number)) if done else None
-            on_trial(mine, sum(t.counted for t in records), trials, best)
+    me = identity()
+    watcher = Watcher(me)
+    try:
+        if start is not None:
+            _enqueue_start(study, start)
+        while True:
+            watcher.sweep(study)
+            now = _records(study)
+            counted = sum(t.counted for t in now)
+            running = sum(t.state == "running" for t in now)
+            if counted >= trials:
+                stopped_by = "trials"
+                break
+            if counted + running >= trials:
+                stopped_by = "others"
+                break
+            if timeout is not None and time.monotonic() - began >= timeout:
+                stopped_by = "timeout"
+                break
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trial = study.ask()
+            for k, v in me.items():
+                trial.set_user_attr(k, v)
+            trial.set_user_attr("beat", 0)
+            ahead = [t for t in _records(study) if t.number < trial.number and (t.counted or t.state == "running")]
+            if len(ahead) >= trials:  # another process asked for the last one at the same moment
+                trial.set_user_attr("reason", "surplus: the study had its trials when this one was asked for")
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                stopped_by = "others"
+                break
+            ran.append(trial.number)
+            lost = _one(study, trial, recipe, space, data, device, val)
+            if lost is not None:
+                note(lost)
+            if on_trial is not None:
+                records = _records(study)
+                mine = next(t for t in records if t.number == trial.number)
+                done = [t for t in records if t.state == "complete" and t.value is not None]
+                best = min(done, key=lambda t: (t.value, t.number)) if done else None
+                on_trial(mine, sum(t.counted for t in records), trials, best)
+        records = _records(study)
+    except storage_errors() as exc:
+        raise storage_failed(exc, storage) from None
     return StudyResult(
-        study=study_name, storage=storage, space=space, trials=tuple(_records(study)), ran_here=tuple(ran),
+        study=study_name, storage=storage, space=space, trials=tuple(records), ran_here=tuple(ran),
         target=trials, sampler_seed=seed_here, metric_name=metric_name, inner_rows=inner, created=created,
         stopped_by=stopped_by, seconds=time.monotonic() - began, notices=tuple(notices), study_ref=study,
+        gate_unseen=recipe.data.validation_fraction > 0,
     )  # fmt: skip
 
 
-def _one(study: Any, trial: Any, recipe: Recipe, space: TuneSpace, data: Dataset, device: str, val: Any) -> None:
-    """Run one asked trial and tell the study how it ended."""
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What a storage raises when it fails under a running search (a dropped connection, a read-only
+    file): Optuna's own wrapper, SQLAlchemy's errors, the journal file's OSError."""
     optuna = _optuna()
-    state = optuna.trial.TrialState
+    kinds: list[type[BaseException]] = [optuna.exceptions.StorageInternalError, OSError]
     try:
-        attrs = run_trial(trial, recipe, space, data, device, val)
-    except _Pruned as p:
-        trial.set_user_attr("step", p.step)
-        study.tell(trial, state=state.PRUNED)
-        return
-    except TrainingFailed as exc:
-        reason = str(exc)
-        trial.set_user_attr("reason", reason if reason.startswith("diverged") else f"diverged: {reason}")
-        study.tell(trial, state=state.FAIL)
-        return
-    except (KeyboardInterrupt, Terminated):
-        trial.set_user_attr("reason", "interrupted: stopped by Ctrl-C or SIGTERM")
-        study.tell(trial, state=state.FAIL)
-        raise
-    except BaseException as exc:  # not the trial's own result (a device gone, a bug): the search stops here
-        trial.set_user_attr("reason", f"error: {_first_line(exc)}")
-        study.tell(trial, state=state.FAIL)
-        raise
-    value = attrs.pop("value")
-    for k, v in attrs.items():
-        trial.set_user_attr(k, v)
-    study.tell(trial, value)
+        import sqlalchemy.exc
+
+        kinds.append(sqlalchemy.exc.SQLAlchemyError)
+    except ModuleNotFoundError:
+        pass
+    return tuple(kinds)
 
 
-def _fail_abandoned(study: Any, host: str) -> None:
-    """Running trials whose process is gone: on this host, a pid that no longer runs; elsewhere, no
-    sign of life for ABANDONED_AFTER_S. Marked failed ("abandoned"), so they do not count."""
+def storage_failed(exc: BaseException, storage: StorageChoice) -> UsageError:
+    """The one line for a storage that failed mid-search, naming the cause Optuna wraps."""
+    cause = exc
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    return UsageError(
+        f"the study's storage {storage.shown} failed: {_scrub(_first_line(cause), storage.url)}; the study resumes "
+        "when it is usable again (run the same command)"
+    )
+
+
+def _claim(study: Any, what: str) -> bool:
+    """An atomic claim in the study's own storage, one winner across processes and machines: a
+    marker study named after `what` is created by exactly one caller (the storage refuses a second
+    study of that name)."""
+    optuna = _optuna()
+    try:
+        study._storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], f"{study.study_name}.xorship.{what}")
+        return True
+    except optuna.exceptions.DuplicatedStudyError:
+        return False
+
+
+def _release(study: Any, what: str) -> None:
     optuna = _optuna()
     storage = study._storage
-    now = time.time()
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        owner, pid, beat = t.user_attrs.get("host"), t.user_attrs.get("pid"), t.user_attrs.get("beat")
-        if owner == host and isinstance(pid, int):  # between trials, none running is this process's own
-            gone = pid == os.getpid() or not _alive(pid)
-        else:
-            gone = isinstance(beat, (int, float)) and now - beat > ABANDONED_AFTER_S
-        if not gone:
-            continue
+    try:
+        storage.delete_study(storage.get_study_id_from_name(f"{study.study_name}.xorship.{what}"))
+    except (KeyError, optuna.exceptions.OptunaError):  # released meanwhile
+        pass
+
+
+def _enqueue_start(study: Any, params: dict[str, Any]) -> None:
+    """The recipe's own values as a trial, once per study: again only when the earlier one did not
+    end as a counted trial (interrupted, abandoned), and then by one process only (a claim)."""
+    starts = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("start")]
+    records = {r.number: r for r in _records(study)}
+    if any(records[t.number].counted or records[t.number].state in ("running", "waiting") for t in starts):
+        return
+    if _claim(study, f"start-{len(starts) + 1}"):
+        study.enqueue_trial(params, user_attrs={"start": "the recipe's own values"})
+
+
+def _one(study: Any, trial: Any, recipe: Recipe, space: TuneSpace, data: Dataset, device: str, val: Any) -> str | None:
+    """Run one asked trial and tell the study how it ended; a line to say when another process had
+    already ended it (it judged this one's process gone)."""
+    optuna = _optuna()
+    state = optuna.trial.TrialState
+
+    def tell(value: float | None = None, to: Any = None, **attrs: Any) -> str | None:
         try:
-            storage.set_trial_user_attr(t._trial_id, "reason", f"abandoned: its process ({owner}, pid {pid}) stopped")
-            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        except Exception:  # it finished (or was marked) meanwhile
-            pass
+            for k, v in attrs.items():
+                trial.set_user_attr(k, v)
+            if to is None:
+                study.tell(trial, value)
+            else:
+                study.tell(trial, state=to)
+        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError) as exc:
+            if "finished" not in str(exc).lower() and not isinstance(exc, optuna.exceptions.UpdateFinishedTrialError):
+                raise
+            return (
+                f"trial {trial.number} was marked abandoned by another process while it ran here (it saw no sign of "
+                "life); its result is not recorded"
+            )
+        return None
+
+    try:
+        with _Heartbeat(study, trial):
+            attrs = run_trial(trial, recipe, space, data, device, val)
+    except _Pruned as p:
+        return tell(to=state.PRUNED, step=p.step)
+    except TrainingFailed as exc:
+        reason = str(exc).replace("; lower --lr", "")
+        return tell(to=state.FAIL, reason=reason if reason.startswith("diverged") else f"diverged: {reason}")
+    except (KeyboardInterrupt, Terminated):
+        tell(to=state.FAIL, reason="interrupted: stopped by Ctrl-C or SIGTERM")
+        raise
+    except BaseException as exc:  # not the trial's own result (a device gone, a bug): the search stops here
+        with contextlib.suppress(Exception):
+            tell(to=state.FAIL, reason=f"error: {_first_line(exc)}")
+        raise
+    value = attrs.pop("value")
+    return tell(value, **attrs)
 
 
-def _alive(pid: int) -> bool:
+class _Heartbeat:
+    """While a trial runs, a counter in its attributes goes up every BEAT_EVERY_S (a thread), so other
+    processes, on any host and whatever their clocks, can tell a long trial from a dead one."""
+
+    def __init__(self, study: Any, trial: Any) -> None:
+        self.storage, self.trial_id = study._storage, trial._trial_id
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="tune-heartbeat", daemon=True)
+
+    def run(self) -> None:
+        beat = 0
+        while not self.stop.wait(BEAT_EVERY_S):
+            beat += 1
+            try:
+                self.storage.set_trial_user_attr(self.trial_id, "beat", beat)
+            except Exception:  # finished meanwhile, or the storage is down: the trial itself will say
+                return
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def identity() -> dict[str, Any]:
+    """Who runs a trial: host name, a node id that also tells containers and reboots apart (boot id,
+    pid namespace), the pid and its start time (so a reused pid is not taken for the same process)."""
+    host = socket.gethostname()
+    node = host
+    with contextlib.suppress(OSError):
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        node = f"{host}|{boot}|{os.readlink('/proc/self/ns/pid')}"
+    pid = os.getpid()
+    return {"host": host, "node": node, "pid": pid, "pid_start": _start_time(pid)}
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (Linux /proc), or None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command's closing parenthesis
+
+
+def _alive(pid: int, started: str | None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return started is None or _start_time(pid) in (None, started)
+
+
+class Watcher:
+    """Marks running trials of dead processes failed ("abandoned"), so they neither count nor block.
+    On this node (same host, boot and pid namespace): the pid no longer runs, or runs another process.
+    Elsewhere: its heartbeat counter has not moved for ABANDONED_AFTER_S, as this process's own clock
+    measures (no clock is compared across hosts)."""
+
+    def __init__(self, me: dict[str, Any]) -> None:
+        self.me = me
+        self.seen: dict[int, tuple[Any, float]] = {}
+
+    def sweep(self, study: Any) -> None:
+        optuna = _optuna()
+        now = time.monotonic()
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            a = t.user_attrs
+            pid = a.get("pid")
+            if a.get("node") == self.me["node"] and isinstance(pid, int):  # between trials none is our own
+                gone = pid == self.me["pid"] or not _alive(pid, a.get("pid_start"))
+            else:
+                beat = a.get("beat")
+                last = self.seen.get(t._trial_id)
+                if last is None or last[0] != beat:
+                    self.seen[t._trial_id] = (beat, now)
+                    gone = False
+                else:
+                    gone = now - last[1] > ABANDONED_AFTER_S
+            if not gone:
+                continue
+            try:
+                study._storage.set_trial_user_attr(
+                    t._trial_id, "reason", f"abandoned: its process ({a.get('host')}, pid {pid}) stopped"
+                )
+                study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            except Exception:  # it finished (or was marked) meanwhile
+                pass
 
 
 def _records(study: Any) -> list[TrialRecord]:
@@ -656,6 +835,7 @@ def _records(study: Any) -> list[TrialRecord]:
                 step=step,
                 host=a.get("host"),
                 pid=a.get("pid"),
+                start=bool(a.get("start")),
             )  # fmt: skip
         )
     return out
@@ -715,41 +895,59 @@ def wait_for_running(result: StudyResult, poll: float = 0.5) -> StudyResult:
     from dataclasses import replace as _replace
 
     study = result.study_ref
-    host = socket.gethostname()
+    watcher = Watcher(identity())
     while True:
-        _fail_abandoned(study, host)
+        watcher.sweep(study)
         records = _records(study)
         if not any(t.state == "running" for t in records):
             return _replace(result, trials=tuple(records))
         time.sleep(poll)
 
 
-def claim_export(result: StudyResult, number: int) -> str | None:
-    """None: this process exports trial `number` (recorded as started in the study); otherwise why not:
-    another process published it already, or is publishing it now."""
+def _export_key(model: str, number: int) -> str:
+    return f"export.{model}.trial-{number}"
+
+
+def claim_export(result: StudyResult, model: str, number: int) -> str | None:
+    """None: this process publishes trial `number` as model `model` (claimed atomically in the study's
+    storage, so one process in all, on any machine, does); otherwise why not: another process published
+    it, or is publishing it now. A claim whose export failed, or whose process died, is taken over."""
     study = result.study_ref
-    optuna = _optuna()
-    attrs = optuna.load_study(study_name=result.study, storage=study._storage).user_attrs
-    done = attrs.get("export")
-    if isinstance(done, dict) and done.get("trial") == number:
-        owner = f"{done.get('host')}, pid {done.get('pid')}"
-        if done.get("state") == "published":
-            return f"trial {number} was already published by another tune process ({owner}) as version {done.get('version')}; nothing exported here"
-        if done.get("state") == "started" and done.get("pid") != os.getpid():
-            same_host = done.get("host") == socket.gethostname()
-            if not same_host or (isinstance(done.get("pid"), int) and _alive(done["pid"])):
-                return f"trial {number} is being published by another tune process ({owner}); nothing exported here"
-    record_export(result, number, "started", None)
-    return None
+    key = _export_key(model, number)
+    for _ in range(3):
+        if _claim(study, key):
+            record_export(result, model, number, "started", None)
+            return None
+        optuna = _optuna()
+        entry = optuna.load_study(study_name=result.study, storage=study._storage).user_attrs.get(key)
+        if not isinstance(entry, dict):  # claimed a moment ago, not yet recorded
+            return f"trial {number} is being published as {model} by another tune process; nothing exported here"
+        owner = f"{entry.get('host')}, pid {entry.get('pid')}"
+        if entry.get("state") == "published":
+            return (
+                f"trial {number} was already published as {model} version {entry.get('version')} by another tune "
+                f"process ({owner}); nothing exported here"
+            )
+        me = identity()
+        dead = entry.get("node") == me["node"] and not _alive(int(entry.get("pid", 0)), entry.get("pid_start"))
+        if entry.get("state") == "started" and not dead:
+            return (
+                f"trial {number} is being published as {model} by another tune process ({owner}); nothing exported here"
+            )
+        _release(study, key)  # failed, or its process died: try again
+    return f"trial {number} could not be claimed for publishing (other processes keep taking it); nothing exported here"
 
 
-def record_export(result: StudyResult, number: int, state: str, detail: Any) -> None:
-    entry = {"trial": number, "state": state, "host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}
+def record_export(result: StudyResult, model: str, number: int, state: str, detail: Any) -> None:
+    """The export's state in the study (started, published with its version, failed with why)."""
+    entry: dict[str, Any] = {"model": model, "trial": number, "state": state, **identity(), "at": time.time()}
     if state == "published":
         entry["version"] = detail
     elif detail is not None:
         entry["detail"] = str(detail)[:300]
-    result.study_ref.set_user_attr("export", entry)
+    result.study_ref.set_user_attr(_export_key(model, number), entry)
+    if state == "failed":
+        _release(result.study_ref, _export_key(model, number))
 
 
 def write_plots(result: StudyResult, folder: Path) -> tuple[list[Path], list[str]]:
@@ -831,7 +1029,11 @@ def table(result: StudyResult, n: int = 10) -> str:
         f"study {result.study!r} in {result.storage.shown}: {result.counted} of {result.target} trials counted "
         f"({', '.join(f'{v} {k}' for k, v in sorted(result.states().items()))}); {len(result.ran_here)} ran here",
         f"objective: {OBJECTIVE} ({result.inner_rows[1]} inner validation rows, trained on {result.inner_rows[0]}; "
-        "the gate's validation rows are never seen by the search)",
+        + (
+            "the gate's validation rows are never seen by the search)"
+            if result.gate_unseen
+            else "validation_fraction 0: the gate reads the training rows the search trained on)"
+        ),
         head,
     ]
     for t in result.ranked(n):
