@@ -1072,7 +1072,13 @@ def tune(
         ),
     ] = None,
     study: Annotated[str | None, typer.Option("--study", help="The study's name (default: the recipe's name).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seeds this process's sampler, mixed with its host and pid.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed",
+            help="Seeds this process's sampler, mixed with its number among the study's processes (the same --seed on a fresh study proposes the same trials).",
+        ),
+    ] = 0,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when torch sees a GPU), cpu or cuda.")] = "auto",
     artifacts_dir: DirOpt = DEFAULT_DIR,
     export_best: Annotated[
@@ -1132,6 +1138,7 @@ def tune(
         }
         if export_best:
             doc["published_version"] = run.published.number if run.published is not None else None
+            doc["published_trial"] = run.published_trial
             doc["export_note"] = run.export_note
         if error is not None:
             doc["error"] = str(error)
@@ -1143,8 +1150,7 @@ def tune(
         if run.best_recipe is not None:
             _echo(f"best recipe: {run.best_recipe} (`python cli.py all --recipe {run.best_recipe}` trains it)")
         if run.published is not None:
-            best = result.best
-            _echo(f"published: {chosen.name} version {run.published.number} (trial {best.number if best else '?'})")
+            _echo(f"published: {chosen.name} version {run.published.number} (trial {run.published_trial})")
     if run.export_note is not None:
         _note(run.export_note)
     if error is not None:

@@ -860,7 +860,8 @@ class TuneRun:
     written: tuple[Path, ...]
     best_recipe: Path | None  # best.toml
     published: Published | None = None
-    export_note: str | None = None  # with export_best: why this process did not export (another one did)
+    published_trial: int | None = None  # the trial published (the best, or the next best that trained)
+    export_note: str | None = None  # with export_best: why this process did not export, or what it published
     export_error: PipelineError | None = None
     notices: tuple[str, ...] = ()
 
@@ -961,6 +962,7 @@ def _write_tune_files(result: Any, recipe: Recipe, folder: Path) -> tuple[list[P
         "counted": result.counted,
         "states": result.states(),
         "sampler_seed": result.sampler_seed,
+        "process_index": result.process_index,
         "ran_here": list(result.ran_here),
         "search_seconds": round(result.seconds, 3),
         "best": best.as_dict() if best is not None else None,
@@ -989,7 +991,7 @@ def _export_best(run: TuneRun, root: Path, device: str, on_notice: NoticeFn | No
     another run) gives the claim back, so that a rerun exports."""
     import dataclasses
 
-    from .errors import GateFailed
+    from .errors import GateFailed, TrainingFailed
     from .spec.recipe import load_recipe
     from .training import tune as TU
 
@@ -1005,15 +1007,37 @@ def _export_best(run: TuneRun, root: Path, device: str, on_notice: NoticeFn | No
     claimed = TU.claim_export(result, model, best.number)
     if claimed is not None:
         return dataclasses.replace(run, export_note=claimed)
-    try:
-        summary = run_all(
-            load_recipe(run.best_recipe), root, device=device, on_notice=on_notice, on_progress=on_progress
-        )
-    except BaseException as exc:  # the claim is given back, so that a rerun (here or elsewhere) exports
-        TU.record_export(result, model, best.number, "failed", str(exc) or exc.__class__.__name__)
-        if isinstance(exc, PipelineError):
-            return dataclasses.replace(run, export_error=exc)
-        raise
-    published = summary.models[0].published
-    TU.record_export(result, model, best.number, "published", published.number if published else None)
-    return dataclasses.replace(run, published=published)
+    # the best trial first; when its settings diverge or miss the gate on the whole training split (other
+    # rows, other statistics than the inner split's), the next best, up to EXPORT_TRIES trials
+    tried: list[str] = []
+    for trial in result.ranked(TU.EXPORT_TRIES):
+        path = run.best_recipe if trial.number == best.number else run.folder / f"trial-{trial.number}.toml"
+        if trial.number != best.number:
+            text = TU.best_recipe_text(run.recipe, trial, result.study, result.storage)
+            A.write_output_bytes(path, text.encode("utf-8"), "--study folder")
+        try:
+            summary = run_all(load_recipe(path), root, device=device, on_notice=on_notice, on_progress=on_progress)
+        except (TrainingFailed, GateFailed) as exc:
+            tried.append(f"trial {trial.number}: {exc}")
+            if on_notice is not None:
+                on_notice(f"trial {trial.number} did not train on the training rows ({exc}); trying the next best")
+            continue
+        except BaseException as exc:  # the claim is given back, so that a rerun (here or elsewhere) exports
+            TU.record_export(result, model, best.number, "failed", str(exc) or exc.__class__.__name__)
+            if isinstance(exc, PipelineError):
+                return dataclasses.replace(run, export_error=exc)
+            raise
+        published = summary.models[0].published
+        TU.record_export(result, model, best.number, "published", published.number if published else None)
+        note = None
+        if trial.number != best.number:
+            note = f"published trial {trial.number} ({path}), the best that trained: " + "; ".join(tried)
+        return dataclasses.replace(run, published=published, published_trial=trial.number, export_note=note)
+    TU.record_export(result, model, best.number, "failed", "; ".join(tried))
+    first = tried[0] if tried else "no trial completed"
+    return dataclasses.replace(
+        run,
+        export_error=TrainingFailed(
+            f"none of the {len(tried)} best trials trained on the training rows and passed the gate; first: {first}"
+        ),
+    )

@@ -798,3 +798,34 @@ def test_export_is_refused_while_another_run_holds_the_artifacts(toy):
     with A.run_lock(root):
         r = runner.invoke(cli.app, args)
     assert r.exit_code == 12 and "in use by another run" in r.stderr
+
+
+def test_a_fresh_study_with_the_same_seed_proposes_the_same_trials_and_processes_differ(toy):
+    a = study(toy, 6, name="first", seed=5)
+    b = study(toy, 6, name="second", seed=5)
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+    assert a.process_index == b.process_index == 1 and a.sampler_seed == b.sampler_seed
+    again = study(toy, 8, name="first", seed=5)  # a resume is the study's second process: another seed
+    assert again.process_index == 2 and again.sampler_seed != a.sampler_seed
+
+
+@pytest.mark.slow
+def test_export_best_falls_back_to_the_next_best_trial_that_trains(toy, monkeypatch):
+    from pipeline import flow
+    from pipeline.errors import TrainingFailed
+
+    real = flow.run_all
+    calls: list[str] = []
+
+    def diverging_first(recipe, *a, **kw):
+        calls.append(str(recipe.source))
+        if len(calls) == 1:
+            raise TrainingFailed("training diverged at step 2: loss 27.6 (step 0: 1.09)")
+        return real(recipe, *a, **kw)
+
+    monkeypatch.setattr(flow, "run_all", diverging_first)
+    run = flow.run_tune(load_recipe(toy), 4, artifacts_dir=toy.parent / "artifacts", device="cpu", export_best=True)
+    ranked = run.result.ranked(3)
+    assert run.published is not None and run.published.number == 1
+    assert run.published_trial == ranked[1].number and run.export_note and "the best that trained" in run.export_note
+    assert calls[0].endswith("best.toml") and calls[1].endswith(f"trial-{ranked[1].number}.toml")

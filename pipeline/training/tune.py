@@ -13,8 +13,9 @@ Optuna takes). What keeps them honest:
   their own (diverged). Interrupted trials, trials of a process that died (abandoned) and surplus
   trials (asked for by two processes at once when only one was left to run) are recorded as failed
   with that reason and not counted, so a rerun tops the study up to N.
-- Each process seeds its TPE sampler from `--seed` and its host and pid, and TPE's constant liar
-  counts running trials as bad, so processes do not propose the same trial.
+- Each process seeds its TPE sampler from `--seed` and its number among the study's processes (an
+  atomic claim), and TPE's constant liar counts running trials as bad, so processes do not propose the
+  same trial, and a fresh single-process search with the same --seed proposes the same trials.
 - The recipe's own values are enqueued as the first trial, once, by the process that creates the study.
 - A study records the recipe, the space and the data's sha256; another recipe or space is refused.
 
@@ -48,6 +49,7 @@ MAX_TRIALS = 100_000
 JOURNAL = "journal.log"
 PLOTS = ("history.png", "importances.png")
 RESULTS = "tune.json"
+EXPORT_TRIES = 3  # --export-best tries the best trials in turn when one diverges or misses the gate
 BEST = "best.toml"
 STUDY_ATTR = "xorship"
 ABANDONED_AFTER_S = 300.0  # a running trial of another node whose heartbeat has not moved this long is abandoned
@@ -133,6 +135,7 @@ class StudyResult:
     inner_rows: tuple[int, int]  # (inner training rows, inner validation rows)
     created: bool  # this process created the study
     stopped_by: str  # "trials" | "timeout" | "others" (the rest ran or are running elsewhere)
+    process_index: int = 1  # this process's number among those that joined the study
     gate_unseen: bool = True  # the gate reads validation rows the search never sees (validation_fraction > 0)
     seconds: float = 0.0  # this process's search: from the study opened to its last trial told
     notices: tuple[str, ...] = ()
@@ -504,11 +507,34 @@ def run_trial(
 # The loop
 
 
-def sampler_seed(seed: int) -> int:
-    """This process's sampler seed: --seed mixed with the host and the pid (unique among the processes
-    that share a study at one time), so that two processes do not propose the same trials."""
-    text = f"{seed}/{socket.gethostname()}/{os.getpid()}"
+def sampler_seed(seed: int, index: int) -> int:
+    """The sampler seed of the study's `index`-th process (1, 2, ...): --seed mixed with the index, so
+    processes sharing a study do not propose the same trials, and a fresh single-process search with
+    the same --seed proposes the same ones."""
+    text = f"{seed}/{index}"
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big")
+
+
+def process_index(study: Any) -> int:
+    """This process's number among those that joined the study (1 for the first), taken by an atomic
+    claim in the study's storage, so no two processes get the same one."""
+    prefix = f"{study.study_name}.xorship.process-"
+    taken = [
+        int(s.study_name[len(prefix) :])
+        for s in study._storage.get_all_studies()
+        if s.study_name.startswith(prefix) and s.study_name[len(prefix) :].isdigit()
+    ]
+    index = max(taken, default=0) + 1
+    while not _claim(study, f"process-{index}"):
+        index += 1
+    return index
+
+
+def _tpe(seed: int) -> Any:
+    optuna = _optuna()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
 
 
 def run_study(
@@ -540,10 +566,7 @@ def run_study(
     store = open_storage(storage, note)
     inner = (len(data.train_rows), len(data.val_rows))
     record = study_record(recipe, space, data.sha256, inner)
-    seed_here = sampler_seed(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(seed=seed_here, multivariate=True, group=True, constant_liar=True)
+    sampler = _tpe(seed)  # replaced once this process has its index in the study
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_STEPS)
         if space.prune
@@ -555,6 +578,12 @@ def run_study(
         raise
     except Exception as exc:  # the database refused (permissions, a broken schema)
         raise UsageError(f"cannot open study {study_name!r} in {storage.shown}: {_first_line(exc)}") from None
+    try:
+        index = process_index(study)
+    except storage_errors() as exc:
+        raise storage_failed(exc, storage) from None
+    seed_here = sampler_seed(seed, index)
+    study.sampler = _tpe(seed_here)
     start = start_values(recipe, space)
     if start is None and created:
         note("the recipe's own values lie outside the [tune] space; the search starts from sampled trials")
@@ -614,7 +643,7 @@ def run_study(
         raise storage_failed(exc, storage) from None
     return StudyResult(
         study=study_name, storage=storage, space=space, trials=tuple(records), ran_here=tuple(ran),
-        target=trials, sampler_seed=seed_here, metric_name=metric_name, inner_rows=inner, created=created,
+        target=trials, sampler_seed=seed_here, process_index=index, metric_name=metric_name, inner_rows=inner, created=created,
         stopped_by=stopped_by, seconds=time.monotonic() - began, notices=tuple(notices), study_ref=study,
         gate_unseen=recipe.data.validation_fraction > 0,
     )  # fmt: skip
