@@ -1018,9 +1018,10 @@ def _export_best(run: TuneRun, root: Path, device: str, on_notice: NoticeFn | No
         try:
             summary = run_all(load_recipe(path), root, device=device, on_notice=on_notice, on_progress=on_progress)
         except (TrainingFailed, GateFailed) as exc:
-            tried.append(f"trial {trial.number}: {exc}")
+            why = str(exc).replace("; lower --lr", "")
+            tried.append(f"trial {trial.number}: {why}")
             if on_notice is not None:
-                on_notice(f"trial {trial.number} did not train on the training rows ({exc}); trying the next best")
+                on_notice(f"trial {trial.number} did not train on the training rows ({why}); trying the next best")
             continue
         except BaseException as exc:  # the claim is given back, so that a rerun (here or elsewhere) exports
             TU.record_export(result, model, best.number, "failed", str(exc) or exc.__class__.__name__)
