@@ -78,10 +78,6 @@ class StorageChoice:
     shown: str
     journal: Path | None = None  # the embedded journal file
 
-    @property
-    def embedded(self) -> bool:
-        return self.journal is not None
-
 
 @dataclass(frozen=True)
 class TrialRecord:
@@ -850,7 +846,7 @@ def _records(study: Any) -> list[TrialRecord]:
     out = []
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
-        params = a.get("params") or _params_of(t.params)
+        params = a.get("params") or dict(t.params)
         step = a.get("step") if a.get("step") is not None else t.last_step
         out.append(
             TrialRecord(
@@ -868,10 +864,6 @@ def _records(study: Any) -> list[TrialRecord]:
             )  # fmt: skip
         )
     return out
-
-
-def _params_of(p: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(p)
 
 
 def check_trials(trials: int, timeout: float | None) -> None:
