@@ -909,6 +909,7 @@ def run_tune(
     folder = root / TUNE / name
     A.check_output_folder(folder, "--study folder")
     A.check_outside_models(folder, root, "--study folder")
+    _no_links(root, folder)
     if folder.is_dir():  # a file we cannot write there is said before the search, not after it
         for out in (TU.RESULTS, TU.BEST, *TU.PLOTS):
             A.check_output(folder / out, "--study folder")
@@ -941,6 +942,19 @@ def run_tune(
     if not export_best:
         return run
     return _export_best(run, root, device, on_notice, on_progress)
+
+
+def _no_links(root: Path, folder: Path, *names: str) -> None:
+    """The study folder is ours, as a model's folder is: nothing in it, nor it or `_tune` itself, may be a
+    symbolic link (writing the journal, tune.json or best.toml through one would touch a file elsewhere);
+    the artifacts folder itself may be one. IntegrityError (exit 6) names the link."""
+    from .errors import IntegrityError
+    from .training import tune as TU
+
+    files = names or (TU.JOURNAL, TU.JOURNAL + ".lock", TU.RESULTS, TU.BEST, *TU.PLOTS)
+    for path in (root / TUNE, folder, *(folder / n for n in files)):
+        if path.is_symlink():
+            raise IntegrityError(f"{path} is a symbolic link; refusing to follow it (tune writes its files there)")
 
 
 def _write_tune_files(result: Any, recipe: Recipe, folder: Path) -> tuple[list[Path], list[str]]:
@@ -1013,6 +1027,7 @@ def _export_best(run: TuneRun, root: Path, device: str, on_notice: NoticeFn | No
     for trial in result.ranked(TU.EXPORT_TRIES):
         path = run.best_recipe if trial.number == best.number else run.folder / f"trial-{trial.number}.toml"
         if trial.number != best.number:
+            _no_links(root, run.folder, path.name)
             text = TU.best_recipe_text(run.recipe, trial, result.study, result.storage)
             A.write_output_bytes(path, text.encode("utf-8"), "--study folder")
         try:

@@ -196,6 +196,19 @@ def test_an_interrupted_trial_is_recorded_and_not_counted(toy, monkeypatch):
     assert after.counted == 5 and len(after.ran_here) == 3
 
 
+def _foreign_trial(recipe_path: Path, attrs: dict):
+    """A running trial in the toy study, as another process would have asked for it (with `attrs`)."""
+    import optuna
+
+    recipe = load_recipe(recipe_path)
+    storage = TU.open_storage(TU.storage_choice(None, recipe_path.parent / "artifacts" / "_tune" / recipe.name))
+    s = optuna.load_study(study_name=recipe.name, storage=storage)
+    trial = s.ask()
+    for k, v in attrs.items():
+        trial.set_user_attr(k, v)
+    return s, trial
+
+
 def _dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
@@ -203,15 +216,8 @@ def _dead_pid() -> int:
 
 
 def test_a_trial_whose_process_died_is_abandoned_and_not_counted(toy):
-    import optuna
-
     study(toy, 2)
-    recipe = load_recipe(toy)
-    storage = TU.open_storage(TU.storage_choice(None, toy.parent / "artifacts" / "_tune" / recipe.name))
-    s = optuna.load_study(study_name=recipe.name, storage=storage)
-    orphan = s.ask()
-    for k, v in {**TU.identity(), "pid": _dead_pid(), "pid_start": "1"}.items():
-        orphan.set_user_attr(k, v)
+    _, orphan = _foreign_trial(toy, {**TU.identity(), "pid": _dead_pid(), "pid_start": "1"})
     result = study(toy, 3)
     record = next(t for t in result.trials if t.number == orphan.number)
     assert record.state == "failed" and record.reason.startswith("abandoned") and not record.counted
@@ -219,17 +225,10 @@ def test_a_trial_whose_process_died_is_abandoned_and_not_counted(toy):
 
 
 def test_a_trial_running_elsewhere_counts_until_it_ends(toy):
-    import optuna
-
     study(toy, 2)
-    recipe = load_recipe(toy)
-    storage = TU.open_storage(TU.storage_choice(None, toy.parent / "artifacts" / "_tune" / recipe.name))
-    s = optuna.load_study(study_name=recipe.name, storage=storage)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        running = s.ask()
-        for k, v in {**TU.identity(), "pid": other.pid, "pid_start": TU._start_time(other.pid)}.items():
-            running.set_user_attr(k, v)
+        _foreign_trial(toy, {**TU.identity(), "pid": other.pid, "pid_start": TU._start_time(other.pid)})
         result = study(toy, 3)
         assert result.stopped_by == "others" and result.ran_here == ()
     finally:
@@ -598,18 +597,9 @@ def test_a_trial_of_another_node_is_abandoned_only_when_its_heartbeat_stops(toy,
     import optuna
 
     study(toy, 1)
-    recipe = load_recipe(toy)
-    storage = TU.open_storage(TU.storage_choice(None, toy.parent / "artifacts" / "_tune" / recipe.name))
-    s = optuna.load_study(study_name=recipe.name, storage=storage)
-    other = s.ask()
-    for k, v in {
-        "host": "elsewhere",
-        "node": "elsewhere|boot|ns",
-        "pid": _dead_pid(),
-        "pid_start": "1",
-        "beat": 0,
-    }.items():
-        other.set_user_attr(k, v)  # a dead pid on another node says nothing about that process
+    # a dead pid on another node says nothing about that process
+    attrs = {"host": "elsewhere", "node": "elsewhere|boot|ns", "pid": _dead_pid(), "pid_start": "1", "beat": 0}
+    s, other = _foreign_trial(toy, attrs)
     clock = [1000.0]
     monkeypatch.setattr(TU.time, "monotonic", lambda: clock[0])
     watcher = TU.Watcher(TU.identity())
@@ -622,22 +612,15 @@ def test_a_trial_of_another_node_is_abandoned_only_when_its_heartbeat_stops(toy,
     assert s.trials[other.number].state == optuna.trial.TrialState.RUNNING
     clock[0] += 2
     watcher.sweep(s)
-    t = optuna.load_study(study_name=recipe.name, storage=storage).trials[other.number]
+    t = optuna.load_study(study_name=s.study_name, storage=s._storage).trials[other.number]
     assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs["reason"].startswith("abandoned")
 
 
 def test_a_reused_pid_is_not_the_trial_s_process(toy):
-    import optuna
-
     study(toy, 1)
-    recipe = load_recipe(toy)
-    storage = TU.open_storage(TU.storage_choice(None, toy.parent / "artifacts" / "_tune" / recipe.name))
-    s = optuna.load_study(study_name=recipe.name, storage=storage)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        t = s.ask()  # its pid runs, but a process started at another time
-        for k, v in {**TU.identity(), "pid": other.pid, "pid_start": "1"}.items():
-            t.set_user_attr(k, v)
+    try:  # its pid runs, but a process started at another time
+        _, t = _foreign_trial(toy, {**TU.identity(), "pid": other.pid, "pid_start": "1"})
         result = study(toy, 2)
         assert next(r for r in result.trials if r.number == t.number).reason.startswith("abandoned")
         assert result.counted == 2
@@ -829,3 +812,18 @@ def test_export_best_falls_back_to_the_next_best_trial_that_trains(toy, monkeypa
     assert run.published is not None and run.published.number == 1
     assert run.published_trial == ranked[1].number and run.export_note and "the best that trained" in run.export_note
     assert calls[0].endswith("best.toml") and calls[1].endswith(f"trial-{ranked[1].number}.toml")
+
+
+def test_symbolic_links_in_the_study_folder_are_refused(toy, tmp_path_factory):
+    """Nothing tune writes goes through a link to a file elsewhere: exit 6, the file elsewhere untouched."""
+    outside = tmp_path_factory.mktemp("outside") / "victim.txt"
+    outside.write_text("keep me")
+    folder = toy.parent / "artifacts" / "_tune" / "toy"
+    folder.mkdir(parents=True)
+    for name in ("tune.json", "journal.log", "best.toml"):
+        link = folder / name
+        link.symlink_to(outside)
+        r = runner.invoke(cli.app, ["tune", "--recipe", str(toy), "--artifacts-dir", str(toy.parent / "artifacts")])
+        assert r.exit_code == 6 and "is a symbolic link" in r.stderr and "internal error" not in r.output
+        assert outside.read_text() == "keep me"
+        link.unlink()

@@ -106,14 +106,7 @@ class TuneSpace:
 
     def difference(self, other: Mapping[str, Any]) -> str | None:
         """The first key whose value differs from a recorded space's (`record()`), as a phrase; None: same."""
-        mine = self.record()
-        for k in KEYS:
-            if k not in other:
-                return f"[tune] {k} is new (the study has no such key)"
-            if other[k] != mine[k]:
-                return f"[tune] {k} is {_show(mine[k])} here, {_show(other[k])} in the study"
-        extra = next((k for k in other if k not in mine), None)
-        return f"the study's space has {extra!r}, which this version does not know" if extra else None
+        return record_difference(self.record(), other)
 
     def contains(self, params: Mapping[str, Any]) -> str | None:
         """Why a trial's values (`values_of`'s form) lie outside this space, or None."""
@@ -132,6 +125,14 @@ class TuneSpace:
             if not getattr(self, key).contains(params[key]):
                 return f"{key} {params[key]!r} is outside [tune] {key} {_show(getattr(self, key).plain())}"
         return None
+
+
+def record_difference(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> str | None:
+    """The first key (in sorted order) where two recorded spaces differ, as a phrase; None: the same."""
+    for k in sorted(set(mine) | set(theirs)):
+        if mine.get(k) != theirs.get(k):
+            return f"[tune] {k} is {_show(mine.get(k))} here, {_show(theirs.get(k))} in the study"
+    return None
 
 
 DEFAULT = TuneSpace(

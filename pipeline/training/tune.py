@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import MissingDependency, PipelineError, Terminated, TrainingFailed, UsageError
 from ..spec.archs import arch_for
 from ..spec.recipe import ModelSpec, Recipe
-from ..spec.tune_space import DEFAULT, TuneSpace
+from ..spec.tune_space import DEFAULT, TuneSpace, record_difference
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..spec.data import Dataset
@@ -298,20 +298,13 @@ def check_record(recorded: Mapping[str, Any], mine: Mapping[str, Any], study: st
             raise StudyMismatch(
                 f"study {study!r} was made with another recipe: {section} is {_show(b)} here, {_show(a)} in the study{tip}"
             )
-    diff = _space_difference(mine["space"], recorded.get("space", {}))
+    diff = record_difference(mine["space"], recorded.get("space", {}))
     if diff:
         raise StudyMismatch(f"study {study!r} was made with another search space: {diff}{tip}")
     if recorded.get("data_sha256") != mine["data_sha256"]:
         raise StudyMismatch(
             f"study {study!r} was made on other data: the data file changed since (sha256 differs){tip}"
         )
-
-
-def _space_difference(mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> str | None:
-    for k in sorted(set(mine) | set(theirs)):
-        if mine.get(k) != theirs.get(k):
-            return f"[tune] {k} is {_show(mine.get(k))} here, {_show(theirs.get(k))} in the study"
-    return None
 
 
 def open_study(storage: Any, name: str, record: dict[str, Any], sampler: Any, pruner: Any) -> tuple[Any, bool]:
