@@ -86,6 +86,10 @@ class Server:
                 self.stop()
                 raise AssertionError(f"serve not ready in 60 s: {self.text()}")
             time.sleep(0.2)
+        # serve prints its "serving ..." line just after it answers ready: tests read that line, so wait
+        # for it (a loaded machine can be slower to write it than a client is to ask)
+        while "serving " not in self.text() and time.monotonic() < deadline and self.proc.poll() is None:
+            time.sleep(0.05)
 
     def text(self) -> str:
         self.out.flush()
