@@ -1,6 +1,7 @@
 """`bench --quick` as a smoke test: it runs, checks bit-identity, and writes its JSON. No timing assertions."""
 
 import json
+import sys
 
 import pytest
 
@@ -47,6 +48,46 @@ def test_bench_serve_quick_is_a_bounded_load_test_with_no_errors(tmp_path):
     rows = json.loads(out.read_text())["serve"]
     assert {(x["protocol"], x["batch"], x["clients"]) for x in rows} >= {("http", 1, 1), ("http", 64, 4)}
     assert all(x["errors"] == 0 and x["requests"] > 0 and x["p99_ms"] >= x["p50_ms"] > 0 for x in rows)
+    if sys.platform == "linux":  # the server's own CPU per request, its workers' included
+        assert all(x["server_cpu_us"] > 0 for x in rows)
+        one = {(x["protocol"], x["clients"]): x["server_cpu_us"] for x in rows if x["server"] == "serve"}
+        for x in rows:
+            if x["server"].startswith("serve --workers"):
+                assert x["server_cpu_us"] > 0.3 * one[(x["protocol"], x["clients"])], x
+
+
+def test_the_server_cpu_counts_every_process_below_the_server(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    import pytest
+
+    from pipeline.bench.bench import _tree_cpu
+
+    if sys.platform != "linux":
+        pytest.skip("/proc is Linux's")
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\ntime.sleep(30)"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])"]
+    )
+    try:
+        deadline = time.time() + 30
+        while _tree_cpu(parent.pid) < 0.4 and time.time() < deadline:
+            time.sleep(0.1)
+        assert _tree_cpu(parent.pid) >= 0.4  # the grandchild's burn, counted under the parent
+    finally:
+        for stat in Path("/proc").glob("[0-9]*/stat"):  # the grandchild: the parent's child
+            try:
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent.pid:
+                    os.kill(int(stat.parent.name), signal.SIGKILL)
+            except (OSError, IndexError):
+                pass
+        parent.kill()
+        parent.wait()
+    assert _tree_cpu(parent.pid) == 0.0  # gone: nothing
 
 
 def test_bench_recipe_quick_reports_load_training_and_three_runtimes(tmp_path):

@@ -429,6 +429,7 @@ def table(report: BenchReport) -> str:
 SERVE_CLIENTS = (1, 16, 64)
 QUICK_CLIENTS = (1, 4)
 SERVE_ROUNDS = 3
+SERVE_SECONDS = 3.0  # per round: 2 s rounds of the same server varied by up to 1.7x on 2 cores
 BATCH_CLIENTS = 64  # the batching rows: 1-row requests from this many clients
 HEAVY_FEATURES, HEAVY_HIDDEN = 32, (256, 256)  # the heavier recipe: inference a larger share of a request
 LOAD_TOOLS = {"http": "hey", "grpc": "h2load"}  # Debian: hey, nghttp2-client
@@ -449,6 +450,9 @@ class ServeBench:
     model: str = "shallow"
     section: str = "protocol"  # protocol (serve vs peer) | batching (window on vs off)
     round: int = 1
+    # the server's own CPU time per request (its process and its workers, from /proc; 0 where there is
+    # none): what the load tool, sharing the cores, does not blur
+    server_cpu_us: float = 0.0
 
 
 def _free_port() -> int:
@@ -631,14 +635,35 @@ def _body_file(path: Path, x: Any) -> Path:
     return path
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process `pid` and every live process below it
+    (`serve --workers N`'s workers), from /proc; 0.0 where /proc has none."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, CPU seconds)
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        stats[int(entry.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo.extend(c for c, (parent, _) in stats.items() if parent == p)
+    return total
+
+
 def _measure(server: _Server, protocol: str, model: str, files: dict[str, Path], batch: int, clients: int,
              seconds: float, section: str, rnd: int, tmp: Path, name: str) -> ServeBench:  # fmt: skip
+    cpu = _tree_cpu(server.proc.pid)
     if protocol == "http":
         n, errors, p50, p99, rps = _hey(server.http, model, files["http"], clients, seconds)
     else:
         n, errors, p50, p99, rps = _h2load(server.grpc, files["grpc"], clients, seconds, tmp / "h2load.log")
+    cpu_us = (_tree_cpu(server.proc.pid) - cpu) / n * 1e6 if n else 0.0
     return ServeBench(protocol, batch, clients, n, errors, p50, p99, rps, rps * batch, server.label, name, section,
-                      rnd)  # fmt: skip
+                      rnd, round(cpu_us, 1))  # fmt: skip
 
 
 def _medians(rows: list[ServeBench]) -> list[ServeBench]:
@@ -664,7 +689,7 @@ def bench_serve(cli_path: Path, root: Path, quick: bool) -> tuple[list[ServeBenc
 
     from ..serving.serve import BATCH_WINDOW_US_ON, default_workers
 
-    seconds = 0.5 if quick else 2.0
+    seconds = 0.5 if quick else SERVE_SECONDS
     rounds = 1 if quick else SERVE_ROUNDS
     clients_list = QUICK_CLIENTS if quick else SERVE_CLIENTS
     workers = default_workers()
@@ -722,7 +747,9 @@ def bench_serve(cli_path: Path, root: Path, quick: bool) -> tuple[list[ServeBenc
         run_section(servers, [("http", name, model, 1, BATCH_CLIENTS)], "batching")
     notes.append(f"{rounds} round(s) of {seconds:g} s per figure, servers alternating, median shown; REST: hey "
                  "(latency in 0.1 ms steps), gRPC: h2load with one pre-framed ModelInfer (raw_input_contents); "
-                 f"load tool and servers share this machine's {os.cpu_count()} cores")  # fmt: skip
+                 f"load tool and servers share this machine's {os.cpu_count()} cores; cpu us/req: the server's own "
+                 "CPU time per request (its process and workers, from /proc), which the load tool does not share, "
+                 "from the median round")  # fmt: skip
     return _medians(rows), rows, notes
 
 
@@ -737,8 +764,10 @@ def serve_ratios(results: list[ServeBench]) -> list[str]:
         for s in results:
             if (s.section, s.protocol, s.clients, s.batch) == ("protocol", r.protocol, r.clients, r.batch) and \
                     s.server != "peer":  # fmt: skip
+                cpu = (f", server CPU per request {s.server_cpu_us / r.server_cpu_us:.2f}x"
+                       if s.server_cpu_us and r.server_cpu_us else "")  # fmt: skip
                 out.append(f"{s.protocol} {s.clients:>2} clients, {s.batch} row(s): {s.server} / peer = "
-                           f"{s.requests_per_s / r.requests_per_s:.2f}x req/s")  # fmt: skip
+                           f"{s.requests_per_s / r.requests_per_s:.2f}x req/s{cpu}")  # fmt: skip
     for r in results:
         if r.section == "batching" and r.server != "serve":
             off = by.get(("batching", r.model, r.protocol, r.clients, r.batch, "serve"))
@@ -750,11 +779,11 @@ def serve_ratios(results: list[ServeBench]) -> list[str]:
 
 def serve_table(results: list[ServeBench]) -> str:
     out = [f"{'section':<9} {'model':<8} {'proto':<5} {'server':<28} {'batch':>5} {'clients':>7} {'requests':>8} "
-           f"{'errors':>6} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>8} {'rows/s':>9}"]  # fmt: skip
+           f"{'errors':>6} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>8} {'rows/s':>9} {'cpu us/req':>10}"]  # fmt: skip
     for r in results:
         out.append(f"{r.section:<9} {r.model:<8} {r.protocol:<5} {r.server:<28} {r.batch:>5} {r.clients:>7} "
                    f"{r.requests:>8} {r.errors:>6} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.requests_per_s:>8.0f} "
-                   f"{r.rows_per_s:>9.0f}")  # fmt: skip
+                   f"{r.rows_per_s:>9.0f} {r.server_cpu_us:>10.1f}")  # fmt: skip
     return "\n".join(out + serve_ratios(results))
 
 
