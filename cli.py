@@ -1214,7 +1214,8 @@ def bench(
     ] = None,
 ) -> None:
     """Measure in one run: tutorial loop vs our trainer, torch vs onnxruntime inference, stage times, start-up.
-    --serve: instead, `serve` against minimal endpoints: req/s, p50, p99 at 1, 16, 64 clients, workers, batching.
+    --serve: instead, `serve` against minimal endpoints: req/s, p50, p99, server CPU per request at 1, 16, 64
+    clients, workers, a model with text columns, batching.
     --scoring: instead, batch scoring a file against a pyarrow + onnxruntime script and scikit-learn.
     --tabular: instead, raw tables (missing values, text, dates) against the scikit-learn peer.
     --tune: instead, `tune` against Optuna + scikit-learn: held-out metrics and trials per minute."""

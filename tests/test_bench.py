@@ -50,10 +50,16 @@ def test_bench_serve_quick_is_a_bounded_load_test_with_no_errors(tmp_path):
     assert all(x["errors"] == 0 and x["requests"] > 0 and x["p99_ms"] >= x["p50_ms"] > 0 for x in rows)
     if sys.platform == "linux":  # the server's own CPU per request, its workers' included
         assert all(x["server_cpu_us"] > 0 for x in rows)
-        one = {(x["protocol"], x["clients"]): x["server_cpu_us"] for x in rows if x["server"] == "serve"}
+        one = {(x["protocol"], x["clients"]): x["server_cpu_us"] for x in rows if x["server"] == "serve"
+               and x["section"] == "protocol"}  # fmt: skip
         for x in rows:
             if x["server"].startswith("serve --workers"):
                 assert x["server_cpu_us"] > 0.3 * one[(x["protocol"], x["clients"])], x
+    # a table as it comes (text, a date, gaps): one input per column, against the peer, both protocols
+    assert {(x["protocol"], x["server"]) for x in rows if x["section"] == "text"} == {
+        (p, s) for p in ("http", "grpc") for s in ("serve", "peer")
+    }
+    assert "http  1 clients, 1 row(s) (text): serve / peer = " in r.stdout
 
 
 def test_the_server_cpu_counts_every_process_below_the_server(tmp_path):

@@ -627,6 +627,66 @@ def _heavy_model(cli_path: Path, root: Path) -> Path:
     return recipe
 
 
+TEXT_ROW = {"size": 42.5, "colour": "red", "sold": "2024-03-01", "member": "true"}  # one row of the text recipe
+
+
+def _text_model(cli_path: Path, root: Path) -> Path:
+    """A recipe on a table as it comes: a number with gaps, a text category, a date and a true/false
+    column, so its graph takes one raw input per column (FP32 and BYTES); trained briefly and published
+    by `all`."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    colours = ["red", "green", "blue", "black", "white"]
+    lines = ["size,colour,sold,member,label"]
+    for _ in range(600):
+        size, colour = rng.uniform(0, 100), colours[int(rng.integers(5))]
+        label = int((size > 50) != (colour in ("red", "blue")))
+        shown = "" if rng.random() < 0.1 else f"{size:.2f}"
+        day = np.datetime64("2023-01-01") + int(rng.integers(700))
+        lines.append(f"{shown},{colour},{day},{'true' if rng.random() < 0.5 else 'false'},{label}")
+    (root / "text.csv").write_text("\n".join(lines) + "\n")
+    recipe = root / "text.toml"
+    recipe.write_text(
+        'name = "text"\n[data]\npath = "text.csv"\ntarget = "label"\n'
+        '[train]\noptimizer = "adam"\nlr = 0.01\nsteps = 200\n[gate]\nmin_accuracy = 0.5\n'
+    )
+    subprocess.run([sys.executable, str(cli_path), "all", "--recipe", str(recipe), "--artifacts-dir", str(root)],
+                   check=True, capture_output=True, text=True, timeout=900)  # fmt: skip
+    return recipe
+
+
+def _column_files(tmp: Path, root: Path, model: str, row: dict[str, Any]) -> dict[str, Path]:
+    """One row for a model that takes one input per column, as the REST JSON body and the pre-framed
+    gRPC request (raw_input_contents, as tritonclient sends them: little-endian FP32, Triton's BYTES
+    encoding), named and typed as the published version's inputs are."""
+    import json
+    import struct
+
+    from tritonclient.grpc import service_pb2 as pb
+
+    from ..serving.serve import BYTES, load
+
+    tensors = load(root, model, None, "cpu").tensors
+    doc = {
+        "inputs": [{"name": t.name, "shape": [1, 1], "datatype": t.datatype, "data": [row[t.name]]} for t in tensors]
+    }
+    body = tmp / f"{model}-1.json"
+    body.write_text(json.dumps(doc))
+    msg = pb.ModelInferRequest(model_name=model)
+    for t in tensors:
+        msg.inputs.add(name=t.name, datatype=t.datatype, shape=[1, 1])
+        if t.datatype == BYTES:
+            text = str(row[t.name]).encode()
+            msg.raw_input_contents.append(len(text).to_bytes(4, "little") + text)
+        else:
+            msg.raw_input_contents.append(struct.pack("<f", float(row[t.name])))
+    payload = msg.SerializeToString()
+    frame = tmp / f"{model}-1.grpc"
+    frame.write_bytes(b"\x00" + len(payload).to_bytes(4, "big") + payload)
+    return {"http": body, "grpc": frame}
+
+
 def _body_file(path: Path, x: Any) -> Path:
     import json
 
@@ -682,7 +742,9 @@ def bench_serve(cli_path: Path, root: Path, quick: bool) -> tuple[list[ServeBenc
     """(median rows, every round's rows, notes). Protocol section: `serve` (one worker, batching off),
     the minimal endpoint (`serve_peer`) and `serve --workers N` on the shallow model, 1-row requests, at
     1, 16 and 64 clients, REST with hey and gRPC with h2load, the servers alternating within each round,
-    3 rounds. Batching section: 1-row REST requests from 64 clients, `--batch-window-us` 0 against the
+    3 rounds. Text section: `serve` and the minimal endpoints on a recipe whose graph takes one input
+    per column (a number with gaps, text, a date, true/false), 1-row requests at 1 and 16 clients, both
+    protocols. Batching section: 1-row REST requests from 64 clients, `--batch-window-us` 0 against the
     default window, on the shallow model and on a 32 -> 256 -> 256 recipe. Every server is started
     fresh, stopped with SIGTERM, and must exit 0."""
     import numpy as np
@@ -702,6 +764,8 @@ def bench_serve(cli_path: Path, root: Path, quick: bool) -> tuple[list[ServeBenc
     rng = np.random.default_rng(0)
 
     def files_for(name: str, width: int, batch: int) -> dict[str, Path]:
+        if name == "text":
+            return _column_files(tmp, root, name, TEXT_ROW)
         x = rng.uniform(0, 1, (batch, width)).astype(np.float32)
         frame = tmp / f"{name}-{batch}.grpc"
         frame.write_bytes(_grpc_frame(name, x))
@@ -738,6 +802,12 @@ def bench_serve(cli_path: Path, root: Path, quick: bool) -> tuple[list[ServeBenc
         servers.append(_serve_server(cli_path, root, shallow, workers, 0))
     run_section(servers, protocol_plan, "protocol")
 
+    # a table as it comes (text, a date, gaps): one input per column, read in full by serve
+    text = ["--recipe", str(_text_model(cli_path, root))]
+    servers = [_serve_server(cli_path, root, text, 1, 0),
+               _peer_server(cli_path, next((root / "text").glob("v*/model.onnx")), "text")]  # fmt: skip
+    run_section(servers, [(p, "text", "text", 1, c) for p in ("http", "grpc") for c in clients_list[:2]], "text")
+
     window = BATCH_WINDOW_US_ON
     models = [("shallow", shallow, "xor_shallow")]
     if not quick:  # training the heavier recipe takes about half a minute
@@ -746,7 +816,8 @@ def bench_serve(cli_path: Path, root: Path, quick: bool) -> tuple[list[ServeBenc
         servers = [_serve_server(cli_path, root, which, 1, 0), _serve_server(cli_path, root, which, 1, window)]
         run_section(servers, [("http", name, model, 1, BATCH_CLIENTS)], "batching")
     notes.append(f"{rounds} round(s) of {seconds:g} s per figure, servers alternating, median shown; REST: hey "
-                 "(latency in 0.1 ms steps), gRPC: h2load with one pre-framed ModelInfer (raw_input_contents); "
+                 "(latency in 0.1 ms steps), gRPC: h2load with one pre-framed ModelInfer (raw_input_contents, "
+                 "as tritonclient sends them); "
                  f"load tool and servers share this machine's {os.cpu_count()} cores; cpu us/req: the server's own "
                  "CPU time per request (its process and workers, from /proc), which the load tool does not share, "
                  "from the median round")  # fmt: skip
@@ -759,14 +830,15 @@ def serve_ratios(results: list[ServeBench]) -> list[str]:
     by = {(r.section, r.model, r.protocol, r.clients, r.batch, r.server): r for r in results}
     out = []
     for r in results:
-        if r.section != "protocol" or r.server != "peer":
+        if r.server != "peer":
             continue
         for s in results:
-            if (s.section, s.protocol, s.clients, s.batch) == ("protocol", r.protocol, r.clients, r.batch) and \
-                    s.server != "peer":  # fmt: skip
+            if (s.section, s.model, s.protocol, s.clients, s.batch) == (r.section, r.model, r.protocol, r.clients,
+                                                                          r.batch) and s.server != "peer":  # fmt: skip
                 cpu = (f", server CPU per request {s.server_cpu_us / r.server_cpu_us:.2f}x"
                        if s.server_cpu_us and r.server_cpu_us else "")  # fmt: skip
-                out.append(f"{s.protocol} {s.clients:>2} clients, {s.batch} row(s): {s.server} / peer = "
+                model = "" if r.section == "protocol" else f" ({r.model})"
+                out.append(f"{s.protocol} {s.clients:>2} clients, {s.batch} row(s){model}: {s.server} / peer = "
                            f"{s.requests_per_s / r.requests_per_s:.2f}x req/s{cpu}")  # fmt: skip
     for r in results:
         if r.section == "batching" and r.server != "serve":

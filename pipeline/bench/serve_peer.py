@@ -6,6 +6,10 @@ dependency of `serve`).
 - gRPC: a `grpcio` asyncio servicer on tritonclient's protobuf definitions, ModelInfer only
   (raw_input_contents or fp32_contents), same session.
 
+A model with one input per column (text, dates: FP32 and BYTES inputs of shape [rows, 1]) gets the
+same few lines once per input: JSON data (strings for BYTES), or gRPC's raw_input_contents
+(little-endian FP32; BYTES in Triton's encoding, a 4-byte length then the UTF-8 bytes per string).
+
 Run as `python -m pipeline.bench.serve_peer MODEL.onnx NAME HTTP_PORT GRPC_PORT`; it prints `ready` when
 both listen and stops on SIGTERM.
 """
@@ -37,12 +41,20 @@ def main(argv: list[str]) -> None:
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     in_name, out_name = sess.get_inputs()[0].name, sess.get_outputs()[0].name
+    columns = len(sess.get_inputs()) > 1
+
+    def json_feeds(inputs: list[dict]) -> dict[str, Any]:
+        return {t["name"]: np.array(t["data"], dtype=object if t["datatype"] == "BYTES" else np.float32)
+                .reshape(t["shape"]) for t in inputs}  # fmt: skip
 
     async def infer(request: Request) -> Response:
         doc = orjson.loads(await request.body())
-        t = doc["inputs"][0]
-        x = np.asarray(t["data"], dtype=np.float32).reshape(t["shape"])
-        y = sess.run([out_name], {in_name: x})[0]
+        if columns:
+            y = sess.run([out_name], json_feeds(doc["inputs"]))[0]
+        else:
+            t = doc["inputs"][0]
+            x = np.asarray(t["data"], dtype=np.float32).reshape(t["shape"])
+            y = sess.run([out_name], {in_name: x})[0]
         out = {"model_name": name, "model_version": "1",
                "outputs": [{"name": out_name, "datatype": "FP32", "shape": list(y.shape), "data": y.ravel().tolist()}]}  # fmt: skip
         return Response(orjson.dumps(out), media_type="application/json")
@@ -52,14 +64,28 @@ def main(argv: list[str]) -> None:
 
     app = Starlette(routes=[Route("/v2/models/{m}/infer", infer, methods=["POST"]), Route("/v2/health/ready", ready)])
 
+    def strings(raw: bytes) -> list[str]:  # Triton's BYTES encoding
+        out, at = [], 0
+        while at < len(raw):
+            n = int.from_bytes(raw[at : at + 4], "little")
+            out.append(raw[at + 4 : at + 4 + n].decode())
+            at += 4 + n
+        return out
+
     class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         async def ModelInfer(self, request: Any, context: Any) -> Any:
             t = request.inputs[0]
-            if request.raw_input_contents:
+            if columns:
+                feeds = {t.name: (np.array(strings(raw), dtype=object) if t.datatype == "BYTES" else
+                                  np.frombuffer(raw, dtype="<f4")).reshape(list(t.shape))
+                         for t, raw in zip(request.inputs, request.raw_input_contents)}  # fmt: skip
+                y = sess.run([out_name], feeds)[0]
+            elif request.raw_input_contents:
                 x = np.frombuffer(request.raw_input_contents[0], dtype="<f4").reshape(list(t.shape))
+                y = sess.run([out_name], {in_name: x})[0]
             else:
                 x = np.asarray(t.contents.fp32_contents, dtype=np.float32).reshape(list(t.shape))
-            y = sess.run([out_name], {in_name: x})[0]
+                y = sess.run([out_name], {in_name: x})[0]
             o = pb.ModelInferResponse.InferOutputTensor(name=out_name, datatype="FP32", shape=list(y.shape))
             return pb.ModelInferResponse(
                 model_name=name, model_version="1", outputs=[o], raw_output_contents=[y.tobytes()]

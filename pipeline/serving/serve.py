@@ -236,6 +236,14 @@ class Loaded:
             return None
         return ts[0].name, ts[0].width
 
+    @functools.cached_property
+    def plain_columns(self) -> dict[str, bool] | None:
+        """Input name -> whether it takes text (BYTES), in the model's order, for a model that takes
+        one input per column (`parse_rest`'s common request for it); None for one that takes `x`."""
+        if not self.arch.per_column:
+            return None
+        return {t.name: t.datatype == BYTES for t in self.tensors}
+
     @property
     def inputs(self) -> tuple[dict[str, Any], ...]:
         """v2 metadata: input `x` (rows, n_inputs) FP32, or one (rows, 1) input per column."""
@@ -835,40 +843,101 @@ def read_rest(
 
 
 def _plain_request(doc: dict[str, Any], loaded: Loaded, max_batch_size: int) -> RestRequest | None:
-    """The common request, read without the general checks: the model's one FP32 input, its exact
-    name, datatype and shape [rows, width] within --max-batch-size, its data JSON numbers well within
-    float32 (flat, or one list per row), an optional string id and nothing else. None for anything
-    else, which `read_rest` then reads in full: every request this accepts, the full reading accepts
-    with the same rows (a test holds the two to that), so this decides speed, never an answer."""
-    import numpy as np
-
-    plain = loaded.plain_input
+    """The common request, read without the general checks: every input of the model once, by its
+    exact name, datatype and shape ([rows, width] for `x`, [rows, 1] per column), the rows within
+    --max-batch-size; FP32 data JSON numbers well within float32 (flat, or for `x` one list per row),
+    BYTES data JSON strings (flat); an optional string id and nothing else. None for anything else,
+    which `read_rest` then reads in full: every request this accepts, the full reading accepts with
+    the same rows (a test holds the two to that), so this decides speed, never an answer."""
     inputs, request_id = doc.get("inputs"), doc.get("id")
-    if plain is None or type(inputs) is not list or len(inputs) != 1 or len(doc) != 1 + ("id" in doc):
+    if type(inputs) is not list or not inputs or len(doc) != 1 + ("id" in doc):
         return None
     if request_id is not None and type(request_id) is not str:
         return None
-    t = inputs[0]
-    if type(t) is not dict or len(t) != 4 or t.get("name") != plain[0] or t.get("datatype") != DATATYPE:
+    x: Raw | None = None
+    if loaded.plain_input is not None:
+        x = _plain_matrix(inputs, loaded.plain_input, max_batch_size)
+    elif loaded.plain_columns is not None:
+        x = _plain_columns(inputs, loaded.plain_columns, max_batch_size)
+    else:
         return None
-    shape, data, width = t.get("shape"), t.get("data"), plain[1]
+    return None if x is None else RestRequest(x, request_id, False)
+
+
+def _plain_header(t: Any, name: str, datatype: str, width: int, max_batch_size: int) -> int | None:
+    """The rows of one plain JSON input (exactly name, datatype, shape [rows, width] within
+    --max-batch-size, data), or None."""
+    if type(t) is not dict or len(t) != 4 or t.get("name") != name or t.get("datatype") != datatype:
+        return None
+    shape = t.get("shape")
     if type(shape) is not list or len(shape) != 2 or type(shape[0]) is not int or type(shape[1]) is not int:
         return None
     rows = shape[0]
     if shape[1] != width or not 0 < rows <= max_batch_size or rows * width > SMALL_VALUES:
         return None
+    return rows
+
+
+def _plain_numbers(data: list[Any]) -> bool:
+    return all((type(v) is float or type(v) is int) and -F32_MAX <= v <= F32_MAX for v in data)
+
+
+def _plain_matrix(inputs: list[Any], plain: tuple[str, int], max_batch_size: int) -> np.ndarray | None:
+    import numpy as np
+
+    name, width = plain
+    rows = _plain_header(inputs[0], name, DATATYPE, width, max_batch_size) if len(inputs) == 1 else None
+    if rows is None:
+        return None
+    data = inputs[0].get("data")
     if type(data) is not list or not data:
         return None
     if type(data[0]) is list:  # one list per row
         if len(data) != rows or not all(type(r) is list and len(r) == width for r in data):
             return None
         data = [v for r in data for v in r]
-    if len(data) != rows * width or not all(
-        (type(v) is float or type(v) is int) and -F32_MAX <= v <= F32_MAX for v in data
-    ):
+    if len(data) != rows * width or not _plain_numbers(data):
         return None
-    x = np.asarray(data, dtype=np.float64).astype(np.float32).reshape(rows, width)
-    return RestRequest(x, request_id, False)
+    return np.asarray(data, dtype=np.float64).astype(np.float32).reshape(rows, width)
+
+
+def _plain_columns(inputs: list[Any], columns: dict[str, bool], max_batch_size: int) -> Raw | None:
+    import numpy as np
+
+    if len(inputs) != len(columns):
+        return None
+    got: dict[str, np.ndarray] = {}
+    rows = None
+    for t in inputs:
+        name = t.get("name") if type(t) is dict else None
+        if type(name) is not str or name in got or name not in columns:
+            return None
+        text = columns[name]
+        n = _plain_header(t, name, BYTES if text else DATATYPE, 1, max_batch_size)
+        if n is None or (rows is not None and n != rows):
+            return None
+        data = t.get("data")
+        if type(data) is not list or len(data) != n:
+            return None
+        rows = n
+        if text:
+            if not all(type(v) is str and (v.isascii() or _utf8(v)) for v in data):
+                return None
+            got[name] = np.array(data, dtype=object)
+        else:
+            if not _plain_numbers(data):
+                return None
+            got[name] = np.asarray(data, dtype=np.float64).astype(np.float32)
+    return {name: got[name] for name in columns}  # the model's order, as `raw_rows` gives it
+
+
+def _utf8(text: str) -> bool:
+    """Whether `text` is valid Unicode (no lone surrogate), as BYTES inputs must be."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def rest_response(loaded: Loaded, y: np.ndarray, request: RestRequest) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -1373,26 +1442,76 @@ def read_grpc(request: Any, loaded: Loaded, max_batch_size: int) -> Raw:
     return raw_rows(loaded, tensors)
 
 
-def _plain_grpc(request: Any, loaded: Loaded, max_batch_size: int) -> np.ndarray | None:
-    """The common gRPC request's rows, read without the general checks: the model's one FP32 input
-    (`Loaded.plain_input`), its exact name, datatype and shape [rows, width] within --max-batch-size,
-    no typed contents, one raw_input_contents of exactly the rows' bytes, every value finite. None for
-    anything else, which `read_grpc` then reads in full (a test holds the two to the same rows)."""
+def _plain_grpc(request: Any, loaded: Loaded, max_batch_size: int) -> Raw | None:
+    """The common gRPC request's rows, read without the general checks: every input of the model once,
+    by its exact name, datatype and shape ([rows, width] for `x`, [rows, 1] per column) within
+    --max-batch-size, no typed contents, one raw_input_contents each (tritonclient's way: FP32 values
+    little-endian, every one finite; BYTES in Triton's encoding, UTF-8). None for anything else,
+    which `read_grpc` then reads in full (a test holds the two to the same rows)."""
+
+    inputs, raw = request.inputs, request.raw_input_contents
+    if len(raw) != len(inputs) or not inputs:
+        return None
+    plain, columns = loaded.plain_input, loaded.plain_columns
+    if plain is not None:
+        if len(inputs) != 1:
+            return None
+        x = _plain_raw(inputs[0], raw[0], plain[0], DATATYPE, plain[1], max_batch_size, None)
+        return x if x is None else x.reshape(-1, plain[1])
+    if columns is None or len(inputs) != len(columns):
+        return None
+    got: dict[str, np.ndarray] = {}
+    rows = None
+    for t, data in zip(inputs, raw):
+        name = t.name
+        if name in got or name not in columns:
+            return None
+        x = _plain_raw(t, data, name, BYTES if columns[name] else DATATYPE, 1, max_batch_size, rows)
+        if x is None:
+            return None
+        got[name], rows = x, len(x)
+    return {name: got[name] for name in columns}  # the model's order, as `raw_rows` gives it
+
+
+def _plain_raw(
+    t: Any, data: bytes, name: str, datatype: str, width: int, max_batch_size: int, rows: int | None
+) -> np.ndarray | None:
+    """One plain gRPC input's values, flat (FP32 float32, every one finite; BYTES str), or None."""
     import numpy as np
 
-    plain = loaded.plain_input
-    inputs, raw = request.inputs, request.raw_input_contents
-    if plain is None or len(inputs) != 1 or len(raw) != 1:
+    shape = t.shape
+    if t.name != name or t.datatype != datatype or len(shape) != 2 or shape[1] != width:
         return None
-    t = inputs[0]
-    shape, width = t.shape, plain[1]
-    if t.name != plain[0] or t.datatype != DATATYPE or len(shape) != 2 or shape[1] != width:
+    n = shape[0]
+    if not 0 < n <= max_batch_size or (rows is not None and n != rows) or t.HasField("contents"):
         return None
-    rows, data = shape[0], raw[0]
-    if not 0 < rows <= max_batch_size or len(data) != 4 * rows * width or t.HasField("contents"):
+    if datatype == BYTES:
+        texts = _plain_strings(data, n)
+        return None if texts is None else np.array(texts, dtype=object)
+    if len(data) != 4 * n * width:
         return None
-    x = np.frombuffer(data, dtype="<f4").reshape(rows, width)
+    x = np.frombuffer(data, dtype="<f4")
     return x if all_finite(x) else None
+
+
+def _plain_strings(raw: bytes, rows: int) -> list[str] | None:
+    """Exactly `rows` UTF-8 strings in Triton's BYTES encoding (a 4-byte little-endian length, then the
+    bytes, per string), or None (`_split_bytes` and `_strings` say what is wrong)."""
+    out: list[str] = []
+    pos, end = 0, len(raw)
+    while pos < end and len(out) < rows:
+        if pos + 4 > end:
+            return None
+        size = int.from_bytes(raw[pos : pos + 4], "little")
+        pos += 4
+        if size > end - pos:
+            return None
+        try:
+            out.append(raw[pos : pos + size].decode("utf-8"))
+        except UnicodeDecodeError:
+            return None
+        pos += size
+    return out if len(out) == rows and pos == end else None
 
 
 def _classification(parameters: Any) -> int:
