@@ -83,6 +83,38 @@ def test_per_column_raw_rows_are_concatenated_column_by_column():
     assert m.calls == [3] and ya.shape == (1, 1) and yb.shape == (2, 1)
 
 
+def test_a_model_never_waits_for_another_models_batches():
+    """Every model's batch thread runs at once, each held inside its model call: with a fixed pool
+    smaller than the models, the last model's requests would wait until another queue emptied."""
+    gate = threading.Event()
+    models = [FakeLoaded(version=v, gate=gate) for v in range(9)]
+    batcher = Batcher(0, 4, models=len(models))
+    entered = threading.Semaphore(0)
+    for m in models:
+        run = m.run
+
+        def counted(x, run=run):
+            entered.release()
+            return run(x)
+
+        m.run = counted
+
+    async def main():
+        jobs = [asyncio.ensure_future(batcher(m, np.ones((1, 2), np.float32))) for m in models]
+        await asyncio.sleep(0)
+        started = await asyncio.to_thread(lambda: sum(entered.acquire(timeout=5) for _ in models))
+        gate.set()
+        return started, await asyncio.gather(*jobs)
+
+    try:
+        started, answers = asyncio.run(main())
+    finally:
+        gate.set()
+        batcher.close()
+    assert started == len(models)  # all nine held in their model calls at the same time
+    assert [float(a[0, 0]) for a in answers] == [2.0 + 1000 * v for v in range(9)]
+
+
 def test_a_full_queue_answers_503_at_once():
     gate = threading.Event()
     m = FakeLoaded(gate=gate)

@@ -429,3 +429,27 @@ def test_outputs_are_checked_on_the_fast_path_too(models):
     assert not V.all_finite(np.array([1.0, math.nan], dtype=np.float32))
     assert not V.all_finite(np.full(V.SMALL_FINITE + 1, np.inf, dtype=np.float32))
     assert V.all_finite(np.zeros((V.SMALL_FINITE + 1, 2), dtype=np.float32))
+
+
+def test_503s_are_logged_at_most_once_a_second_with_a_count_of_the_rest(models):
+    now = [100.0]
+    lines: list[str] = []
+    log = V.OverloadLog(lines.append, 1.0, clock=lambda: now[0])
+    for i in range(5):
+        log(f"client error: 503 {i}")
+    now[0] += 0.5
+    log("client error: 503 later")
+    now[0] += 0.6
+    log("client error: 503 next")
+    assert lines == ["client error: 503 0", "client error: 503 next (and 5 more 503s like it since the last one shown, "
+                     "not logged)"]  # fmt: skip
+    # a server over its request-body budget: every request refused, one line; a 400 is always its line
+    iris = models["iris"]
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}).encode()
+    shown: list[str] = []
+    config = V.ServeConfig(Path("."), names=(iris.name,), max_request_mb=1)
+    app = V.RestApp(config, {iris.name: V.Slot(iris)}, shown.append, budget=len(body) - 1)
+    assert {_call(app, "POST", "/v2/models/iris/infer", body)[0] for _ in range(50)} == {503}
+    for _ in range(3):
+        assert _call(app, "POST", "/v2/models/iris/infer", b"{")[0] == 400
+    assert len(shown) == 4 and shown[0].startswith("client error: 503") and "budget" in shown[0]

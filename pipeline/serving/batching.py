@@ -78,14 +78,17 @@ class Batcher:
     less if --max-batch-size rows arrive first, then runs batches until no request is left: requests
     that arrive while a batch runs make the next one, with no further wait."""
 
-    def __init__(self, window_us: int, max_rows: int, threads: int = 4):
+    def __init__(self, window_us: int, max_rows: int, models: int = 1):
         self.window = window_us / 1e6
         self.max_rows = max_rows
         self.max_waiting = QUEUE_BATCHES * max_rows
         self.lock = threading.Lock()
         self.waiting = 0  # rows queued, all models, not yet taken into a batch
         self.queues: dict[int, _Queue] = {}  # id(Loaded) -> its queue (the queue holds the Loaded)
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="xorship-batch")
+        # A batch thread serves one model version's queue until it is empty, so a model's requests must
+        # never wait for a thread that another model's queue holds under load: a thread per model, and
+        # per model one more for the version a swap retires while its last batches run (plus two).
+        self.pool = ThreadPoolExecutor(2 * models + 2, thread_name_prefix="xorship-batch")
         self.batches = 0  # batches run (for tests and the log)
         self.batched_rows = 0
 

@@ -57,6 +57,7 @@ import json
 import math
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,11 +128,37 @@ UNSUPPORTED_MODEL_REST = {  # /v2/models/NAME[/versions/N]/<this>
 }
 
 
+OVERLOAD_LOG_SECONDS = 1.0  # a 503's log line (the server over its load) at most this often
+
+
 def one_line(text: str, limit: int = 400) -> str:
     """`text` safe to log as one line: control characters and line separators escaped (a client's
     bytes can end up in a message), cut at `limit` characters."""
     out = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text[: limit + 1])
     return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
+class OverloadLog:
+    """Log lines about 503s (the batch queue full, the request-body budget spent: the server over its
+    load, refusing at once so that clients retry) at most once per `seconds`: under overload every
+    refused request would otherwise be a line, and writing them would take the time the server lacks.
+    The next line shown says how many were left out. The event loop's thread only."""
+
+    def __init__(self, on_line: Callable[[str], None], seconds: float = OVERLOAD_LOG_SECONDS,
+                 clock: Callable[[], float] = time.monotonic):  # fmt: skip
+        self.on_line, self.seconds, self.clock = on_line, seconds, clock
+        self.last = -math.inf
+        self.left_out = 0
+
+    def __call__(self, line: str) -> None:
+        now = self.clock()
+        if now - self.last < self.seconds:
+            self.left_out += 1
+            return
+        if self.left_out:
+            line += f" (and {self.left_out} more 503s like it since the last one shown, not logged)"
+        self.last, self.left_out = now, 0
+        self.on_line(line)
 
 
 class BadRequest(Exception):
@@ -1005,6 +1032,7 @@ class RestApp:
         self.inflight = 0  # bytes of request bodies held now (the event loop's thread only)
         self.execute: Execute = execute or run_direct
         self.health = health or Health()
+        self.overload = OverloadLog(on_line)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "websocket":  # not part of the protocol: refuse the handshake
@@ -1019,7 +1047,8 @@ class RestApp:
             status, body, headers = exc.status, _error(str(exc)), [(b"content-type", b"application/json")]
             if exc.close:
                 headers.append((b"connection", b"close"))
-            self.on_line(f"client error: {status} {one_line(method, 10)} {one_line(path, 120)}: {one_line(str(exc))}")
+            log = self.overload if status == 503 else self.on_line
+            log(f"client error: {status} {one_line(method, 10)} {one_line(path, 120)}: {one_line(str(exc))}")
         except PipelineError as exc:  # the model failed at run time: the server's fault, said once
             status, body, headers = 500, _error(str(exc)), [(b"content-type", b"application/json")]
             self.on_line(f"error: 500 {one_line(method, 10)} {one_line(path, 120)}: {one_line(str(exc))}")
@@ -1294,6 +1323,7 @@ def _grpc_server(
     }
 
     run: Execute = execute or run_direct
+    overload = OverloadLog(on_line)
     direct = run is run_direct  # batching off: the request's own call, on the loop (as REST's small ones)
     ready = (health or Health()).ready
 
@@ -1305,7 +1335,7 @@ def _grpc_server(
         exception keeps its request (megabytes of tensor data) alive until a later collection, and a
         server answering many bad requests would grow (measured: +150 MB over 30 requests of 7 MB)."""
         code = codes.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
-        on_line(f"client error: {code.name} gRPC {method}: {one_line(str(exc))}")
+        (overload if exc.status == 503 else on_line)(f"client error: {code.name} gRPC {method}: {one_line(str(exc))}")
         context.set_code(code)
         context.set_details(str(exc))
         return empty
@@ -1842,7 +1872,7 @@ def _run(
     if config.batch_window_us:
         from .batching import Batcher
 
-        batcher = Batcher(config.batch_window_us, config.max_batch_size)
+        batcher = Batcher(config.batch_window_us, config.max_batch_size, len(config.models))
         execute = batcher
     health = worker.health if worker is not None else Health()
     app = RestApp(config, slots, on_line, execute, health, worker.budget if worker is not None else None)
