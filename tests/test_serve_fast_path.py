@@ -359,6 +359,8 @@ PATHS = [
     "/v2/models/iris/config/infer", "/v2/models/iris/stats/infer", "/v2/models/iris/infer/infer",
     "/v2/models/iris/versions/1//infer", "/v2/models/iris", "/v2/models/iris/ready", "/v2/models/iris/versions/1",
     "/v2/repository/models/iris/infer", "/v2/models/stats/versions/1/infer", "/v1/models/iris/infer",
+    "/v2/models/stats?/infer", "/v2/models/stats?x/infer", "/v2/models/stats?/versions/1/infer",
+    "/v2/models/iris?/infer", "/v2/models/iris/versions/1?/infer",
 ]  # fmt: skip
 
 
@@ -390,7 +392,7 @@ def test_the_inference_path_is_routed_as_the_full_route_routes_it(models, monkey
     fast = {(m, p): _call(app, m, p, body) for m in ("POST", "GET") for p in PATHS}
     assert V._infer_target("/v2/models/iris/infer") == ("iris", None)
     assert V._infer_target("/v2/models/iris/versions/1/infer") == ("iris", "1")
-    assert sum(V._infer_target(p) is not None for p in PATHS) == 7
+    assert sum(V._infer_target(p) is not None for p in PATHS) == 9
     monkeypatch.setattr(V, "_infer_target", lambda path: None)
     full = {(m, p): _call(app, m, p, body) for m in ("POST", "GET") for p in PATHS}
     assert fast == full
@@ -443,6 +445,18 @@ def test_503s_are_logged_at_most_once_a_second_with_a_count_of_the_rest(models):
     log("client error: 503 next")
     assert lines == ["client error: 503 0", "client error: 503 next (and 5 more 503s like it since the last one shown, "
                      "not logged)"]  # fmt: skip
+
+    async def burst() -> list[str]:  # on the event loop, the last line left out is written once the second is over
+        shown: list[str] = []
+        log = V.OverloadLog(shown.append, 0.05)
+        for i in range(5):
+            log(f"503 {i}")
+        await asyncio.sleep(0.2)
+        log("503 after")  # a second later: written at once
+        return shown
+
+    assert asyncio.run(burst()) == ["503 0", "503 4 (and 3 more 503s like it since the last one shown, not logged)",
+                                    "503 after"]  # fmt: skip
     # a server over its request-body budget: every request refused, one line; a 400 is always its line
     iris = models["iris"]
     body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}).encode()

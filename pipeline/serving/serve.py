@@ -142,22 +142,45 @@ class OverloadLog:
     """Log lines about 503s (the batch queue full, the request-body budget spent: the server over its
     load, refusing at once so that clients retry) at most once per `seconds`: under overload every
     refused request would otherwise be a line, and writing them would take the time the server lacks.
-    The next line shown says how many were left out. The event loop's thread only."""
+    A line left out is not lost: the last of them is written once the `seconds` are over (on the event
+    loop, or with the next 503 where there is no loop), saying how many others were left out. The
+    event loop's thread only."""
 
     def __init__(self, on_line: Callable[[str], None], seconds: float = OVERLOAD_LOG_SECONDS,
                  clock: Callable[[], float] = time.monotonic):  # fmt: skip
         self.on_line, self.seconds, self.clock = on_line, seconds, clock
         self.last = -math.inf
-        self.left_out = 0
+        self.left_out: list[str] = []  # the lines not written since the last one written (the latest kept)
+        self.count = 0
 
     def __call__(self, line: str) -> None:
         now = self.clock()
         if now - self.last < self.seconds:
-            self.left_out += 1
+            if not self.count:
+                self._later(self.last + self.seconds - now)
+            self.left_out[:] = [line]
+            self.count += 1
             return
-        if self.left_out:
-            line += f" (and {self.left_out} more 503s like it since the last one shown, not logged)"
-        self.last, self.left_out = now, 0
+        self._write(line, self.count, now)
+
+    def _later(self, delay: float) -> None:
+        import asyncio
+
+        try:
+            asyncio.get_running_loop().call_later(delay, self.flush)
+        except RuntimeError:  # no event loop (a test): the next 503 writes it
+            pass
+
+    def flush(self) -> None:
+        """Write the latest line left out, if any, with how many others were."""
+        if self.count:
+            self._write(self.left_out[0], self.count - 1, self.clock())
+
+    def _write(self, line: str, others: int, now: float) -> None:
+        if others:
+            line += f" (and {others} more 503s like it since the last one shown, not logged)"
+        self.last, self.count = now, 0
+        self.left_out.clear()
         self.on_line(line)
 
 
@@ -1258,7 +1281,7 @@ def _infer_target(path: str) -> tuple[str, str | None] | None:
         return None
     parts = path[11:-6].split("/")
     name = parts[0]
-    if not name or name in MODEL_EXTENSION_NAMES:
+    if not name or name.split("?", 1)[0] in MODEL_EXTENSION_NAMES:  # `_route`: "stats", "stats?..." too
         return None
     if len(parts) == 1:
         return name, None
