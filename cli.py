@@ -34,13 +34,8 @@ from pipeline.errors import (
     request_stop,
 )
 from pipeline.flow import Outcome, Overrides, worst_exit_code
-from pipeline.serving.serve import (
-    DEFAULT_MAX_REQUEST_MB,
-    MAX_BATCH_WINDOW_US,
-    MAX_REQUEST_MB_LIMIT,
-    MAX_WORKERS,
-    WORKERS_CAP,
-)
+from pipeline.serving.protocol import DEFAULT_MAX_REQUEST_MB
+from pipeline.serving.serve import MAX_BATCH_WINDOW_US, MAX_REQUEST_MB_LIMIT, MAX_WORKERS, WORKERS_CAP
 from pipeline.serving.ship import INSTANCE_KINDS, MAX_BATCH_SIZE, MAX_INSTANCES
 from pipeline.spec.archs import ARCH_CHOICES
 from pipeline.spec.formats import INPUT_FORMATS, OUTPUT_FORMATS

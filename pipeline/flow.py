@@ -833,7 +833,7 @@ def serve_models(
     which: str | Recipe | Sequence[Recipe], root: Path | str, *, on_line: NoticeFn = print, **options: Any
 ) -> None:
     """`serve`: the published versions of these models over the v2 protocol until SIGTERM / Ctrl-C.
-    `options`: `serving.serve.ServeConfig`'s fields (host, ports, provider, bounds, version, strict...)."""
+    `options`: `serving.protocol.ServeConfig`'s fields (host, ports, provider, bounds, version, strict...)."""
     from .serving.serve import ServeConfig, serve
 
     recipes = _recipes(which)

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from pipeline.serving.batching import QUEUE_BATCHES, Batcher, QueueFull, concat
-from pipeline.serving.serve import BadRequest
+from pipeline.serving.protocol import BadRequest
 from pipeline.spec.encoding import raw_len
 
 
 class FakeLoaded:
-    """A stand-in for `serve.Loaded`: run(x) -> the row sums (rows, 1); records every call's rows."""
+    """A stand-in for `protocol.Loaded`: run(x) -> the row sums (rows, 1); records every call's rows."""
 
     def __init__(self, version: int = 1, gate: threading.Event | None = None):
         self.version = version

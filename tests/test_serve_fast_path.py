@@ -19,7 +19,9 @@ import pytest
 pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc]")
 from tritonclient.grpc import service_pb2 as pb  # noqa: E402
 
-from pipeline.serving import serve as V  # noqa: E402
+from pipeline.serving import grpc_service as G  # noqa: E402
+from pipeline.serving import protocol as P  # noqa: E402
+from pipeline.serving import rest as R  # noqa: E402
 from pipeline.spec.archs import Arch  # noqa: E402
 from pipeline.spec.encoding import FLOAT, NUMBER, ColumnCode, Encoding  # noqa: E402
 from tests.test_ship_recipes import HOUSES, IRIS, SALES, published_model  # noqa: E402
@@ -42,12 +44,12 @@ GAPS = Arch(
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, V.Loaded]:
+def models(tmp_path_factory) -> dict[str, P.Loaded]:
     out = {}
     for arch in (IRIS, HOUSES, SALES, GAPS):
         root = tmp_path_factory.mktemp(arch.serving_name)
         published_model(root, arch)
-        out[arch.serving_name] = V.load(root, arch.name, None, "cpu")
+        out[arch.serving_name] = P.load(root, arch.name, None, "cpu")
     return out
 
 
@@ -101,14 +103,14 @@ def _doc(rng: random.Random, name: str, width: int) -> dict:
 TEXT = ["flat", "house", "villa", "", "caf\u00e9", "\u5317\u4eac", "2021-06-15", "true", "false", " 3 ", "x" * 300]
 
 
-def _columns_doc(rng: random.Random, loaded: V.Loaded) -> dict:
+def _columns_doc(rng: random.Random, loaded: P.Loaded) -> dict:
     """A v2 REST request near the common one for a model that takes one input per column: every
     column once, [rows, 1], text for BYTES and numbers for FP32, most of the time; else one of the
     ways it can be wrong or merely unusual."""
     rows = rng.choice([1, 1, 2, 5, MAX_BATCH]) if rng.random() < 0.9 else rng.choice([0, MAX_BATCH + 1])
     inputs = []
     for t in loaded.tensors:
-        text = t.datatype == V.BYTES
+        text = t.datatype == P.BYTES
         if rng.random() < 0.9:
             data: object = [rng.choice(TEXT) if text else rng.uniform(-500, 500) for _ in range(rows)]
         else:
@@ -138,7 +140,7 @@ def _columns_doc(rng: random.Random, loaded: V.Loaded) -> dict:
     return doc
 
 
-def _rest_doc(rng: random.Random, loaded: V.Loaded) -> dict:
+def _rest_doc(rng: random.Random, loaded: P.Loaded) -> dict:
     if loaded.arch.per_column:
         return _columns_doc(rng, loaded)
     return _doc(rng, loaded.tensors[0].name, loaded.tensors[0].width)
@@ -147,7 +149,7 @@ def _rest_doc(rng: random.Random, loaded: V.Loaded) -> dict:
 def _full(read, *args):
     try:
         return read(*args)
-    except V.BadRequest as exc:
+    except P.BadRequest as exc:
         return exc
 
 
@@ -194,12 +196,12 @@ def _held_to_the_full_reading(models, seed: int, make, fast_read, full_read, par
 
 def test_the_plain_rest_request_is_read_as_the_full_reading_reads_it(models):
     def full(doc, loaded, max_batch):
-        return V.read_rest(doc, memoryview(b""), False, loaded, max_batch)
+        return R.read_rest(doc, memoryview(b""), False, loaded, max_batch)
 
     def parts(r):
         return r.x, r.request_id, r.binary_output
 
-    taken = _held_to_the_full_reading(models, 11, _rest_doc, V._plain_request, full, parts)
+    taken = _held_to_the_full_reading(models, 11, _rest_doc, R._plain_request, full, parts)
     # the common request takes the fast path on every model: one FP32 input, or one input per column
     assert min(taken.values()) > 100, taken
 
@@ -207,11 +209,11 @@ def test_the_plain_rest_request_is_read_as_the_full_reading_reads_it(models):
 def test_the_common_request_takes_the_fast_path_and_its_near_misses_do_not(models):
     iris = models["iris"]
     base = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [[1, 2, 3, 4], [5.5, 6, 7, 8]]}]}
-    assert V._plain_request(base, iris, MAX_BATCH) is not None
+    assert R._plain_request(base, iris, MAX_BATCH) is not None
     flat = json.loads(json.dumps(base))
     flat["inputs"][0]["data"] = [1, 2, 3, 4, 5.5, 6, 7, 8]
     flat["id"] = "a"
-    got = V._plain_request(flat, iris, MAX_BATCH)
+    got = R._plain_request(flat, iris, MAX_BATCH)
     assert got is not None and got.request_id == "a"
     assert got.x.tobytes() == np.array([[1, 2, 3, 4], [5.5, 6, 7, 8]], dtype=np.float32).tobytes()
     for change in (
@@ -226,8 +228,8 @@ def test_the_common_request_takes_the_fast_path_and_its_near_misses_do_not(model
     ):
         doc = json.loads(json.dumps(base))
         change(doc)
-        assert V._plain_request(doc, iris, MAX_BATCH) is None, doc
-    assert V._plain_request(base, iris, 1) is None  # over --max-batch-size: the full reading's 400
+        assert R._plain_request(doc, iris, MAX_BATCH) is None, doc
+    assert R._plain_request(base, iris, 1) is None  # over --max-batch-size: the full reading's 400
 
 
 def test_a_plain_request_for_a_model_that_takes_one_input_per_column_takes_the_fast_path(models):
@@ -236,7 +238,7 @@ def test_a_plain_request_for_a_model_that_takes_one_input_per_column_takes_the_f
     row = {"lot size": 310.5, "kind/type": "villa", "has pool": "true", "sold on": "2022-02-01", "rooms": 2}
     base = {"inputs": [{"name": t.name, "shape": [1, 1], "datatype": t.datatype, "data": [row[t.name]]}
                        for t in reversed(sales.tensors)]}  # fmt: skip
-    got = V._plain_request(base, sales, MAX_BATCH)
+    got = R._plain_request(base, sales, MAX_BATCH)
     assert got is not None and list(got.x) == [t.name for t in sales.tensors]  # the model's order
     assert got.x["kind/type"].tolist() == ["villa"] and got.x["lot size"].dtype == np.float32
     for change in (
@@ -249,14 +251,14 @@ def test_a_plain_request_for_a_model_that_takes_one_input_per_column_takes_the_f
     ):
         doc = json.loads(json.dumps(base))
         change(doc)
-        assert V._plain_request(doc, sales, MAX_BATCH) is None, doc
+        assert R._plain_request(doc, sales, MAX_BATCH) is None, doc
 
 
 def _triton_bytes(texts: list[bytes]) -> bytes:
     return b"".join(len(b).to_bytes(4, "little") + b for b in texts)
 
 
-def _grpc_columns_request(rng: random.Random, loaded: V.Loaded) -> pb.ModelInferRequest:
+def _grpc_columns_request(rng: random.Random, loaded: P.Loaded) -> pb.ModelInferRequest:
     """A ModelInferRequest near tritonclient's for a model that takes one input per column: each
     column once, [rows, 1], raw_input_contents (little-endian FP32; Triton's BYTES encoding), most of
     the time; else one of the ways it can be wrong or merely unusual."""
@@ -267,7 +269,7 @@ def _grpc_columns_request(rng: random.Random, loaded: V.Loaded) -> pb.ModelInfer
         shape = [rows, 1] if rng.random() < 0.95 else rng.choice([[rows, 2], [rows], [rows + 1, 1], [-1, 1]])
         datatype = t.datatype if rng.random() < 0.95 else rng.choice(["FP32", "BYTES", "bytes", ""])
         tensor = pb.ModelInferRequest.InferInputTensor(name=t.name, datatype=datatype, shape=shape)
-        if t.datatype == V.BYTES:
+        if t.datatype == P.BYTES:
             texts = [rng.choice(TEXT).encode() for _ in range(rows)]
             if rng.random() < 0.1 and rows:
                 texts[rng.randrange(rows)] = rng.choice([b"\xff\xfe", b"\xed\xa0\x80", b"caf\xc3"])  # not UTF-8
@@ -282,7 +284,7 @@ def _grpc_columns_request(rng: random.Random, loaded: V.Loaded) -> pb.ModelInfer
             if rng.random() < 0.05:
                 raw = raw[:-1]
         if rng.random() < 0.05:  # typed contents instead, or as well
-            if t.datatype == V.BYTES:
+            if t.datatype == P.BYTES:
                 tensor.contents.bytes_contents.extend([b"flat"] * rows)
             else:
                 tensor.contents.fp32_contents.extend([1.0] * rows)
@@ -307,7 +309,7 @@ def _grpc_columns_request(rng: random.Random, loaded: V.Loaded) -> pb.ModelInfer
     return request
 
 
-def _grpc_request(rng: random.Random, loaded: V.Loaded) -> pb.ModelInferRequest:
+def _grpc_request(rng: random.Random, loaded: P.Loaded) -> pb.ModelInferRequest:
     if loaded.arch.per_column:
         return _grpc_columns_request(rng, loaded)
     name, width = loaded.tensors[0].name, loaded.tensors[0].width
@@ -346,7 +348,7 @@ def _grpc_request(rng: random.Random, loaded: V.Loaded) -> pb.ModelInferRequest:
 
 
 def test_the_plain_grpc_request_is_read_as_the_full_reading_reads_it(models):
-    taken = _held_to_the_full_reading(models, 5, _grpc_request, V._plain_grpc, V.read_grpc, lambda x: (x,))
+    taken = _held_to_the_full_reading(models, 5, _grpc_request, G._plain_grpc, G.read_grpc, lambda x: (x,))
     assert min(taken.values()) > 100, taken
 
 
@@ -364,7 +366,7 @@ PATHS = [
 ]  # fmt: skip
 
 
-def _call(app: V.RestApp, method: str, path: str, body: bytes, chunks: int = 1, headers: tuple = ()) -> tuple:
+def _call(app: R.RestApp, method: str, path: str, body: bytes, chunks: int = 1, headers: tuple = ()) -> tuple:
     parts = [body[i * len(body) // chunks : (i + 1) * len(body) // chunks] for i in range(chunks)]
     messages = [{"type": "http.request", "body": p, "more_body": i < chunks - 1} for i, p in enumerate(parts)]
     sent: list[dict] = []
@@ -381,19 +383,19 @@ def _call(app: V.RestApp, method: str, path: str, body: bytes, chunks: int = 1, 
     return sent[0]["status"], sent[1]["body"]
 
 
-def _app(loaded: V.Loaded, budget: int | None = None, max_request_mb: int = 1) -> V.RestApp:
-    config = V.ServeConfig(Path("."), names=(loaded.name,), max_request_mb=max_request_mb)
-    return V.RestApp(config, {loaded.name: V.Slot(loaded)}, lambda line: None, budget=budget)
+def _app(loaded: P.Loaded, budget: int | None = None, max_request_mb: int = 1) -> R.RestApp:
+    config = P.ServeConfig(Path("."), names=(loaded.name,), max_request_mb=max_request_mb)
+    return R.RestApp(config, {loaded.name: P.Slot(loaded)}, lambda line: None, budget=budget)
 
 
 def test_the_inference_path_is_routed_as_the_full_route_routes_it(models, monkeypatch):
     app = _app(models["iris"])
     body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}).encode()
     fast = {(m, p): _call(app, m, p, body) for m in ("POST", "GET") for p in PATHS}
-    assert V._infer_target("/v2/models/iris/infer") == ("iris", None)
-    assert V._infer_target("/v2/models/iris/versions/1/infer") == ("iris", "1")
-    assert sum(V._infer_target(p) is not None for p in PATHS) == 9
-    monkeypatch.setattr(V, "_infer_target", lambda path: None)
+    assert R._infer_target("/v2/models/iris/infer") == ("iris", None)
+    assert R._infer_target("/v2/models/iris/versions/1/infer") == ("iris", "1")
+    assert sum(R._infer_target(p) is not None for p in PATHS) == 9
+    monkeypatch.setattr(R, "_infer_target", lambda path: None)
     full = {(m, p): _call(app, m, p, body) for m in ("POST", "GET") for p in PATHS}
     assert fast == full
     assert fast[("POST", "/v2/models/iris/infer")][0] == 200
@@ -427,16 +429,16 @@ def test_outputs_are_checked_on_the_fast_path_too(models):
     gaps = models["gap_houses"]
     x = np.array([[1.0, 2.0]], dtype=np.float32)
     y = gaps.run(x)
-    assert y.dtype == np.float32 and V.all_finite(y)
-    assert not V.all_finite(np.array([1.0, math.nan], dtype=np.float32))
-    assert not V.all_finite(np.full(V.SMALL_FINITE + 1, np.inf, dtype=np.float32))
-    assert V.all_finite(np.zeros((V.SMALL_FINITE + 1, 2), dtype=np.float32))
+    assert y.dtype == np.float32 and P.all_finite(y)
+    assert not P.all_finite(np.array([1.0, math.nan], dtype=np.float32))
+    assert not P.all_finite(np.full(P.SMALL_FINITE + 1, np.inf, dtype=np.float32))
+    assert P.all_finite(np.zeros((P.SMALL_FINITE + 1, 2), dtype=np.float32))
 
 
 def test_503s_are_logged_at_most_once_a_second_with_a_count_of_the_rest(models):
     now = [100.0]
     lines: list[str] = []
-    log = V.OverloadLog(lines.append, 1.0, clock=lambda: now[0])
+    log = P.OverloadLog(lines.append, 1.0, clock=lambda: now[0])
     for i in range(5):
         log(f"client error: 503 {i}")
     now[0] += 0.5
@@ -448,7 +450,7 @@ def test_503s_are_logged_at_most_once_a_second_with_a_count_of_the_rest(models):
 
     async def burst() -> list[str]:  # on the event loop, the last line left out is written once the second is over
         shown: list[str] = []
-        log = V.OverloadLog(shown.append, 0.05)
+        log = P.OverloadLog(shown.append, 0.05)
         for i in range(5):
             log(f"503 {i}")
         await asyncio.sleep(0.2)
@@ -461,8 +463,8 @@ def test_503s_are_logged_at_most_once_a_second_with_a_count_of_the_rest(models):
     iris = models["iris"]
     body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}).encode()
     shown: list[str] = []
-    config = V.ServeConfig(Path("."), names=(iris.name,), max_request_mb=1)
-    app = V.RestApp(config, {iris.name: V.Slot(iris)}, shown.append, budget=len(body) - 1)
+    config = P.ServeConfig(Path("."), names=(iris.name,), max_request_mb=1)
+    app = R.RestApp(config, {iris.name: P.Slot(iris)}, shown.append, budget=len(body) - 1)
     assert {_call(app, "POST", "/v2/models/iris/infer", body)[0] for _ in range(50)} == {503}
     for _ in range(3):
         assert _call(app, "POST", "/v2/models/iris/infer", b"{")[0] == 400

@@ -2,7 +2,7 @@
 model that takes one raw input per column: numbers with gaps, text, a boolean, a date, named with
 spaces and slashes), built without training: `build_model` + `set_scaling`, exported once (behind its
 encoding when it has one), published with the artifacts helpers. Also `serve`'s reading of per-column
-requests, without a server (`serve.parse_rest`).
+requests, without a server (`rest.parse_rest`).
 
 `published_model` is also what tests/test_serve.py serves."""
 
@@ -730,9 +730,9 @@ def test_the_model_card_of_a_per_column_model_describes_each_input(artifacts):
 
 @pytest.fixture(scope="module")
 def sales_loaded(artifacts):
-    from pipeline.serving import serve as V
+    from pipeline.serving import protocol as P
 
-    return V.load(artifacts, "sales", None, "cpu")
+    return P.load(artifacts, "sales", None, "cpu")
 
 
 def _rest(inputs: list[dict], binary: bytes = b"") -> tuple[bytes, str | None]:
@@ -752,7 +752,7 @@ def test_serve_reads_one_tensor_per_column_as_predict_takes_them(sales_loaded):
     import numpy as np
 
     from pipeline.serving import predict as P
-    from pipeline.serving import serve as V
+    from pipeline.serving import rest as R
 
     rows = _sales_rows()
     want = P.Predictor(sales_loaded.served, "cpu").outputs(rows).astype(np.float32)
@@ -778,11 +778,11 @@ def test_serve_reads_one_tensor_per_column_as_predict_takes_them(sales_loaded):
         *[tensor(n, "BYTES", list(rows[n])) for n in ("kind/type", "has pool", "sold on")],
     ]
     body, head = _rest(as_json)
-    got = V.parse_rest(body, head, sales_loaded, 64)
+    got = R.parse_rest(body, head, sales_loaded, 64)
     assert sales_loaded.run(got.x).tobytes() == want.tobytes()
     # the NaN token (Python's json writes it) is missing too
     body = body.replace(b"null", b"NaN")
-    assert sales_loaded.run(V.parse_rest(body, None, sales_loaded, 64).x).tobytes() == want.tobytes()
+    assert sales_loaded.run(R.parse_rest(body, None, sales_loaded, 64).x).tobytes() == want.tobytes()
     # binary: FP32 little-endian with NaN, BYTES in Triton's length-prefixed encoding, in the inputs' order
     parts = [
         rows["lot size"].astype("<f4").tobytes(),
@@ -792,11 +792,11 @@ def test_serve_reads_one_tensor_per_column_as_predict_takes_them(sales_loaded):
     names = ["lot size", "kind/type", "has pool", "sold on", "rooms"]
     as_binary = [tensor(n, d["datatype"], size=len(p)) for n, d, p in zip(names, sales_loaded.inputs, parts)]
     body, head = _rest(as_binary, b"".join(parts))
-    assert sales_loaded.run(V.parse_rest(body, head, sales_loaded, 64).x).tobytes() == want.tobytes()
+    assert sales_loaded.run(R.parse_rest(body, head, sales_loaded, 64).x).tobytes() == want.tobytes()
     # mixed: some inputs as JSON, others binary
     mixed = [as_json[1], *as_binary[1:4], as_json[0]]
     body, head = _rest(mixed, b"".join(parts[1:4]))
-    assert sales_loaded.run(V.parse_rest(body, head, sales_loaded, 64).x).tobytes() == want.tobytes()
+    assert sales_loaded.run(R.parse_rest(body, head, sales_loaded, 64).x).tobytes() == want.tobytes()
 
 
 def _one(name, dtype, data, rows=1):
@@ -844,13 +844,14 @@ PER_COLUMN_BAD = [
 
 @pytest.mark.parametrize("case,inputs,message", PER_COLUMN_BAD, ids=[c[0] for c in PER_COLUMN_BAD])
 def test_serve_refuses_a_bad_per_column_request_with_one_message(sales_loaded, case, inputs, message):
-    from pipeline.serving import serve as V
+    from pipeline.serving import protocol as P
+    from pipeline.serving import rest as R
 
     body = json.dumps({"inputs": inputs}).encode()
-    with pytest.raises(V.BadRequest, match=None) as info:
-        V.parse_rest(body, None, sales_loaded, 64)
+    with pytest.raises(P.BadRequest, match=None) as info:
+        R.parse_rest(body, None, sales_loaded, 64)
     assert message in str(info.value) and info.value.status == 400 and "\n" not in str(info.value)
-    good = V.parse_rest(json.dumps({"inputs": list(GOOD.values())}).encode(), None, sales_loaded, 64)
+    good = R.parse_rest(json.dumps({"inputs": list(GOOD.values())}).encode(), None, sales_loaded, 64)
     assert sales_loaded.run(good.x).shape == (1, 3)
 
 
@@ -866,7 +867,8 @@ def test_serve_refuses_a_bad_per_column_request_with_one_message(sales_loaded, c
     ids=["invalid-start", "truncated-utf8", "short", "trailing", "no-length"],
 )
 def test_serve_refuses_bytes_that_are_not_utf8_or_not_tritons_encoding(sales_loaded, raw, message):
-    from pipeline.serving import serve as V
+    from pipeline.serving import protocol as P
+    from pipeline.serving import rest as R
 
     inputs = _with(
         kind_type={
@@ -877,14 +879,14 @@ def test_serve_refuses_bytes_that_are_not_utf8_or_not_tritons_encoding(sales_loa
         }
     )
     body, head = _rest(inputs, raw)
-    with pytest.raises(V.BadRequest, match=message):
-        V.parse_rest(body, head, sales_loaded, 64)
+    with pytest.raises(P.BadRequest, match=message):
+        R.parse_rest(body, head, sales_loaded, 64)
 
 
 def test_serve_says_where_the_string_nodes_run(sales_loaded, artifacts):
     from pipeline.checks.runtimes import CPU_EP, CUDA_EP, ProviderReport
     from pipeline.graph.encoding_graph import nodes_on_strings
-    from pipeline.serving import serve as V
+    from pipeline.serving import protocol as P
 
     count, ops = sales_loaded.strings
     model = onnx.load_from_string(onnx_bytes(SALES))
@@ -897,9 +899,9 @@ def test_serve_says_where_the_string_nodes_run(sales_loaded, artifacts):
     assert "takes 5 columns, one input each (2 FP32, 3 BYTES)" in line
     assert line.endswith(f"runs on {CPU_EP}") and "CUDA" not in line  # the CPU path: everything on the CPU
     cuda = ProviderReport("cuda", (CUDA_EP, CPU_EP), None)
-    text = V.provider_line(cuda, (count, ops))
+    text = P.provider_line(cuda, (count, ops))
     assert text.startswith(f"runs on {CUDA_EP}, except its {count} nodes that take or make strings (")
     assert f"which run on {CPU_EP} in the same session" in text
-    assert V.provider_line(cuda, (0, ())) == f"runs on {CUDA_EP}"
+    assert P.provider_line(cuda, (0, ())) == f"runs on {CUDA_EP}"
     fallback = ProviderReport("cuda", (CPU_EP,), "no CUDA driver")
-    assert V.provider_line(fallback, (count, ops)) == f"runs on {CPU_EP} (no CUDA driver)"
+    assert P.provider_line(fallback, (count, ops)) == f"runs on {CPU_EP} (no CUDA driver)"

@@ -665,7 +665,7 @@ def _column_files(tmp: Path, root: Path, model: str, row: dict[str, Any]) -> dic
 
     from tritonclient.grpc import service_pb2 as pb
 
-    from ..serving.serve import BYTES, load
+    from ..serving.protocol import BYTES, load
 
     tensors = load(root, model, None, "cpu").tensors
     doc = {

@@ -36,7 +36,7 @@ from ..spec.encoding import Raw, raw_len
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-Loaded = Any  # serve.Loaded (this module sits below serve.py: it only calls .run(raw) -> (rows, k))
+Loaded = Any  # protocol.Loaded (this module sits below it: it only calls .run(raw) -> (rows, k))
 
 QUEUE_BATCHES = 4  # rows waiting, all models together, at most this many times --max-batch-size
 
@@ -168,7 +168,7 @@ def _answer(futures: list[asyncio.Future], results: list[Any]) -> None:
 
 def _run_batch(loaded: Loaded, parts: list[Raw]) -> list[Any]:
     """(in a batch thread) One onnxruntime call on the concatenated rows, split back per request. When
-    the batch fails for a row's sake (a non-finite output: the client's 400, `serve.BadRequest`), each
+    the batch fails for a row's sake (a non-finite output: the client's 400, `protocol.BadRequest`), each
     request is run alone, so only the request that holds that row is refused; a failure of the model
     itself (PipelineError) is every request's."""
     if len(parts) == 1:
