@@ -34,8 +34,15 @@ from pipeline.errors import (
     request_stop,
 )
 from pipeline.flow import Outcome, Overrides, worst_exit_code
-from pipeline.serving.protocol import DEFAULT_MAX_REQUEST_MB
-from pipeline.serving.serve import MAX_BATCH_WINDOW_US, MAX_REQUEST_MB_LIMIT, MAX_WORKERS, WORKERS_CAP
+from pipeline.serving.protocol import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_REQUEST_MB
+from pipeline.serving.serve import (
+    MAX_BATCH_WINDOW_US,
+    MAX_HEADER_TIMEOUT_S,
+    MAX_REQUEST_MB_LIMIT,
+    MAX_WORKERS,
+    MIN_HEADER_TIMEOUT_S,
+    WORKERS_CAP,
+)
 from pipeline.serving.ship import INSTANCE_KINDS, MAX_BATCH_SIZE, MAX_INSTANCES
 from pipeline.spec.archs import ARCH_CHOICES
 from pipeline.spec.formats import INPUT_FORMATS, OUTPUT_FORMATS
@@ -872,6 +879,17 @@ def serve(
             "docs/serving.md has the measurements.",
         ),
     ] = 0,
+    header_timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout-s",
+            min=MIN_HEADER_TIMEOUT_S,
+            max=MAX_HEADER_TIMEOUT_S,
+            help="A REST request's line and headers must arrive within this many seconds of its first byte (or "
+            "of the connection): else 408 and the connection closed, so clients that send a byte now and then "
+            "cannot hold connections.",
+        ),
+    ] = DEFAULT_HEADER_TIMEOUT_S,
 ) -> None:
     """Serve the published verified versions over the v2 inference protocol (REST and gRPC), as Triton
     would; a new publication is picked up without a restart. Models with nothing published yet are
@@ -889,6 +907,7 @@ def serve(
         grpc_port=grpc_port, provider=provider.value, max_batch_size=max_batch_size, version=version,
         max_request_mb=max_request_mb, strict=strict, access_log=access_log,
         workers=workers or 0, batch_window_us=batch_window_us,  # 0: serve's default (the cores, capped)
+        header_timeout_s=header_timeout_s,
     )  # fmt: skip
 
 

@@ -516,6 +516,45 @@ def test_headers_over_the_bound_get_431_and_http_1_0_gets_a_length(server):
     assert server.h.is_server_ready()
 
 
+def test_request_heads_that_arrive_too_slowly_get_408_and_the_server_goes_on(shipped, tmp_path):
+    """Slowloris: a client that sends a request head a byte at a time, or nothing at all, does not keep
+    its connection past --header-timeout-s; a keep-alive client that waits between requests does."""
+    import http.client
+    import select
+
+    s = Server(shipped, dict(os.environ), "--arch", "shallow", "--workers", "1", "--header-timeout-s", "1",
+               log=tmp_path / "serve.log")  # fmt: skip
+    try:
+        drip = socket.create_connection(("127.0.0.1", s.http), timeout=10)
+        silent = socket.create_connection(("127.0.0.1", s.http), timeout=10)
+        start = time.monotonic()
+        drip.sendall(b"POST /v2/models/xor_shallow/infer HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        while not select.select([drip], [], [], 0.1)[0] and time.monotonic() - start < 8:
+            drip.sendall(b"x")  # a header byte every 0.1 s: never done, never idle
+        closed_after = time.monotonic() - start
+        drip.settimeout(5)
+        answer = drip.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"did not arrive within 1 s" in answer and 1.0 <= closed_after <= 3.0, closed_after
+        silent.settimeout(5)
+        assert silent.recv(65536).startswith(b"HTTP/1.1 408")  # a connection that sends nothing: the same
+        assert silent.recv(65536) == b""  # and closed
+        drip.close()
+        silent.close()
+        keep = http.client.HTTPConnection("127.0.0.1", s.http, timeout=10)  # waits between requests: served
+        for _ in range(2):
+            keep.request("POST", "/v2/models/xor_shallow/infer", body(XOR[:1]), {"Content-Type": "application/json"})
+            reply = keep.getresponse()
+            assert reply.status == 200, reply.read()
+            reply.read()
+            time.sleep(1.5)
+        keep.close()
+        assert s.h.is_server_ready()
+        assert _wait_for(lambda: "client error: 408 the request line and headers did not arrive within 1 s" in s.text())
+    finally:
+        assert s.stop() == 0
+
+
 def test_gzip_members_are_one_stream_and_trailing_bytes_are_refused(server, root):
     import gzip
 

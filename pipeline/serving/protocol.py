@@ -32,6 +32,7 @@ SESSION_THREADS = 1  # onnxruntime intra-op threads per session (see `load`)
 DEFAULT_MAX_REQUEST_MB = (
     64  # one bound for REST bodies and gRPC messages (a 1024-row batch of 4096 FP32 features as JSON fits)
 )
+DEFAULT_HEADER_TIMEOUT_S = 30.0
 PLATFORM = "onnxruntime_onnx"  # what Triton reports for the same file
 DATATYPE = "FP32"  # what every model of this tool answers, and takes for numbers
 BYTES = "BYTES"  # what a model that takes one input per column takes for text, booleans and dates (UTF-8)
@@ -59,8 +60,8 @@ class OverloadLog:
     event loop's thread only."""
 
     def __init__(self, on_line: Callable[[str], None], seconds: float = OVERLOAD_LOG_SECONDS,
-                 clock: Callable[[], float] = time.monotonic):  # fmt: skip
-        self.on_line, self.seconds, self.clock = on_line, seconds, clock
+                 clock: Callable[[], float] = time.monotonic, what: str = "503s"):  # fmt: skip
+        self.on_line, self.seconds, self.clock, self.what = on_line, seconds, clock, what
         self.last = -math.inf
         self.left_out: list[str] = []  # the lines not written since the last one written (the latest kept)
         self.count = 0
@@ -90,7 +91,7 @@ class OverloadLog:
 
     def _write(self, line: str, others: int, now: float) -> None:
         if others:
-            line += f" (and {others} more 503s like it since the last one shown, not logged)"
+            line += f" (and {others} more {self.what} like it since the last one shown, not logged)"
         self.last, self.count = now, 0
         self.left_out.clear()
         self.on_line(line)
@@ -127,6 +128,9 @@ class ServeConfig:
     hints: dict[str, str] = field(default_factory=dict)
     workers: int = 1  # worker processes (serving.workers); 1: this process serves; 0: default_workers()
     batch_window_us: int = 0  # server-side batching window (serving.batching); 0: off
+    # a REST request's line and headers must arrive within this many seconds of its first byte (or of
+    # the connection): else 408 and the connection closed, so slow clients cannot hold connections
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
 
     @property
     def models(self) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ from .batching import QueueFull
 from .protocol import (
     BYTES,
     DATATYPE,
+    DEFAULT_HEADER_TIMEOUT_S,
     F32_MAX,
     SERVER_NAME,
     SMALL_VALUES,
@@ -609,25 +610,55 @@ def _error(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
-def bounded_protocol(on_line: Callable[[str], None]) -> Any:
-    """uvicorn's httptools protocol with a bound on a request's line and headers (MAX_HEAD_BYTES):
-    past it the client gets 431 and its connection is closed, so one endless header cannot exhaust
-    memory. "auto" (uvicorn's own choice, h11 with its own bound) where httptools is not installed."""
+def bounded_protocol(on_line: Callable[[str], None], header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S) -> Any:
+    """uvicorn's httptools protocol with two bounds on a request's line and headers: their size
+    (MAX_HEAD_BYTES: past it the client gets 431 and its connection is closed, so one endless header
+    cannot exhaust memory) and their time (`header_timeout_s` from the request's first byte, or from
+    the connection for its first request: past it 408 and the connection closed, so clients that send
+    a byte now and then cannot hold connections; uvicorn itself times out only idle keep-alive
+    connections between requests). "auto" (uvicorn's own choice, h11 with its own size bound and no
+    time bound) where httptools is not installed."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:
         return "auto"
+    slow = OverloadLog(on_line, what="timed-out request heads")  # many slow clients: a line a second
+    period = min(1.0, header_timeout_s / 4)
+    sweeping: list[bool] = [False]  # one sweep a `period` while connections are open (a worker: its own)
+
+    def sweep(loop: Any, connections: set) -> None:
+        """Refuse every connection whose request head has been arriving for longer than the bound:
+        one timer for all of them, not one per request (a timer armed and cancelled per request would
+        cost each request about a microsecond)."""
+        now = loop.time()
+        for conn in list(connections):
+            since = getattr(conn, "_head_since", None)
+            if since is not None and now - since > header_timeout_s:
+                conn._too_slow()
+        sweeping[0] = bool(connections)
+        if sweeping[0]:
+            loop.call_later(period, sweep, loop, connections)
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         _in_head = True
         _head = 0
+        _head_since: float | None = None  # when the request head being read began (loop time); None: not reading one
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._head_since = self.loop.time()  # the first request's head: from the connection
+            if not sweeping[0]:
+                sweeping[0] = True
+                self.loop.call_later(period, sweep, self.loop, self.connections)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._in_head, self._head = True, 0
+            self._head_since = self.loop.time()
 
         def on_headers_complete(self) -> None:
             self._in_head = False
+            self._head_since = None
             super().on_headers_complete()
 
         def data_received(self, data: bytes) -> None:
@@ -636,13 +667,24 @@ def bounded_protocol(on_line: Callable[[str], None]) -> Any:
             if before and self._in_head and not self.transport.is_closing():
                 self._head += len(data)
                 if self._head > MAX_HEAD_BYTES:
-                    msg = f"the request line and headers are over {MAX_HEAD_BYTES:,} bytes"
-                    body = _error(msg)
-                    self.transport.write(
-                        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-                        b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-                    )
-                    self.transport.close()
-                    on_line(f"client error: 431 {msg}")
+                    self._refuse(431, "Request Header Fields Too Large",
+                                 f"the request line and headers are over {MAX_HEAD_BYTES:,} bytes", on_line)  # fmt: skip
+
+        def _too_slow(self) -> None:
+            self._head_since = None
+            if self._in_head and not self.transport.is_closing():
+                msg = f"the request line and headers did not arrive within {header_timeout_s:g} s"
+                self._refuse(408, "Request Timeout", msg, slow)
+
+        def _refuse(self, status: int, reason: str, msg: str, log: Callable[[str], None]) -> None:
+            self._head_since = None
+            body = _error(msg)
+            self.transport.write(
+                f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                f"content-length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            self.transport.close()
+            log(f"client error: {status} {msg}")
 
     return BoundedHttpToolsProtocol

@@ -75,6 +75,7 @@ MAX_BATCH_WINDOW_US = 1_000_000
 BATCH_WINDOW_US_ON = 100  # the window bench --serve measures batching with; the CLI's default is 0 (off)
 GRACE_SECONDS = 30  # in-flight requests get this long to finish after SIGTERM / Ctrl-C
 MAX_BATCH_LIMIT = 2**31 - 1
+MIN_HEADER_TIMEOUT_S, MAX_HEADER_TIMEOUT_S = 0.1, 3600.0
 MAX_REQUEST_MB_LIMIT = 2047  # gRPC's message length is an int32
 
 
@@ -228,6 +229,10 @@ def check_config(config: ServeConfig) -> None:
         raise UsageError(f"--workers must be 1..{MAX_WORKERS}, got {config.workers}")
     if not (0 <= config.batch_window_us <= MAX_BATCH_WINDOW_US):
         raise UsageError(f"--batch-window-us must be 0..{MAX_BATCH_WINDOW_US}, got {config.batch_window_us}")
+    if not (MIN_HEADER_TIMEOUT_S <= config.header_timeout_s <= MAX_HEADER_TIMEOUT_S):
+        raise UsageError(
+            f"--header-timeout-s must be {MIN_HEADER_TIMEOUT_S:g}..{MAX_HEADER_TIMEOUT_S:g}, got {config.header_timeout_s:g}"
+        )
     if not (1 <= config.max_request_mb <= MAX_REQUEST_MB_LIMIT):
         raise UsageError(f"--max-request-mb must be 1..{MAX_REQUEST_MB_LIMIT}, got {config.max_request_mb}")
     for port, what in ((config.http_port, "--http-port"), (config.grpc_port, "--grpc-port")):
@@ -391,7 +396,7 @@ def _run(
     async def main() -> None:
         import uvicorn
 
-        http_protocol: Any = bounded_protocol(on_line)
+        http_protocol: Any = bounded_protocol(on_line, config.header_timeout_s)
 
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
