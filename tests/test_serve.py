@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -516,14 +517,37 @@ def test_headers_over_the_bound_get_431_and_http_1_0_gets_a_length(server):
     assert server.h.is_server_ready()
 
 
+def _read_answer(sock: socket.socket) -> bytes:
+    """One whole HTTP answer (its head and Content-Length bytes of body) from a socket."""
+    got = b""
+    while b"\r\n\r\n" not in got or len(got.partition(b"\r\n\r\n")[2]) < int(
+        re.search(rb"(?i)content-length: *(\d+)", got.partition(b"\r\n\r\n")[0]).group(1)
+    ):
+        chunk = sock.recv(65536)
+        assert chunk, got
+        got += chunk
+    return got
+
+
 def test_request_heads_that_arrive_too_slowly_get_408_and_the_server_goes_on(shipped, tmp_path):
     """Slowloris: a client that sends a request head a byte at a time, or nothing at all, does not keep
     its connection past --header-timeout-s; a keep-alive client that waits between requests does."""
     import http.client
     import select
 
-    s = Server(shipped, dict(os.environ), "--arch", "shallow", "--workers", "1", "--header-timeout-s", "1",
-               log=tmp_path / "serve.log")  # fmt: skip
+    s = Server(
+        shipped,
+        dict(os.environ),
+        "--arch",
+        "shallow",
+        "--workers",
+        "1",
+        "--header-timeout-s",
+        "1",
+        "--batch-window-us",
+        "400000",
+        log=tmp_path / "serve.log",
+    )  # fmt: skip  (each answer takes 0.4 s)
     try:
         drip = socket.create_connection(("127.0.0.1", s.http), timeout=10)
         silent = socket.create_connection(("127.0.0.1", s.http), timeout=10)
@@ -541,6 +565,35 @@ def test_request_heads_that_arrive_too_slowly_get_408_and_the_server_goes_on(shi
         assert silent.recv(65536) == b""  # and closed
         drip.close()
         silent.close()
+        # blank lines between requests are no way around it: after an answer, they start the clock too
+        crlf = socket.create_connection(("127.0.0.1", s.http), timeout=10)
+        one = body(XOR[:1])
+        request = (b"POST /v2/models/xor_shallow/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n" % len(one)) + one  # fmt: skip
+        crlf.sendall(request)
+        assert _read_answer(crlf).startswith(b"HTTP/1.1 200")
+        start = time.monotonic()
+        while not select.select([crlf], [], [], 0.1)[0] and time.monotonic() - start < 8:
+            crlf.sendall(b"\r\n")
+        assert crlf.recv(65536).startswith(b"HTTP/1.1 408") and time.monotonic() - start <= 3.0
+        crlf.close()
+        # three requests pipelined at once, answered one after another for longer than the bound: every
+        # one answered, none cut by a 408 (a head waiting behind an answer starts its time after it)
+        piped = socket.create_connection(("127.0.0.1", s.http), timeout=10)
+        piped.sendall(request * 2 + request[:20])  # the third head's rest follows at once, read after answers
+        time.sleep(0.05)
+        piped.sendall(request[20:])
+        answers = [_read_answer(piped) for _ in range(3)]
+        assert all(a.startswith(b"HTTP/1.1 200") for a in answers), answers
+        piped.close()
+        # a client that stalls mid-head behind a request it sent whole: that answer whole, then the 408
+        stall = socket.create_connection(("127.0.0.1", s.http), timeout=10)
+        stall.sendall(request + request[:20])
+        first = _read_answer(stall)
+        assert first.startswith(b"HTTP/1.1 200") and first.endswith(b"}]}"), first
+        stall.settimeout(5)
+        assert stall.recv(65536).startswith(b"HTTP/1.1 408")
+        stall.close()
         keep = http.client.HTTPConnection("127.0.0.1", s.http, timeout=10)  # waits between requests: served
         for _ in range(2):
             keep.request("POST", "/v2/models/xor_shallow/infer", body(XOR[:1]), {"Content-Type": "application/json"})
@@ -551,6 +604,7 @@ def test_request_heads_that_arrive_too_slowly_get_408_and_the_server_goes_on(shi
         keep.close()
         assert s.h.is_server_ready()
         assert _wait_for(lambda: "client error: 408 the request line and headers did not arrive within 1 s" in s.text())
+        assert "Traceback" not in s.text() and "Exception in ASGI" not in s.text()
     finally:
         assert s.stop() == 0
 

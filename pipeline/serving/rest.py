@@ -613,11 +613,14 @@ def _error(message: str) -> bytes:
 def bounded_protocol(on_line: Callable[[str], None], header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S) -> Any:
     """uvicorn's httptools protocol with two bounds on a request's line and headers: their size
     (MAX_HEAD_BYTES: past it the client gets 431 and its connection is closed, so one endless header
-    cannot exhaust memory) and their time (`header_timeout_s` from the request's first byte, or from
-    the connection for its first request: past it 408 and the connection closed, so clients that send
-    a byte now and then cannot hold connections; uvicorn itself times out only idle keep-alive
-    connections between requests). "auto" (uvicorn's own choice, h11 with its own size bound and no
-    time bound) where httptools is not installed."""
+    cannot exhaust memory) and their time (`header_timeout_s`: past it 408 and the connection closed,
+    so clients that send a byte now and then cannot hold connections; uvicorn itself times out only
+    idle keep-alive connections between requests). A head's time runs from the connection for its
+    first request, else from the first byte after the previous request (a blank line too), and
+    only while no request of the connection is being answered: a pipelined head waiting behind an
+    answer starts its time when that answer is done. A refusal never cuts into an answer being
+    written: it waits for it. "auto" (uvicorn's own choice, h11 with its own size bound and no time
+    bound) where httptools is not installed."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:
@@ -633,16 +636,18 @@ def bounded_protocol(on_line: Callable[[str], None], header_timeout_s: float = D
         now = loop.time()
         for conn in list(connections):
             since = getattr(conn, "_head_since", None)
-            if since is not None and now - since > header_timeout_s:
+            if since is not None and now - since > header_timeout_s and not conn._busy():
                 conn._too_slow()
         sweeping[0] = bool(connections)
         if sweeping[0]:
             loop.call_later(period, sweep, loop, connections)
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
-        _in_head = True
+        _in_head = True  # between a message's first byte and its complete headers (and before the first)
+        _in_message = False  # between a message's first byte and its complete body
         _head = 0
-        _head_since: float | None = None  # when the request head being read began (loop time); None: not reading one
+        _head_since: float | None = None  # since when a request head is awaited (loop time); None: it is not
+        _pending: tuple[int, str, str, Callable[[str], None]] | None = None  # a refusal waiting for an answer
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -653,15 +658,31 @@ def bounded_protocol(on_line: Callable[[str], None], header_timeout_s: float = D
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._in_head, self._head = True, 0
-            self._head_since = self.loop.time()
+            self._in_head, self._in_message, self._head = True, True, 0
+            if self._head_since is None:
+                self._head_since = self.loop.time()
 
         def on_headers_complete(self) -> None:
             self._in_head = False
             self._head_since = None
             super().on_headers_complete()
 
+        def on_message_complete(self) -> None:
+            self._in_message = False
+            super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self._busy() or self.transport.is_closing():
+                return
+            if self._pending is not None:
+                self._refuse(*self._pending)
+            elif self._head_since is not None:  # a head that began while an answer was written: from now
+                self._head_since = self.loop.time()
+
         def data_received(self, data: bytes) -> None:
+            if self._head_since is None and not self._in_message:  # bytes between requests, a blank line too
+                self._head_since = self.loop.time()
             before = self._in_head
             super().data_received(data)
             if before and self._in_head and not self.transport.is_closing():
@@ -670,14 +691,22 @@ def bounded_protocol(on_line: Callable[[str], None], header_timeout_s: float = D
                     self._refuse(431, "Request Header Fields Too Large",
                                  f"the request line and headers are over {MAX_HEAD_BYTES:,} bytes", on_line)  # fmt: skip
 
+        def _busy(self) -> bool:
+            """A request of this connection is being answered, or waits (pipelined) to be."""
+            return (self.cycle is not None and not self.cycle.response_complete) or bool(self.pipeline)
+
         def _too_slow(self) -> None:
-            self._head_since = None
-            if self._in_head and not self.transport.is_closing():
+            if not self.transport.is_closing():
                 msg = f"the request line and headers did not arrive within {header_timeout_s:g} s"
                 self._refuse(408, "Request Timeout", msg, slow)
 
         def _refuse(self, status: int, reason: str, msg: str, log: Callable[[str], None]) -> None:
             self._head_since = None
+            if self._busy():  # never into an answer being written: after it, reading nothing more meanwhile
+                self._pending = (status, reason, msg, log)
+                self.transport.pause_reading()
+                return
+            self._pending = None
             body = _error(msg)
             self.transport.write(
                 f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\n"
