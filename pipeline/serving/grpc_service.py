@@ -33,6 +33,7 @@ from .protocol import (
     raw_rows,
     run_direct,
     server_version,
+    split_triton_bytes,
     tensor_from_bytes,
     text_values,
 )
@@ -264,23 +265,12 @@ def _plain_raw(
 
 
 def _plain_strings(raw: bytes, rows: int) -> list[str] | None:
-    """Exactly `rows` UTF-8 strings in Triton's BYTES encoding (a 4-byte little-endian length, then the
-    bytes, per string), or None (`_split_bytes` and `text_values` say what is wrong)."""
-    out: list[str] = []
-    pos, end = 0, len(raw)
-    while pos < end and len(out) < rows:
-        if pos + 4 > end:
-            return None
-        size = int.from_bytes(raw[pos : pos + 4], "little")
-        pos += 4
-        if size > end - pos:
-            return None
-        try:
-            out.append(raw[pos : pos + size].decode("utf-8"))
-        except UnicodeDecodeError:
-            return None
-        pos += size
-    return out if len(out) == rows and pos == end else None
+    """Exactly `rows` UTF-8 strings in Triton's BYTES encoding, or None (`read_grpc` then says what is
+    wrong): the same parse as the full reading's (`split_triton_bytes`)."""
+    try:
+        return [b.decode("utf-8") for b in split_triton_bytes(memoryview(raw), rows, "")]
+    except (BadRequest, UnicodeDecodeError):
+        return None
 
 
 def _classification(parameters: Any) -> int:

@@ -502,7 +502,7 @@ def tensor_from_bytes(spec: Tensor, raw: bytes | memoryview, rows: int) -> np.nd
     """(rows, width) from an input's binary data (REST's binary extension, gRPC's raw_input_contents):
     little-endian FP32, or Triton's BYTES encoding; or BadRequest."""
     if spec.datatype == BYTES:
-        return text_values(_split_bytes(memoryview(raw), rows, spec.name), rows, spec.name)
+        return text_values(split_triton_bytes(memoryview(raw), rows, spec.name), rows, spec.name)
     return batch_from_bytes(raw, rows, spec.width, spec.name, spec.missing)
 
 
@@ -573,7 +573,7 @@ def all_finite(a: np.ndarray) -> bool:
     return bool(np.isfinite(a).all())
 
 
-def _split_bytes(raw: memoryview, rows: int, want: str) -> list[bytes]:
+def split_triton_bytes(raw: memoryview, rows: int, want: str) -> list[bytes]:
     """The elements of Triton's BYTES encoding (per element a 4-byte little-endian length, then that
     many bytes), exactly `rows` of them, or BadRequest."""
     out: list[bytes] = []
